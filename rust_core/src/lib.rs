@@ -1,0 +1,20 @@
+//! The `voltcloud._core` extension module. This file only registers what the modules export.
+
+pub mod errors;
+pub mod geo;
+pub mod gil;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("VoltcloudCoreError", py.get_type::<errors::VoltcloudCoreError>())?;
+    m.add("InvalidInputError", py.get_type::<errors::InvalidInputError>())?;
+    m.add("NotFoundError", py.get_type::<errors::NotFoundError>())?;
+    m.add("ConflictError", py.get_type::<errors::ConflictError>())?;
+    m.add("InfeasibleError", py.get_type::<errors::InfeasibleError>())?;
+    geo::register(m)?;
+    Ok(())
+}
