@@ -1,0 +1,1 @@
+"""Dispatch: the mobile workforce (valet specialists, charging vans, engineers) and their tasks."""

@@ -1,0 +1,1 @@
+"""Fleets: enterprise customers, sub-fleets, vehicles and drivers."""

@@ -1,0 +1,1 @@
+"""Maintenance: alarms, fault work orders and battery health."""

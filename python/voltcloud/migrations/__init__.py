@@ -1,0 +1,1 @@
+"""Alembic migrations (run by `voltcloud db upgrade` and at first start)."""

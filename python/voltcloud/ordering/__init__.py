@@ -1,0 +1,1 @@
+"""Ordering: one-click power-up quotes, orders and reservations."""

@@ -1,0 +1,1 @@
+"""Cross-cutting platform pieces: database, auth, errors, tracing, ids and the clock."""

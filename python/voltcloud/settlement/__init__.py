@@ -1,0 +1,1 @@
+"""Settlement: accounts, the double-entry journal, rate models, holds, bills and payouts."""

@@ -1,0 +1,66 @@
+"""Shared fixtures: the database matrix and a real platform on an ephemeral port.
+
+SQLite always; PostgreSQL too when VOLTCLOUD_TEST_POSTGRES_URL is set, each test session in a fresh
+database of its own so concurrent runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+POSTGRES_URL = os.environ.get("VOLTCLOUD_TEST_POSTGRES_URL")
+
+
+def _database_params() -> list[object]:
+    params: list[object] = [pytest.param("sqlite", id="sqlite")]
+    if POSTGRES_URL:
+        params.append(pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
+    return params
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str | None]:
+    """A throwaway PostgreSQL database for this session, dropped at the end."""
+    if not POSTGRES_URL:
+        yield None
+        return
+    base = sa.engine.make_url(POSTGRES_URL)
+    name = f"vc_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        engine = create_async_engine(base, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(statement))
+        await engine.dispose()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=_database_params())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_database: str | None) -> str:
+    """Each test gets an empty schema: a new SQLite file, or the session's PostgreSQL database wiped."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'voltcloud.db'}"
+    assert postgres_database is not None
+
+    async def wipe() -> None:
+        engine = create_async_engine(postgres_database, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(wipe())
+    return postgres_database

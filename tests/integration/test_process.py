@@ -1,0 +1,83 @@
+"""The `voltcloud` command as a real process: serve, tokens from the CLI, graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from voltcloud.api.v1 import stations_pb2, stations_pb2_grpc
+
+from .conftest import JWT_KEY
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voltcloud.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_sigterm_lets_in_flight_calls_finish_and_exits_zero(tmp_path: Path, database_url: str) -> None:
+    env = {
+        **os.environ,
+        "VOLTCLOUD_DATA_DIR": str(tmp_path / "data"),
+        "VOLTCLOUD_DATABASE_URL": database_url,
+        "VOLTCLOUD_JWT_KEY": JWT_KEY,
+        "VOLTCLOUD_GRACE_PERIOD_S": "20",
+    }
+    token = _cli("token", "create", "--role", "driver", "--subject", "d-1", env=env).stdout.strip()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voltcloud.cli",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--seed-demo",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        port = re.search(r":(\d+) ", line)
+        assert port, line
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port.group(1)}") as channel:
+            stub = stations_pb2_grpc.StationServiceStub(channel)
+            metadata = (("authorization", f"Bearer {token}"),)
+            await stub.ListStations(stations_pb2.ListStationsRequest(), metadata=metadata)
+            calls = [
+                asyncio.ensure_future(
+                    stub.ListStations(stations_pb2.ListStationsRequest(page_size=500), metadata=metadata)
+                )
+                for _ in range(40)
+            ]
+            await asyncio.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*calls)
+        assert all(len(r.stations) >= 20 for r in responses)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_token_cli_refuses_an_unknown_role(tmp_path: Path) -> None:
+    env = {**os.environ, "VOLTCLOUD_DATA_DIR": str(tmp_path)}
+    result = _cli("token", "create", "--role", "superuser", env=env)
+    assert result.returncode == 2
+    assert "unknown role" in result.stderr
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    env = {**os.environ, "VOLTCLOUD_DATA_DIR": str(tmp_path)}
+    result = _cli("db", "upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "voltcloud.db").exists()
