@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations")
-    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument("revision", nargs="?", default="heads")
     _add_common(upgrade)
     upgrade.set_defaults(run=_cmd_db)
 

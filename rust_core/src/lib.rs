@@ -1,8 +1,14 @@
 //! The `voltcloud._core` extension module. This file only registers what the modules export.
 
+pub mod batteries;
+pub mod columns;
 pub mod errors;
 pub mod geo;
 pub mod gil;
+pub mod index;
+pub mod options;
+pub mod routing;
+pub mod traffic;
 
 use pyo3::prelude::*;
 
@@ -16,5 +22,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConflictError", py.get_type::<errors::ConflictError>())?;
     m.add("InfeasibleError", py.get_type::<errors::InfeasibleError>())?;
     geo::register(m)?;
+    index::register(m)?;
+    traffic::register(m)?;
+    options::register(m)?;
+    batteries::register(m)?;
+    routing::register(m)?;
     Ok(())
 }

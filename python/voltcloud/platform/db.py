@@ -88,7 +88,7 @@ def alembic_config(url: str) -> Any:
     return config
 
 
-def upgrade_database(url: str, revision: str = "head") -> None:
+def upgrade_database(url: str, revision: str = "heads") -> None:
     """Applies Alembic migrations up to `revision` (blocking; call from a thread in async code)."""
     from alembic import command
 
