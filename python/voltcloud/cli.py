@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(seed)
     seed.set_defaults(run=_cmd_seed)
 
+    demo = commands.add_parser("demo", help="one whole one-click power-up over real gRPC on the embedded default")
+    _add_common(demo)
+    demo.set_defaults(
+        run=lambda a: asyncio.run(__import__("voltcloud.ordering.demo", fromlist=["run"]).run(_settings(a)))
+    )
+
     vrptw = commands.add_parser("solve-vrptw", help="solve a Solomon VRPTW instance file")
     vrptw.add_argument("file", type=Path)
     vrptw.add_argument("--time-limit-ms", type=int, default=300)

@@ -37,11 +37,29 @@ class Settings(BaseSettings):
     )
     tracing_exporter: TracingExporter = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
+    metrics_interval_ms: int = Field(60_000, gt=0, description="How often metrics are exported.")
     service_name: str = "voltcloud"
     seed_demo: bool = Field(False, description="Seed the demo world when the database is empty.")
     demo_seed: int = 7
     log_level: str = "INFO"
     db_pool_size: int = Field(10, gt=0)
+    # Ordering and dispatch (docs/ordering.md).
+    quote_ttl_s: int = Field(120, gt=0, description="How long a power-up quote can be ordered.")
+    service_radius_m: float = Field(50_000.0, gt=0, description="A position with no resource this close is refused.")
+    hold_margin_permille: int = Field(1200, ge=1000, description="Hold = estimate x margin / 1000.")
+    order_grace_s: int = Field(1800, gt=0, description="An order not in service by ETA + grace expires.")
+    cancel_fee_minor: int = Field(1000, ge=0, description="Fee for cancelling once the specialist is en route.")
+    reservation_no_show_s: int = Field(600, gt=0, description="A reservation unused this long after start expires.")
+    dispatch_offer_timeout_s: float = Field(30.0, gt=0, description="How long a specialist has to accept.")
+    dispatch_max_offers: int = Field(5, gt=0, description="Offers per task before the order fails.")
+    reoptimize_interval_s: float = Field(60.0, ge=0, description="Batch re-optimisation period; 0 = off.")
+    engine_sync_interval_s: float = Field(2.0, ge=0, description="Engine refresh from the database; 0 = off.")
+    sweep_interval_s: float = Field(1.0, gt=0, description="Period of the expiry and offer-timeout sweeps.")
+    # Settlement (docs/settlement.md).
+    settlement_scheduler_interval_s: float = Field(
+        60.0, ge=0, description="Period of hold expiry, T+3 payouts and monthly bills; 0 = off."
+    )
+    settlement_timezone: str = Field("Asia/Shanghai", description="Local time of payouts and of fleet/driver bills.")
 
     @field_validator("listen")
     @classmethod

@@ -31,11 +31,13 @@ from voltcloud.api.v1 import (
     stations_pb2_grpc,
 )
 from voltcloud.config import Settings
+from voltcloud.ordering.runtime import PowerUp
 from voltcloud.platform.auth import TokenService, load_or_create_dev_key
 from voltcloud.platform.db import Database, upgrade_database_async
 from voltcloud.platform.permissions import check_table_covers
 from voltcloud.platform.rpc import PlatformInterceptor
 from voltcloud.platform.tracing import configure_tracing
+from voltcloud.settlement.scheduler import SettlementScheduler
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,11 @@ def _servicer(cls: type, *args: Any) -> Any:
     return factory(*args)
 
 
-def _bindings(db: Database) -> list[ServiceBinding]:
+def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
+    from voltcloud.dispatch.service import DispatchServicer
+    from voltcloud.ingest.service import IngestServicer
+    from voltcloud.ordering.service import OrderingServicer
+    from voltcloud.settlement.service import SettlementServicer
     from voltcloud.stations.service import StationServicer
 
     # Services whose domain is not built yet are the generated base classes: they answer UNIMPLEMENTED.
@@ -71,17 +77,17 @@ def _bindings(db: Database) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             ordering_pb2.DESCRIPTOR.services_by_name["OrderingService"].full_name,
-            _servicer(ordering_pb2_grpc.OrderingServiceServicer),
+            _servicer(OrderingServicer, powerup),
             ordering_pb2_grpc.add_OrderingServiceServicer_to_server,
         ),
         ServiceBinding(
             dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
-            _servicer(dispatch_pb2_grpc.DispatchServiceServicer),
+            _servicer(DispatchServicer, powerup),
             dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,
         ),
         ServiceBinding(
             settlement_pb2.DESCRIPTOR.services_by_name["SettlementService"].full_name,
-            _servicer(settlement_pb2_grpc.SettlementServiceServicer),
+            _servicer(SettlementServicer, db),
             settlement_pb2_grpc.add_SettlementServiceServicer_to_server,
         ),
         ServiceBinding(
@@ -96,7 +102,7 @@ def _bindings(db: Database) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-            _servicer(ingest_pb2_grpc.IngestServiceServicer),
+            _servicer(IngestServicer, db),
             ingest_pb2_grpc.add_IngestServiceServicer_to_server,
         ),
     ]
@@ -112,6 +118,10 @@ class Platform:
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=[PlatformInterceptor(self.tokens)])
         self.port = 0
+        self.powerup = PowerUp(settings, self.db)
+        self.settlement_scheduler = SettlementScheduler(
+            self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
+        )
 
     async def start(self) -> int:
         configure_tracing(self.settings)
@@ -122,7 +132,9 @@ class Platform:
 
             await seed_demo_if_empty(self.db, self.settings.demo_seed)
 
-        bindings = _bindings(self.db)
+        await self.powerup.start()
+        self.settlement_scheduler.start()
+        bindings = _bindings(self.db, self.powerup)
         check_table_covers([b.name for b in bindings])
         for binding in bindings:
             binding.register(binding.servicer, self.server)
@@ -145,6 +157,8 @@ class Platform:
             # gRPC core cancels calls that arrived but were not yet dispatched when stop() begins.
             await asyncio.sleep(self.settings.drain_s)
         await self.server.stop(self.settings.grace_period_s if grace is None else grace)
+        await self.settlement_scheduler.stop()
+        await self.powerup.stop()
         await self.db.dispose()
 
 

@@ -4,8 +4,21 @@ from sqlmodel import SQLModel
 
 from voltcloud.dispatch import models as dispatch_models
 from voltcloud.fleet import models as fleet_models
+from voltcloud.ingest import models as ingest_models
+from voltcloud.maintenance import models as maintenance_models
+from voltcloud.ordering import models as ordering_models
+from voltcloud.settlement import models as settlement_models
 from voltcloud.stations import models as station_models
 
 metadata = SQLModel.metadata
 
-__all__ = ["dispatch_models", "fleet_models", "metadata", "station_models"]
+__all__ = [
+    "dispatch_models",
+    "fleet_models",
+    "ingest_models",
+    "maintenance_models",
+    "metadata",
+    "ordering_models",
+    "settlement_models",
+    "station_models",
+]

@@ -4,11 +4,36 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::PyErr;
 
-create_exception!(_core, VoltcloudCoreError, PyException, "Base of every error raised by the VoltCloud engine.");
-create_exception!(_core, InvalidInputError, VoltcloudCoreError, "An argument is out of range, malformed or inconsistent.");
-create_exception!(_core, NotFoundError, VoltcloudCoreError, "A resource id is not known to the engine.");
-create_exception!(_core, ConflictError, VoltcloudCoreError, "The resource is taken or its version changed.");
-create_exception!(_core, InfeasibleError, VoltcloudCoreError, "No solution satisfies the constraints.");
+create_exception!(
+    _core,
+    VoltcloudCoreError,
+    PyException,
+    "Base of every error raised by the VoltCloud engine."
+);
+create_exception!(
+    _core,
+    InvalidInputError,
+    VoltcloudCoreError,
+    "An argument is out of range, malformed or inconsistent."
+);
+create_exception!(
+    _core,
+    NotFoundError,
+    VoltcloudCoreError,
+    "A resource id is not known to the engine."
+);
+create_exception!(
+    _core,
+    ConflictError,
+    VoltcloudCoreError,
+    "The resource is taken or its version changed."
+);
+create_exception!(
+    _core,
+    InfeasibleError,
+    VoltcloudCoreError,
+    "No solution satisfies the constraints."
+);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CoreError {
@@ -24,7 +49,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        CoreError::InvalidInput { field: field.into(), reason: reason.into() }
+        CoreError::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -47,6 +75,9 @@ pub fn finite(field: &str, value: f64) -> CoreResult<f64> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(CoreError::invalid(field, format!("must be a finite number, got {value}")))
+        Err(CoreError::invalid(
+            field,
+            format!("must be a finite number, got {value}"),
+        ))
     }
 }

@@ -16,10 +16,16 @@ impl LatLng {
         let lat = finite("lat", lat)?;
         let lng = finite("lng", lng)?;
         if !(-90.0..=90.0).contains(&lat) {
-            return Err(CoreError::invalid("lat", format!("must be within [-90, 90], got {lat}")));
+            return Err(CoreError::invalid(
+                "lat",
+                format!("must be within [-90, 90], got {lat}"),
+            ));
         }
         if !(-180.0..=180.0).contains(&lng) {
-            return Err(CoreError::invalid("lng", format!("must be within [-180, 180], got {lng}")));
+            return Err(CoreError::invalid(
+                "lng",
+                format!("must be within [-180, 180], got {lng}"),
+            ));
         }
         Ok(LatLng { lat, lng })
     }
@@ -48,7 +54,10 @@ pub fn cell_degrees(size_m: f64) -> f64 {
 
 pub fn cell_of(p: LatLng, size_m: f64) -> Cell {
     let deg = cell_degrees(size_m);
-    Cell { row: (p.lat / deg).floor() as i32, col: (p.lng / deg).floor() as i32 }
+    Cell {
+        row: (p.lat / deg).floor() as i32,
+        col: (p.lng / deg).floor() as i32,
+    }
 }
 
 /// Packs a cell into one u64 so Python can use it as a dictionary key or a database column.
@@ -57,13 +66,19 @@ pub fn cell_id(cell: Cell) -> u64 {
 }
 
 pub fn cell_from_id(id: u64) -> Cell {
-    Cell { row: (id >> 32) as u32 as i32, col: id as u32 as i32 }
+    Cell {
+        row: (id >> 32) as u32 as i32,
+        col: id as u32 as i32,
+    }
 }
 
 fn validate_cell_size(size_m: f64) -> CoreResult<f64> {
     let size_m = finite("cell_size_m", size_m)?;
     if !(10.0..=1_000_000.0).contains(&size_m) {
-        return Err(CoreError::invalid("cell_size_m", format!("must be within [10, 1e6] metres, got {size_m}")));
+        return Err(CoreError::invalid(
+            "cell_size_m",
+            format!("must be within [10, 1e6] metres, got {size_m}"),
+        ));
     }
     Ok(size_m)
 }

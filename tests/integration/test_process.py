@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voltcloud.api.v1 import stations_pb2, stations_pb2_grpc
 
@@ -23,15 +24,7 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_sigterm_lets_in_flight_calls_finish_and_exits_zero(tmp_path: Path, database_url: str) -> None:
-    env = {
-        **os.environ,
-        "VOLTCLOUD_DATA_DIR": str(tmp_path / "data"),
-        "VOLTCLOUD_DATABASE_URL": database_url,
-        "VOLTCLOUD_JWT_KEY": JWT_KEY,
-        "VOLTCLOUD_GRACE_PERIOD_S": "20",
-    }
-    token = _cli("token", "create", "--role", "driver", "--subject", "d-1", env=env).stdout.strip()
+async def _start_server(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -43,12 +36,31 @@ async def test_sigterm_lets_in_flight_calls_finish_and_exits_zero(tmp_path: Path
         env=env,
         stdout=asyncio.subprocess.PIPE,
     )
-    try:
-        assert process.stdout is not None
+    assert process.stdout is not None
+    while True:
         line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
-        port = re.search(r":(\d+) ", line)
-        assert port, line
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port.group(1)}") as channel:
+        assert line, "server exited before serving"
+        port = re.search(r"serving gRPC on [\d.]+:(\d+) ", line)
+        if port:
+            return process, int(port.group(1))
+
+
+def _env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "VOLTCLOUD_DATA_DIR": str(tmp_path / "data"),
+        "VOLTCLOUD_DATABASE_URL": database_url,
+        "VOLTCLOUD_JWT_KEY": JWT_KEY,
+        **extra,
+    }
+
+
+async def test_sigterm_lets_in_flight_calls_finish_and_exits_zero(tmp_path: Path, database_url: str) -> None:
+    env = _env(tmp_path, database_url, VOLTCLOUD_GRACE_PERIOD_S="20")
+    token = _cli("token", "create", "--role", "driver", "--subject", "d-1", env=env).stdout.strip()
+    process, port = await _start_server(env)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = stations_pb2_grpc.StationServiceStub(channel)
             metadata = (("authorization", f"Bearer {token}"),)
             await stub.ListStations(stations_pb2.ListStationsRequest(), metadata=metadata)
@@ -67,6 +79,32 @@ async def test_sigterm_lets_in_flight_calls_finish_and_exits_zero(tmp_path: Path
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_console_tracing_exports_a_span_per_rpc_and_transaction_but_not_health(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = _env(tmp_path, database_url, VOLTCLOUD_TRACING_EXPORTER="console")
+    token = _cli("token", "create", "--role", "driver", env=env).stdout.strip()
+    process, port = await _start_server(env)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            await stations_pb2_grpc.StationServiceStub(channel).ListStations(
+                stations_pb2.ListStationsRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+        process.send_signal(signal.SIGTERM)
+        assert process.stdout is not None
+        output = (await asyncio.wait_for(process.stdout.read(), 30)).decode()
+        assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    span_names = re.findall(r'"name": "([^"]+)"', output)
+    assert "/voltcloud.v1.StationService/ListStations" in span_names
+    assert "db.transaction" in span_names
+    assert not [n for n in span_names if "Health" in n]
 
 
 def test_token_cli_refuses_an_unknown_role(tmp_path: Path) -> None:

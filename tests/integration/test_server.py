@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.api.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, stations_pb2, stations_pb2_grpc
 from voltcloud.platform.auth import Role, Tenant
 
 from .conftest import RunningPlatform
@@ -71,9 +71,10 @@ async def test_driver_calling_an_operator_rpc_is_permission_denied(
 
 
 async def test_unbuilt_rpc_answers_unimplemented(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
-    stub = ordering_pb2_grpc.OrderingServiceStub(channel)
+    stub = fleet_pb2_grpc.FleetServiceStub(channel)
+    metadata = running.metadata(Role.FLEET_MANAGER, Tenant("fleet", "fl-01"))
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetOrder(ordering_pb2.GetOrderRequest(), metadata=running.metadata(Role.DRIVER))
+        await stub.GetFleet(fleet_pb2.GetFleetRequest(), metadata=metadata)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

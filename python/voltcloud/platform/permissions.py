@@ -41,6 +41,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.StationService/GetPackHistory": STAFF,
     "voltcloud.v1.StationService/ReportInspection": STAFF | {Role.GATEWAY},
     "voltcloud.v1.StationService/AssignRateModel": OPERATORS,
+    "voltcloud.v1.StationService/ListStationSessions": STAFF,
     # OrderingService: drivers and fleet managers order; operators see their stations' orders.
     "voltcloud.v1.OrderingService/QuotePowerUp": CUSTOMERS,
     "voltcloud.v1.OrderingService/CreateOrder": CUSTOMERS,
@@ -83,6 +84,10 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.SettlementService/ReconcileStatement": ADMIN,
     "voltcloud.v1.SettlementService/ListPayouts": OPERATORS,
     "voltcloud.v1.SettlementService/TraceFunds": ADMIN,
+    "voltcloud.v1.SettlementService/RunPayouts": ADMIN,
+    "voltcloud.v1.SettlementService/DetectAbnormalOrder": OPERATORS,
+    "voltcloud.v1.SettlementService/RefundOrderDifference": OPERATORS,
+    "voltcloud.v1.SettlementService/VerifyOfflinePayment": OPERATORS,
     # FleetService: fleet managers run their fleet.
     "voltcloud.v1.FleetService/CreateFleet": ADMIN,
     "voltcloud.v1.FleetService/GetFleet": FLEET,

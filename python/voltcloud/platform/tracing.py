@@ -6,6 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -22,20 +28,28 @@ meter = metrics.get_meter("voltcloud")
 
 
 def configure_tracing(settings: Settings) -> TracerProvider | None:
-    """Installs the global tracer provider with the configured exporter; `none` keeps the no-op API."""
+    """Installs the global tracer and meter providers with the configured exporter (spans and metrics such
+    as the QuotePowerUp latency histogram); `none` keeps the no-op API."""
     if settings.tracing_exporter == "none":
         return None
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    resource = Resource.create({"service.name": settings.service_name})
+    provider = TracerProvider(resource=resource)
     exporter: SpanExporter
+    metric_exporter: MetricExporter
     if settings.tracing_exporter == "console":
         exporter = ConsoleSpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
+        metric_exporter = ConsoleMetricExporter()
     else:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
         provider.add_span_processor(BatchSpanProcessor(exporter))
+        metric_exporter = OTLPMetricExporter(endpoint=settings.otlp_endpoint, insecure=True)
     trace.set_tracer_provider(provider)
+    reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=settings.metrics_interval_ms)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
     return provider
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.errors import NotFound
+from voltcloud.platform.errors import Aborted, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
+from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.stations.models import Connector, Station
+from voltcloud.stations.models import Connector, Operator, Station
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,144 @@ async def list_stations(
     for connector in rows:
         by_station.setdefault(connector.station_id, []).append(connector)
     return [StationView(s, by_station.get(s.id, [])) for s in stations]
+
+
+# ---- registry writes ----
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    charger_no: int
+    connector_no: int
+    standard: int
+    max_power_w: int
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    operator_id: str
+    kind: int
+    name: str
+    lat: float
+    lng: float
+    timezone: str
+    address: str
+    power_cap_w: int
+    lanes: int
+    slot_count: int
+    swap_time_s: int
+    enabled: bool
+    gateway_id: str | None
+    connectors: tuple[ConnectorSpec, ...]
+
+
+async def create_operator(
+    session: AsyncSession, principal: Principal, now: dt.datetime, *, name: str, country: str, currency: str
+) -> Operator:
+    operator = Operator(id=new_id("op"), name=name, country=country, currency=currency or "CNY", created_at=now)
+    session.add(operator)
+    return operator
+
+
+async def create_station(session: AsyncSession, principal: Principal, spec: StationSpec) -> StationView:
+    if principal.role is not Role.PLATFORM_ADMIN:
+        principal.require_tenant("operator", spec.operator_id)
+    if await session.get(Operator, spec.operator_id) is None:
+        raise InvalidArgument.for_field("station.operator_id", f"unknown operator {spec.operator_id}")
+    station = Station(
+        id=new_id("st"),
+        operator_id=spec.operator_id,
+        kind=spec.kind,
+        name=spec.name,
+        lat=spec.lat,
+        lng=spec.lng,
+        timezone=spec.timezone or "Asia/Shanghai",
+        address=spec.address,
+        power_cap_w=spec.power_cap_w,
+        lanes=spec.lanes,
+        slot_count=spec.slot_count,
+        swap_time_s=spec.swap_time_s,
+        enabled=spec.enabled,
+        gateway_id=spec.gateway_id,
+    )
+    session.add(station)
+    await session.flush()
+    connectors: list[Connector] = []
+    for i, c in enumerate(spec.connectors):
+        connector = Connector(
+            id=f"{station.id}-c{c.charger_no}-{c.connector_no}",
+            station_id=station.id,
+            charger_no=c.charger_no,
+            connector_no=c.connector_no,
+            standard=c.standard,
+            max_power_w=c.max_power_w,
+            status=1,
+        )
+        if any(x.id == connector.id for x in connectors):
+            raise InvalidArgument.for_field(
+                f"station.charging.chargers[{c.charger_no - 1}].connectors[{i}].ocpp_connector_number",
+                "is repeated on its charger",
+            )
+        session.add(connector)
+        connectors.append(connector)
+    return StationView(station, connectors)
+
+
+MUTABLE_PATHS = frozenset(
+    {"name", "position", "address", "time_zone", "enabled", "gateway_id", "power_cap_w", "lane_count", "slot_count"}
+)
+
+
+async def update_station(
+    session: AsyncSession,
+    principal: Principal,
+    station_id: str,
+    expected_version: int,
+    paths: frozenset[str],
+    spec: StationSpec,
+) -> StationView:
+    view = await get_station(session, principal, station_id)
+    station = view.station
+    if principal.role is not Role.PLATFORM_ADMIN:
+        principal.require_tenant("operator", station.operator_id)
+    if expected_version != station.version:
+        raise Aborted(f"station {station_id} is at version {station.version}, not {expected_version}; reload and retry")
+    if "name" in paths:
+        station.name = spec.name
+    if "position" in paths:
+        station.lat, station.lng = spec.lat, spec.lng
+    if "address" in paths:
+        station.address = spec.address
+    if "time_zone" in paths:
+        station.timezone = spec.timezone
+    if "enabled" in paths:
+        station.enabled = spec.enabled
+    if "gateway_id" in paths:
+        station.gateway_id = spec.gateway_id
+    if "power_cap_w" in paths:
+        station.power_cap_w = spec.power_cap_w
+    if "lane_count" in paths:
+        station.lanes = spec.lanes
+    if "slot_count" in paths:
+        station.slot_count = spec.slot_count
+    result = await session.exec(
+        sa.update(Station)
+        .where(col(Station.id) == station_id, col(Station.version) == expected_version)
+        .values(
+            name=station.name,
+            lat=station.lat,
+            lng=station.lng,
+            address=station.address,
+            timezone=station.timezone,
+            enabled=station.enabled,
+            gateway_id=station.gateway_id,
+            power_cap_w=station.power_cap_w,
+            lanes=station.lanes,
+            slot_count=station.slot_count,
+            version=expected_version + 1,
+        )
+    )
+    if result.rowcount != 1:
+        raise Aborted(f"station {station_id} changed concurrently; reload and retry")
+    await session.refresh(station)
+    return StationView(station, view.connectors)

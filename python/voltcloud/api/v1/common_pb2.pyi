@@ -663,6 +663,7 @@ class PriceComponent(_message.Message):
     UNIT_PRICE_MICROS_FIELD_NUMBER: _builtins.int
     VAT_BASIS_POINTS_FIELD_NUMBER: _builtins.int
     STEP_SIZE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     type: Global___PriceComponentType.ValueType
     """What is charged."""
     unit_price_micros: _builtins.int
@@ -673,6 +674,11 @@ class PriceComponent(_message.Message):
     """VAT in basis points (e.g. 1300 = 13%); 0 when included or not applicable."""
     step_size: _builtins.int
     """Billing granularity: Wh for ENERGY, seconds for TIME/PARKING_TIME; usage is rounded up to a multiple."""
+    label: _builtins.str
+    """Revenue line this component bills, e.g. "electricity" or "service_fee"; empty = the type's name.
+    Components with different labels are separate OCPI dimensions (the first matching element applies per
+    (type, label)), so electricity and a service fee per kWh can both be charged.
+    """
     def __init__(
         self,
         *,
@@ -680,10 +686,11 @@ class PriceComponent(_message.Message):
         unit_price_micros: _builtins.int = ...,
         vat_basis_points: _builtins.int = ...,
         step_size: _builtins.int = ...,
+        label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_size", b"step_size", "type", b"type", "unit_price_micros", b"unit_price_micros", "vat_basis_points", b"vat_basis_points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "step_size", b"step_size", "type", b"type", "unit_price_micros", b"unit_price_micros", "vat_basis_points", b"vat_basis_points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

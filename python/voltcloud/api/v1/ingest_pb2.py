@@ -27,15 +27,15 @@ from voltcloud.api.v1 import common_pb2 as voltcloud_dot_v1_dot_common__pb2
 from voltcloud.api.v1 import stations_pb2 as voltcloud_dot_v1_dot_stations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voltcloud/v1/ingest.proto\x12\x0cvoltcloud.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19voltcloud/v1/common.proto\x1a\x1bvoltcloud/v1/stations.proto\"\x82\x01\n\x05Hello\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.voltcloud.v1.GatewayKind\x12\x16\n\x0elast_acked_seq\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0bstation_ids\x18\x05 \x03(\t\"_\n\x0fTelemetrySource\x12\x12\n\nstation_id\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x12\n\nvehicle_id\x18\x03 \x01(\t\x12\x0f\n\x07pack_id\x18\x04 \x01(\t\"\x8e\x01\n\x07Reading\x12\x14\n\x0csource_index\x18\x01 \x01(\r\x12$\n\x06metric\x18\x02 \x01(\x0e\x32\x14.voltcloud.v1.Metric\x12\x11\n\toffset_ms\x18\x03 \x01(\x12\x12\x13\n\tint_value\x18\x04 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x00\x42\x07\n\x05value\"\x98\x01\n\x0eTelemetryBatch\x12-\n\tbase_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x07sources\x18\x02 \x03(\x0b\x32\x1d.voltcloud.v1.TelemetrySource\x12\'\n\x08readings\x18\x03 \x03(\x0b\x32\x15.voltcloud.v1.Reading\"\x7f\n\x16\x43onnectorStatusChanged\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.voltcloud.v1.ConnectorStatus\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x0c\n\x04info\x18\x04 \x01(\t\"\x8c\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x02 \x01(\t\x12\x16\n\x0emeter_start_wh\x18\x03 \x01(\x03\x12\x0e\n\x06id_tag\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x10\n\x08order_id\x18\x06 \x01(\t\"t\n\x0eSessionStopped\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x02 \x01(\t\x12\x15\n\rmeter_stop_wh\x18\x03 \x01(\x03\x12\x11\n\tenergy_wh\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"~\n\x0bSwapStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\x05\x12\x12\n\nvehicle_id\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x13\n\x0bpack_out_id\x18\x05 \x01(\t\x12\x12\n\npack_in_id\x18\x06 \x01(\t\"\xfe\x01\n\rSwapCompleted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\x05\x12\x12\n\nvehicle_id\x18\x03 \x01(\t\x12\x13\n\x0bpack_out_id\x18\x04 \x01(\t\x12\x12\n\npack_in_id\x18\x05 \x01(\t\x12\x1d\n\x15pack_out_soc_permille\x18\x06 \x01(\x05\x12\x1c\n\x14pack_in_soc_permille\x18\x07 \x01(\x05\x12\x11\n\tenergy_wh\x18\x08 \x01(\x03\x12\x15\n\rpack_out_slot\x18\t \x01(\x05\x12\x0f\n\x07success\x18\n \x01(\x08\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0b \x01(\t\"\xc2\x01\n\nPackReport\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\x05\x12\x14\n\x0csoc_permille\x18\x03 \x01(\x05\x12\x14\n\x0csoh_permille\x18\x04 \x01(\x05\x12\x1b\n\x13temperature_milli_c\x18\x05 \x01(\x05\x12\x13\n\x0b\x63ycle_count\x18\x06 \x01(\x05\x12&\n\x05state\x18\x07 \x01(\x0e\x32\x17.voltcloud.v1.PackState\x12\x0f\n\x07power_w\x18\x08 \x01(\x03\"=\n\tHeartbeat\x12\x30\n\x0cstation_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x10InspectionDefect\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12(\n\x06\x64\x65\x66\x65\x63t\x18\x02 \x01(\x0e\x32\x18.voltcloud.v1.DefectKind\x12\'\n\x05level\x18\x03 \x01(\x0e\x32\x18.voltcloud.v1.AlarmLevel\x12\r\n\x05notes\x18\x04 \x01(\t\"\xa0\x01\n\x0b\x41larmReport\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x12\n\nvehicle_id\x18\x02 \x01(\t\x12\x0f\n\x07pack_id\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\'\n\x05level\x18\x05 \x01(\x0e\x32\x18.voltcloud.v1.AlarmLevel\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07\x63leared\x18\x07 \x01(\x08\"\xbb\x04\n\x0cStationEvent\x12\x12\n\nstation_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x10\x63onnector_status\x18\x03 \x01(\x0b\x32$.voltcloud.v1.ConnectorStatusChangedH\x00\x12\x37\n\x0fsession_started\x18\x04 \x01(\x0b\x32\x1c.voltcloud.v1.SessionStartedH\x00\x12\x37\n\x0fsession_stopped\x18\x05 \x01(\x0b\x32\x1c.voltcloud.v1.SessionStoppedH\x00\x12\x31\n\x0cswap_started\x18\x06 \x01(\x0b\x32\x19.voltcloud.v1.SwapStartedH\x00\x12\x35\n\x0eswap_completed\x18\x07 \x01(\x0b\x32\x1b.voltcloud.v1.SwapCompletedH\x00\x12/\n\x0bpack_report\x18\x08 \x01(\x0b\x32\x18.voltcloud.v1.PackReportH\x00\x12,\n\theartbeat\x18\t \x01(\x0b\x32\x17.voltcloud.v1.HeartbeatH\x00\x12;\n\x11inspection_defect\x18\n \x01(\x0b\x32\x1e.voltcloud.v1.InspectionDefectH\x00\x12*\n\x05\x61larm\x18\x0b \x01(\x0b\x32\x19.voltcloud.v1.AlarmReportH\x00\x42\x07\n\x05\x65vent\"W\n\rCommandResult\x12\x12\n\nstation_id\x18\x01 \x01(\t\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".voltcloud.v1.StationCommandResult\"\xe4\x01\n\x11GatewayToPlatform\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12$\n\x05hello\x18\x02 \x01(\x0b\x32\x13.voltcloud.v1.HelloH\x00\x12\x31\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1c.voltcloud.v1.TelemetryBatchH\x00\x12+\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x1a.voltcloud.v1.StationEventH\x00\x12\x35\n\x0e\x63ommand_result\x18\x05 \x01(\x0b\x32\x1b.voltcloud.v1.CommandResultH\x00\x42\x05\n\x03msg\"\x18\n\x03\x41\x63k\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\"\x8e\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x12\n\nstation_id\x18\x02 \x01(\t\x12-\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x1c.voltcloud.v1.StationCommand\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x11PlatformToGateway\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.voltcloud.v1.AckH\x00\x12(\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x15.voltcloud.v1.CommandH\x00\x42\x05\n\x03msg\"\x94\x01\n\x14PushTelemetryRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12/\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1c.voltcloud.v1.TelemetryBatch\x12*\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x1a.voltcloud.v1.StationEvent\"^\n\x15PushTelemetryResponse\x12\x19\n\x11readings_accepted\x18\x01 \x01(\x05\x12\x17\n\x0f\x65vents_accepted\x18\x02 \x01(\x05\x12\x11\n\tduplicate\x18\x03 \x01(\x08*t\n\x0bGatewayKind\x12\x1c\n\x18GATEWAY_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11GATEWAY_KIND_OCPP\x10\x01\x12\x19\n\x15GATEWAY_KIND_GBT32960\x10\x02\x12\x15\n\x11GATEWAY_KIND_SWAP\x10\x03\x32\xb9\x01\n\rIngestService\x12N\n\x06Uplink\x12\x1f.voltcloud.v1.GatewayToPlatform\x1a\x1f.voltcloud.v1.PlatformToGateway(\x01\x30\x01\x12X\n\rPushTelemetry\x12\".voltcloud.v1.PushTelemetryRequest\x1a#.voltcloud.v1.PushTelemetryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voltcloud/v1/ingest.proto\x12\x0cvoltcloud.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19voltcloud/v1/common.proto\x1a\x1bvoltcloud/v1/stations.proto\"\x82\x01\n\x05Hello\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.voltcloud.v1.GatewayKind\x12\x16\n\x0elast_acked_seq\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x13\n\x0bstation_ids\x18\x05 \x03(\t\"_\n\x0fTelemetrySource\x12\x12\n\nstation_id\x18\x01 \x01(\t\x12\x13\n\x0bresource_id\x18\x02 \x01(\t\x12\x12\n\nvehicle_id\x18\x03 \x01(\t\x12\x0f\n\x07pack_id\x18\x04 \x01(\t\"\x8e\x01\n\x07Reading\x12\x14\n\x0csource_index\x18\x01 \x01(\r\x12$\n\x06metric\x18\x02 \x01(\x0e\x32\x14.voltcloud.v1.Metric\x12\x11\n\toffset_ms\x18\x03 \x01(\x12\x12\x13\n\tint_value\x18\x04 \x01(\x12H\x00\x12\x16\n\x0c\x64ouble_value\x18\x05 \x01(\x01H\x00\x42\x07\n\x05value\"\x8a\x02\n\x0eTelemetryBatch\x12-\n\tbase_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x07sources\x18\x02 \x03(\x0b\x32\x1d.voltcloud.v1.TelemetrySource\x12\'\n\x08readings\x18\x03 \x03(\x0b\x32\x15.voltcloud.v1.Reading\x12\x18\n\x10\x63ol_source_index\x18\x04 \x03(\r\x12(\n\ncol_metric\x18\x05 \x03(\x0e\x32\x14.voltcloud.v1.Metric\x12\x15\n\rcol_offset_ms\x18\x06 \x03(\x12\x12\x15\n\rcol_int_value\x18\x07 \x03(\x12\"\x7f\n\x16\x43onnectorStatusChanged\x12\x14\n\x0c\x63onnector_id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.voltcloud.v1.ConnectorStatus\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x0c\n\x04info\x18\x04 \x01(\t\"\x8c\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x02 \x01(\t\x12\x16\n\x0emeter_start_wh\x18\x03 \x01(\x03\x12\x0e\n\x06id_tag\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12\x10\n\x08order_id\x18\x06 \x01(\t\"t\n\x0eSessionStopped\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x02 \x01(\t\x12\x15\n\rmeter_stop_wh\x18\x03 \x01(\x03\x12\x11\n\tenergy_wh\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"~\n\x0bSwapStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\x05\x12\x12\n\nvehicle_id\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x13\n\x0bpack_out_id\x18\x05 \x01(\t\x12\x12\n\npack_in_id\x18\x06 \x01(\t\"\xfe\x01\n\rSwapCompleted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04lane\x18\x02 \x01(\x05\x12\x12\n\nvehicle_id\x18\x03 \x01(\t\x12\x13\n\x0bpack_out_id\x18\x04 \x01(\t\x12\x12\n\npack_in_id\x18\x05 \x01(\t\x12\x1d\n\x15pack_out_soc_permille\x18\x06 \x01(\x05\x12\x1c\n\x14pack_in_soc_permille\x18\x07 \x01(\x05\x12\x11\n\tenergy_wh\x18\x08 \x01(\x03\x12\x15\n\rpack_out_slot\x18\t \x01(\x05\x12\x0f\n\x07success\x18\n \x01(\x08\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0b \x01(\t\"\xc2\x01\n\nPackReport\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\x05\x12\x14\n\x0csoc_permille\x18\x03 \x01(\x05\x12\x14\n\x0csoh_permille\x18\x04 \x01(\x05\x12\x1b\n\x13temperature_milli_c\x18\x05 \x01(\x05\x12\x13\n\x0b\x63ycle_count\x18\x06 \x01(\x05\x12&\n\x05state\x18\x07 \x01(\x0e\x32\x17.voltcloud.v1.PackState\x12\x0f\n\x07power_w\x18\x08 \x01(\x03\"=\n\tHeartbeat\x12\x30\n\x0cstation_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x10InspectionDefect\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12(\n\x06\x64\x65\x66\x65\x63t\x18\x02 \x01(\x0e\x32\x18.voltcloud.v1.DefectKind\x12\'\n\x05level\x18\x03 \x01(\x0e\x32\x18.voltcloud.v1.AlarmLevel\x12\r\n\x05notes\x18\x04 \x01(\t\"\xa0\x01\n\x0b\x41larmReport\x12\x13\n\x0bresource_id\x18\x01 \x01(\t\x12\x12\n\nvehicle_id\x18\x02 \x01(\t\x12\x0f\n\x07pack_id\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\'\n\x05level\x18\x05 \x01(\x0e\x32\x18.voltcloud.v1.AlarmLevel\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0f\n\x07\x63leared\x18\x07 \x01(\x08\"\xf4\x04\n\x0cStationEvent\x12\x12\n\nstation_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12@\n\x10\x63onnector_status\x18\x03 \x01(\x0b\x32$.voltcloud.v1.ConnectorStatusChangedH\x00\x12\x37\n\x0fsession_started\x18\x04 \x01(\x0b\x32\x1c.voltcloud.v1.SessionStartedH\x00\x12\x37\n\x0fsession_stopped\x18\x05 \x01(\x0b\x32\x1c.voltcloud.v1.SessionStoppedH\x00\x12\x31\n\x0cswap_started\x18\x06 \x01(\x0b\x32\x19.voltcloud.v1.SwapStartedH\x00\x12\x35\n\x0eswap_completed\x18\x07 \x01(\x0b\x32\x1b.voltcloud.v1.SwapCompletedH\x00\x12/\n\x0bpack_report\x18\x08 \x01(\x0b\x32\x18.voltcloud.v1.PackReportH\x00\x12,\n\theartbeat\x18\t \x01(\x0b\x32\x17.voltcloud.v1.HeartbeatH\x00\x12;\n\x11inspection_defect\x18\n \x01(\x0b\x32\x1e.voltcloud.v1.InspectionDefectH\x00\x12*\n\x05\x61larm\x18\x0b \x01(\x0b\x32\x19.voltcloud.v1.AlarmReportH\x00\x12\x37\n\x0fvehicle_arrived\x18\x0c \x01(\x0b\x32\x1c.voltcloud.v1.VehicleArrivedH\x00\x42\x07\n\x05\x65vent\"Y\n\x0eVehicleArrived\x12\x0c\n\x04lane\x18\x01 \x01(\x05\x12\x12\n\nvehicle_id\x18\x02 \x01(\t\x12\x13\n\x0bpack_out_id\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\"W\n\rCommandResult\x12\x12\n\nstation_id\x18\x01 \x01(\t\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32\".voltcloud.v1.StationCommandResult\"\xe4\x01\n\x11GatewayToPlatform\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12$\n\x05hello\x18\x02 \x01(\x0b\x32\x13.voltcloud.v1.HelloH\x00\x12\x31\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1c.voltcloud.v1.TelemetryBatchH\x00\x12+\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x1a.voltcloud.v1.StationEventH\x00\x12\x35\n\x0e\x63ommand_result\x18\x05 \x01(\x0b\x32\x1b.voltcloud.v1.CommandResultH\x00\x42\x05\n\x03msg\"\x18\n\x03\x41\x63k\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\"\x8e\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x12\n\nstation_id\x18\x02 \x01(\t\x12-\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x1c.voltcloud.v1.StationCommand\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x11PlatformToGateway\x12 \n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x11.voltcloud.v1.AckH\x00\x12(\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x15.voltcloud.v1.CommandH\x00\x12\x32\n\trejection\x18\x03 \x01(\x0b\x32\x1d.voltcloud.v1.UplinkRejectionH\x00\x42\x05\n\x03msg\"B\n\x0fUplinkRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x94\x01\n\x14PushTelemetryRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12/\n\ttelemetry\x18\x03 \x01(\x0b\x32\x1c.voltcloud.v1.TelemetryBatch\x12*\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x1a.voltcloud.v1.StationEvent\"^\n\x15PushTelemetryResponse\x12\x19\n\x11readings_accepted\x18\x01 \x01(\x05\x12\x17\n\x0f\x65vents_accepted\x18\x02 \x01(\x05\x12\x11\n\tduplicate\x18\x03 \x01(\x08*t\n\x0bGatewayKind\x12\x1c\n\x18GATEWAY_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11GATEWAY_KIND_OCPP\x10\x01\x12\x19\n\x15GATEWAY_KIND_GBT32960\x10\x02\x12\x15\n\x11GATEWAY_KIND_SWAP\x10\x03\x32\xb9\x01\n\rIngestService\x12N\n\x06Uplink\x12\x1f.voltcloud.v1.GatewayToPlatform\x1a\x1f.voltcloud.v1.PlatformToGateway(\x01\x30\x01\x12X\n\rPushTelemetry\x12\".voltcloud.v1.PushTelemetryRequest\x1a#.voltcloud.v1.PushTelemetryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voltcloud.api.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GATEWAYKIND']._serialized_start=3412
-  _globals['_GATEWAYKIND']._serialized_end=3528
+  _globals['_GATEWAYKIND']._serialized_start=3795
+  _globals['_GATEWAYKIND']._serialized_end=3911
   _globals['_HELLO']._serialized_start=133
   _globals['_HELLO']._serialized_end=263
   _globals['_TELEMETRYSOURCE']._serialized_start=265
@@ -43,41 +43,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READING']._serialized_start=363
   _globals['_READING']._serialized_end=505
   _globals['_TELEMETRYBATCH']._serialized_start=508
-  _globals['_TELEMETRYBATCH']._serialized_end=660
-  _globals['_CONNECTORSTATUSCHANGED']._serialized_start=662
-  _globals['_CONNECTORSTATUSCHANGED']._serialized_end=789
-  _globals['_SESSIONSTARTED']._serialized_start=792
-  _globals['_SESSIONSTARTED']._serialized_end=932
-  _globals['_SESSIONSTOPPED']._serialized_start=934
-  _globals['_SESSIONSTOPPED']._serialized_end=1050
-  _globals['_SWAPSTARTED']._serialized_start=1052
-  _globals['_SWAPSTARTED']._serialized_end=1178
-  _globals['_SWAPCOMPLETED']._serialized_start=1181
-  _globals['_SWAPCOMPLETED']._serialized_end=1435
-  _globals['_PACKREPORT']._serialized_start=1438
-  _globals['_PACKREPORT']._serialized_end=1632
-  _globals['_HEARTBEAT']._serialized_start=1634
-  _globals['_HEARTBEAT']._serialized_end=1695
-  _globals['_INSPECTIONDEFECT']._serialized_start=1698
-  _globals['_INSPECTIONDEFECT']._serialized_end=1831
-  _globals['_ALARMREPORT']._serialized_start=1834
-  _globals['_ALARMREPORT']._serialized_end=1994
-  _globals['_STATIONEVENT']._serialized_start=1997
-  _globals['_STATIONEVENT']._serialized_end=2568
-  _globals['_COMMANDRESULT']._serialized_start=2570
-  _globals['_COMMANDRESULT']._serialized_end=2657
-  _globals['_GATEWAYTOPLATFORM']._serialized_start=2660
-  _globals['_GATEWAYTOPLATFORM']._serialized_end=2888
-  _globals['_ACK']._serialized_start=2890
-  _globals['_ACK']._serialized_end=2914
-  _globals['_COMMAND']._serialized_start=2917
-  _globals['_COMMAND']._serialized_end=3059
-  _globals['_PLATFORMTOGATEWAY']._serialized_start=3061
-  _globals['_PLATFORMTOGATEWAY']._serialized_end=3163
-  _globals['_PUSHTELEMETRYREQUEST']._serialized_start=3166
-  _globals['_PUSHTELEMETRYREQUEST']._serialized_end=3314
-  _globals['_PUSHTELEMETRYRESPONSE']._serialized_start=3316
-  _globals['_PUSHTELEMETRYRESPONSE']._serialized_end=3410
-  _globals['_INGESTSERVICE']._serialized_start=3531
-  _globals['_INGESTSERVICE']._serialized_end=3716
+  _globals['_TELEMETRYBATCH']._serialized_end=774
+  _globals['_CONNECTORSTATUSCHANGED']._serialized_start=776
+  _globals['_CONNECTORSTATUSCHANGED']._serialized_end=903
+  _globals['_SESSIONSTARTED']._serialized_start=906
+  _globals['_SESSIONSTARTED']._serialized_end=1046
+  _globals['_SESSIONSTOPPED']._serialized_start=1048
+  _globals['_SESSIONSTOPPED']._serialized_end=1164
+  _globals['_SWAPSTARTED']._serialized_start=1166
+  _globals['_SWAPSTARTED']._serialized_end=1292
+  _globals['_SWAPCOMPLETED']._serialized_start=1295
+  _globals['_SWAPCOMPLETED']._serialized_end=1549
+  _globals['_PACKREPORT']._serialized_start=1552
+  _globals['_PACKREPORT']._serialized_end=1746
+  _globals['_HEARTBEAT']._serialized_start=1748
+  _globals['_HEARTBEAT']._serialized_end=1809
+  _globals['_INSPECTIONDEFECT']._serialized_start=1812
+  _globals['_INSPECTIONDEFECT']._serialized_end=1945
+  _globals['_ALARMREPORT']._serialized_start=1948
+  _globals['_ALARMREPORT']._serialized_end=2108
+  _globals['_STATIONEVENT']._serialized_start=2111
+  _globals['_STATIONEVENT']._serialized_end=2739
+  _globals['_VEHICLEARRIVED']._serialized_start=2741
+  _globals['_VEHICLEARRIVED']._serialized_end=2830
+  _globals['_COMMANDRESULT']._serialized_start=2832
+  _globals['_COMMANDRESULT']._serialized_end=2919
+  _globals['_GATEWAYTOPLATFORM']._serialized_start=2922
+  _globals['_GATEWAYTOPLATFORM']._serialized_end=3150
+  _globals['_ACK']._serialized_start=3152
+  _globals['_ACK']._serialized_end=3176
+  _globals['_COMMAND']._serialized_start=3179
+  _globals['_COMMAND']._serialized_end=3321
+  _globals['_PLATFORMTOGATEWAY']._serialized_start=3324
+  _globals['_PLATFORMTOGATEWAY']._serialized_end=3478
+  _globals['_UPLINKREJECTION']._serialized_start=3480
+  _globals['_UPLINKREJECTION']._serialized_end=3546
+  _globals['_PUSHTELEMETRYREQUEST']._serialized_start=3549
+  _globals['_PUSHTELEMETRYREQUEST']._serialized_end=3697
+  _globals['_PUSHTELEMETRYRESPONSE']._serialized_start=3699
+  _globals['_PUSHTELEMETRYRESPONSE']._serialized_end=3793
+  _globals['_INGESTSERVICE']._serialized_start=3914
+  _globals['_INGESTSERVICE']._serialized_end=4099
 # @@protoc_insertion_point(module_scope)

@@ -173,6 +173,10 @@ class TelemetryBatch(_message.Message):
     BASE_TIME_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     READINGS_FIELD_NUMBER: _builtins.int
+    COL_SOURCE_INDEX_FIELD_NUMBER: _builtins.int
+    COL_METRIC_FIELD_NUMBER: _builtins.int
+    COL_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    COL_INT_VALUE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def base_time(self) -> _timestamp_pb2.Timestamp:
         """Base time; each reading's time = base_time + offset_ms."""
@@ -185,16 +189,38 @@ class TelemetryBatch(_message.Message):
     def readings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reading]:
         """The readings."""
 
+    @_builtins.property
+    def col_source_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Columnar form of further readings (all four columns the same length, packed): the fast path for large
+        batches. Reading i is (col_source_index[i], col_metric[i], base_time + col_offset_ms[i], col_int_value[i]).
+        """
+
+    @_builtins.property
+    def col_metric(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Metric.ValueType]:
+        """Metric of each columnar reading."""
+
+    @_builtins.property
+    def col_offset_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Offset of each columnar reading from base_time, ms."""
+
+    @_builtins.property
+    def col_int_value(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Integer value of each columnar reading."""
+
     def __init__(
         self,
         *,
         base_time: _timestamp_pb2.Timestamp | None = ...,
         sources: _abc.Iterable[Global___TelemetrySource] | None = ...,
         readings: _abc.Iterable[Global___Reading] | None = ...,
+        col_source_index: _abc.Iterable[_builtins.int] | None = ...,
+        col_metric: _abc.Iterable[_common_pb2.Metric.ValueType] | None = ...,
+        col_offset_ms: _abc.Iterable[_builtins.int] | None = ...,
+        col_int_value: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base_time", b"base_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_time", b"base_time", "readings", b"readings", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_time", b"base_time", "col_int_value", b"col_int_value", "col_metric", b"col_metric", "col_offset_ms", b"col_offset_ms", "col_source_index", b"col_source_index", "readings", b"readings", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -589,6 +615,7 @@ class StationEvent(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     INSPECTION_DEFECT_FIELD_NUMBER: _builtins.int
     ALARM_FIELD_NUMBER: _builtins.int
+    VEHICLE_ARRIVED_FIELD_NUMBER: _builtins.int
     station_id: _builtins.str
     """Station (empty for vehicle-only events from GB/T 32960 gateways)."""
     @_builtins.property
@@ -631,6 +658,10 @@ class StationEvent(_message.Message):
     def alarm(self) -> Global___AlarmReport:
         """Alarm."""
 
+    @_builtins.property
+    def vehicle_arrived(self) -> Global___VehicleArrived:
+        """A vehicle entered a swap lane and waits for the platform's pack choice."""
+
     def __init__(
         self,
         *,
@@ -645,16 +676,53 @@ class StationEvent(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         inspection_defect: Global___InspectionDefect | None = ...,
         alarm: Global___AlarmReport | None = ...,
+        vehicle_arrived: Global___VehicleArrived | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "connector_status", b"connector_status", "event", b"event", "heartbeat", b"heartbeat", "inspection_defect", b"inspection_defect", "pack_report", b"pack_report", "session_started", b"session_started", "session_stopped", b"session_stopped", "swap_completed", b"swap_completed", "swap_started", b"swap_started", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "connector_status", b"connector_status", "event", b"event", "heartbeat", b"heartbeat", "inspection_defect", b"inspection_defect", "pack_report", b"pack_report", "session_started", b"session_started", "session_stopped", b"session_stopped", "swap_completed", b"swap_completed", "swap_started", b"swap_started", "time", b"time", "vehicle_arrived", b"vehicle_arrived"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "connector_status", b"connector_status", "event", b"event", "heartbeat", b"heartbeat", "inspection_defect", b"inspection_defect", "pack_report", b"pack_report", "session_started", b"session_started", "session_stopped", b"session_stopped", "station_id", b"station_id", "swap_completed", b"swap_completed", "swap_started", b"swap_started", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm", "connector_status", b"connector_status", "event", b"event", "heartbeat", b"heartbeat", "inspection_defect", b"inspection_defect", "pack_report", b"pack_report", "session_started", b"session_started", "session_stopped", b"session_stopped", "station_id", b"station_id", "swap_completed", b"swap_completed", "swap_started", b"swap_started", "time", b"time", "vehicle_arrived", b"vehicle_arrived"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["connector_status", "session_started", "session_stopped", "swap_started", "swap_completed", "pack_report", "heartbeat", "inspection_defect", "alarm"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["connector_status", "session_started", "session_stopped", "swap_started", "swap_completed", "pack_report", "heartbeat", "inspection_defect", "alarm", "vehicle_arrived"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StationEvent: _TypeAlias = StationEvent  # noqa: Y015
+
+@_typing.final
+class VehicleArrived(_message.Message):
+    """A vehicle arrived in a swap lane. The platform answers with a ReserveCommand (lane, pack_id) naming the
+    pack to install; the station then runs the swap and reports SwapStarted/SwapCompleted.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANE_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    PACK_OUT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    lane: _builtins.int
+    """Lane."""
+    vehicle_id: _builtins.str
+    """Vehicle (as identified by the station)."""
+    pack_out_id: _builtins.str
+    """Pack currently in the vehicle (will come out)."""
+    order_id: _builtins.str
+    """Order, if known."""
+    def __init__(
+        self,
+        *,
+        lane: _builtins.int = ...,
+        vehicle_id: _builtins.str = ...,
+        pack_out_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lane", b"lane", "order_id", b"order_id", "pack_out_id", b"pack_out_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VehicleArrived: _TypeAlias = VehicleArrived  # noqa: Y015
 
 @_typing.final
 class CommandResult(_message.Message):
@@ -800,6 +868,7 @@ class PlatformToGateway(_message.Message):
 
     ACK_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    REJECTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ack(self) -> Global___Ack:
         """Ack."""
@@ -808,21 +877,56 @@ class PlatformToGateway(_message.Message):
     def command(self) -> Global___Command:
         """Command."""
 
+    @_builtins.property
+    def rejection(self) -> Global___UplinkRejection:
+        """An uplink message the platform could not apply (acked anyway, so it is not replayed forever)."""
+
     def __init__(
         self,
         *,
         ack: Global___Ack | None = ...,
         command: Global___Command | None = ...,
+        rejection: Global___UplinkRejection | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "command", b"command", "msg", b"msg"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "command", b"command", "msg", b"msg", "rejection", b"rejection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "command", b"command", "msg", b"msg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "command", b"command", "msg", b"msg", "rejection", b"rejection"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["ack", "command"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["ack", "command", "rejection"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
 Global___PlatformToGateway: _TypeAlias = PlatformToGateway  # noqa: Y015
+
+@_typing.final
+class UplinkRejection(_message.Message):
+    """Why an uplink message was refused. The message is acknowledged (not replayed); the gateway logs it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Seq of the refused message."""
+    field: _builtins.str
+    """Offending field path, e.g. "event.station_id"."""
+    description: _builtins.str
+    """What was wrong."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UplinkRejection: _TypeAlias = UplinkRejection  # noqa: Y015
 
 @_typing.final
 class PushTelemetryRequest(_message.Message):

@@ -44,6 +44,8 @@ class _AccountKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountKi
     """A specialist's earnings."""
     ACCOUNT_KIND_PROMOTIONS: _AccountKind.ValueType  # 7
     """Promotions funding (coupons)."""
+    ACCOUNT_KIND_ARREARS: _AccountKind.ValueType  # 8
+    """A customer's arrears (what a capture beyond the available balance left owing); repaid by top-ups."""
 
 class AccountKind(_AccountKind, metaclass=_AccountKindEnumTypeWrapper):
     """Kind of account."""
@@ -64,6 +66,8 @@ ACCOUNT_KIND_SPECIALIST: AccountKind.ValueType  # 6
 """A specialist's earnings."""
 ACCOUNT_KIND_PROMOTIONS: AccountKind.ValueType  # 7
 """Promotions funding (coupons)."""
+ACCOUNT_KIND_ARREARS: AccountKind.ValueType  # 8
+"""A customer's arrears (what a capture beyond the available balance left owing); repaid by top-ups."""
 Global___AccountKind: _TypeAlias = AccountKind  # noqa: Y015
 
 class _JournalEntryKind:
@@ -249,6 +253,46 @@ MATCH_STATUS_MISSING_IN_STATEMENT: MatchStatus.ValueType  # 4
 MATCH_STATUS_DUPLICATE: MatchStatus.ValueType  # 5
 """Same reference appears more than once."""
 Global___MatchStatus: _TypeAlias = MatchStatus  # noqa: Y015
+
+class _AbnormalFlag:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AbnormalFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AbnormalFlag.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ABNORMAL_FLAG_UNSPECIFIED: _AbnormalFlag.ValueType  # 0
+    """Not set."""
+    ABNORMAL_FLAG_ENERGY_EXCEEDS_POWER: _AbnormalFlag.ValueType  # 1
+    """Energy above the station's max power x the charging duration."""
+    ABNORMAL_FLAG_ENERGY_EXCEEDS_CAPACITY: _AbnormalFlag.ValueType  # 2
+    """Energy above the pack's/vehicle's usable capacity."""
+    ABNORMAL_FLAG_AMOUNT_MISMATCH: _AbnormalFlag.ValueType  # 3
+    """Amount charged differs from the session repriced with the pinned rate model version."""
+    ABNORMAL_FLAG_LEDGER_MISMATCH: _AbnormalFlag.ValueType  # 4
+    """Amount reported by the order differs from what its settlement captured."""
+    ABNORMAL_FLAG_DUPLICATE_SESSION: _AbnormalFlag.ValueType  # 5
+    """The same station session was already charged on another order."""
+    ABNORMAL_FLAG_OVERLAPPING_SESSION: _AbnormalFlag.ValueType  # 6
+    """The same vehicle or connector was in an overlapping session of another order."""
+
+class AbnormalFlag(_AbnormalFlag, metaclass=_AbnormalFlagEnumTypeWrapper):
+    """What is out of line with a completed order's session."""
+
+ABNORMAL_FLAG_UNSPECIFIED: AbnormalFlag.ValueType  # 0
+"""Not set."""
+ABNORMAL_FLAG_ENERGY_EXCEEDS_POWER: AbnormalFlag.ValueType  # 1
+"""Energy above the station's max power x the charging duration."""
+ABNORMAL_FLAG_ENERGY_EXCEEDS_CAPACITY: AbnormalFlag.ValueType  # 2
+"""Energy above the pack's/vehicle's usable capacity."""
+ABNORMAL_FLAG_AMOUNT_MISMATCH: AbnormalFlag.ValueType  # 3
+"""Amount charged differs from the session repriced with the pinned rate model version."""
+ABNORMAL_FLAG_LEDGER_MISMATCH: AbnormalFlag.ValueType  # 4
+"""Amount reported by the order differs from what its settlement captured."""
+ABNORMAL_FLAG_DUPLICATE_SESSION: AbnormalFlag.ValueType  # 5
+"""The same station session was already charged on another order."""
+ABNORMAL_FLAG_OVERLAPPING_SESSION: AbnormalFlag.ValueType  # 6
+"""The same vehicle or connector was in an overlapping session of another order."""
+Global___AbnormalFlag: _TypeAlias = AbnormalFlag  # noqa: Y015
 
 @_typing.final
 class Account(_message.Message):
@@ -631,6 +675,7 @@ class BillLine(_message.Message):
     UNIT_PRICE_MICROS_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     VAT_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Order, if any."""
     description: _builtins.str
@@ -641,6 +686,8 @@ class BillLine(_message.Message):
     """Quantity (Wh for ENERGY, seconds for TIME/PARKING_TIME, 1 for FLAT)."""
     unit_price_micros: _builtins.int
     """Unit price, micros."""
+    label: _builtins.str
+    """Revenue line (tariff component label, e.g. "electricity", "service_fee")."""
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """Line amount excluding VAT."""
@@ -659,10 +706,11 @@ class BillLine(_message.Message):
         unit_price_micros: _builtins.int = ...,
         amount: _common_pb2.Money | None = ...,
         vat: _common_pb2.Money | None = ...,
+        label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "vat", b"vat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "component", b"component", "description", b"description", "order_id", b"order_id", "quantity", b"quantity", "unit_price_micros", b"unit_price_micros", "vat", b"vat"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "component", b"component", "description", b"description", "label", b"label", "order_id", b"order_id", "quantity", b"quantity", "unit_price_micros", b"unit_price_micros", "vat", b"vat"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1676,8 +1724,14 @@ class CreateRateModelRequest(_message.Message):
 
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     RATE_MODEL_FIELD_NUMBER: _builtins.int
+    OPERATOR_DEFAULT_FIELD_NUMBER: _builtins.int
+    PLATFORM_DEFAULT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Idempotency key."""
+    operator_default: _builtins.bool
+    """Also make this model the default of its operator's stations (from valid_from)."""
+    platform_default: _builtins.bool
+    """Also make this model the platform default (admin only; operator_id must be empty)."""
     @_builtins.property
     def rate_model(self) -> _common_pb2.RateModel:
         """The tariff; rate_model_id empty = new model, set = new version of it; version is assigned."""
@@ -1687,10 +1741,12 @@ class CreateRateModelRequest(_message.Message):
         *,
         idempotency_key: _builtins.str = ...,
         rate_model: _common_pb2.RateModel | None = ...,
+        operator_default: _builtins.bool = ...,
+        platform_default: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_model", b"rate_model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "rate_model", b"rate_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "operator_default", b"operator_default", "platform_default", b"platform_default", "rate_model", b"rate_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2425,3 +2481,327 @@ class TraceFundsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TraceFundsResponse: _TypeAlias = TraceFundsResponse  # noqa: Y015
+
+@_typing.final
+class RunPayoutsRequest(_message.Message):
+    """RunPayouts request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (one batch per key)."""
+    provider: _builtins.str
+    """Payment provider used for the transfers; empty = "simulated"."""
+    account_id: _builtins.str
+    """Only this operator account; empty = every operator account."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "idempotency_key", b"idempotency_key", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunPayoutsRequest: _TypeAlias = RunPayoutsRequest  # noqa: Y015
+
+@_typing.final
+class RunPayoutsResponse(_message.Message):
+    """RunPayouts response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payouts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payout]:
+        """Payouts made in this batch."""
+
+    def __init__(
+        self,
+        *,
+        payouts: _abc.Iterable[Global___Payout] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payouts", b"payouts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunPayoutsResponse: _TypeAlias = RunPayoutsResponse  # noqa: Y015
+
+@_typing.final
+class DetectAbnormalOrderRequest(_message.Message):
+    """DetectAbnormalOrder request: the completed order's session facts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_SESSION_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ENERGY_WH_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MAX_POWER_W_FIELD_NUMBER: _builtins.int
+    CAPACITY_WH_FIELD_NUMBER: _builtins.int
+    RATE_MODEL_ID_FIELD_NUMBER: _builtins.int
+    RATE_MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PARKING_DURATION_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """Order."""
+    station_id: _builtins.str
+    """Station."""
+    connector_id: _builtins.str
+    """Connector (for overlap detection), if any."""
+    vehicle_id: _builtins.str
+    """Vehicle (for overlap detection), if any."""
+    external_session_id: _builtins.str
+    """The station's session id (OCPP transaction id, swap record), for duplicate detection."""
+    energy_wh: _builtins.int
+    """Energy delivered in Wh."""
+    max_power_w: _builtins.int
+    """Station/connector max power in W; 0 = not checked."""
+    capacity_wh: _builtins.int
+    """Pack or vehicle usable capacity in Wh; 0 = not checked."""
+    rate_model_id: _builtins.str
+    """Rate model pinned at order start; empty = resolve."""
+    rate_model_version: _builtins.int
+    """Its version."""
+    account_id: _builtins.str
+    """Customer account (for customer-specific pricing), if any."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Session start."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Session end."""
+
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """Amount charged for the order (before refunds)."""
+
+    @_builtins.property
+    def parking_duration(self) -> _duration_pb2.Duration:
+        """Parking after charging."""
+
+    @_builtins.property
+    def discount(self) -> _common_pb2.Money:
+        """Discount (coupon) the order got."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        connector_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        external_session_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        energy_wh: _builtins.int = ...,
+        amount: _common_pb2.Money | None = ...,
+        max_power_w: _builtins.int = ...,
+        capacity_wh: _builtins.int = ...,
+        rate_model_id: _builtins.str = ...,
+        rate_model_version: _builtins.int = ...,
+        parking_duration: _duration_pb2.Duration | None = ...,
+        discount: _common_pb2.Money | None = ...,
+        account_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "discount", b"discount", "end_time", b"end_time", "parking_duration", b"parking_duration", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "capacity_wh", b"capacity_wh", "connector_id", b"connector_id", "discount", b"discount", "end_time", b"end_time", "energy_wh", b"energy_wh", "external_session_id", b"external_session_id", "max_power_w", b"max_power_w", "order_id", b"order_id", "parking_duration", b"parking_duration", "rate_model_id", b"rate_model_id", "rate_model_version", b"rate_model_version", "start_time", b"start_time", "station_id", b"station_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetectAbnormalOrderRequest: _TypeAlias = DetectAbnormalOrderRequest  # noqa: Y015
+
+@_typing.final
+class DetectAbnormalOrderResponse(_message.Message):
+    """DetectAbnormalOrder response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAGS_FIELD_NUMBER: _builtins.int
+    CHARGED_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    FAIR_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    RELATED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[Global___AbnormalFlag.ValueType]:
+        """What is out of line; empty = normal."""
+
+    @_builtins.property
+    def charged(self) -> _common_pb2.Money:
+        """Amount charged."""
+
+    @_builtins.property
+    def expected(self) -> _common_pb2.Money:
+        """The session repriced with the pinned version and the reported energy."""
+
+    @_builtins.property
+    def fair(self) -> _common_pb2.Money:
+        """What should have been charged (energy capped to the physically possible; 0 for a duplicate)."""
+
+    @_builtins.property
+    def details(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Human-readable findings."""
+
+    @_builtins.property
+    def related_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other orders involved (duplicates, overlaps)."""
+
+    def __init__(
+        self,
+        *,
+        flags: _abc.Iterable[Global___AbnormalFlag.ValueType] | None = ...,
+        charged: _common_pb2.Money | None = ...,
+        expected: _common_pb2.Money | None = ...,
+        fair: _common_pb2.Money | None = ...,
+        details: _abc.Iterable[_builtins.str] | None = ...,
+        related_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["charged", b"charged", "expected", b"expected", "fair", b"fair"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charged", b"charged", "details", b"details", "expected", b"expected", "fair", b"fair", "flags", b"flags", "related_order_ids", b"related_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetectAbnormalOrderResponse: _TypeAlias = DetectAbnormalOrderResponse  # noqa: Y015
+
+@_typing.final
+class RefundOrderDifferenceRequest(_message.Message):
+    """RefundOrderDifference request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    order_id: _builtins.str
+    """A checked order."""
+    reason: _builtins.str
+    """Reason shown on the refund."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundOrderDifferenceRequest: _TypeAlias = RefundOrderDifferenceRequest  # noqa: Y015
+
+@_typing.final
+class RefundOrderDifferenceResponse(_message.Message):
+    """RefundOrderDifference response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """Amount refunded (0 = nothing left to refund)."""
+
+    @_builtins.property
+    def entry(self) -> Global___JournalEntry:
+        """The refund entry, if one was posted."""
+
+    def __init__(
+        self,
+        *,
+        amount: _common_pb2.Money | None = ...,
+        entry: Global___JournalEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundOrderDifferenceResponse: _TypeAlias = RefundOrderDifferenceResponse  # noqa: Y015
+
+@_typing.final
+class VerifyOfflinePaymentRequest(_message.Message):
+    """VerifyOfflinePayment request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REJECT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    payment_id: _builtins.str
+    """The pending offline payment."""
+    reject: _builtins.bool
+    """Reject instead of approve (the transfer never arrived)."""
+    note: _builtins.str
+    """Verifier's note."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        reject: _builtins.bool = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "note", b"note", "payment_id", b"payment_id", "reject", b"reject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyOfflinePaymentRequest: _TypeAlias = VerifyOfflinePaymentRequest  # noqa: Y015
+
+@_typing.final
+class VerifyOfflinePaymentResponse(_message.Message):
+    """VerifyOfflinePayment response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment:
+        """The payment, SUCCEEDED or FAILED."""
+
+    @_builtins.property
+    def account(self) -> Global___Account:
+        """The account after verification."""
+
+    def __init__(
+        self,
+        *,
+        payment: Global___Payment | None = ...,
+        account: Global___Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyOfflinePaymentResponse: _TypeAlias = VerifyOfflinePaymentResponse  # noqa: Y015

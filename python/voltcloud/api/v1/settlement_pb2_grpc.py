@@ -145,6 +145,26 @@ class SettlementServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_settlement__pb2.TraceFundsRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_settlement__pb2.TraceFundsResponse.FromString,
                 _registered_method=True)
+        self.RunPayouts = channel.unary_unary(
+                '/voltcloud.v1.SettlementService/RunPayouts',
+                request_serializer=voltcloud_dot_v1_dot_settlement__pb2.RunPayoutsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_settlement__pb2.RunPayoutsResponse.FromString,
+                _registered_method=True)
+        self.DetectAbnormalOrder = channel.unary_unary(
+                '/voltcloud.v1.SettlementService/DetectAbnormalOrder',
+                request_serializer=voltcloud_dot_v1_dot_settlement__pb2.DetectAbnormalOrderRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_settlement__pb2.DetectAbnormalOrderResponse.FromString,
+                _registered_method=True)
+        self.RefundOrderDifference = channel.unary_unary(
+                '/voltcloud.v1.SettlementService/RefundOrderDifference',
+                request_serializer=voltcloud_dot_v1_dot_settlement__pb2.RefundOrderDifferenceRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_settlement__pb2.RefundOrderDifferenceResponse.FromString,
+                _registered_method=True)
+        self.VerifyOfflinePayment = channel.unary_unary(
+                '/voltcloud.v1.SettlementService/VerifyOfflinePayment',
+                request_serializer=voltcloud_dot_v1_dot_settlement__pb2.VerifyOfflinePaymentRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_settlement__pb2.VerifyOfflinePaymentResponse.FromString,
+                _registered_method=True)
 
 
 class SettlementServiceServicer:
@@ -305,6 +325,36 @@ class SettlementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunPayouts(self, request, context):
+        """Pays out operator balances settled at least `settlement_delay` (default T+3 days) ago, in one batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetectAbnormalOrder(self, request, context):
+        """Checks a completed order's session (energy vs power and capacity, amount vs the pinned rate model,
+        duplicates) and records the outcome; moves no money.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundOrderDifference(self, request, context):
+        """Refunds what a checked order was charged beyond its fair amount (a REFUND entry reversing its settlement).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyOfflinePayment(self, request, context):
+        """Manual verification of an offline transfer declared with TopUp(provider "offline"): approve (posts
+        offline clearing -> wallet) or reject. Once per payment; the declarer may not verify it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SettlementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -417,6 +467,26 @@ def add_SettlementServiceServicer_to_server(servicer, server):
                     servicer.TraceFunds,
                     request_deserializer=voltcloud_dot_v1_dot_settlement__pb2.TraceFundsRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_settlement__pb2.TraceFundsResponse.SerializeToString,
+            ),
+            'RunPayouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunPayouts,
+                    request_deserializer=voltcloud_dot_v1_dot_settlement__pb2.RunPayoutsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_settlement__pb2.RunPayoutsResponse.SerializeToString,
+            ),
+            'DetectAbnormalOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectAbnormalOrder,
+                    request_deserializer=voltcloud_dot_v1_dot_settlement__pb2.DetectAbnormalOrderRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_settlement__pb2.DetectAbnormalOrderResponse.SerializeToString,
+            ),
+            'RefundOrderDifference': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundOrderDifference,
+                    request_deserializer=voltcloud_dot_v1_dot_settlement__pb2.RefundOrderDifferenceRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_settlement__pb2.RefundOrderDifferenceResponse.SerializeToString,
+            ),
+            'VerifyOfflinePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyOfflinePayment,
+                    request_deserializer=voltcloud_dot_v1_dot_settlement__pb2.VerifyOfflinePaymentRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_settlement__pb2.VerifyOfflinePaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1014,6 +1084,114 @@ class SettlementService:
             '/voltcloud.v1.SettlementService/TraceFunds',
             voltcloud_dot_v1_dot_settlement__pb2.TraceFundsRequest.SerializeToString,
             voltcloud_dot_v1_dot_settlement__pb2.TraceFundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunPayouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.SettlementService/RunPayouts',
+            voltcloud_dot_v1_dot_settlement__pb2.RunPayoutsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_settlement__pb2.RunPayoutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetectAbnormalOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.SettlementService/DetectAbnormalOrder',
+            voltcloud_dot_v1_dot_settlement__pb2.DetectAbnormalOrderRequest.SerializeToString,
+            voltcloud_dot_v1_dot_settlement__pb2.DetectAbnormalOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundOrderDifference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.SettlementService/RefundOrderDifference',
+            voltcloud_dot_v1_dot_settlement__pb2.RefundOrderDifferenceRequest.SerializeToString,
+            voltcloud_dot_v1_dot_settlement__pb2.RefundOrderDifferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyOfflinePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.SettlementService/VerifyOfflinePayment',
+            voltcloud_dot_v1_dot_settlement__pb2.VerifyOfflinePaymentRequest.SerializeToString,
+            voltcloud_dot_v1_dot_settlement__pb2.VerifyOfflinePaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,18 @@ class SettlementServiceStub:
     """Lists payouts to operators/specialists."""
     TraceFunds: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.TraceFundsRequest, _settlement_pb2.TraceFundsResponse]
     """Traces the capital flow of an order, payment or account (which entries moved which money where)."""
+    RunPayouts: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.RunPayoutsRequest, _settlement_pb2.RunPayoutsResponse]
+    """Pays out operator balances settled at least `settlement_delay` (default T+3 days) ago, in one batch."""
+    DetectAbnormalOrder: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.DetectAbnormalOrderRequest, _settlement_pb2.DetectAbnormalOrderResponse]
+    """Checks a completed order's session (energy vs power and capacity, amount vs the pinned rate model,
+    duplicates) and records the outcome; moves no money.
+    """
+    RefundOrderDifference: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.RefundOrderDifferenceRequest, _settlement_pb2.RefundOrderDifferenceResponse]
+    """Refunds what a checked order was charged beyond its fair amount (a REFUND entry reversing its settlement)."""
+    VerifyOfflinePayment: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.VerifyOfflinePaymentRequest, _settlement_pb2.VerifyOfflinePaymentResponse]
+    """Manual verification of an offline transfer declared with TopUp(provider "offline"): approve (posts
+    offline clearing -> wallet) or reject. Once per payment; the declarer may not verify it.
+    """
 
 @_typing.type_check_only
 class SettlementServiceAsyncStub(SettlementServiceStub):
@@ -127,6 +139,18 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
     """Lists payouts to operators/specialists."""
     TraceFunds: _aio.UnaryUnaryMultiCallable[_settlement_pb2.TraceFundsRequest, _settlement_pb2.TraceFundsResponse]  # type: ignore[assignment]
     """Traces the capital flow of an order, payment or account (which entries moved which money where)."""
+    RunPayouts: _aio.UnaryUnaryMultiCallable[_settlement_pb2.RunPayoutsRequest, _settlement_pb2.RunPayoutsResponse]  # type: ignore[assignment]
+    """Pays out operator balances settled at least `settlement_delay` (default T+3 days) ago, in one batch."""
+    DetectAbnormalOrder: _aio.UnaryUnaryMultiCallable[_settlement_pb2.DetectAbnormalOrderRequest, _settlement_pb2.DetectAbnormalOrderResponse]  # type: ignore[assignment]
+    """Checks a completed order's session (energy vs power and capacity, amount vs the pinned rate model,
+    duplicates) and records the outcome; moves no money.
+    """
+    RefundOrderDifference: _aio.UnaryUnaryMultiCallable[_settlement_pb2.RefundOrderDifferenceRequest, _settlement_pb2.RefundOrderDifferenceResponse]  # type: ignore[assignment]
+    """Refunds what a checked order was charged beyond its fair amount (a REFUND entry reversing its settlement)."""
+    VerifyOfflinePayment: _aio.UnaryUnaryMultiCallable[_settlement_pb2.VerifyOfflinePaymentRequest, _settlement_pb2.VerifyOfflinePaymentResponse]  # type: ignore[assignment]
+    """Manual verification of an offline transfer declared with TopUp(provider "offline"): approve (posts
+    offline clearing -> wallet) or reject. Once per payment; the declarer may not verify it.
+    """
 
 class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
     """Money: every change is one balanced journal entry."""
@@ -306,5 +330,41 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.TraceFundsResponse, _abc.Awaitable[_settlement_pb2.TraceFundsResponse]]:
         """Traces the capital flow of an order, payment or account (which entries moved which money where)."""
+
+    @_abc_1.abstractmethod
+    def RunPayouts(
+        self,
+        request: _settlement_pb2.RunPayoutsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.RunPayoutsResponse, _abc.Awaitable[_settlement_pb2.RunPayoutsResponse]]:
+        """Pays out operator balances settled at least `settlement_delay` (default T+3 days) ago, in one batch."""
+
+    @_abc_1.abstractmethod
+    def DetectAbnormalOrder(
+        self,
+        request: _settlement_pb2.DetectAbnormalOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.DetectAbnormalOrderResponse, _abc.Awaitable[_settlement_pb2.DetectAbnormalOrderResponse]]:
+        """Checks a completed order's session (energy vs power and capacity, amount vs the pinned rate model,
+        duplicates) and records the outcome; moves no money.
+        """
+
+    @_abc_1.abstractmethod
+    def RefundOrderDifference(
+        self,
+        request: _settlement_pb2.RefundOrderDifferenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.RefundOrderDifferenceResponse, _abc.Awaitable[_settlement_pb2.RefundOrderDifferenceResponse]]:
+        """Refunds what a checked order was charged beyond its fair amount (a REFUND entry reversing its settlement)."""
+
+    @_abc_1.abstractmethod
+    def VerifyOfflinePayment(
+        self,
+        request: _settlement_pb2.VerifyOfflinePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.VerifyOfflinePaymentResponse, _abc.Awaitable[_settlement_pb2.VerifyOfflinePaymentResponse]]:
+        """Manual verification of an offline transfer declared with TopUp(provider "offline"): approve (posts
+        offline clearing -> wallet) or reject. Once per payment; the declarer may not verify it.
+        """
 
 def add_SettlementServiceServicer_to_server(servicer: SettlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -110,6 +110,30 @@ COMMAND_STATUS_FAILED: CommandStatus.ValueType  # 6
 """Station reported an error executing it."""
 Global___CommandStatus: _TypeAlias = CommandStatus  # noqa: Y015
 
+class _StationSessionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StationSessionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StationSessionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATION_SESSION_KIND_UNSPECIFIED: _StationSessionKind.ValueType  # 0
+    """Not set."""
+    STATION_SESSION_KIND_CHARGE: _StationSessionKind.ValueType  # 1
+    """A charging session on a connector."""
+    STATION_SESSION_KIND_SWAP: _StationSessionKind.ValueType  # 2
+    """A battery swap in a lane."""
+
+class StationSessionKind(_StationSessionKind, metaclass=_StationSessionKindEnumTypeWrapper):
+    """Kind of a station session."""
+
+STATION_SESSION_KIND_UNSPECIFIED: StationSessionKind.ValueType  # 0
+"""Not set."""
+STATION_SESSION_KIND_CHARGE: StationSessionKind.ValueType  # 1
+"""A charging session on a connector."""
+STATION_SESSION_KIND_SWAP: StationSessionKind.ValueType  # 2
+"""A battery swap in a lane."""
+Global___StationSessionKind: _TypeAlias = StationSessionKind  # noqa: Y015
+
 @_typing.final
 class Operator(_message.Message):
     """An operator tenant: runs stations, vans, specialists and engineers."""
@@ -2243,3 +2267,159 @@ class AssignRateModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AssignRateModelResponse: _TypeAlias = AssignRateModelResponse  # noqa: Y015
+
+@_typing.final
+class StationSession(_message.Message):
+    """A charge or swap as reported by the station's gateway."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    LANE_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    METER_START_WH_FIELD_NUMBER: _builtins.int
+    METER_STOP_WH_FIELD_NUMBER: _builtins.int
+    ENERGY_WH_FIELD_NUMBER: _builtins.int
+    PACK_OUT_ID_FIELD_NUMBER: _builtins.int
+    PACK_IN_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Platform session id."""
+    station_id: _builtins.str
+    """Station."""
+    kind: Global___StationSessionKind.ValueType
+    """Charge or swap."""
+    external_id: _builtins.str
+    """Gateway-side id (OCPP transactionId, swap session id)."""
+    connector_id: _builtins.str
+    """Connector (charge)."""
+    lane: _builtins.int
+    """Lane (swap)."""
+    vehicle_id: _builtins.str
+    """Vehicle, if known."""
+    order_id: _builtins.str
+    """Order, if known."""
+    id_tag: _builtins.str
+    """Id tag used (charge)."""
+    meter_start_wh: _builtins.int
+    """Meter at start, Wh (charge)."""
+    meter_stop_wh: _builtins.int
+    """Meter at stop, Wh (charge)."""
+    energy_wh: _builtins.int
+    """Energy delivered, Wh (charge: meter delta or latest meter value; swap: as billed by the station)."""
+    pack_out_id: _builtins.str
+    """Pack removed from the vehicle (swap)."""
+    pack_in_id: _builtins.str
+    """Pack installed (swap)."""
+    reason: _builtins.str
+    """Stop reason or failure reason."""
+    ended: _builtins.bool
+    """Whether the session has ended."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End; unset while running."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        kind: Global___StationSessionKind.ValueType = ...,
+        external_id: _builtins.str = ...,
+        connector_id: _builtins.str = ...,
+        lane: _builtins.int = ...,
+        vehicle_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        meter_start_wh: _builtins.int = ...,
+        meter_stop_wh: _builtins.int = ...,
+        energy_wh: _builtins.int = ...,
+        pack_out_id: _builtins.str = ...,
+        pack_in_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        ended: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "end_time", b"end_time", "ended", b"ended", "energy_wh", b"energy_wh", "external_id", b"external_id", "id_tag", b"id_tag", "kind", b"kind", "lane", b"lane", "meter_start_wh", b"meter_start_wh", "meter_stop_wh", b"meter_stop_wh", "order_id", b"order_id", "pack_in_id", b"pack_in_id", "pack_out_id", b"pack_out_id", "reason", b"reason", "session_id", b"session_id", "start_time", b"start_time", "station_id", b"station_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StationSession: _TypeAlias = StationSession  # noqa: Y015
+
+@_typing.final
+class ListStationSessionsRequest(_message.Message):
+    """ListStationSessions request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    station_id: _builtins.str
+    """Station id (required unless order_id is set)."""
+    order_id: _builtins.str
+    """Only sessions of this order."""
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    def __init__(
+        self,
+        *,
+        station_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStationSessionsRequest: _TypeAlias = ListStationSessionsRequest  # noqa: Y015
+
+@_typing.final
+class ListStationSessionsResponse(_message.Message):
+    """ListStationSessions response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StationSession]:
+        """Sessions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___StationSession] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStationSessionsResponse: _TypeAlias = ListStationSessionsResponse  # noqa: Y015

@@ -105,6 +105,11 @@ class StationServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_stations__pb2.AssignRateModelRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_stations__pb2.AssignRateModelResponse.FromString,
                 _registered_method=True)
+        self.ListStationSessions = channel.unary_unary(
+                '/voltcloud.v1.StationService/ListStationSessions',
+                request_serializer=voltcloud_dot_v1_dot_stations__pb2.ListStationSessionsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_stations__pb2.ListStationSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class StationServiceServicer:
@@ -209,6 +214,13 @@ class StationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStationSessions(self, request, context):
+        """Lists charging and swap sessions reported by a station's gateway (energy, pack ids), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +293,11 @@ def add_StationServiceServicer_to_server(servicer, server):
                     servicer.AssignRateModel,
                     request_deserializer=voltcloud_dot_v1_dot_stations__pb2.AssignRateModelRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_stations__pb2.AssignRateModelResponse.SerializeToString,
+            ),
+            'ListStationSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStationSessions,
+                    request_deserializer=voltcloud_dot_v1_dot_stations__pb2.ListStationSessionsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_stations__pb2.ListStationSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +679,33 @@ class StationService:
             '/voltcloud.v1.StationService/AssignRateModel',
             voltcloud_dot_v1_dot_stations__pb2.AssignRateModelRequest.SerializeToString,
             voltcloud_dot_v1_dot_stations__pb2.AssignRateModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStationSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.StationService/ListStationSessions',
+            voltcloud_dot_v1_dot_stations__pb2.ListStationSessionsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_stations__pb2.ListStationSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

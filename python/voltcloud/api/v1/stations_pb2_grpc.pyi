@@ -61,6 +61,8 @@ class StationServiceStub:
     """Reports a pack inspection; a defect quarantines the pack and may raise an alarm."""
     AssignRateModel: _grpc.UnaryUnaryMultiCallable[_stations_pb2.AssignRateModelRequest, _stations_pb2.AssignRateModelResponse]
     """Assigns a rate model to a station (optionally only for one customer account or fleet)."""
+    ListStationSessions: _grpc.UnaryUnaryMultiCallable[_stations_pb2.ListStationSessionsRequest, _stations_pb2.ListStationSessionsResponse]
+    """Lists charging and swap sessions reported by a station's gateway (energy, pack ids), newest first."""
 
 @_typing.type_check_only
 class StationServiceAsyncStub(StationServiceStub):
@@ -95,6 +97,8 @@ class StationServiceAsyncStub(StationServiceStub):
     """Reports a pack inspection; a defect quarantines the pack and may raise an alarm."""
     AssignRateModel: _aio.UnaryUnaryMultiCallable[_stations_pb2.AssignRateModelRequest, _stations_pb2.AssignRateModelResponse]  # type: ignore[assignment]
     """Assigns a rate model to a station (optionally only for one customer account or fleet)."""
+    ListStationSessions: _aio.UnaryUnaryMultiCallable[_stations_pb2.ListStationSessionsRequest, _stations_pb2.ListStationSessionsResponse]  # type: ignore[assignment]
+    """Lists charging and swap sessions reported by a station's gateway (energy, pack ids), newest first."""
 
 class StationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stations, chargers, connectors, packs and the commands sent to them through gateways."""
@@ -210,5 +214,13 @@ class StationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stations_pb2.AssignRateModelResponse, _abc.Awaitable[_stations_pb2.AssignRateModelResponse]]:
         """Assigns a rate model to a station (optionally only for one customer account or fleet)."""
+
+    @_abc_1.abstractmethod
+    def ListStationSessions(
+        self,
+        request: _stations_pb2.ListStationSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stations_pb2.ListStationSessionsResponse, _abc.Awaitable[_stations_pb2.ListStationSessionsResponse]]:
+        """Lists charging and swap sessions reported by a station's gateway (energy, pack ids), newest first."""
 
 def add_StationServiceServicer_to_server(servicer: StationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

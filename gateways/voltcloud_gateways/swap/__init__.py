@@ -1,0 +1,1 @@
+"""Swap-station uplink: MQTT (codec + gateway) and, later, a Modbus TCP rack poller."""

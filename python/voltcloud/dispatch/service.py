@@ -1,0 +1,358 @@
+"""DispatchService servicer: the specialists' and vans' app stream and task reads. No rules here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import duration_pb2
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from voltcloud.dispatch import planning, tasks
+from voltcloud.dispatch.hub import Connection, Outgoing
+from voltcloud.dispatch.models import MobileUnit, Task, TaskStep
+from voltcloud.ordering.lifecycle import Actor, Effects
+from voltcloud.ordering.runtime import PowerUp
+from voltcloud.ordering.service import from_ts, ts
+from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from voltcloud.platform.geo import parse_box, parse_position
+from voltcloud.platform.paging import next_page_token, parse_page
+from voltcloud.platform.rpc import current_principal
+from voltcloud.stations import inventory
+
+WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = 1, 2, 3, 4
+
+
+def step_message(s: TaskStep) -> dispatch_pb2.TaskStep:
+    message = dispatch_pb2.TaskStep(
+        index=s.index,
+        kind=s.kind,  # type: ignore[arg-type]
+        position=common_pb2.LatLng(lat=s.lat, lng=s.lng),
+        station_id=s.station_id or "",
+        service_duration=duration_pb2.Duration(seconds=s.service_s),
+        status=s.status,  # type: ignore[arg-type]
+    )
+    if s.window_start is not None and s.window_end is not None:
+        message.window.CopyFrom(common_pb2.TimeWindow(start=ts(s.window_start), end=ts(s.window_end)))
+    if s.planned_arrival is not None:
+        message.planned_arrival_time.CopyFrom(ts(s.planned_arrival))
+    if s.status_time is not None:
+        message.status_time.CopyFrom(ts(s.status_time))
+    return message
+
+
+def task_message(view: tasks.TaskView, unit_kind: int | None = None) -> dispatch_pb2.Task:
+    t = view.task
+    worker = t.unit_id or t.offered_to or ""
+    is_van = t.kind == tasks.TaskKind.MOBILE_CHARGE
+    notes = t.notes
+    proofs = {s.index: json.loads(s.proof_refs) for s in view.steps if s.proof_refs != "[]"}
+    if proofs:
+        notes = (notes + " " if notes else "") + "proofs: " + json.dumps(proofs)
+    return dispatch_pb2.Task(
+        task_id=t.id,
+        kind=t.kind,  # type: ignore[arg-type]
+        state=t.state,  # type: ignore[arg-type]
+        order_id=t.order_id or "",
+        specialist_id="" if is_van else worker,
+        van_id=worker if is_van else "",
+        vehicle_id=t.vehicle_id or "",
+        steps=[step_message(s) for s in view.steps],
+        energy_wh=t.energy_wh,
+        operator_id=t.operator_id,
+        version=t.version,
+        create_time=ts(t.created_at),
+        update_time=ts(t.updated_at),
+        notes=notes,
+    )
+
+
+def _step_input(step: dispatch_pb2.StepUpdate) -> tasks.StepInput:
+    if not step.task_id:
+        raise InvalidArgument.for_field("step.task_id", "is required")
+    lat = lng = None
+    if step.HasField("position"):
+        position = parse_position("step.position", step.position.lat, step.position.lng)
+        lat, lng = position.lat, position.lng
+    return tasks.StepInput(
+        task_id=step.task_id,
+        step_index=step.step_index,
+        status=int(step.status),
+        lat=lat,
+        lng=lng,
+        at=from_ts(step.time) if step.HasField("time") else None,
+        note=step.note,
+        photo_uris=tuple(step.photo_uris),
+        energy_wh=int(step.energy_wh),
+        soc_permille=int(step.soc_permille),
+    )
+
+
+class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
+    def __init__(self, powerup: PowerUp) -> None:
+        self._p = powerup
+
+    # ---- the app stream ---------------------------------------------------------------------------------
+
+    async def _hello(self, principal: Principal, hello: dispatch_pb2.AppHello) -> MobileUnit:
+        unit_id = hello.van_id or hello.specialist_id
+        if not unit_id:
+            raise InvalidArgument.for_field("hello.specialist_id", "is required")
+        if principal.role is Role.SPECIALIST and principal.subject not in (hello.specialist_id, hello.van_id):
+            raise PermissionDenied(f"{principal.subject} may not connect as {unit_id}")
+        async with self._p.db.transaction("dispatch.hello") as session:
+            unit = await session.get(MobileUnit, unit_id)
+        if unit is None or unit.kind not in (tasks.UNIT_VAN, tasks.UNIT_SPECIALIST):
+            raise NotFound(f"specialist or van {unit_id} not found")
+        if not principal.is_admin and (principal.tenant is None or principal.tenant.id != unit.operator_id):
+            raise NotFound(f"specialist or van {unit_id} not found")
+        return unit
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[dispatch_pb2.ConnectRequest], context: Any
+    ) -> AsyncIterator[dispatch_pb2.ConnectResponse]:
+        principal = current_principal()
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("msg") != "hello":
+            raise FailedPrecondition("the first message of the stream must be a hello")
+        unit = await self._hello(principal, first.hello)
+        hub = self._p.hub
+        conn = hub.connect(unit.id)
+        conn.acked_seq = int(first.seq)
+        conn.queue.put_nowait(Outgoing("ack", acked_seq=conn.acked_seq))
+        await hub.resume(conn)
+        reader = asyncio.create_task(self._read(principal, unit, conn, request_iterator))
+        pump = asyncio.create_task(self._pump(conn))
+        try:
+            while True:
+                getter = asyncio.ensure_future(conn.queue.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    reader.result()  # re-raises a domain error of the reader
+                    return
+                out = getter.result()
+                if out.kind == "close":
+                    return
+                message = await self._outgoing(out)
+                if message is not None:
+                    yield message
+        finally:
+            hub.disconnect(conn)
+            for job in (reader, pump):
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DomainError):
+                    await job
+
+    async def _pump(self, conn: Connection) -> None:
+        """Delivers offers when woken (after a commit here, or by the sweep for other replicas' offers)."""
+        while True:
+            await conn.wake.wait()
+            conn.wake.clear()
+            await self._p.hub.deliver_offers(conn)
+
+    async def _outgoing(self, out: Outgoing) -> dispatch_pb2.ConnectResponse | None:
+        if out.kind == "ack":
+            return dispatch_pb2.ConnectResponse(ack=dispatch_pb2.AppAck(acked_seq=out.acked_seq))
+        if out.kind == "cancel":
+            return dispatch_pb2.ConnectResponse(
+                cancellation=dispatch_pb2.TaskCancellation(task_id=out.task_id, reason=out.reason)
+            )
+        async with self._p.db.transaction("dispatch.task.read") as session:
+            task = await session.get(Task, out.task_id)
+            if task is None:
+                return None
+            view = tasks.TaskView(task, await tasks.steps_of(session, task.id))
+        if out.kind == "offer":
+            if task.state != tasks.TaskState.OFFERED:
+                return None
+            return dispatch_pb2.ConnectResponse(
+                offer=dispatch_pb2.TaskOffer(task=task_message(view), respond_by=ts(out.respond_by))
+            )
+        return dispatch_pb2.ConnectResponse(update=dispatch_pb2.TaskUpdate(task=task_message(view), reason=out.reason))
+
+    async def _read(
+        self,
+        principal: Principal,
+        unit: MobileUnit,
+        conn: Connection,
+        requests: AsyncIterator[dispatch_pb2.ConnectRequest],
+    ) -> None:
+        async for message in requests:
+            seq = int(message.seq)
+            if seq and seq <= conn.acked_seq:
+                conn.queue.put_nowait(Outgoing("ack", acked_seq=conn.acked_seq))  # a replayed duplicate
+                continue
+            task_id = ""
+            try:
+                task_id = await self._handle(principal, unit, message)
+            except DomainError as error:
+                if not task_id:
+                    task_id = _task_of(message)
+                if not task_id:
+                    raise
+                # The stream stays up; the app learns why through an update of that task.
+                conn.queue.put_nowait(Outgoing("update", task_id=task_id, reason=f"rejected: {error.message}"))
+            conn.acked_seq = max(conn.acked_seq, seq)
+            conn.queue.put_nowait(Outgoing("ack", acked_seq=conn.acked_seq))
+
+    async def _handle(self, principal: Principal, unit: MobileUnit, message: dispatch_pb2.ConnectRequest) -> str:
+        p = self._p
+        actor = Actor.of(principal)
+        now = p.clock.now()
+        kind = message.WhichOneof("msg")
+        if kind == "position":
+            pos = parse_position("position.position", message.position.position.lat, message.position.position.lng)
+            energy = int(message.position.van_energy_wh) if unit.kind == tasks.UNIT_VAN else None
+
+            async def moved(session: AsyncSession, effects: Effects) -> list[str]:
+                return await tasks.move_worker(
+                    session, effects, p.feed, unit_id=unit.id, lat=pos.lat, lng=pos.lng, energy_wh=energy
+                )
+
+            for order_id in await p.uow.run("dispatch.position", moved):
+                await p.feed.move(order_id, pos.lat, pos.lng, None)
+            return ""
+        if kind == "status":
+            status = int(message.status.status)
+            if status not in (WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT):
+                raise InvalidArgument.for_field("status.status", f"unknown worker status {status}")
+            if status == WORKER_BUSY:
+                return ""
+
+            async def availability(session: AsyncSession, effects: Effects) -> None:
+                change = await inventory.set_unit_availability(session, unit.id, status == WORKER_AVAILABLE)
+                if change:
+                    effects.changes.append(change)
+
+            await p.uow.run("dispatch.status", availability)
+            return ""
+        if kind == "accept":
+            task_id = message.accept.task_id
+
+            async def accept(session: AsyncSession, effects: Effects) -> None:
+                await tasks.accept(session, effects, unit_id=unit.id, task_id=task_id, actor=actor, now=now)
+
+            await p.uow.run("dispatch.accept", accept)
+            return task_id
+        if kind == "decline":
+            task_id = message.decline.task_id
+            reason = message.decline.reason
+
+            async def decline(session: AsyncSession, effects: Effects) -> None:
+                await tasks.decline(
+                    session, effects, p.hub, p.engine, p.settings,
+                    unit_id=unit.id, task_id=task_id, reason=reason, actor=actor, now=now, clock=p.clock,
+                )  # fmt: skip
+
+            await p.uow.run("dispatch.decline", decline)
+            return task_id
+        if kind == "step":
+            step = _step_input(message.step)
+            await self._report(unit.id, step, actor)
+            return step.task_id
+        if kind == "hello":
+            raise FailedPrecondition("hello may only be the first message")
+        return ""
+
+    async def _report(self, unit_id: str, step: tasks.StepInput, actor: Actor) -> tasks.TaskView:
+        p = self._p
+        now = p.clock.now()
+
+        async def report(session: AsyncSession, effects: Effects) -> tasks.TaskView:
+            return await tasks.report_step(
+                session, effects, unit_id=unit_id, step=step, actor=actor, now=now, clock=p.clock
+            )
+
+        return await p.uow.run("dispatch.step", report)
+
+    # ---- unary ------------------------------------------------------------------------------------------
+
+    async def ListTasks(self, request: dispatch_pb2.ListTasksRequest, context: Any) -> dispatch_pb2.ListTasksResponse:
+        page = parse_page(request.page_size, request.page_token)
+        filters = tasks.TaskFilter(
+            unit_id=request.specialist_id or request.van_id or None,
+            order_id=request.order_id or None,
+            operator_id=request.operator_id or None,
+            states=frozenset(int(s) for s in request.states),
+            kinds=frozenset(int(k) for k in request.kinds),
+        )
+        async with self._p.db.transaction("dispatch.tasks.list") as session:
+            found = await tasks.list_tasks(session, current_principal(), filters, page)
+        last = found[-1].task.id if found else None
+        return dispatch_pb2.ListTasksResponse(
+            tasks=[task_message(v) for v in found], next_page_token=next_page_token(last, len(found), page)
+        )
+
+    async def GetTask(self, request: dispatch_pb2.GetTaskRequest, context: Any) -> dispatch_pb2.GetTaskResponse:
+        if not request.task_id:
+            raise InvalidArgument.for_field("task_id", "is required")
+        async with self._p.db.transaction("dispatch.tasks.get") as session:
+            view = await tasks.get_task(session, current_principal(), request.task_id)
+        return dispatch_pb2.GetTaskResponse(task=task_message(view))
+
+    async def ReportTaskStep(
+        self, request: dispatch_pb2.ReportTaskStepRequest, context: Any
+    ) -> dispatch_pb2.ReportTaskStepResponse:
+        principal = current_principal()
+        step = _step_input(request.step)
+        async with self._p.db.transaction("dispatch.tasks.owner") as session:
+            task = await session.get(Task, step.task_id)
+        if task is None or not (principal.is_admin or principal.subject in (task.unit_id, task.offered_to)):
+            raise NotFound(f"task {step.task_id} not found")
+        view = await self._report(
+            principal.subject if not principal.is_admin else task.unit_id or "", step, Actor.of(principal)
+        )
+        return dispatch_pb2.ReportTaskStepResponse(task=task_message(view))
+
+    async def ReoptimizeNow(
+        self, request: dispatch_pb2.ReoptimizeNowRequest, context: Any
+    ) -> dispatch_pb2.ReoptimizeNowResponse:
+        principal = current_principal()
+        operator_id = request.operator_id or (principal.tenant.id if principal.tenant else "")
+        if not operator_id and not principal.is_admin:
+            raise InvalidArgument.for_field("operator_id", "is required")
+        if operator_id:
+            principal.require_tenant("operator", operator_id)
+        region = None
+        if request.HasField("region"):
+            sw, ne = request.region.south_west, request.region.north_east
+            region = parse_box(
+                "region",
+                parse_position("region.south_west", sw.lat, sw.lng),
+                parse_position("region.north_east", ne.lat, ne.lng),
+            )
+        budget_ms = 200
+        if request.HasField("time_budget"):
+            budget_ms = int(request.time_budget.ToMilliseconds())
+            if not 1 <= budget_ms <= 10_000:
+                raise InvalidArgument.for_field("time_budget", "must be within [1 ms, 10 s]")
+        p = self._p
+        outcome = await planning.reoptimize(
+            p.uow, p.clock, p.settings, p.hub, operator_id=operator_id or None, region=region, time_limit_ms=budget_ms
+        )
+        return dispatch_pb2.ReoptimizeNowResponse(
+            tasks_changed=outcome.tasks_changed,
+            tasks_unassigned=outcome.tasks_unassigned,
+            travel_time_before=duration_pb2.Duration(seconds=int(outcome.travel_before_s)),
+            travel_time_after=duration_pb2.Duration(seconds=int(outcome.travel_after_s)),
+        )
+
+
+def _task_of(message: dispatch_pb2.ConnectRequest) -> str:
+    kind = message.WhichOneof("msg")
+    if kind == "accept":
+        return message.accept.task_id
+    if kind == "decline":
+        return message.decline.task_id
+    if kind == "step":
+        return message.step.task_id
+    return ""

@@ -1,0 +1,1 @@
+"""Ingest: the gateways' uplink (sequence numbers, acks, de-duplication) and the command downlink."""

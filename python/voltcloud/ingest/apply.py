@@ -1,0 +1,497 @@
+"""Applies uplink messages: telemetry to the twins (memory only), station events to the database (then the
+twins, after commit). Translates messages into calls to the stations domain; holds no rules of its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2
+from voltcloud.ingest.hub import Hub
+from voltcloud.ingest.models import StationEventLog
+from voltcloud.maintenance import workorders
+from voltcloud.platform.errors import FieldViolation
+from voltcloud.platform.ids import new_id
+from voltcloud.stations import packs, sessions
+from voltcloud.stations.models import Connector, Pack, Station
+from voltcloud.stations.twin import TelemetrySource, Twin
+
+log = logging.getLogger(__name__)
+
+PostCommit = Callable[[], None]
+GATEWAY_ROLE = 7
+SWAP_RESERVE_TIMEOUT = dt.timedelta(seconds=30)
+
+
+@dataclass
+class EventContext:
+    hub: Hub
+    gateway_id: str
+    stations: frozenset[str] | None  # None: any station (admin / unary push)
+    post: list[PostCommit] = field(default_factory=list)
+    twins: dict[str, Twin] = field(default_factory=dict)
+
+
+def _when(event: ingest_pb2.StationEvent, now: dt.datetime) -> dt.datetime:
+    if event.HasField("time") and (event.time.seconds or event.time.nanos):
+        return event.time.ToDatetime(tzinfo=dt.UTC)
+    return now
+
+
+# ---- validation (pure) ----
+
+
+def validate_event(event: ingest_pb2.StationEvent, allowed: frozenset[str] | None) -> FieldViolation | None:
+    kind = event.WhichOneof("event")
+    if kind is None:
+        return FieldViolation("event.event", "no event kind set")
+    if not event.station_id:
+        return FieldViolation("event.station_id", "is required")
+    if allowed is not None and event.station_id not in allowed:
+        return FieldViolation("event.station_id", f"station {event.station_id} is not served by this gateway")
+    body = getattr(event, kind)
+    required: dict[str, tuple[str, ...]] = {
+        "connector_status": ("connector_id",),
+        "session_started": ("session_id", "connector_id"),
+        "session_stopped": ("session_id",),
+        "swap_started": ("session_id",),
+        "swap_completed": ("session_id",),
+        "pack_report": ("pack_id",),
+        "inspection_defect": ("pack_id",),
+    }
+    for name in required.get(kind, ()):
+        if not getattr(body, name):
+            return FieldViolation(f"event.{kind}.{name}", "is required")
+    if kind == "pack_report":
+        for name in ("soc_permille", "soh_permille"):
+            value = getattr(body, name)
+            if not 0 <= value <= 1000:
+                return FieldViolation(f"event.pack_report.{name}", f"must be 0..1000, got {value}")
+    if kind == "inspection_defect" and body.defect == stations_pb2.DEFECT_KIND_UNSPECIFIED:
+        return FieldViolation("event.inspection_defect.defect", "is required")
+    return None
+
+
+def validate_telemetry(batch: ingest_pb2.TelemetryBatch) -> FieldViolation | None:
+    n = len(batch.col_source_index)
+    for name in ("col_metric", "col_offset_ms", "col_int_value"):
+        if len(getattr(batch, name)) != n:
+            return FieldViolation(
+                f"telemetry.{name}", f"has {len(getattr(batch, name))} values, col_source_index has {n}"
+            )
+    return None
+
+
+# ---- telemetry (fast path, memory only) ----
+
+
+def apply_telemetry(hub: Hub, batch: ingest_pb2.TelemetryBatch, allowed: frozenset[str] | None) -> int:
+    """Applies the latest value per (source, metric) of the batch to the twins. Later readings in a batch
+    supersede earlier ones. Returns the number of readings in the batch."""
+    sources = [
+        TelemetrySource(s.station_id if allowed is None or s.station_id in allowed else "", s.resource_id, s.pack_id)
+        for s in batch.sources
+    ]
+    latest: Mapping[tuple[int, int], int]
+    if batch.col_source_index:
+        latest = dict(zip(zip(batch.col_source_index, batch.col_metric, strict=True), batch.col_int_value, strict=True))
+    else:
+        latest = {}
+    if batch.readings:
+        rows: dict[tuple[int, int], int] = dict(latest)
+        for r in batch.readings:
+            rows[r.source_index, r.metric] = r.int_value or int(r.double_value)
+        latest = rows
+    _, touched = hub.twins.apply_latest(sources, latest)
+    now = hub.clock.now()
+    for twin in touched:
+        twin.last_seen = now
+        twin.commit(now)
+    return len(batch.readings) + len(batch.col_source_index)
+
+
+# ---- events (persisted) ----
+
+
+async def apply_event(
+    session: AsyncSession, ctx: EventContext, seq: int | None, event: ingest_pb2.StationEvent, now: dt.datetime
+) -> None:
+    """Persists one validated event in the caller's transaction; twin changes are queued in ctx.post.
+    `seq` is the uplink seq for the event log (None for unary pushes, which are not logged)."""
+    kind = event.WhichOneof("event") or ""
+    when = _when(event, now)
+    if seq is not None:
+        session.add(
+            StationEventLog(
+                gateway_id=ctx.gateway_id,
+                seq=seq,
+                station_id=event.station_id,
+                kind=kind,
+                event_time=when,
+                received_at=now,
+                payload=event.SerializeToString(),
+            )
+        )
+    twin = await ctx.hub.twin(event.station_id)
+    twins = ctx.hub.twins
+    ctx.twins[twin.station_id] = twin
+    ctx.post.append(lambda: twins.mark_seen(twin, heartbeat=kind == "heartbeat"))
+    handler = _HANDLERS.get(kind)
+    if handler is not None:
+        await handler(session, ctx, twin, getattr(event, kind), when, now)
+
+
+async def _connector_status(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.ConnectorStatusChanged,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    connector = await session.get(Connector, body.connector_id)
+    if connector is not None and connector.station_id == twin.station_id and connector.status != body.status:
+        connector.status = body.status
+        connector.version += 1
+        session.add(connector)
+    ctx.post.append(lambda: ctx.hub.twins.connector_status(twin, body.connector_id, body.status, body.error_code))
+
+
+async def _session_started(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.SessionStarted,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    row, _ = await sessions.start_charge(
+        session,
+        station_id=twin.station_id,
+        external_id=body.session_id,
+        connector_id=body.connector_id,
+        meter_start_wh=body.meter_start_wh,
+        id_tag=body.id_tag,
+        reservation_id=body.reservation_id,
+        order_id=body.order_id,
+        started_at=when,
+        gateway_id=ctx.gateway_id,
+    )
+    if row.ended_at is None:
+        session_id = row.id
+        ctx.post.append(
+            lambda: ctx.hub.twins.session_started(
+                twin, body.connector_id, session_id, body.meter_start_wh, body.reservation_id
+            )
+        )
+
+
+async def _session_stopped(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.SessionStopped,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    energy = body.energy_wh
+    if not energy and not body.meter_stop_wh and body.connector_id:
+        energy = ctx.hub.twins.session_energy(twin, body.connector_id)
+    row, _ = await sessions.stop_charge(
+        session,
+        station_id=twin.station_id,
+        external_id=body.session_id,
+        connector_id=body.connector_id,
+        meter_stop_wh=body.meter_stop_wh,
+        energy_wh=energy,
+        reason=body.reason,
+        ended_at=when,
+        gateway_id=ctx.gateway_id,
+    )
+    connector_id, session_id = body.connector_id or (row.connector_id or ""), row.id
+    ctx.post.append(lambda: ctx.hub.twins.session_stopped(twin, connector_id, session_id))
+
+
+async def _swap_started(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.SwapStarted,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    row, _ = await sessions.swap(
+        session,
+        station_id=twin.station_id,
+        external_id=body.session_id,
+        lane=body.lane,
+        vehicle_id=body.vehicle_id,
+        order_id=body.order_id,
+        pack_out_id=body.pack_out_id,
+        pack_in_id=body.pack_in_id,
+        energy_wh=0,
+        at=when,
+        ended=False,
+        success=True,
+        reason="",
+        gateway_id=ctx.gateway_id,
+    )
+    session_id = row.id
+    if body.lane:
+        ctx.post.append(
+            lambda: ctx.hub.twins.lane(twin, body.lane, busy=True, session_id=session_id, vehicle_id=body.vehicle_id)
+        )
+
+
+async def _swap_completed(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.SwapCompleted,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    row, changed = await sessions.swap(
+        session,
+        station_id=twin.station_id,
+        external_id=body.session_id,
+        lane=body.lane,
+        vehicle_id=body.vehicle_id,
+        order_id="",
+        pack_out_id=body.pack_out_id,
+        pack_in_id=body.pack_in_id,
+        energy_wh=body.energy_wh,
+        at=when,
+        ended=True,
+        success=body.success,
+        reason=body.failure_reason,
+        gateway_id=ctx.gateway_id,
+    )
+    if body.lane:
+        ctx.post.append(lambda: ctx.hub.twins.lane(twin, body.lane, busy=False))
+    if not changed or not body.success:
+        if not body.success and body.pack_in_id:
+            await _release_reservation(session, body.pack_in_id, now)
+        return
+    out_pack, in_pack = await packs.swap_moves(
+        session,
+        now,
+        station_id=twin.station_id,
+        session_id=row.id,
+        vehicle_id=body.vehicle_id or None,
+        pack_out_id=body.pack_out_id or None,
+        pack_in_id=body.pack_in_id or None,
+        pack_out_slot=body.pack_out_slot or None,
+        pack_out_soc=body.pack_out_soc_permille,
+        pack_in_soc=body.pack_in_soc_permille,
+    )
+    if in_pack is not None:
+        in_id = in_pack.id
+        ctx.post.append(lambda: ctx.hub.twins.remove_pack(twin, in_id))
+        if in_pack.state in packs.STICKY:
+            station = await session.get(Station, twin.station_id)
+            await workorders.raise_alarm(
+                session,
+                now=now,
+                source=workorders.ALARM_SOURCE_STATION,
+                level=4,
+                code="QUARANTINED_PACK_INSTALLED",
+                message=f"station {twin.station_id} installed quarantined pack {in_pack.id} in {body.vehicle_id}",
+                operator_id=station.operator_id if station else None,
+                station_id=twin.station_id,
+                vehicle_id=body.vehicle_id or None,
+                pack_id=in_pack.id,
+            )
+    if out_pack is not None and out_pack.slot_no:
+        o = out_pack
+        slot_no, type_id, state = o.slot_no or 0, o.pack_type_id, o.state
+        soc, soh, temp = o.soc_permille, o.soh_permille, o.temperature_milli_c
+        ctx.post.append(
+            lambda: ctx.hub.twins.place_pack(
+                twin,
+                slot_no,
+                o.id,
+                pack_type_id=type_id,
+                state=state,
+                soc_permille=soc,
+                soh_permille=soh,
+                temperature_milli_c=temp,
+            )
+        )
+
+
+async def _release_reservation(session: AsyncSession, pack_id: str, now: dt.datetime) -> None:
+    pack = await session.get(Pack, pack_id)
+    if pack is not None and pack.state == packs.RESERVED:
+        pack.state = packs.READY
+        pack.version += 1
+        session.add(pack)
+        packs.record(session, pack, now, "swap failed: reservation released")
+
+
+async def _pack_report(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.PackReport,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    pack = await packs.apply_report(
+        session,
+        now,
+        pack_id=body.pack_id,
+        station_id=twin.station_id,
+        slot_no=body.slot or None,
+        soc_permille=body.soc_permille,
+        soh_permille=body.soh_permille or None,
+        temperature_milli_c=body.temperature_milli_c or None,
+        cycles=body.cycle_count or None,
+        state=body.state or None,
+    )
+    if pack is not None and pack.station_id == twin.station_id and pack.slot_no:
+        p = pack
+        slot_no, type_id, state = p.slot_no or 0, p.pack_type_id, p.state
+        soc, soh, temp = p.soc_permille, p.soh_permille, p.temperature_milli_c
+        ctx.post.append(
+            lambda: ctx.hub.twins.place_pack(
+                twin,
+                slot_no,
+                p.id,
+                pack_type_id=type_id,
+                state=state,
+                soc_permille=soc,
+                soh_permille=soh,
+                temperature_milli_c=temp,
+            )
+        )
+
+
+async def _inspection_defect(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.InspectionDefect,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    pack = await session.get(Pack, body.pack_id)
+    if pack is None:
+        log.warning("inspection for unknown pack %s from gateway %s", body.pack_id, ctx.gateway_id)
+        return
+    outcome = await packs.report_inspection(
+        session,
+        now,
+        pack=pack,
+        station_id=twin.station_id,
+        defect=body.defect,
+        level=body.level or common_pb2.ALARM_LEVEL_MAJOR,
+        notes=body.notes,
+        attachment_uris=[],
+        inspected_at=when,
+        actor=packs.ActorRef(ctx.gateway_id, GATEWAY_ROLE),
+    )
+    pack_id, state = outcome.pack.id, outcome.pack.state
+    ctx.post.append(lambda: ctx.hub.twins.pack_state(twin, pack_id, state))
+
+
+async def _alarm(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.AlarmReport,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    if body.cleared:
+        return
+    station = await session.get(Station, twin.station_id)
+    await workorders.raise_alarm(
+        session,
+        now=now,
+        source=workorders.ALARM_SOURCE_STATION,
+        level=body.level or common_pb2.ALARM_LEVEL_WARNING,
+        code=body.code,
+        message=body.message,
+        operator_id=station.operator_id if station else None,
+        station_id=twin.station_id,
+        resource_id=body.resource_id or None,
+        vehicle_id=body.vehicle_id or None,
+        pack_id=body.pack_id or None,
+        open_work_order=body.level >= common_pb2.ALARM_LEVEL_MAJOR,
+    )
+
+
+async def _vehicle_arrived(
+    session: AsyncSession,
+    ctx: EventContext,
+    twin: Twin,
+    body: ingest_pb2.VehicleArrived,
+    when: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    """Chooses the pack to install (packs.choose_swap_pack), reserves it with a version check and tells the
+    station which pack to hand out (a ReserveCommand on the lane)."""
+    pack_type_id = None
+    if body.pack_out_id:
+        out = await session.get(Pack, body.pack_out_id)
+        pack_type_id = out.pack_type_id if out is not None else None
+    for _ in range(3):
+        chosen = await packs.choose_swap_pack(session, twin.station_id, pack_type_id)
+        if chosen is None:
+            break
+        if await packs.reserve_for_swap(session, chosen, now, f"chosen for {body.vehicle_id or 'vehicle'}"):
+            reservation_id = new_id("rsv")
+            pack_id, lane = chosen.id, body.lane
+            command = stations_pb2.StationCommand(
+                reserve=stations_pb2.ReserveCommand(reservation_id=reservation_id, lane=lane, pack_id=pack_id)
+            )
+            ctx.post.append(functools.partial(_after_reserve, ctx.hub, twin, pack_id, lane, reservation_id, command))
+            return
+    station = await session.get(Station, twin.station_id)
+    await workorders.raise_alarm(
+        session,
+        now=now,
+        source=workorders.ALARM_SOURCE_STATION,
+        level=common_pb2.ALARM_LEVEL_WARNING,
+        code="NO_READY_PACK",
+        message=f"no ready pack for {body.vehicle_id or 'vehicle'} in lane {body.lane}",
+        operator_id=station.operator_id if station else None,
+        station_id=twin.station_id,
+        vehicle_id=body.vehicle_id or None,
+        open_work_order=False,
+    )
+
+
+def _after_reserve(
+    hub: Hub, twin: Twin, pack_id: str, lane: int, reservation_id: str, command: stations_pb2.StationCommand
+) -> None:
+    hub.twins.pack_state(twin, pack_id, packs.RESERVED)
+    if lane:
+        hub.twins.lane_reserved(twin, lane, reservation_id)
+    hub.spawn(hub.send_command(twin.station_id, command, SWAP_RESERVE_TIMEOUT))
+
+
+_HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
+    "connector_status": _connector_status,
+    "session_started": _session_started,
+    "session_stopped": _session_stopped,
+    "swap_started": _swap_started,
+    "swap_completed": _swap_completed,
+    "pack_report": _pack_report,
+    "inspection_defect": _inspection_defect,
+    "alarm": _alarm,
+    "vehicle_arrived": _vehicle_arrived,
+}
+
+
+async def station_ids_known(session: AsyncSession, ids: list[str]) -> dict[str, str]:
+    """station id -> operator id for the ids that exist."""
+    rows = await session.exec(select(Station.id, Station.operator_id).where(Station.id.in_(ids)))  # type: ignore[attr-defined]
+    return {sid: op for sid, op in rows}

@@ -1,0 +1,215 @@
+"""The hub shared by IngestService and StationService: live twins, connected gateways, command routing.
+
+One hub per Database (per platform process), created on first use by `hub_for(db)`. Commands go down the
+gateway's uplink stream and their results come back on it; a command whose gateway is not connected is
+answered OFFLINE at once, one without an answer before its deadline TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import weakref
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from sqlmodel import select
+
+from voltcloud.api.v1 import ingest_pb2, stations_pb2
+from voltcloud.platform.clock import Clock, SystemClock
+from voltcloud.platform.db import Database
+from voltcloud.platform.errors import Aborted, NotFound
+from voltcloud.platform.ids import new_id
+from voltcloud.stations.models import Connector, Pack, Station
+from voltcloud.stations.twin import ConnectorTwin, LaneTwin, SlotTwin, Twin, TwinStore
+
+log = logging.getLogger(__name__)
+
+Outbound = ingest_pb2.PlatformToGateway | BaseException | None
+
+
+@dataclass
+class GatewayLink:
+    """One connected gateway stream."""
+
+    gateway_id: str
+    stations: frozenset[str]
+    outbox: asyncio.Queue[Outbound]
+    pending: dict[str, asyncio.Future[stations_pb2.StationCommandResult]] = field(default_factory=dict)
+    closed: bool = False
+
+    def close(self, reason: BaseException | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.put_nowait(reason)
+        for command_id, future in self.pending.items():
+            if not future.done():
+                future.set_result(
+                    stations_pb2.StationCommandResult(
+                        command_id=command_id, status=stations_pb2.COMMAND_STATUS_OFFLINE, detail="gateway disconnected"
+                    )
+                )
+        self.pending.clear()
+
+
+def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+class Hub:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
+        self.db = db
+        self.clock: Clock = clock or SystemClock()
+        self.twins = TwinStore(self.clock)
+        self.links: dict[str, GatewayLink] = {}
+        self.station_links: dict[str, GatewayLink] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+
+    # ---- twins ----
+
+    async def twin(self, station_id: str) -> Twin:
+        twin = self.twins.get(station_id)
+        if twin is not None:
+            return twin
+        lock = self._loading.setdefault(station_id, asyncio.Lock())
+        async with lock:
+            twin = self.twins.get(station_id)
+            if twin is None:
+                twin = self.twins.put(await self._load(station_id))
+        return twin
+
+    async def _load(self, station_id: str) -> Twin:
+        async with self.db.transaction("twin.load") as session:
+            station = await session.get(Station, station_id)
+            if station is None:
+                raise NotFound(f"station {station_id} not found")
+            connectors = list(await session.exec(select(Connector).where(Connector.station_id == station_id)))
+            packs = list(await session.exec(select(Pack).where(Pack.station_id == station_id)))
+        twin = Twin(station_id=station_id, kind=station.kind)
+        for c in connectors:
+            twin.connectors[c.id] = ConnectorTwin(c.id, status=c.status)
+        slots = max([station.slot_count, *(p.slot_no or 0 for p in packs)])
+        for n in range(1, slots + 1):
+            twin.slots[n] = SlotTwin(n)
+        for p in packs:
+            if p.slot_no:
+                twin.slots[p.slot_no] = SlotTwin(
+                    p.slot_no,
+                    p.id,
+                    p.pack_type_id,
+                    p.soc_permille,
+                    p.soh_permille,
+                    p.temperature_milli_c,
+                    p.state,
+                )
+        for n in range(1, station.lanes + 1):
+            twin.lanes[n] = LaneTwin(n)
+        twin.update_time = self.clock.now()
+        return twin
+
+    def forget(self, station_id: str) -> None:
+        """Drops a cached twin so the next read reloads it (after a configuration change)."""
+        twin = self.twins.twins.pop(station_id, None)
+        if twin is not None:
+            twin.changed.set()
+
+    # ---- gateways ----
+
+    def attach(self, link: GatewayLink) -> None:
+        previous = self.links.get(link.gateway_id)
+        if previous is not None:
+            previous.close(Aborted(f"gateway {link.gateway_id} opened a newer uplink stream"))
+        self.links[link.gateway_id] = link
+        for station_id in link.stations:
+            self.station_links[station_id] = link
+            twin = self.twins.get(station_id)
+            if twin is not None:
+                self.twins.set_connected(twin, link.gateway_id, True)
+
+    def detach(self, link: GatewayLink) -> None:
+        link.close()
+        if self.links.get(link.gateway_id) is link:
+            del self.links[link.gateway_id]
+        for station_id in link.stations:
+            if self.station_links.get(station_id) is link:
+                del self.station_links[station_id]
+                twin = self.twins.get(station_id)
+                if twin is not None:
+                    self.twins.set_connected(twin, link.gateway_id, False)
+
+    async def send_command(
+        self,
+        station_id: str,
+        command: stations_pb2.StationCommand,
+        answer_within: dt.timedelta,
+        command_id: str | None = None,
+    ) -> stations_pb2.StationCommandResult:
+        command_id = command_id or new_id("cmd")
+        link = self.station_links.get(station_id)
+        if link is None or link.closed:
+            return stations_pb2.StationCommandResult(
+                command_id=command_id,
+                status=stations_pb2.COMMAND_STATUS_OFFLINE,
+                detail=f"no gateway connected for station {station_id}",
+                result_time=_timestamp(self.clock.now()),
+            )
+        future: asyncio.Future[stations_pb2.StationCommandResult] = asyncio.get_running_loop().create_future()
+        link.pending[command_id] = future
+        deadline = self.clock.now() + answer_within
+        link.outbox.put_nowait(
+            ingest_pb2.PlatformToGateway(
+                command=ingest_pb2.Command(
+                    command_id=command_id, station_id=station_id, command=command, deadline=_timestamp(deadline)
+                )
+            )
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), answer_within.total_seconds())
+        except TimeoutError:
+            return stations_pb2.StationCommandResult(
+                command_id=command_id,
+                status=stations_pb2.COMMAND_STATUS_TIMEOUT,
+                detail=f"no answer within {answer_within.total_seconds():g}s",
+                result_time=_timestamp(self.clock.now()),
+            )
+        finally:
+            link.pending.pop(command_id, None)
+
+    def deliver_result(self, link: GatewayLink, result: ingest_pb2.CommandResult) -> bool:
+        future = link.pending.get(result.result.command_id)
+        if future is None or future.done():
+            return False  # late (after the timeout) or unknown: ignored
+        answer = stations_pb2.StationCommandResult()
+        answer.CopyFrom(result.result)
+        if not answer.HasField("result_time"):
+            answer.result_time.CopyFrom(_timestamp(self.clock.now()))
+        future.set_result(answer)
+        return True
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Runs a side effect (a command sent on the platform's own initiative) without blocking the uplink."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub side effect failed", exc_info=task.exception())
+
+
+_HUBS: weakref.WeakKeyDictionary[Database, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(db: Database) -> Hub:
+    hub = _HUBS.get(db)
+    if hub is None:
+        hub = _HUBS[db] = Hub(db)
+    return hub

@@ -1,0 +1,360 @@
+"""IngestService: the gateways' bidirectional uplink (seq, ack, de-duplication, commands) and PushTelemetry.
+
+Per stream: the first message is a Hello; the platform answers Ack(last applied seq) so the gateway replays
+what follows. Then, in arrival order, each message with seq <= the cursor is a duplicate (dropped, still
+acked); seq == cursor + 1 is applied; a gap aborts the stream (FAILED_PRECONDITION) so the gateway replays
+from the ack. Telemetry goes to the twins in memory. Events are written, together with the new cursor, in
+one transaction per drained group of messages, then acked: an acked event is durable and is applied once,
+across platform restarts too (the cursor lives in `gatewaycursor`; the event log is unique per seq).
+A message that cannot be applied is acknowledged and answered with an UplinkRejection naming the field,
+so a bad message is never replayed forever and never blocks the events behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
+from voltcloud.ingest import apply
+from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
+from voltcloud.ingest.models import GatewayCursor
+from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.db import Database
+from voltcloud.platform.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from voltcloud.platform.rpc import current_principal
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 512  # messages folded into one transaction
+CURSOR_FLUSH_S = 1.0  # telemetry-only progress is persisted at most this late
+
+
+def _check_gateway(principal: Principal, gateway_id: str, field: str) -> None:
+    if not gateway_id:
+        raise InvalidArgument.for_field(field, "is required")
+    if principal.role is Role.GATEWAY and principal.subject != gateway_id:
+        raise PermissionDenied(f"{field}: token is for gateway {principal.subject}, not {gateway_id}")
+
+
+async def _read_cursor(db: Database, gateway_id: str, now: dt.datetime) -> int:
+    async with db.transaction("ingest.cursor.read") as session:
+        row = await session.get(GatewayCursor, gateway_id)
+        if row is not None:
+            return row.last_seq
+    try:
+        async with db.transaction("ingest.cursor.create") as session:
+            session.add(GatewayCursor(gateway_id=gateway_id, last_seq=0, updated_at=now))
+    except IntegrityError:
+        return await _read_cursor(db, gateway_id, now)
+    return 0
+
+
+async def _advance_cursor(session: AsyncSession, gateway_id: str, old: int, new: int, now: dt.datetime) -> None:
+    """Compare-and-set: a concurrent stream of the same gateway (a second replica) loses with ABORTED."""
+    if new == old:
+        return
+    result = await session.exec(
+        sa.update(GatewayCursor)
+        .where(sa.column("gateway_id") == gateway_id, sa.column("last_seq") == old)
+        .values(last_seq=new, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise Aborted(f"gateway {gateway_id}: another stream advanced the uplink cursor past {old}")
+
+
+class UplinkStream:
+    def __init__(self, hub: Hub, principal: Principal, outbox: asyncio.Queue[Outbound]) -> None:
+        self.hub = hub
+        self.db = hub.db
+        self.principal = principal
+        self.outbox = outbox
+        self.link: GatewayLink | None = None
+        self.gateway_id = ""
+        self.cursor = 0  # highest contiguous seq applied
+        self.persisted = 0  # highest seq whose progress is in the database
+        self.flushed_at = time.monotonic()
+        self.readings = 0
+        self.duplicates = 0
+
+    # ---- hello ----
+
+    async def hello(self, message: ingest_pb2.GatewayToPlatform) -> None:
+        if message.WhichOneof("msg") != "hello":
+            raise InvalidArgument.for_field("msg", "the first uplink message must be a hello")
+        hello = message.hello
+        _check_gateway(self.principal, hello.gateway_id, "hello.gateway_id")
+        ids = list(dict.fromkeys(hello.station_ids))
+        async with self.db.transaction("ingest.hello") as session:
+            known = await apply.station_ids_known(session, ids)
+        for i, station_id in enumerate(ids):
+            if station_id not in known:
+                raise InvalidArgument.for_field(f"hello.station_ids[{i}]", f"unknown station {station_id}")
+            tenant = self.principal.tenant
+            if self.principal.role is not Role.PLATFORM_ADMIN and (
+                tenant is None or tenant.kind != "operator" or tenant.id != known[station_id]
+            ):
+                raise PermissionDenied(f"hello.station_ids[{i}]: station {station_id} belongs to another operator")
+        self.gateway_id = hello.gateway_id
+        now = self.hub.clock.now()
+        stored = await _read_cursor(self.db, self.gateway_id, now)
+        self.persisted = stored
+        # The gateway deletes what we acked; an ack we gave but had not yet persisted (telemetry-only
+        # progress) is still authoritative, so start from the higher of the two.
+        self.cursor = max(stored, hello.last_acked_seq)
+        for station_id in ids:
+            await self.hub.twin(station_id)
+        self.link = GatewayLink(self.gateway_id, frozenset(ids), self.outbox)
+        self.hub.attach(self.link)
+        self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=self.cursor)))
+        log.info("gateway %s connected: %d stations, cursor %d", self.gateway_id, len(ids), self.cursor)
+
+    # ---- message loop ----
+
+    async def run(self, requests: AsyncIterator[ingest_pb2.GatewayToPlatform]) -> None:
+        inbox: asyncio.Queue[ingest_pb2.GatewayToPlatform | None] = asyncio.Queue(maxsize=4 * MAX_GROUP)
+        iterator = requests.__aiter__()
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        await self.hello(first)
+
+        async def pump() -> None:
+            async for item in iterator:
+                await inbox.put(item)
+            await inbox.put(None)
+
+        reader = asyncio.create_task(pump())
+        try:
+            done = False
+            while not done:
+                group = [await inbox.get()]
+                while len(group) < MAX_GROUP and not inbox.empty():
+                    group.append(inbox.get_nowait())
+                if group[-1] is None:
+                    done = True
+                await self.process([m for m in group if m is not None])
+                if reader.done() and reader.exception() is not None and inbox.empty():
+                    raise reader.exception()  # type: ignore[misc]
+        except DomainError:
+            await self.flush_cursor(force=True)
+            raise
+        finally:
+            reader.cancel()  # never awaited here: on cancellation (server stopping) no more I/O is started
+        await self.flush_cursor(force=True)
+
+    async def process(self, group: list[ingest_pb2.GatewayToPlatform]) -> None:
+        events: list[tuple[int, ingest_pb2.StationEvent]] = []
+        start_cursor = self.cursor
+        allowed = self.link.stations if self.link else frozenset()
+        error: DomainError | None = None
+        for message in group:
+            seq = message.seq
+            if seq <= self.cursor:
+                self.duplicates += 1
+                continue
+            if seq != self.cursor + 1:
+                error = FailedPrecondition(
+                    f"seq: expected {self.cursor + 1}, got {seq}; replay from acked seq {self.cursor}"
+                )
+                break
+            kind = message.WhichOneof("msg")
+            if kind == "telemetry":
+                if events:
+                    await self.commit_events(events)
+                    events = []
+                violation = apply.validate_telemetry(message.telemetry)
+                if violation is not None:
+                    self.reject(seq, violation)
+                else:
+                    self.readings += apply.apply_telemetry(self.hub, message.telemetry, allowed)
+            elif kind == "event":
+                violation = apply.validate_event(message.event, allowed)
+                if violation is not None:
+                    self.reject(seq, violation)
+                else:
+                    events.append((seq, message.event))
+            elif kind == "command_result":
+                if self.link is not None:
+                    self.hub.deliver_result(self.link, message.command_result)
+            elif kind == "hello":
+                self.reject(seq, FieldViolation("msg", "hello is only valid as the first message"))
+            else:
+                self.reject(seq, FieldViolation("msg", "no payload set"))
+            self.cursor = seq
+        if events:
+            await self.commit_events(events)
+        await self.flush_cursor()
+        if self.cursor != start_cursor or self.duplicates:
+            self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=self.cursor)))
+        if error is not None:
+            raise error
+
+    def reject(self, seq: int, violation: FieldViolation) -> None:
+        log.warning("gateway %s seq %d rejected: %s: %s", self.gateway_id, seq, violation.field, violation.description)
+        self.outbox.put_nowait(
+            ingest_pb2.PlatformToGateway(
+                rejection=ingest_pb2.UplinkRejection(seq=seq, field=violation.field, description=violation.description)
+            )
+        )
+
+    async def commit_events(self, events: list[tuple[int, ingest_pb2.StationEvent]]) -> None:
+        """Writes the events and the cursor in one transaction, then applies their twin changes. When the
+        group fails, each event is retried alone so one bad event is rejected and the rest still apply."""
+        last_seq = events[-1][0]
+        try:
+            await self._commit(events, last_seq)
+        except Aborted:
+            raise
+        except Exception:
+            if len(events) == 1:
+                seq = events[0][0]
+                log.exception("gateway %s seq %d could not be applied", self.gateway_id, seq)
+                self.reject(seq, FieldViolation("event", "could not be applied; see the platform log"))
+                async with self.db.transaction("ingest.cursor") as session:
+                    await _advance_cursor(session, self.gateway_id, self.persisted, seq, self.hub.clock.now())
+                self.persisted = seq
+                return
+            for single in events:
+                await self.commit_events([single])
+
+    async def _commit(self, events: list[tuple[int, ingest_pb2.StationEvent]], last_seq: int) -> None:
+        ctx = apply.EventContext(self.hub, self.gateway_id, self.link.stations if self.link else frozenset())
+        now = self.hub.clock.now()
+        async with self.db.transaction("ingest.events") as session:
+            for seq, event in events:
+                await apply.apply_event(session, ctx, seq, event, now)
+            await _advance_cursor(session, self.gateway_id, self.persisted, last_seq, now)
+        self.persisted = last_seq
+        self.flushed_at = time.monotonic()
+        for effect in ctx.post:
+            try:
+                effect()
+            except Exception:
+                log.exception("twin update failed")
+        for twin in ctx.twins.values():
+            twin.commit(now)
+
+    async def flush_cursor(self, *, force: bool = False) -> None:
+        if self.cursor <= self.persisted or not self.gateway_id:
+            return
+        if not force and time.monotonic() - self.flushed_at < CURSOR_FLUSH_S:
+            return
+        try:
+            async with self.db.transaction("ingest.cursor") as session:
+                await _advance_cursor(session, self.gateway_id, self.persisted, self.cursor, self.hub.clock.now())
+        except Aborted:
+            if not force:
+                raise
+            return
+        except Exception:
+            if force:
+                log.warning("gateway %s: cursor not persisted at stream end", self.gateway_id)
+                return
+            raise
+        self.persisted = self.cursor
+        self.flushed_at = time.monotonic()
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.hub.detach(self.link)
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.hub = hub_for(db)
+
+    async def Uplink(
+        self, request_iterator: AsyncIterator[ingest_pb2.GatewayToPlatform], context: Any
+    ) -> AsyncIterator[ingest_pb2.PlatformToGateway]:
+        outbox: asyncio.Queue[Outbound] = asyncio.Queue()
+        stream = UplinkStream(self.hub, current_principal(), outbox)
+
+        async def run() -> None:
+            try:
+                await stream.run(request_iterator)
+                outbox.put_nowait(None)
+            except BaseException as error:  # delivered to the response side, which raises it
+                outbox.put_nowait(error)
+
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                item = await outbox.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        break
+                    raise item
+                yield item
+        finally:
+            stream.close()
+            task.cancel()
+            task.add_done_callback(_retrieve)
+
+    async def PushTelemetry(
+        self, request: ingest_pb2.PushTelemetryRequest, context: Any
+    ) -> ingest_pb2.PushTelemetryResponse:
+        principal = current_principal()
+        _check_gateway(principal, request.gateway_id, "gateway_id")
+        violation = apply.validate_telemetry(request.telemetry)
+        if violation is not None:
+            raise InvalidArgument.for_fields([violation])
+        for i, event in enumerate(request.events):
+            violation = apply.validate_event(event, None)
+            if violation is not None:
+                raise InvalidArgument.for_fields(
+                    [FieldViolation(violation.field.replace("event.", f"events[{i}].", 1), violation.description)]
+                )
+        station_ids = sorted({e.station_id for e in request.events} | {x.station_id for x in request.telemetry.sources})
+        station_ids = [sid for sid in station_ids if sid]
+        async with self._db.transaction("ingest.push.check") as session:
+            known = await apply.station_ids_known(session, station_ids)
+        for sid in station_ids:
+            if sid not in known:
+                raise NotFound(f"station {sid} not found")
+            if principal.role is not Role.PLATFORM_ADMIN:
+                principal.require_tenant("operator", known[sid])
+        now = self.hub.clock.now()
+        ctx = apply.EventContext(self.hub, request.gateway_id, None)
+        stored = await _read_cursor(self._db, request.gateway_id, now) if request.seq else 0
+        if request.seq and request.seq <= stored:
+            return ingest_pb2.PushTelemetryResponse(duplicate=True)
+        async with self._db.transaction("ingest.push") as session:
+            for event in request.events:
+                await apply.apply_event(session, ctx, None, event, now)
+            if request.seq:
+                await _advance_cursor(session, request.gateway_id, stored, request.seq, now)
+        for effect in ctx.post:
+            effect()
+        for twin in ctx.twins.values():
+            twin.commit(now)
+        for sid in known:
+            await self.hub.twin(sid)
+        readings = apply.apply_telemetry(self.hub, request.telemetry, None)
+        return ingest_pb2.PushTelemetryResponse(readings_accepted=readings, events_accepted=len(request.events))
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Marks a finished stream task's exception as seen (it was already delivered to the response side)."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,86 @@
+"""Public maintenance functions other domains call: raise an alarm, open a work order for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.maintenance.models import Alarm, WorkOrder
+from voltcloud.platform.ids import new_id
+
+# voltcloud.v1 numbers
+ALARM_SOURCE_STATION = 1
+ALARM_SOURCE_INSPECTION = 4
+WORK_ORDER_SOURCE_ALARM = 1
+WORK_ORDER_SOURCE_INSPECTION = 2
+
+# SLA by AlarmLevel (1 info .. 4 critical): respond within, resolve within.
+_SLA = {
+    1: (dt.timedelta(hours=24), dt.timedelta(days=7)),
+    2: (dt.timedelta(hours=8), dt.timedelta(days=3)),
+    3: (dt.timedelta(hours=2), dt.timedelta(hours=24)),
+    4: (dt.timedelta(minutes=30), dt.timedelta(hours=8)),
+}
+
+
+@dataclass(frozen=True)
+class Opened:
+    alarm_id: str
+    work_order_id: str | None
+
+
+async def raise_alarm(
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    source: int,
+    level: int,
+    code: str,
+    message: str,
+    operator_id: str | None,
+    station_id: str | None = None,
+    resource_id: str | None = None,
+    vehicle_id: str | None = None,
+    pack_id: str | None = None,
+    open_work_order: bool = True,
+    work_order_source: int = WORK_ORDER_SOURCE_ALARM,
+    title: str = "",
+) -> Opened:
+    """Records an alarm and, when asked (or for MAJOR and above), opens a work order with an SLA clock."""
+    alarm = Alarm(
+        id=new_id("alm"),
+        source=source,
+        level=level,
+        operator_id=operator_id,
+        station_id=station_id,
+        resource_id=resource_id,
+        vehicle_id=vehicle_id,
+        pack_id=pack_id,
+        code=code[:64],
+        message=message[:1000],
+        raised_at=now,
+    )
+    work_order_id = None
+    if open_work_order or level >= 3:
+        respond, resolve = _SLA.get(level, _SLA[2])
+        order = WorkOrder(
+            id=new_id("wo"),
+            source=work_order_source,
+            level=level,
+            title=(title or f"{code}: {message}")[:200],
+            description=message[:2000],
+            operator_id=operator_id,
+            station_id=station_id,
+            resource_id=resource_id,
+            pack_id=pack_id,
+            alarm_id=alarm.id,
+            created_at=now,
+            respond_by=now + respond,
+            resolve_by=now + resolve,
+        )
+        alarm.work_order_id = work_order_id = order.id
+        session.add(order)
+    session.add(alarm)
+    return Opened(alarm.id, work_order_id)

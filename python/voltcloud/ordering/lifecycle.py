@@ -1,0 +1,371 @@
+"""The public order lifecycle: transitions with their event rows, and what happens after commit.
+
+Ordering's services and the dispatch domain move orders only through these functions, so every state change
+is checked against `states.TRANSITIONS` and leaves one `OrderEvent` row (who, when, where, energy, amount,
+why). Functions take the caller's session and an `Effects` collector; `UnitOfWork.run` commits and then
+applies the effects (engine view, watcher wake-ups, dispatch offers) — never before the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy.exc as sa_exc
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.engine import Engine
+from voltcloud.ordering import payments
+from voltcloud.ordering.models import Order, OrderEvent, Reservation
+from voltcloud.ordering.states import OrderState, check_transition
+from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.clock import Clock, SystemClock
+from voltcloud.platform.db import Database
+from voltcloud.platform.errors import Aborted, DomainError
+from voltcloud.stations import inventory
+from voltcloud.stations.inventory import InventoryChange
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SYSTEM_CLOCK = SystemClock()
+
+RESERVATION_ACTIVE = 1
+RESERVATION_USED = 2
+RESERVATION_CANCELLED = 3
+RESERVATION_EXPIRED = 4
+
+
+@dataclass(frozen=True)
+class Actor:
+    subject: str
+    role: int
+    tenant: str = ""
+
+    @classmethod
+    def of(cls, principal: Principal) -> Actor:
+        return cls(principal.subject, int(principal.role), str(principal.tenant or ""))
+
+
+SYSTEM = Actor("voltcloud", int(Role.PLATFORM_ADMIN))
+
+
+@dataclass
+class Effects:
+    """What to do once the transaction has committed."""
+
+    changes: list[InventoryChange] = field(default_factory=list)
+    orders: set[str] = field(default_factory=set)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+class OrderFeed:
+    """Wakes WatchOrder streams of this process when an order's history grows or its specialist moves.
+
+    Other replicas' events reach watchers through the watchers' periodic database poll.
+    """
+
+    def __init__(self) -> None:
+        self._conditions: dict[str, asyncio.Condition] = {}
+        self._positions: dict[str, tuple[float, float, dt.datetime | None]] = {}
+
+    def condition(self, order_id: str) -> asyncio.Condition:
+        return self._conditions.setdefault(order_id, asyncio.Condition())
+
+    def forget(self, order_id: str) -> None:
+        condition = self._conditions.get(order_id)
+        if condition is not None and not condition._waiters:
+            self._conditions.pop(order_id, None)
+
+    async def notify(self, order_id: str) -> None:
+        condition = self._conditions.get(order_id)
+        if condition is None:
+            return
+        async with condition:
+            condition.notify_all()
+
+    def position(self, order_id: str) -> tuple[float, float, dt.datetime | None] | None:
+        return self._positions.get(order_id)
+
+    async def move(self, order_id: str, lat: float, lng: float, eta: dt.datetime | None) -> None:
+        self._positions[order_id] = (lat, lng, eta)
+        await self.notify(order_id)
+
+
+class UnitOfWork:
+    """Runs domain code in one transaction, maps lost races to ABORTED, then applies the effects."""
+
+    def __init__(self, db: Database, engine: Engine, feed: OrderFeed) -> None:
+        self.db = db
+        self.engine = engine
+        self.feed = feed
+
+    async def run(self, name: str, work: Callable[[AsyncSession, Effects], Awaitable[T]]) -> T:
+        effects = Effects()
+        try:
+            async with self.db.transaction(name) as session:
+                result = await work(session, effects)
+        except StaleDataError:
+            raise Aborted("the order or task was changed concurrently; retry") from None
+        except sa_exc.OperationalError as error:
+            if "locked" in str(error).lower():  # SQLite: a concurrent writer holds the database
+                raise Aborted("a concurrent change is in progress; retry") from None
+            raise
+        except sa_exc.DBAPIError as error:
+            text = str(error).lower()
+            if "deadlock" in text or "serializ" in text or "could not obtain lock" in text:
+                raise Aborted("a concurrent change won the race; retry") from None
+            raise
+        await self.apply(effects)
+        return result
+
+    async def apply(self, effects: Effects) -> None:
+        try:
+            self.engine.apply(effects.changes)
+        except Exception:  # the engine is a cache: log, the periodic sync repairs it
+            log.exception("engine update after commit failed")
+        for order_id in effects.orders:
+            await self.feed.notify(order_id)
+        for callback in effects.callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What an event records besides the transition."""
+
+    reason: str = ""
+    lat: float | None = None
+    lng: float | None = None
+    energy_wh: int = 0
+    amount_minor: int | None = None
+    currency: str = ""
+    eta: dt.datetime | None = None
+
+
+async def record(
+    session: AsyncSession,
+    effects: Effects,
+    order: Order,
+    target: OrderState | None,
+    actor: Actor,
+    at: dt.datetime,
+    facts: Facts = Facts(),
+) -> OrderEvent:
+    """Moves `order` to `target` (None: a progress fact, no transition) and appends its event row.
+
+    FailedPrecondition on an illegal transition; the version check on flush makes a concurrent change ABORTED.
+    """
+    from_state = OrderState(order.state)
+    to_state = from_state if target is None else target
+    if target is not None:
+        check_transition(order.state, target)
+    order.last_event_seq += 1
+    order.state = int(to_state)
+    order.updated_at = at
+    event = OrderEvent(
+        order_id=order.id,
+        seq=order.last_event_seq,
+        time=at,
+        from_state=int(from_state),
+        to_state=int(to_state),
+        actor_subject=actor.subject,
+        actor_role=actor.role,
+        actor_tenant=actor.tenant,
+        lat=facts.lat,
+        lng=facts.lng,
+        energy_wh=facts.energy_wh,
+        amount_minor=facts.amount_minor,
+        currency=facts.currency or (order.currency if facts.amount_minor is not None else ""),
+        reason=facts.reason[:500],
+        eta_time=facts.eta,
+    )
+    session.add(order)
+    session.add(event)
+    await session.flush()
+    effects.orders.add(order.id)
+    return event
+
+
+async def events_after(session: AsyncSession, order_id: str, after_seq: int) -> list[OrderEvent]:
+    rows = await session.exec(
+        select(OrderEvent)
+        .where(OrderEvent.order_id == order_id, col(OrderEvent.seq) > after_seq)
+        .order_by(col(OrderEvent.seq))
+    )
+    return list(rows)
+
+
+async def release_resources(session: AsyncSession, effects: Effects, order: Order, *, state: int) -> None:
+    """Frees what the order reserved: connector, pack, specialist/van; closes its reservation row."""
+    if order.connector_id:
+        change = await inventory.release_connector(session, order.connector_id)
+        if change:
+            effects.changes.append(change)
+    if order.pack_id and order.state != OrderState.COMPLETED:
+        change = await inventory.release_pack(session, order.pack_id)
+        if change:
+            effects.changes.append(change)
+    if order.unit_id:
+        change = await inventory.release_unit(session, order.unit_id)
+        if change:
+            effects.changes.append(change)
+    if order.reservation_id:
+        reservation = await session.get(Reservation, order.reservation_id)
+        if reservation is not None and reservation.state == RESERVATION_ACTIVE:
+            reservation.state = state
+            session.add(reservation)
+
+
+async def finish(
+    session: AsyncSession,
+    effects: Effects,
+    order: Order,
+    target: OrderState,
+    actor: Actor,
+    at: dt.datetime,
+    *,
+    reason: str,
+    fee_minor: int = 0,
+    clock: Clock = _SYSTEM_CLOCK,
+) -> None:
+    """Ends an order without service (cancelled, failed, expired): releases everything, charges `fee_minor`
+    from the hold (capturing the fee releases the rest) or releases the hold whole."""
+    check_transition(order.state, target)
+    await release_resources(
+        session, effects, order, state=RESERVATION_EXPIRED if target == OrderState.EXPIRED else RESERVATION_CANCELLED
+    )
+    fee = min(fee_minor, order.hold_amount_minor)
+    if fee > 0:
+        order.journal_entry_id = await payments.capture(
+            session,
+            hold_id=order.hold_id,
+            amount_minor=fee,
+            operator_id=order.operator_id or "",
+            idempotency_key=f"order-fee:{order.id}",
+            description=f"{target.label} fee of order {order.id}",
+            clock=clock,
+        )
+        order.cancellation_fee_minor = fee
+    else:
+        await payments.release(
+            session, hold_id=order.hold_id, reason=f"order {order.id} {target.label}: {reason}", clock=clock
+        )
+    order.reason = reason[:500]
+    await record(
+        session,
+        effects,
+        order,
+        target,
+        actor,
+        at,
+        Facts(reason=reason, amount_minor=fee if fee > 0 else None, currency=order.currency),
+    )
+
+
+async def complete(
+    session: AsyncSession,
+    effects: Effects,
+    order: Order,
+    actor: Actor,
+    at: dt.datetime,
+    *,
+    energy_wh: int,
+    duration_s: int,
+    lat: float | None = None,
+    lng: float | None = None,
+    clock: Clock = _SYSTEM_CLOCK,
+) -> None:
+    """Prices the actual usage at the rate model in force when the order started, captures it from the hold
+    (settlement releases the rest), frees the resources, and marks the order completed."""
+    check_transition(order.state, OrderState.COMPLETED)
+    customer_kind, customer_id = customer_of(order)
+    price = await payments.estimate(
+        session,
+        station_id=order.station_id or "",
+        customer_kind=customer_kind,
+        customer_id=customer_id,
+        start=order.started_at or order.created_at,
+        energy_wh=energy_wh,
+        duration_s=duration_s,
+        rate_model_id=order.rate_model_id or None,
+        rate_model_version=order.rate_model_version if order.rate_model_id else None,
+    )
+    amount = price.amount_minor
+    order.journal_entry_id = await payments.capture(
+        session,
+        hold_id=order.hold_id,
+        amount_minor=amount,
+        operator_id=order.operator_id or "",
+        idempotency_key=f"order-capture:{order.id}",
+        description=f"power-up order {order.id}: {energy_wh} Wh",
+        clock=clock,
+    )
+    order.energy_wh = energy_wh
+    order.final_amount_minor = amount
+    await release_resources(session, effects, order, state=RESERVATION_USED)
+    await record(
+        session,
+        effects,
+        order,
+        OrderState.COMPLETED,
+        actor,
+        at,
+        Facts(
+            reason=f"completed: {energy_wh} Wh, charged {amount / 100:.2f} {price.currency} "
+            f"(rate model {price.rate_model_id} v{price.rate_model_version})",
+            lat=lat,
+            lng=lng,
+            energy_wh=energy_wh,
+            amount_minor=amount,
+            currency=price.currency,
+        ),
+    )
+
+
+def customer_of(order: Order) -> tuple[str, str]:
+    """Who the tariff and the account belong to: the fleet, or else the ordering driver."""
+    if order.fleet_id:
+        return "fleet", order.fleet_id
+    return "driver", order.driver_id or order.created_by
+
+
+def option_of(order: Order) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(order.option_json)
+    return value
+
+
+async def load_order(session: AsyncSession, order_id: str) -> Order | None:
+    return await session.get(Order, order_id)
+
+
+def at_or_now(clock: Clock, at: dt.datetime | None) -> dt.datetime:
+    return at if at is not None else clock.now()
+
+
+__all__ = [
+    "SYSTEM",
+    "Actor",
+    "DomainError",
+    "Effects",
+    "Facts",
+    "OrderFeed",
+    "UnitOfWork",
+    "complete",
+    "customer_of",
+    "events_after",
+    "finish",
+    "record",
+    "release_resources",
+]

@@ -1,0 +1,464 @@
+"""Orders: CreateOrder (order + hold + reservation in one transaction), reads, CancelOrder, expiry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import sqlalchemy.exc as sa_exc
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.config import Settings
+from voltcloud.dispatch import tasks as dispatch
+from voltcloud.ordering import payments
+from voltcloud.ordering.lifecycle import SYSTEM, Actor, Effects, Facts, UnitOfWork, finish, record
+from voltcloud.ordering.models import Order, OrderEvent, Quote, Reservation
+from voltcloud.ordering.quoting import QuotedOption, hold_amount, options_of, vehicle_for
+from voltcloud.ordering.reservations import RESERVATION_ACTIVE, overlapping
+from voltcloud.ordering.states import ACTIVE, BEFORE_DISPATCH, Mode, OrderState
+from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.clock import Clock
+from voltcloud.platform.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from voltcloud.platform.ids import new_id
+from voltcloud.platform.paging import Page
+from voltcloud.stations import inventory
+
+
+@dataclass
+class OrderingDeps:
+    uow: UnitOfWork
+    clock: Clock
+    settings: Settings
+    notifier: dispatch.Notifier
+
+
+@dataclass(frozen=True)
+class CreateInput:
+    quote_id: str
+    option_id: str
+    idempotency_key: str
+    allow_fallback: bool = False
+    payer_account_id: str = ""
+
+
+@dataclass(frozen=True)
+class OrderView:
+    order: Order
+    events: list[OrderEvent]
+
+
+def _request_hash(inp: CreateInput) -> str:
+    text = f"{inp.quote_id}\x1f{inp.option_id}\x1f{inp.allow_fallback}\x1f{inp.payer_account_id}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _existing(session: AsyncSession, subject: str, key: str) -> Order | None:
+    rows = await session.exec(select(Order).where(Order.created_by == subject, Order.idempotency_key == key))
+    return rows.first()
+
+
+def _same_request(order: Order, inp: CreateInput) -> Order:
+    if order.request_hash != _request_hash(inp):
+        raise AlreadyExists(
+            f"idempotency_key {inp.idempotency_key!r} was already used for a different request (order {order.id})"
+        )
+    return order
+
+
+async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInput) -> Order:
+    """Creates the order for one quoted option. Same key, same request → the same order."""
+    if not inp.idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    if not inp.quote_id:
+        raise InvalidArgument.for_field("quote_id", "is required")
+    if not inp.option_id:
+        raise InvalidArgument.for_field("option_id", "is required")
+    if inp.payer_account_id and principal.role is Role.DRIVER:
+        raise PermissionDenied("a driver pays with the vehicle's default payer; payer overrides are for fleet managers")
+    now = deps.clock.now()
+    async with deps.uow.db.transaction("ordering.create.read") as session:
+        existing = await _existing(session, principal.subject, inp.idempotency_key)
+        if existing is not None:
+            return _same_request(existing, inp)
+        quote = await session.get(Quote, inp.quote_id)
+        if quote is None or quote.requested_by != principal.subject:
+            raise NotFound(f"quote {inp.quote_id} not found")
+        if quote.expires_at <= now:
+            raise FailedPrecondition(f"quote {quote.id} expired at {quote.expires_at.isoformat()}; ask for a new quote")
+        options = options_of(quote)
+    chosen = next((o for o in options if o.option_id == inp.option_id), None)
+    if chosen is None:
+        raise InvalidArgument.for_field("option_id", f"quote {quote.id} has no option {inp.option_id!r}")
+    attempts = [chosen]
+    if inp.allow_fallback:
+        attempts += [o for o in sorted(options, key=lambda o: o.rank) if o.option_id != chosen.option_id]
+    lost: list[str] = []
+    for option in attempts:
+        try:
+            return await deps.uow.run("ordering.create", _creator(deps, principal, quote, option, inp, now))
+        except Aborted as race:
+            # A concurrent retry with the same key may have won the race for the same resource.
+            async with deps.uow.db.transaction("ordering.create.reread") as session:
+                existing = await _existing(session, principal.subject, inp.idempotency_key)
+            if existing is not None:
+                return _same_request(existing, inp)
+            lost.append(f"{option.option_id}: {race.message}")
+        except sa_exc.IntegrityError:
+            # A concurrent retry with the same key committed first: answer with its order.
+            async with deps.uow.db.transaction("ordering.create.reread") as session:
+                existing = await _existing(session, principal.subject, inp.idempotency_key)
+            if existing is None:
+                raise
+            return _same_request(existing, inp)
+    raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
+
+
+def _creator(
+    deps: OrderingDeps, principal: Principal, quote: Quote, option: QuotedOption, inp: CreateInput, now: dt.datetime
+) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
+    async def work(session: AsyncSession, effects: Effects) -> Order:
+        return await _create(session, effects, deps, principal, quote, option, inp, now)
+
+    return work
+
+
+async def _create(
+    session: AsyncSession,
+    effects: Effects,
+    deps: OrderingDeps,
+    principal: Principal,
+    quote: Quote,
+    option: QuotedOption,
+    inp: CreateInput,
+    now: dt.datetime,
+) -> Order:
+    settings = deps.settings
+    vehicle = await vehicle_for(session, principal, quote.vehicle_id)
+    order_id = new_id("ord")
+    mode = Mode(option.mode)
+    eta = now + dt.timedelta(seconds=option.eta_s)
+    service_by = eta + dt.timedelta(seconds=option.wait_s + settings.order_grace_s)
+    order = Order(
+        id=order_id,
+        quote_id=quote.id,
+        option_id=option.option_id,
+        option_json=_option_json(option),
+        created_by=principal.subject,
+        creator_role=int(principal.role),
+        creator_tenant=str(principal.tenant or ""),
+        idempotency_key=inp.idempotency_key,
+        request_hash=_request_hash(inp),
+        mode=int(mode),
+        state=int(OrderState.CREATED),
+        vehicle_id=vehicle.id,
+        driver_id=principal.subject if principal.role is Role.DRIVER else None,
+        fleet_id=vehicle.fleet_id,
+        operator_id=option.operator_id,
+        station_id=option.station_id or option.pricing_station_id,
+        connector_id=option.connector_id,
+        pack_id=option.pack_id,
+        unit_id=option.unit_id,
+        payer_account_id="",
+        hold_id="",
+        hold_amount_minor=0,
+        currency=option.currency,
+        rate_model_id=option.rate_model_id,
+        rate_model_version=option.rate_model_version,
+        service_by=service_by,
+        created_at=now,
+        updated_at=now,
+    )
+    # 1. Reserve what the option needs (most likely to lose a race, so first).
+    assigned: list[str] = []
+    if option.pack_id:
+        effects.changes.append(await inventory.reserve_pack(session, option.pack_id, station_id=option.station_id))
+        assigned.append(f"pack {option.pack_id}")
+    if option.connector_id:
+        effects.changes.append(await inventory.reserve_connector(session, option.connector_id))
+        assigned.append(f"connector {option.connector_id}")
+    if option.unit_id:
+        effects.changes.append(await inventory.reserve_unit(session, option.unit_id))
+    if option.station_id and mode in (Mode.SWAP, Mode.CHARGE):
+        window_end = service_by
+        clash = await overlapping(
+            session, station_id=option.station_id, connector_id=option.connector_id, start=now, end=window_end
+        )
+        if mode is Mode.CHARGE and clash:
+            raise Aborted(f"connector {option.connector_id} is booked by reservation {clash[0].id}")
+        if mode is Mode.SWAP and clash:
+            lanes = await _lanes(session, option.station_id)
+            if len(clash) >= lanes:
+                raise Aborted(f"every lane of station {option.station_id} is booked in that window")
+        reservation = Reservation(
+            id=new_id("rsv"),
+            station_id=option.station_id,
+            connector_id=option.connector_id,
+            pack_id=option.pack_id,
+            vehicle_id=vehicle.id,
+            order_id=order_id,
+            starts_at=now,
+            ends_at=window_end,
+            state=RESERVATION_ACTIVE,
+            holds_resource=True,
+            created_by=principal.subject,
+            idempotency_key=f"order:{order_id}",
+            created_at=now,
+            currency=option.currency,
+        )
+        session.add(reservation)
+        order.reservation_id = reservation.id
+    # 2. Place the hold on the payer's account (FailedPrecondition when funds are short).
+    if inp.payer_account_id:
+        account_id = inp.payer_account_id
+    elif vehicle.fleet_id:
+        account_id = await payments.customer_account(
+            session, owner_kind="fleet", owner_id=vehicle.fleet_id, currency=option.currency, clock=deps.clock
+        )
+    else:
+        account_id = await payments.customer_account(
+            session, owner_kind="driver", owner_id=principal.subject, currency=option.currency, clock=deps.clock
+        )
+    amount = hold_amount(option.price_minor, settings.hold_margin_permille)
+    order.payer_account_id = account_id
+    order.hold_amount_minor = amount
+    order.hold_id = await payments.hold(
+        session,
+        account_id=account_id,
+        amount_minor=amount,
+        currency=option.currency,
+        reference=f"order:{order_id}",
+        idempotency_key=f"order-hold:{principal.subject}:{inp.idempotency_key}",
+        expires_at=service_by + dt.timedelta(hours=6),
+        clock=deps.clock,
+    )
+    # 3. The order and its first events.
+    session.add(order)
+    await session.flush()
+    actor = Actor.of(principal)
+    await record(
+        session,
+        effects,
+        order,
+        None,
+        actor,
+        now,
+        Facts(
+            reason=f"order created from quote {quote.id} option {option.option_id} "
+            f"({mode.name.lower()}); hold of {amount / 100:.2f} {option.currency} placed",
+            lat=quote.lat,
+            lng=quote.lng,
+            amount_minor=amount,
+            currency=option.currency,
+            eta=eta,
+        ),
+    )
+    if mode in (Mode.VALET, Mode.MOBILE_VAN):
+        if not option.unit_id:
+            raise FailedPrecondition(f"option {option.option_id} names no specialist or van")
+        station = None
+        if option.station_id:
+            info = deps.uow.engine.station(option.station_id)
+            if info is not None:
+                station = dispatch.Place(info.lat, info.lng, info.id)
+        task = await dispatch.create_for_order(
+            session,
+            effects,
+            deps.notifier,
+            order=order,
+            kind=dispatch.TaskKind.VALET if mode is Mode.VALET else dispatch.TaskKind.MOBILE_CHARGE,
+            unit_id=option.unit_id,
+            operator_id=option.operator_id,
+            vehicle=dispatch.Place(quote.lat, quote.lng),
+            station=station,
+            back=dispatch.Place(quote.lat, quote.lng),
+            eta=eta,
+            service_s=option.service_s,
+            energy_wh=option.energy_wh,
+            now=now,
+            offer_timeout_s=settings.dispatch_offer_timeout_s,
+        )
+        order.task_id = task.id
+        await record(
+            session, effects, order, None, SYSTEM, now, Facts(reason=f"task {task.id} offered to {option.unit_id}")
+        )
+    else:
+        await record(
+            session, effects, order, OrderState.ASSIGNED, SYSTEM, now, Facts(reason=", ".join(assigned) + " reserved")
+        )
+        await record(
+            session,
+            effects,
+            order,
+            OrderState.EN_ROUTE,
+            actor,
+            now,
+            Facts(reason=f"driving to station {option.station_id}", lat=quote.lat, lng=quote.lng, eta=eta),
+        )
+    return order
+
+
+async def _lanes(session: AsyncSession, station_id: str) -> int:
+    from voltcloud.stations.models import Station
+
+    station = await session.get(Station, station_id)
+    return max(station.lanes if station else 1, 1)
+
+
+def _option_json(option: QuotedOption) -> str:
+    import json
+    from dataclasses import asdict
+
+    return json.dumps(asdict(option))
+
+
+# ---- reads -----------------------------------------------------------------------------------------------
+
+
+def may_see(principal: Principal, order: Order) -> bool:
+    if principal.is_admin or order.created_by == principal.subject:
+        return True
+    tenant = principal.tenant
+    if tenant is None:
+        return False
+    if principal.role is Role.FLEET_MANAGER:
+        return tenant.kind == "fleet" and order.fleet_id == tenant.id
+    if principal.role is Role.OPERATOR:
+        return tenant.kind == "operator" and order.operator_id == tenant.id
+    if principal.role is Role.SPECIALIST:
+        return order.unit_id == principal.subject
+    return False
+
+
+async def get_order(session: AsyncSession, principal: Principal, order_id: str, *, events: bool = True) -> OrderView:
+    order = await session.get(Order, order_id)
+    if order is None or not may_see(principal, order):
+        raise NotFound(f"order {order_id} not found")
+    history: list[OrderEvent] = []
+    if events:
+        history = list(
+            await session.exec(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(col(OrderEvent.seq)))
+        )
+    return OrderView(order, history)
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    vehicle_id: str | None = None
+    driver_id: str | None = None
+    fleet_id: str | None = None
+    station_id: str | None = None
+    operator_id: str | None = None
+    states: frozenset[int] = frozenset()
+    modes: frozenset[int] = frozenset()
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+
+
+async def list_orders(session: AsyncSession, principal: Principal, filters: OrderFilter, page: Page) -> list[Order]:
+    """Newest first (ids are time-ordered UUIDv7, so the keyset is the id, descending)."""
+    query = select(Order).order_by(col(Order.id).desc()).limit(page.size)
+    tenant = principal.tenant
+    if not principal.is_admin:
+        if principal.role is Role.FLEET_MANAGER and tenant is not None:
+            query = query.where(Order.fleet_id == tenant.id)
+        elif principal.role is Role.OPERATOR and tenant is not None:
+            query = query.where(Order.operator_id == tenant.id)
+        else:
+            query = query.where(Order.created_by == principal.subject)
+    for column, value in (
+        (Order.vehicle_id, filters.vehicle_id),
+        (Order.driver_id, filters.driver_id),
+        (Order.fleet_id, filters.fleet_id),
+        (Order.station_id, filters.station_id),
+        (Order.operator_id, filters.operator_id),
+    ):
+        if value:
+            query = query.where(col(column) == value)
+    if filters.states:
+        query = query.where(col(Order.state).in_(sorted(filters.states)))
+    if filters.modes:
+        query = query.where(col(Order.mode).in_(sorted(filters.modes)))
+    if filters.created_from:
+        query = query.where(col(Order.created_at) >= filters.created_from)
+    if filters.created_to:
+        query = query.where(col(Order.created_at) < filters.created_to)
+    if page.after is not None:
+        query = query.where(col(Order.id) < page.after)
+    return list(await session.exec(query))
+
+
+# ---- cancel and expire -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    order: Order
+    fee_minor: int
+
+
+async def cancel_order(
+    deps: OrderingDeps, principal: Principal, *, order_id: str, idempotency_key: str, reason: str
+) -> Cancelled:
+    """Free before dispatch (created/assigned), the operator's fee once the specialist or driver is en route;
+    refused once service has started. Releases every reservation and the hold."""
+    if not idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    now = deps.clock.now()
+
+    async def work(session: AsyncSession, effects: Effects) -> Cancelled:
+        order = await session.get(Order, order_id)
+        if order is None or not may_see(principal, order) or principal.role is Role.SPECIALIST:
+            raise NotFound(f"order {order_id} not found")
+        if order.state == OrderState.CANCELLED and order.cancel_key == idempotency_key:
+            return Cancelled(order, order.cancellation_fee_minor)
+        if order.state not in ACTIVE:
+            raise FailedPrecondition(f"order {order_id} is already {OrderState(order.state).label}")
+        if order.state == OrderState.IN_SERVICE:
+            raise FailedPrecondition(f"order {order_id} is in service and can no longer be cancelled")
+        fee = 0 if order.state in BEFORE_DISPATCH else deps.settings.cancel_fee_minor
+        order.cancel_key = idempotency_key
+        why = reason or "cancelled by customer"
+        await dispatch.cancel_for_order(session, effects, deps.notifier, order, why, now)
+        await finish(
+            session, effects, order, OrderState.CANCELLED, Actor.of(principal), now,
+            reason=why, fee_minor=fee, clock=deps.clock,
+        )  # fmt: skip
+        return Cancelled(order, order.cancellation_fee_minor)
+
+    return await deps.uow.run("ordering.cancel", work)
+
+
+async def expire_due(deps: OrderingDeps) -> int:
+    """Expires orders whose service did not start in time (the no-show of an order)."""
+    now = deps.clock.now()
+
+    async def work(session: AsyncSession, effects: Effects) -> int:
+        due = list(
+            await session.exec(
+                select(Order)
+                .where(
+                    col(Order.state).in_([int(OrderState.CREATED), int(OrderState.ASSIGNED), int(OrderState.EN_ROUTE)]),
+                    col(Order.service_by) <= now,
+                )
+                .limit(50)
+            )
+        )
+        for order in due:
+            await dispatch.cancel_for_order(session, effects, deps.notifier, order, "order expired", now)
+            await finish(
+                session, effects, order, OrderState.EXPIRED, SYSTEM, now,
+                reason="service did not start in time", clock=deps.clock,
+            )  # fmt: skip
+        return len(due)
+
+    return await deps.uow.run("ordering.expire", work)

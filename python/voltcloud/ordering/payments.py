@@ -1,0 +1,113 @@
+"""Ordering's one door to settlement's public functions (`voltcloud.settlement.api`).
+
+Everything money-related the ordering domain does goes through here, in the caller's session (settlement
+never commits): the order, its hold and its reservations commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.platform.clock import Clock, SystemClock
+from voltcloud.settlement import api as settlement
+
+_SYSTEM = SystemClock()
+
+
+@dataclass(frozen=True)
+class Price:
+    amount_minor: int
+    currency: str
+    rate_model_id: str
+    rate_model_version: int
+
+
+async def estimate(
+    session: AsyncSession,
+    *,
+    station_id: str,
+    customer_kind: str,
+    customer_id: str,
+    start: dt.datetime,
+    energy_wh: int,
+    duration_s: int,
+    rate_model_id: str | None = None,
+    rate_model_version: int | None = None,
+) -> Price:
+    """The price of a planned or actual usage; pass the rate model fixed at order start to reprice with it."""
+    quote = await settlement.price_estimate(
+        session,
+        station_id=station_id,
+        customer_kind=customer_kind,
+        customer_id=customer_id,
+        start=start,
+        energy_wh=max(energy_wh, 0),
+        duration_s=max(duration_s, 0),
+        rate_model_id=rate_model_id,
+        rate_model_version=rate_model_version,
+    )
+    return Price(quote.amount_minor, quote.currency, quote.rate_model_id, quote.rate_model_version)
+
+
+async def customer_account(
+    session: AsyncSession, *, owner_kind: str, owner_id: str, currency: str, clock: Clock = _SYSTEM
+) -> str:
+    return await settlement.ensure_customer_account(
+        session, owner_kind=owner_kind, owner_id=owner_id, currency=currency, clock=clock
+    )
+
+
+async def hold(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    idempotency_key: str,
+    expires_at: dt.datetime,
+    clock: Clock = _SYSTEM,
+) -> str:
+    """Places a hold; FailedPrecondition (from settlement) when funds are short. Returns the hold id."""
+    placed = await settlement.place_hold(
+        session,
+        account_id=account_id,
+        amount_minor=amount_minor,
+        currency=currency,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        expires_at=expires_at,
+        clock=clock,
+    )
+    return placed.hold_id
+
+
+async def capture(
+    session: AsyncSession,
+    *,
+    hold_id: str,
+    amount_minor: int,
+    operator_id: str,
+    idempotency_key: str,
+    description: str = "",
+    clock: Clock = _SYSTEM,
+) -> str:
+    """Captures `amount_minor` (settlement releases the rest and posts the operator's share and the platform
+    fee in one balanced entry); returns the journal entry id ("" when nothing was posted)."""
+    entry = await settlement.capture_hold(
+        session,
+        hold_id=hold_id,
+        amount_minor=amount_minor,
+        operator_id=operator_id,
+        idempotency_key=idempotency_key,
+        description=description,
+        clock=clock,
+    )
+    return entry.entry_id or ""
+
+
+async def release(session: AsyncSession, *, hold_id: str, reason: str, clock: Clock = _SYSTEM) -> None:
+    await settlement.release_hold(session, hold_id=hold_id, reason=reason, clock=clock)

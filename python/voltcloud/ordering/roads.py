@@ -1,0 +1,123 @@
+"""Live road conditions from a traffic feed → the engine's congestion overlay.
+
+A condition names an engine cell (`cell_id`, decimal) or a road segment (`segment_id` with its end points:
+every cell the straight segment crosses gets the factor). Batches are stored (idempotency and replication:
+every replica's engine sync applies batches it has not seen yet).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.engine import Engine
+from voltcloud.ordering.lifecycle import Effects, UnitOfWork
+from voltcloud.ordering.models import RoadConditionBatch
+from voltcloud.platform.clock import Clock
+from voltcloud.platform.errors import InvalidArgument
+
+CLOSED_FACTOR = 50.0  # a closed road: travel through the cell takes 50x as long (the engine needs a finite factor)
+MAX_CONDITIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Condition:
+    cell_id: str = ""
+    segment_id: str = ""
+    factor_permille: int = 1000
+    expires_at: dt.datetime | None = None
+    from_lat: float | None = None
+    from_lng: float | None = None
+    to_lat: float | None = None
+    to_lng: float | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    applied: int
+    rejected: int
+
+
+def _cells(engine: Engine, c: Condition) -> list[int]:
+    if c.cell_id:
+        return [int(c.cell_id)] if c.cell_id.isdigit() else []
+    if None in (c.from_lat, c.from_lng, c.to_lat, c.to_lng):
+        return []
+    assert c.from_lat is not None and c.from_lng is not None and c.to_lat is not None and c.to_lng is not None
+    length_m = math.hypot((c.to_lat - c.from_lat) * 111_000, (c.to_lng - c.from_lng) * 111_000 * 0.85)
+    steps = max(1, math.ceil(length_m / (engine.travel_model.cell_size_m / 2)))
+    cells = {
+        engine.cell_of(
+            c.from_lat + (c.to_lat - c.from_lat) * i / steps, c.from_lng + (c.to_lng - c.from_lng) * i / steps
+        )
+        for i in range(steps + 1)
+    }
+    return sorted(cells)
+
+
+async def push(
+    uow: UnitOfWork, clock: Clock, *, source: str, idempotency_key: str, conditions: list[Condition]
+) -> Applied:
+    if not idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    if len(conditions) > MAX_CONDITIONS:
+        raise InvalidArgument.for_field("conditions", f"at most {MAX_CONDITIONS} per call")
+    now = clock.now()
+    key = f"{source}:{idempotency_key}"[:200]
+    cells: list[tuple[int, float, int]] = []
+    rejected = 0
+    for i, c in enumerate(conditions):
+        if c.factor_permille < 0:
+            raise InvalidArgument.for_field(f"conditions[{i}].congestion_factor_permille", "must not be negative")
+        found = _cells(uow.engine, c)
+        if not found or c.expires_at is None or c.expires_at <= now:
+            rejected += 1
+            continue
+        factor = CLOSED_FACTOR if c.factor_permille == 0 else max(c.factor_permille / 1000, 0.1)
+        cells += [(cell, factor, int(c.expires_at.timestamp())) for cell in found]
+
+    async def work(session: AsyncSession, effects: Effects) -> Applied:
+        previous = await session.get(RoadConditionBatch, key)
+        if previous is not None:
+            return Applied(previous.applied, previous.rejected)
+        session.add(
+            RoadConditionBatch(
+                key=key,
+                applied=len(conditions) - rejected,
+                rejected=rejected,
+                cells_json=json.dumps(cells),
+                created_at=now,
+            )
+        )
+        effects.callbacks.append(lambda: apply_cells(uow.engine, cells))
+        return Applied(len(conditions) - rejected, rejected)
+
+    return await uow.run("ordering.road_conditions", work)
+
+
+def apply_cells(engine: Engine, cells: list[tuple[int, float, int]]) -> None:
+    by_expiry: dict[int, tuple[list[int], list[float]]] = {}
+    for cell, factor, expires in cells:
+        ids, factors = by_expiry.setdefault(int(expires), ([], []))
+        ids.append(int(cell))
+        factors.append(float(factor))
+    for expires, (ids, factors) in by_expiry.items():
+        engine.set_congestion(ids, factors, dt.datetime.fromtimestamp(expires, dt.UTC))
+
+
+async def replay_new(session: AsyncSession, engine: Engine, seen: set[str], since: dt.datetime) -> int:
+    """Applies batches pushed through other replicas (called by the engine sync)."""
+    rows = await session.exec(select(RoadConditionBatch).where(col(RoadConditionBatch.created_at) >= since))
+    applied = 0
+    for batch in rows:
+        if batch.key in seen:
+            continue
+        seen.add(batch.key)
+        apply_cells(engine, [(int(c), float(f), int(e)) for c, f, e in json.loads(batch.cells_json)])
+        applied += 1
+    return applied

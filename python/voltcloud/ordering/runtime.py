@@ -1,0 +1,92 @@
+"""The running one-click power-up: engine, order feed, dispatch hub and their background loops.
+
+Built by the composition root (`server.Platform.start`). On start the engine is rebuilt from the database,
+so a restarted server resumes every in-flight order (orders, tasks, offers and reservations all live in the
+database; nothing is kept only in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+from voltcloud.config import Settings
+from voltcloud.dispatch import planning
+from voltcloud.dispatch.hub import DispatchHub
+from voltcloud.engine import Engine
+from voltcloud.ordering import orders, reservations, roads
+from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
+from voltcloud.platform.clock import Clock, SystemClock
+from voltcloud.platform.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class PowerUp:
+    def __init__(self, settings: Settings, db: Database, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock: Clock = clock or SystemClock()
+        self.engine = Engine()
+        self.feed = OrderFeed()
+        self.uow = UnitOfWork(db, self.engine, self.feed)
+        self.hub = DispatchHub(self.uow, self.clock, settings)
+        self.deps = orders.OrderingDeps(self.uow, self.clock, settings, self.hub)
+        self._loops: list[asyncio.Task[None]] = []
+        self._road_seen: set[str] = set()
+
+    async def start(self, *, background: bool = True) -> None:
+        counts = await self.engine.load(self.db)
+        await self.replay_road_conditions()
+        log.info("engine built from the database: %s", counts)
+        if not background:
+            return
+        s = self.settings
+        self._loops.append(asyncio.create_task(self._every(s.sweep_interval_s, "sweep", self.sweep_once)))
+        if s.engine_sync_interval_s > 0:
+            self._loops.append(asyncio.create_task(self._every(s.engine_sync_interval_s, "engine sync", self._sync)))
+        if s.reoptimize_interval_s > 0:
+            self._loops.append(
+                asyncio.create_task(self._every(s.reoptimize_interval_s, "reoptimize", self._reoptimize))
+            )
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops.clear()
+
+    async def sweep_once(self) -> None:
+        """Lapsed offers re-dispatched, orders not started in time expired, no-show reservations freed."""
+        await self.hub.sweep_once()
+        await orders.expire_due(self.deps)
+        await reservations.expire_no_shows(self.uow, self.clock, self.settings)
+
+    async def _sync(self) -> None:
+        await self.engine.sync(self.db)
+        await self.replay_road_conditions()
+        self.engine.travel_model.purge_expired(int(self.clock.now().timestamp()))
+
+    async def replay_road_conditions(self) -> int:
+        """Road-condition batches pushed through other replicas (or before a restart) into this engine."""
+        since = self.clock.now() - dt.timedelta(days=1)
+        async with self.db.transaction("ordering.road_conditions.replay") as session:
+            return await roads.replay_new(session, self.engine, self._road_seen, since)
+
+    async def _reoptimize(self) -> None:
+        await planning.reoptimize(self.uow, self.clock, self.settings, self.hub)
+
+    async def _every(self, period_s: float, name: str, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a background job must never die: log and go on
+                log.warning("%s failed: %s", name, error, exc_info=log.isEnabledFor(logging.DEBUG))

@@ -1,0 +1,75 @@
+"""The order state machine: the only transitions an order may take, as data.
+
+created → assigned → en route → in service → completed, with cancelled / failed / expired branches.
+A valet or van order whose specialist declines goes back from assigned to created (re-dispatch).
+Numbers are the protobuf `OrderState` values.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from voltcloud.platform.errors import FailedPrecondition
+
+
+class OrderState(enum.IntEnum):
+    CREATED = 1
+    ASSIGNED = 2
+    EN_ROUTE = 3
+    IN_SERVICE = 4
+    COMPLETED = 5
+    CANCELLED = 6
+    FAILED = 7
+    EXPIRED = 8
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class Mode(enum.IntEnum):
+    """PowerUpMode."""
+
+    SWAP = 1
+    CHARGE = 2
+    VALET = 3
+    MOBILE_VAN = 4
+
+
+class ResourceKind(enum.IntEnum):
+    SWAP_LANE = 1
+    CONNECTOR = 2
+    SPECIALIST = 3
+    VAN = 4
+
+
+S = OrderState
+
+TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    S.CREATED: frozenset({S.ASSIGNED, S.CANCELLED, S.FAILED, S.EXPIRED}),
+    S.ASSIGNED: frozenset({S.CREATED, S.EN_ROUTE, S.CANCELLED, S.FAILED, S.EXPIRED}),
+    S.EN_ROUTE: frozenset({S.IN_SERVICE, S.CANCELLED, S.FAILED, S.EXPIRED}),
+    S.IN_SERVICE: frozenset({S.COMPLETED, S.FAILED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+    S.EXPIRED: frozenset(),
+}
+
+TERMINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
+# States in which the order still holds resources and money.
+ACTIVE = frozenset(OrderState) - TERMINAL
+# Before anyone moved for the order: cancelling is free.
+BEFORE_DISPATCH = frozenset({S.CREATED, S.ASSIGNED})
+
+
+def check_transition(current: int, target: OrderState) -> OrderState:
+    """The current state when `current → target` is allowed; FailedPrecondition otherwise."""
+    try:
+        state = OrderState(current)
+    except ValueError:
+        raise FailedPrecondition(f"order is in an unknown state {current}") from None
+    if target not in TRANSITIONS[state]:
+        allowed = ", ".join(sorted(t.label for t in TRANSITIONS[state])) or "none (final state)"
+        raise FailedPrecondition(f"an order {state.label} cannot become {target.label}; allowed: {allowed}")
+    return state

@@ -1,0 +1,254 @@
+"""Accounts: who owns which account, system accounts, balances and who may see them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.errors import InvalidArgument, NotFound
+from voltcloud.platform.ids import new_id
+from voltcloud.platform.paging import Page
+from voltcloud.settlement.models import LedgerAccount, Posting
+from voltcloud.settlement.money import AccountKind, check_currency
+from voltcloud.settlement.sql import insert_ignore
+
+# Accounts customers spend from: they may never go below their limit.
+WALLET_KINDS = frozenset({AccountKind.CUSTOMER, AccountKind.FLEET})
+# Hot system accounts: balance summed from postings, no row lock per entry, no limit.
+UNTRACKED_KINDS = frozenset({AccountKind.PLATFORM_REVENUE, AccountKind.PROVIDER_CLEARING, AccountKind.PROMOTIONS})
+OWNER_KINDS = frozenset({"driver", "fleet", "subfleet", "operator", "specialist", "platform", "provider", "account"})
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: str
+    kind: AccountKind
+    owner_kind: str
+    owner_id: str
+    tenant: str
+    name: str
+    currency: str
+    balance_minor: int
+    held_minor: int
+    credit_limit_minor: int
+    frozen: bool
+    version: int
+    created_at: dt.datetime
+
+    @property
+    def available_minor(self) -> int:
+        return self.balance_minor - self.held_minor + self.credit_limit_minor
+
+
+def _tenant_for(owner_kind: str, owner_id: str, tenant: str | None) -> str:
+    if tenant is not None:
+        return tenant
+    if owner_kind in ("operator", "fleet", "driver"):
+        return f"{owner_kind}:{owner_id}"
+    return ""
+
+
+async def ensure_account(
+    session: AsyncSession,
+    *,
+    kind: AccountKind,
+    owner_kind: str,
+    owner_id: str,
+    currency: str,
+    now: dt.datetime,
+    name: str = "",
+    tenant: str | None = None,
+    credit_limit_minor: int = 0,
+) -> LedgerAccount:
+    """The account of this owner, kind and currency; created if missing (concurrent creators converge)."""
+    if owner_kind not in OWNER_KINDS:
+        raise InvalidArgument.for_field("owner_kind", f"unknown owner kind {owner_kind!r}")
+    if not owner_id:
+        raise InvalidArgument.for_field("owner_id", "is required")
+    check_currency("currency", currency)
+    query = select(LedgerAccount).where(
+        LedgerAccount.owner_kind == owner_kind,
+        LedgerAccount.owner_id == owner_id,
+        LedgerAccount.kind == int(kind),
+        LedgerAccount.currency == currency,
+    )
+    found = (await session.exec(query)).one_or_none()
+    if found is not None:
+        return found
+    await insert_ignore(
+        session,
+        LedgerAccount,
+        {
+            "id": new_id("acc"),
+            "kind": int(kind),
+            "owner_kind": owner_kind,
+            "owner_id": owner_id,
+            "tenant": _tenant_for(owner_kind, owner_id, tenant),
+            "name": name or f"{kind.name.lower()} {owner_id}",
+            "currency": currency,
+            "balance_minor": 0,
+            "held_minor": 0,
+            "credit_limit_minor": credit_limit_minor,
+            "enforce_limit": kind in WALLET_KINDS,
+            "tracks_balance": kind not in UNTRACKED_KINDS,
+            "frozen": False,
+            "version": 1,
+            "created_at": now,
+        },
+    )
+    return (await session.exec(query.execution_options(populate_existing=True))).one()
+
+
+async def platform_revenue(session: AsyncSession, currency: str, now: dt.datetime) -> LedgerAccount:
+    return await ensure_account(
+        session,
+        kind=AccountKind.PLATFORM_REVENUE,
+        owner_kind="platform",
+        owner_id="platform",
+        currency=currency,
+        now=now,
+    )
+
+
+async def provider_clearing(session: AsyncSession, provider: str, currency: str, now: dt.datetime) -> LedgerAccount:
+    return await ensure_account(
+        session,
+        kind=AccountKind.PROVIDER_CLEARING,
+        owner_kind="provider",
+        owner_id=provider,
+        currency=currency,
+        now=now,
+        name=f"{provider} clearing",
+    )
+
+
+async def promotions(session: AsyncSession, currency: str, now: dt.datetime) -> LedgerAccount:
+    return await ensure_account(
+        session, kind=AccountKind.PROMOTIONS, owner_kind="platform", owner_id="platform", currency=currency, now=now
+    )
+
+
+async def operator_payable(session: AsyncSession, operator_id: str, currency: str, now: dt.datetime) -> LedgerAccount:
+    return await ensure_account(
+        session, kind=AccountKind.OPERATOR, owner_kind="operator", owner_id=operator_id, currency=currency, now=now
+    )
+
+
+async def arrears_of(session: AsyncSession, wallet: LedgerAccount, now: dt.datetime) -> LedgerAccount:
+    """The arrears account of a wallet: negative balance = what the customer owes after an over-capture."""
+    return await ensure_account(
+        session,
+        kind=AccountKind.ARREARS,
+        owner_kind="account",
+        owner_id=wallet.id,
+        currency=wallet.currency,
+        now=now,
+        tenant=wallet.tenant,
+        name=f"arrears of {wallet.name}",
+    )
+
+
+async def find_arrears(session: AsyncSession, wallet: LedgerAccount) -> LedgerAccount | None:
+    query = select(LedgerAccount).where(
+        LedgerAccount.owner_kind == "account",
+        LedgerAccount.owner_id == wallet.id,
+        LedgerAccount.kind == int(AccountKind.ARREARS),
+    )
+    return (await session.exec(query)).one_or_none()
+
+
+async def summed_balance(session: AsyncSession, account_id: str) -> int:
+    total = (
+        await session.exec(
+            select(sa.func.coalesce(sa.func.sum(Posting.amount_minor), 0)).where(Posting.account_id == account_id)
+        )
+    ).one()
+    return int(total)
+
+
+async def view(session: AsyncSession, account: LedgerAccount) -> AccountView:
+    balance = account.balance_minor if account.tracks_balance else await summed_balance(session, account.id)
+    return AccountView(
+        id=account.id,
+        kind=AccountKind(account.kind),
+        owner_kind=account.owner_kind,
+        owner_id=account.owner_id,
+        tenant=account.tenant,
+        name=account.name,
+        currency=account.currency,
+        balance_minor=balance,
+        held_minor=account.held_minor,
+        credit_limit_minor=account.credit_limit_minor,
+        frozen=account.frozen,
+        version=account.version,
+        created_at=account.created_at,
+    )
+
+
+async def load(session: AsyncSession, account_id: str, *, field: str = "account_id") -> LedgerAccount:
+    if not account_id:
+        raise InvalidArgument.for_field(field, "is required")
+    account = await session.get(LedgerAccount, account_id, populate_existing=True)
+    if account is None:
+        raise NotFound(f"account {account_id} not found")
+    return account
+
+
+def can_see(principal: Principal, account: LedgerAccount) -> bool:
+    if principal.is_admin:
+        return True
+    if principal.role is Role.DRIVER:
+        return account.tenant == f"driver:{principal.subject}"
+    return principal.tenant is not None and account.tenant == str(principal.tenant)
+
+
+async def visible(
+    session: AsyncSession, principal: Principal, account_id: str, *, field: str = "account_id"
+) -> LedgerAccount:
+    """The account if the caller may see it; NOT_FOUND otherwise, so ids cannot be probed."""
+    account = await load(session, account_id, field=field)
+    if not can_see(principal, account):
+        raise NotFound(f"account {account_id} not found")
+    return account
+
+
+async def list_accounts(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    owner_id: str | None,
+    kinds: Sequence[int],
+    currency: str | None,
+    page: Page,
+) -> list[LedgerAccount]:
+    query = select(LedgerAccount).order_by(col(LedgerAccount.id)).limit(page.size)
+    if not principal.is_admin:
+        query = query.where(LedgerAccount.tenant == (str(principal.tenant) if principal.tenant else "-"))
+    if owner_id:
+        query = query.where(LedgerAccount.owner_id == owner_id)
+    if kinds:
+        query = query.where(col(LedgerAccount.kind).in_(list(kinds)))
+    if currency:
+        query = query.where(LedgerAccount.currency == currency)
+    if page.after is not None:
+        query = query.where(col(LedgerAccount.id) > page.after)
+    return list(await session.exec(query))
+
+
+async def tenant_account_ids(session: AsyncSession, principal: Principal) -> list[str] | None:
+    """Ids of the accounts the caller may see; None for the platform admin (all)."""
+    if principal.is_admin:
+        return None
+    if principal.role is Role.DRIVER:
+        tenant = f"driver:{principal.subject}"
+    elif principal.tenant is not None:
+        tenant = str(principal.tenant)
+    else:
+        return []
+    return list(await session.exec(select(LedgerAccount.id).where(LedgerAccount.tenant == tenant)))

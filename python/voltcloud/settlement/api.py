@@ -1,0 +1,102 @@
+"""Settlement's public functions for other domains.
+
+They take the caller's `AsyncSession` and never commit: ordering calls them inside its own transaction, so
+an order, its hold and its reservations commit or roll back together. Errors are the platform's domain errors
+(FailedPrecondition "insufficient funds ...", NotFound, InvalidArgument naming the field, Aborted for a lost
+race: retry the whole transaction).
+"""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.fleet.models import Fleet  # read-only: a fleet's payment mode and credit limit
+from voltcloud.platform.clock import Clock
+from voltcloud.platform.errors import InvalidArgument
+from voltcloud.settlement import accounts
+from voltcloud.settlement.abnormal import (
+    AbnormalFlag,
+    AbnormalReport,
+    DifferenceRefund,
+    SessionFacts,
+    detect_abnormal,
+    refund_difference,
+)
+from voltcloud.settlement.coupons import Redemption, redeem_coupon
+from voltcloud.settlement.holds import SYSTEM_CLOCK, Hold, capture_hold, expire_due_holds, place_hold, release_hold
+from voltcloud.settlement.ledger import Actor, JournalEntryRef, PostingView, check_limit, lock_accounts
+from voltcloud.settlement.money import AccountKind, HoldState, check_amount
+from voltcloud.settlement.payments import PaymentView, RefundResult, allocate, refund, top_up, verify_offline_payment
+from voltcloud.settlement.rates import PriceQuote, assign_rate_model, price_estimate
+from voltcloud.settlement.tariff import PriceLine
+
+POST_SETTLEMENT = 2  # Fleet.payment_mode: monthly bill with a credit limit
+
+
+async def ensure_customer_account(
+    session: AsyncSession, *, owner_kind: str, owner_id: str, currency: str = "CNY", clock: Clock = SYSTEM_CLOCK
+) -> str:
+    """The wallet of a driver or fleet (created if missing); returns its account id. A fleet in
+    post-settlement mode gets its credit limit from the fleet's settings when the account is created."""
+    if owner_kind not in ("driver", "fleet"):
+        raise InvalidArgument.for_field("owner_kind", f"must be 'driver' or 'fleet', got {owner_kind!r}")
+    credit = 0
+    if owner_kind == "fleet":
+        fleet = await session.get(Fleet, owner_id)
+        if fleet is not None and fleet.payment_mode == POST_SETTLEMENT:
+            credit = fleet.credit_limit_minor
+    account = await accounts.ensure_account(
+        session,
+        kind=AccountKind.CUSTOMER if owner_kind == "driver" else AccountKind.FLEET,
+        owner_kind=owner_kind,
+        owner_id=owner_id,
+        currency=currency,
+        now=clock.now(),
+        credit_limit_minor=credit,
+    )
+    return account.id
+
+
+async def set_credit_limit(session: AsyncSession, *, account_id: str, credit_limit_minor: int) -> None:
+    """Sets a (post-settlement) fleet account's credit limit; FleetService.SetPaymentMode calls this."""
+    check_amount("credit_limit", credit_limit_minor, allow_zero=True)
+    await accounts.load(session, account_id)
+    account = (await lock_accounts(session, [account_id]))[account_id]
+    account.credit_limit_minor = credit_limit_minor
+    account.version += 1
+    check_limit(account)
+    session.add(account)
+    await session.flush()
+
+
+__all__ = [
+    "AbnormalFlag",
+    "AbnormalReport",
+    "Actor",
+    "DifferenceRefund",
+    "Hold",
+    "HoldState",
+    "JournalEntryRef",
+    "PaymentView",
+    "PostingView",
+    "PriceLine",
+    "PriceQuote",
+    "Redemption",
+    "RefundResult",
+    "SessionFacts",
+    "allocate",
+    "assign_rate_model",
+    "capture_hold",
+    "detect_abnormal",
+    "ensure_customer_account",
+    "expire_due_holds",
+    "place_hold",
+    "price_estimate",
+    "redeem_coupon",
+    "refund",
+    "refund_difference",
+    "release_hold",
+    "set_credit_limit",
+    "top_up",
+    "verify_offline_payment",
+]

@@ -1,0 +1,304 @@
+"""Holds: reserve an amount of a wallet's available balance, then capture, release or let it expire.
+
+A hold moves no money: it raises the account's `held_minor`, so `available = balance - held + credit_limit`
+shrinks. Capture releases the hold and posts one balanced ORDER_SETTLEMENT entry: the customer pays, the
+operator's share and the platform fee are credited. If the actual amount exceeds what the wallet can cover
+(only possible when it exceeds the hold), the rest is posted to the customer's arrears account, never as a
+negative wallet; the next top-up repays arrears first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.platform.clock import Clock, SystemClock
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.ids import new_id
+from voltcloud.settlement import accounts, idempotency
+from voltcloud.settlement.ledger import (
+    SYSTEM,
+    Actor,
+    JournalEntryRef,
+    PostingSpec,
+    load_entry,
+    lock_accounts,
+    post_entry,
+)
+from voltcloud.settlement.models import LedgerHold
+from voltcloud.settlement.money import EntryKind, HoldState, check_amount, check_currency, round_half_up
+from voltcloud.settlement.sql import for_update
+
+DEFAULT_PLATFORM_FEE_BP = 500  # 5% of the captured amount when the caller gives no breakdown
+PLATFORM_FEE_KEY = "platform_fee"
+SYSTEM_CLOCK: Clock = SystemClock()
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: str
+    account_id: str
+    amount_minor: int
+    captured_minor: int
+    currency: str
+    state: HoldState
+    reference: str
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    entry_id: str | None = None
+
+
+def hold_view(row: LedgerHold) -> Hold:
+    return Hold(
+        hold_id=row.id,
+        account_id=row.account_id,
+        amount_minor=row.amount_minor,
+        captured_minor=row.captured_minor,
+        currency=row.currency,
+        state=HoldState(row.state),
+        reference=row.reference,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        entry_id=row.entry_id,
+    )
+
+
+async def get_hold(session: AsyncSession, hold_id: str) -> LedgerHold:
+    if not hold_id:
+        raise InvalidArgument.for_field("hold_id", "is required")
+    row = await session.get(LedgerHold, hold_id, populate_existing=True)
+    if row is None:
+        raise NotFound(f"hold {hold_id} not found")
+    return row
+
+
+async def _lock_hold(session: AsyncSession, hold_id: str) -> LedgerHold:
+    if not hold_id:
+        raise InvalidArgument.for_field("hold_id", "is required")
+    row: LedgerHold | None = (
+        await session.exec(for_update(select(LedgerHold).where(LedgerHold.id == hold_id)))
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"hold {hold_id} not found")
+    return row
+
+
+async def expire_due_holds(
+    session: AsyncSession, *, clock: Clock = SYSTEM_CLOCK, account_id: str | None = None, limit: int = 500
+) -> int:
+    """Marks active holds past their expiry EXPIRED and frees their amounts. Returns how many expired."""
+    now = clock.now()
+    query = select(LedgerHold.id).where(LedgerHold.state == int(HoldState.ACTIVE), col(LedgerHold.expires_at) <= now)
+    if account_id is not None:
+        query = query.where(LedgerHold.account_id == account_id)
+    ids = list(await session.exec(query.order_by(col(LedgerHold.id)).limit(limit)))
+    expired = 0
+    for hold_id in ids:
+        hold = await _lock_hold(session, hold_id)
+        if hold.state != HoldState.ACTIVE:
+            continue
+        locked = await lock_accounts(session, [hold.account_id])
+        account = locked[hold.account_id]
+        account.held_minor -= hold.amount_minor
+        account.version += 1
+        hold.state = int(HoldState.EXPIRED)
+        hold.closed_at = now
+        hold.close_reason = "expired"
+        hold.version += 1
+        session.add_all([account, hold])
+        expired += 1
+    await session.flush()
+    return expired
+
+
+async def place_hold(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    idempotency_key: str,
+    expires_at: dt.datetime,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Hold:
+    """Reserves `amount_minor` of the account's available balance (credit limit included for post-settlement
+    fleets). FailedPrecondition "insufficient funds ..." when short."""
+    check_amount("amount", amount_minor)
+    check_currency("currency", currency)
+    now = clock.now()
+    if expires_at.tzinfo is None or expires_at <= now:
+        raise InvalidArgument.for_field("expires_at", "must be a timezone-aware time in the future")
+    request = {
+        "account_id": account_id,
+        "amount": amount_minor,
+        "currency": currency,
+        "reference": reference,
+        "expires_at": expires_at,
+    }
+    claim = await idempotency.claim(session, "place_hold", idempotency_key, request, now=now)
+    if claim.is_replay:
+        return hold_view(await get_hold(session, claim.replay_of or ""))
+    await accounts.load(session, account_id)
+    account = (await lock_accounts(session, [account_id]))[account_id]
+    if account.currency != currency:
+        raise InvalidArgument.for_field("currency", f"account {account_id} holds {account.currency}, not {currency}")
+    if account.frozen:
+        raise FailedPrecondition(f"account {account_id} is frozen")
+    available = account.balance_minor - account.held_minor + account.credit_limit_minor
+    if amount_minor > available and await expire_due_holds(session, clock=clock, account_id=account_id):
+        account = (await lock_accounts(session, [account_id]))[account_id]
+        available = account.balance_minor - account.held_minor + account.credit_limit_minor
+    if amount_minor > available:
+        raise FailedPrecondition(
+            f"insufficient funds on account {account_id}: available {available} {currency}, "
+            f"hold needs {amount_minor} {currency}"
+        )
+    account.held_minor += amount_minor
+    account.version += 1
+    hold = LedgerHold(
+        id=new_id("hold"),
+        account_id=account_id,
+        amount_minor=amount_minor,
+        captured_minor=0,
+        currency=currency,
+        state=int(HoldState.ACTIVE),
+        reference=reference,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    session.add_all([account, hold])
+    await session.flush()
+    await idempotency.complete(session, claim, hold.id)
+    return hold_view(hold)
+
+
+def _split(amount_minor: int, breakdown: Mapping[str, int] | None) -> tuple[int, list[tuple[str, int]]]:
+    """(platform fee, operator lines) for a captured amount."""
+    if breakdown is None:
+        fee = round_half_up(amount_minor * DEFAULT_PLATFORM_FEE_BP, 10_000)
+        return fee, [("order revenue", amount_minor - fee)]
+    for key, value in breakdown.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidArgument.for_field(f"breakdown.{key}", "must be a non-negative integer amount")
+    if sum(breakdown.values()) != amount_minor:
+        raise InvalidArgument.for_field(
+            "breakdown", f"lines sum to {sum(breakdown.values())}, not the captured amount {amount_minor}"
+        )
+    fee = breakdown.get(PLATFORM_FEE_KEY, 0)
+    return fee, [(k, v) for k, v in sorted(breakdown.items()) if k != PLATFORM_FEE_KEY]
+
+
+async def capture_hold(
+    session: AsyncSession,
+    *,
+    hold_id: str,
+    amount_minor: int,
+    operator_id: str,
+    breakdown: Mapping[str, int] | None = None,
+    idempotency_key: str,
+    clock: Clock = SYSTEM_CLOCK,
+    actor: Actor = SYSTEM,
+    description: str = "",
+) -> JournalEntryRef:
+    """Captures `amount_minor` (may exceed the hold: the rest is charged to the wallet, then to arrears),
+    releases the rest of the hold and posts the operator's share and the platform fee in one entry.
+
+    `breakdown` maps revenue lines to amounts summing to `amount_minor`; the key "platform_fee" goes to the
+    platform's revenue account, every other line to the operator. Without it the platform takes
+    DEFAULT_PLATFORM_FEE_BP. A zero amount just releases the hold and returns a ref with no entry id."""
+    check_amount("amount", amount_minor, allow_zero=True)
+    if not operator_id:
+        raise InvalidArgument.for_field("operator_id", "is required")
+    now = clock.now()
+    request = {
+        "hold_id": hold_id,
+        "amount": amount_minor,
+        "operator_id": operator_id,
+        "breakdown": dict(breakdown) if breakdown is not None else None,
+        "description": description,
+    }
+    claim = await idempotency.claim(session, "capture_hold", idempotency_key, request, now=now)
+    if claim.is_replay:
+        if not claim.replay_of:
+            return JournalEntryRef(entry_id="", kind=EntryKind.ORDER_SETTLEMENT, posted_at=None, hold_id=hold_id)
+        return await load_entry(session, claim.replay_of)
+    fee, operator_lines = _split(amount_minor, breakdown)
+
+    hold = await _lock_hold(session, hold_id)
+    if hold.state != HoldState.ACTIVE:
+        raise FailedPrecondition(
+            f"hold {hold_id} is {HoldState(hold.state).name.lower()}; only an active hold can be captured"
+        )
+    if hold.expires_at <= now:
+        raise FailedPrecondition(f"hold {hold_id} expired at {hold.expires_at.isoformat()}")
+    wallet = (await lock_accounts(session, [hold.account_id]))[hold.account_id]
+    wallet.held_minor -= hold.amount_minor
+    wallet.version += 1
+    hold.state = int(HoldState.CAPTURED)
+    hold.captured_minor = amount_minor
+    hold.closed_at = now
+    hold.version += 1
+    if amount_minor == 0:
+        hold.state = int(HoldState.RELEASED)
+        hold.close_reason = "captured zero"
+        session.add_all([wallet, hold])
+        await session.flush()
+        return JournalEntryRef(entry_id="", kind=EntryKind.ORDER_SETTLEMENT, posted_at=now, hold_id=hold_id)
+
+    available = max(0, wallet.balance_minor - wallet.held_minor + wallet.credit_limit_minor)
+    from_wallet = min(amount_minor, available)
+    shortfall = amount_minor - from_wallet
+    currency = hold.currency
+    postings = [PostingSpec(wallet.id, -from_wallet, f"order {hold.reference}")]
+    locked = {wallet.id: wallet}
+    if shortfall:
+        arrears = await accounts.arrears_of(session, wallet, now)
+        locked.update(await lock_accounts(session, [arrears.id]))
+        postings.append(PostingSpec(arrears.id, -shortfall, f"arrears: order {hold.reference}"))
+    operator = await accounts.operator_payable(session, operator_id, currency, now)
+    postings += [PostingSpec(operator.id, value, label) for label, value in operator_lines]
+    if fee:
+        platform = await accounts.platform_revenue(session, currency, now)
+        postings.append(PostingSpec(platform.id, fee, PLATFORM_FEE_KEY))
+    session.add(wallet)
+    await session.flush()
+    entry = await post_entry(
+        session,
+        kind=EntryKind.ORDER_SETTLEMENT,
+        postings=postings,
+        now=now,
+        order_id=hold.reference or None,
+        hold_id=hold.id,
+        description=description or f"settlement of order {hold.reference}",
+        actor=actor,
+        idempotency_key=idempotency_key,
+        locked=locked,
+    )
+    hold.entry_id = entry.entry_id
+    session.add(hold)
+    await idempotency.complete(session, claim, entry.entry_id)
+    return entry
+
+
+async def release_hold(session: AsyncSession, *, hold_id: str, reason: str, clock: Clock = SYSTEM_CLOCK) -> None:
+    """Frees an active hold. Releasing a released or expired hold is a no-op; a captured one is refused."""
+    now = clock.now()
+    hold = await _lock_hold(session, hold_id)
+    if hold.state in (HoldState.RELEASED, HoldState.EXPIRED):
+        return
+    if hold.state != HoldState.ACTIVE:
+        raise FailedPrecondition(f"hold {hold_id} is {HoldState(hold.state).name.lower()}; it cannot be released")
+    wallet = (await lock_accounts(session, [hold.account_id]))[hold.account_id]
+    wallet.held_minor -= hold.amount_minor
+    wallet.version += 1
+    hold.state = int(HoldState.RELEASED)
+    hold.closed_at = now
+    hold.close_reason = reason[:200]
+    hold.version += 1
+    session.add_all([wallet, hold])
+    await session.flush()

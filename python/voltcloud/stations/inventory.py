@@ -1,0 +1,258 @@
+"""Reservation of physical resources with optimistic version checks: connectors, packs, mobile units.
+
+Every change is one conditional UPDATE (`... WHERE id = :id AND version = :v AND status = <free>`) whose row
+count tells whether this writer won. A lost race raises `Aborted`, so two transactions, in one process or in
+two replicas on the same PostgreSQL, never both hold the same connector, pack or specialist. The functions
+take the caller's session and never commit; ordering and dispatch call them inside their own transaction.
+
+Each function returns an `InventoryChange` describing the committed-to-be state, so the caller can update
+the engine's in-memory view after its transaction commits (never before).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.dispatch.models import MobileUnit
+from voltcloud.platform.errors import Aborted, FailedPrecondition, NotFound
+from voltcloud.stations.models import Connector, Pack, Station
+
+CONNECTOR_AVAILABLE = 1
+CONNECTOR_OCCUPIED = 2
+CONNECTOR_RESERVED = 3
+
+PACK_IN_VEHICLE = 1
+PACK_CHARGING = 2
+PACK_READY = 3
+PACK_RESERVED = 4
+
+UNIT_IDLE = 1
+UNIT_BUSY = 2
+UNIT_OFF_SHIFT = 3
+
+ResourceType = Literal["connector", "pack", "unit", "station"]
+
+
+@dataclass(frozen=True)
+class InventoryChange:
+    """The state a resource will have once the caller's transaction commits."""
+
+    kind: ResourceType
+    id: str
+    status: int
+    version: int
+    lat: float | None = None
+    lng: float | None = None
+    station_id: str | None = None
+
+
+async def _conditional_update(
+    session: AsyncSession,
+    table: Any,
+    resource: ResourceType,
+    resource_id: str,
+    status_column: str,
+    from_status: int,
+    to_status: int,
+    expected_version: int | None,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Moves one row from `from_status` to `to_status`, bumping its version; returns the new version."""
+    column = getattr(table, status_column)
+    current = (
+        await (await session.connection()).execute(sa.select(table.version, column).where(table.id == resource_id))
+    ).one_or_none()
+    if current is None:
+        raise NotFound(f"{resource} {resource_id} not found")
+    version, status = int(current[0]), int(current[1])
+    if expected_version is not None and version != expected_version:
+        raise Aborted(f"{resource} {resource_id} changed meanwhile (version {version}, expected {expected_version})")
+    if status != from_status:
+        raise Aborted(f"{resource} {resource_id} is no longer free (status {status})")
+    values: dict[str, Any] = {status_column: to_status, "version": version + 1}
+    values.update(extra or {})
+    result = await (await session.connection()).execute(
+        sa.update(table)
+        .where(table.id == resource_id, table.version == version, column == from_status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        raise Aborted(f"{resource} {resource_id} was taken by a concurrent order")
+    return version + 1
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+# ---- connectors ------------------------------------------------------------------------------------------
+
+
+async def reserve_connector(
+    session: AsyncSession, connector_id: str, *, expected_version: int | None = None
+) -> InventoryChange:
+    """AVAILABLE → RESERVED. Aborted when another writer reserved or changed it first."""
+    version = await _conditional_update(
+        session, Connector, "connector", connector_id, "status", CONNECTOR_AVAILABLE, CONNECTOR_RESERVED,
+        expected_version,
+    )  # fmt: skip
+    return InventoryChange("connector", connector_id, CONNECTOR_RESERVED, version)
+
+
+async def release_connector(session: AsyncSession, connector_id: str) -> InventoryChange | None:
+    """RESERVED → AVAILABLE; None when the connector was not reserved (already released or in use)."""
+    try:
+        version = await _conditional_update(
+            session, Connector, "connector", connector_id, "status", CONNECTOR_RESERVED, CONNECTOR_AVAILABLE, None
+        )
+    except Aborted:
+        return None
+    return InventoryChange("connector", connector_id, CONNECTOR_AVAILABLE, version)
+
+
+async def lock_connector(session: AsyncSession, connector_id: str, expected_version: int) -> int:
+    """Bumps the connector's version (no status change): serialises writers of its reservation windows."""
+    result = await (await session.connection()).execute(
+        sa.update(Connector)
+        .where(col(Connector.id) == connector_id, col(Connector.version) == expected_version)
+        .values(version=expected_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        raise Aborted(f"connector {connector_id} changed meanwhile; retry")
+    return expected_version + 1
+
+
+# ---- packs -----------------------------------------------------------------------------------------------
+
+
+async def reserve_pack(
+    session: AsyncSession, pack_id: str, *, station_id: str | None = None, expected_version: int | None = None
+) -> InventoryChange:
+    """READY → RESERVED (optionally checking it still sits in `station_id`)."""
+    if station_id is not None:
+        where = (
+            await (await session.connection()).execute(sa.select(col(Pack.station_id)).where(col(Pack.id) == pack_id))
+        ).scalar()
+        if where is not None and where != station_id:
+            raise Aborted(f"pack {pack_id} is no longer at station {station_id}")
+    version = await _conditional_update(
+        session, Pack, "pack", pack_id, "state", PACK_READY, PACK_RESERVED, expected_version
+    )
+    return InventoryChange("pack", pack_id, PACK_RESERVED, version, station_id=station_id)
+
+
+async def release_pack(session: AsyncSession, pack_id: str) -> InventoryChange | None:
+    """RESERVED → READY; None when the pack was not reserved."""
+    try:
+        version = await _conditional_update(session, Pack, "pack", pack_id, "state", PACK_RESERVED, PACK_READY, None)
+    except Aborted:
+        return None
+    return InventoryChange("pack", pack_id, PACK_READY, version)
+
+
+async def swap_packs(
+    session: AsyncSession, *, station_id: str, pack_in_id: str, vehicle_id: str
+) -> tuple[str | None, list[InventoryChange]]:
+    """Completes a swap: the reserved pack goes into the vehicle, the vehicle's pack takes its slot (charging).
+
+    Returns the id of the pack taken out of the vehicle (None when the vehicle had none on record).
+    """
+    pack_in = (
+        await (await session.connection()).execute(
+            sa.select(col(Pack.slot_no), col(Pack.station_id)).where(col(Pack.id) == pack_in_id)
+        )
+    ).one_or_none()
+    if pack_in is None:
+        raise NotFound(f"pack {pack_in_id} not found")
+    slot_no, at_station = pack_in
+    if at_station != station_id:
+        raise FailedPrecondition(f"pack {pack_in_id} is not at station {station_id}")
+    changes: list[InventoryChange] = []
+    version = await _conditional_update(
+        session, Pack, "pack", pack_in_id, "state", PACK_RESERVED, PACK_IN_VEHICLE, None,
+        {"station_id": None, "slot_no": None, "vehicle_id": vehicle_id},
+    )  # fmt: skip
+    changes.append(InventoryChange("pack", pack_in_id, PACK_IN_VEHICLE, version))
+    pack_out_id = (
+        await (await session.connection()).execute(
+            sa.select(col(Pack.id)).where(
+                col(Pack.vehicle_id) == vehicle_id, col(Pack.state) == PACK_IN_VEHICLE, col(Pack.id) != pack_in_id
+            )
+        )
+    ).scalar()
+    if pack_out_id is not None:
+        version = await _conditional_update(
+            session, Pack, "pack", str(pack_out_id), "state", PACK_IN_VEHICLE, PACK_CHARGING, None,
+            {"station_id": station_id, "slot_no": slot_no, "vehicle_id": None},
+        )  # fmt: skip
+        changes.append(InventoryChange("pack", str(pack_out_id), PACK_CHARGING, version, station_id=station_id))
+    return (str(pack_out_id) if pack_out_id is not None else None), changes
+
+
+# ---- mobile units ----------------------------------------------------------------------------------------
+
+
+async def reserve_unit(session: AsyncSession, unit_id: str, *, expected_version: int | None = None) -> InventoryChange:
+    """A specialist or van: IDLE → BUSY. Aborted when another order took it first."""
+    version = await _conditional_update(
+        session, MobileUnit, "unit", unit_id, "status", UNIT_IDLE, UNIT_BUSY, expected_version
+    )
+    return InventoryChange("unit", unit_id, UNIT_BUSY, version)
+
+
+async def release_unit(session: AsyncSession, unit_id: str) -> InventoryChange | None:
+    """BUSY → IDLE; None when the unit was not busy."""
+    try:
+        version = await _conditional_update(session, MobileUnit, "unit", unit_id, "status", UNIT_BUSY, UNIT_IDLE, None)
+    except Aborted:
+        return None
+    return InventoryChange("unit", unit_id, UNIT_IDLE, version)
+
+
+async def move_unit(session: AsyncSession, unit_id: str, lat: float, lng: float) -> InventoryChange:
+    """Records a unit's live position (no version bump: positions must not break reservations in flight)."""
+    await (await session.connection()).execute(
+        sa.update(MobileUnit)
+        .where(col(MobileUnit.id) == unit_id)
+        .values(lat=lat, lng=lng)
+        .execution_options(synchronize_session=False)
+    )
+    return InventoryChange("unit", unit_id, -1, -1, lat=lat, lng=lng)
+
+
+# ---- stations --------------------------------------------------------------------------------------------
+
+
+async def lock_station(session: AsyncSession, station_id: str) -> int:
+    """Bumps the station's version: serialises writers of its lane reservations. Returns the new version."""
+    version = (
+        await (await session.connection()).execute(sa.select(col(Station.version)).where(col(Station.id) == station_id))
+    ).scalar()
+    if version is None:
+        raise NotFound(f"station {station_id} not found")
+    result = await (await session.connection()).execute(
+        sa.update(Station)
+        .where(col(Station.id) == station_id, col(Station.version) == version)
+        .values(version=int(version) + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        raise Aborted(f"station {station_id} changed meanwhile; retry")
+    return int(version) + 1
+
+
+async def set_unit_availability(session: AsyncSession, unit_id: str, available: bool) -> InventoryChange | None:
+    """A worker going on/off shift: IDLE ↔ OFF_SHIFT. A BUSY unit (serving a task) is left alone (None)."""
+    target, source = (UNIT_IDLE, UNIT_OFF_SHIFT) if available else (UNIT_OFF_SHIFT, UNIT_IDLE)
+    try:
+        version = await _conditional_update(session, MobileUnit, "unit", unit_id, "status", source, target, None)
+    except Aborted:
+        return None
+    return InventoryChange("unit", unit_id, target, version)

@@ -1,0 +1,390 @@
+"""Battery packs: registry, lifecycle rules, flow history, inspections and the swap-pack choice.
+
+Lifecycle (PackState numbers): IN_VEHICLE 1, CHARGING 2, READY 3, RESERVED 4, QUARANTINED 5, WITHDRAWN 6,
+IN_TRANSIT 7. QUARANTINED and WITHDRAWN are sticky: station reports never move a pack out of them, so a
+quarantined pack is never handed out. Every change writes a PackEvent row (the flow history).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.maintenance import workorders
+from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.errors import AlreadyExists, InvalidArgument, NotFound
+from voltcloud.platform.ids import new_id
+from voltcloud.platform.paging import Page
+from voltcloud.stations.models import Inspection, Pack, PackEvent, PackType, Station
+
+IN_VEHICLE, CHARGING, READY, RESERVED, QUARANTINED, WITHDRAWN, IN_TRANSIT = 1, 2, 3, 4, 5, 6, 7
+STICKY = frozenset({QUARANTINED, WITHDRAWN})
+STATION_REPORTABLE = frozenset({CHARGING, READY})
+DEFECT_NONE = 1
+# The swap-pack rule: READY, same pack type as the pack coming out, SOC at least this, then best first.
+MIN_SWAP_SOC_PERMILLE = 800
+
+
+@dataclass(frozen=True)
+class ActorRef:
+    subject: str
+    role: int
+
+    @classmethod
+    def of(cls, principal: Principal) -> ActorRef:
+        return cls(principal.subject, int(principal.role))
+
+
+@dataclass(frozen=True)
+class PackView:
+    pack: Pack
+    pack_type: PackType | None
+    operator_id: str
+    update_time: dt.datetime | None
+
+
+def _scope(principal: Principal) -> str | None:
+    if principal.role in (Role.OPERATOR, Role.ENGINEER, Role.GATEWAY) and principal.tenant is not None:
+        return principal.tenant.id
+    return None
+
+
+async def _operator_of(session: AsyncSession, pack: Pack) -> str:
+    if pack.operator_id:
+        return pack.operator_id
+    if pack.station_id:
+        station = await session.get(Station, pack.station_id)
+        if station is not None:
+            return station.operator_id
+    return ""
+
+
+async def load_pack(session: AsyncSession, principal: Principal | None, pack_id: str, *, lock: bool = False) -> Pack:
+    query = select(Pack).where(Pack.id == pack_id)
+    if lock:
+        query = query.with_for_update()
+    pack = (await session.exec(query)).first()
+    if pack is None:
+        raise NotFound(f"pack {pack_id} not found")
+    if principal is not None:
+        scope = _scope(principal)
+        if scope is not None and await _operator_of(session, pack) != scope:
+            raise NotFound(f"pack {pack_id} not found")
+    return pack
+
+
+async def view(session: AsyncSession, pack: Pack) -> PackView:
+    last = (
+        await session.exec(
+            select(PackEvent.time).where(PackEvent.pack_id == pack.id).order_by(col(PackEvent.id).desc()).limit(1)
+        )
+    ).first()
+    return PackView(pack, await session.get(PackType, pack.pack_type_id), await _operator_of(session, pack), last)
+
+
+def record(
+    session: AsyncSession,
+    pack: Pack,
+    now: dt.datetime,
+    reason: str,
+    actor: ActorRef | None = None,
+    session_id: str | None = None,
+) -> None:
+    session.add(
+        PackEvent(
+            pack_id=pack.id,
+            time=now,
+            state=pack.state,
+            station_id=pack.station_id,
+            slot_no=pack.slot_no,
+            vehicle_id=pack.vehicle_id,
+            transit_id=pack.transit_id,
+            soc_permille=pack.soc_permille,
+            soh_permille=pack.soh_permille,
+            temperature_milli_c=pack.temperature_milli_c,
+            reason=reason[:200],
+            session_id=session_id,
+            actor_subject=actor.subject if actor else "",
+            actor_role=actor.role if actor else 0,
+        )
+    )
+
+
+async def register_pack(
+    session: AsyncSession,
+    principal: Principal,
+    now: dt.datetime,
+    *,
+    pack_id: str,
+    pack_type_id: int,
+    operator_id: str,
+    station_id: str | None,
+    slot_no: int | None,
+    vehicle_id: str | None,
+    soc_permille: int,
+    soh_permille: int,
+    cycles: int,
+    temperature_milli_c: int,
+) -> Pack:
+    if principal.role is not Role.PLATFORM_ADMIN:
+        principal.require_tenant("operator", operator_id)
+    if await session.get(PackType, pack_type_id) is None:
+        raise InvalidArgument.for_field("pack.pack_type_id", f"unknown pack type {pack_type_id}")
+    if station_id is not None:
+        station = await session.get(Station, station_id)
+        if station is None or station.operator_id != operator_id:
+            raise InvalidArgument.for_field("pack.location.station_slot.station_id", f"unknown station {station_id}")
+    if await session.get(Pack, pack_id) is not None:
+        raise AlreadyExists(f"pack {pack_id} already registered")
+    if station_id is not None:
+        state = READY if soc_permille >= MIN_SWAP_SOC_PERMILLE else CHARGING
+    elif vehicle_id is not None:
+        state = IN_VEHICLE
+    else:
+        state = IN_TRANSIT
+    pack = Pack(
+        id=pack_id,
+        pack_type_id=pack_type_id,
+        operator_id=operator_id,
+        station_id=station_id,
+        slot_no=slot_no,
+        vehicle_id=vehicle_id,
+        soc_permille=soc_permille,
+        soh_permille=soh_permille,
+        cycles=cycles,
+        temperature_milli_c=temperature_milli_c,
+        state=state,
+        transit_id=None,
+    )
+    session.add(pack)
+    record(session, pack, now, "registered", ActorRef.of(principal))
+    return pack
+
+
+async def list_packs(
+    session: AsyncSession,
+    principal: Principal,
+    page: Page,
+    *,
+    operator_id: str | None,
+    station_id: str | None,
+    states: list[int],
+    pack_type_id: int | None,
+    max_soh_permille: int,
+) -> list[Pack]:
+    query = select(Pack).order_by(col(Pack.id)).limit(page.size)
+    scope = _scope(principal)
+    if scope is not None:
+        if operator_id and operator_id != scope:
+            principal.require_tenant("operator", operator_id)
+        operator_id = scope
+    if operator_id:
+        own_stations = select(Station.id).where(Station.operator_id == operator_id)
+        query = query.where(sa.or_(col(Pack.operator_id) == operator_id, col(Pack.station_id).in_(own_stations)))
+    if station_id:
+        query = query.where(Pack.station_id == station_id)
+    if states:
+        query = query.where(col(Pack.state).in_(states))
+    if pack_type_id is not None:
+        query = query.where(Pack.pack_type_id == pack_type_id)
+    if max_soh_permille:
+        query = query.where(col(Pack.soh_permille) < max_soh_permille)
+    if page.after is not None:
+        query = query.where(col(Pack.id) > page.after)
+    return list(await session.exec(query))
+
+
+async def history(
+    session: AsyncSession,
+    pack_id: str,
+    page: Page,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+) -> list[PackEvent]:
+    query = select(PackEvent).where(PackEvent.pack_id == pack_id).order_by(col(PackEvent.id)).limit(page.size)
+    if start is not None:
+        query = query.where(col(PackEvent.time) >= start)
+    if end is not None:
+        query = query.where(col(PackEvent.time) < end)
+    if page.after is not None:
+        try:
+            after = int(page.after)
+        except ValueError:
+            raise InvalidArgument.for_field("page_token", "is not a token this server issued") from None
+        query = query.where(col(PackEvent.id) > after)
+    return list(await session.exec(query))
+
+
+@dataclass(frozen=True)
+class InspectionOutcome:
+    inspection: Inspection
+    pack: Pack
+
+
+async def report_inspection(
+    session: AsyncSession,
+    now: dt.datetime,
+    *,
+    pack: Pack,
+    station_id: str | None,
+    defect: int,
+    level: int,
+    notes: str,
+    attachment_uris: list[str],
+    inspected_at: dt.datetime,
+    actor: ActorRef,
+) -> InspectionOutcome:
+    """Records an inspection. A defect quarantines the pack at once (sticky), raises an alarm and opens a
+    maintenance work order."""
+    inspection = Inspection(
+        id=new_id("insp"),
+        pack_id=pack.id,
+        station_id=station_id,
+        defect=defect,
+        level=level,
+        notes=notes,
+        attachment_uris="\n".join(attachment_uris),
+        inspected_at=inspected_at,
+        actor_subject=actor.subject,
+        actor_role=actor.role,
+    )
+    if defect != DEFECT_NONE:
+        if pack.state != WITHDRAWN:
+            pack.state = QUARANTINED
+            pack.version += 1
+            session.add(pack)
+            record(session, pack, now, f"inspection defect {defect}", actor)
+        opened = await workorders.raise_alarm(
+            session,
+            now=now,
+            source=workorders.ALARM_SOURCE_INSPECTION,
+            level=max(level, 2),
+            code=f"DEFECT_{defect}",
+            message=f"pack {pack.id} defect {defect}: {notes}"[:1000],
+            operator_id=await _operator_of(session, pack),
+            station_id=station_id,
+            pack_id=pack.id,
+            open_work_order=True,
+            work_order_source=workorders.WORK_ORDER_SOURCE_INSPECTION,
+            title=f"Inspect quarantined pack {pack.id}",
+        )
+        inspection.quarantined = True
+        inspection.alarm_id = opened.alarm_id
+        inspection.work_order_id = opened.work_order_id
+    session.add(inspection)
+    return InspectionOutcome(inspection, pack)
+
+
+def _guarded_update(pack: Pack) -> sa.Update:
+    return (
+        sa.update(Pack)
+        .where(col(Pack.id) == pack.id, col(Pack.version) == pack.version)
+        .values(version=pack.version + 1)
+    )
+
+
+async def choose_swap_pack(session: AsyncSession, station_id: str, pack_type_id: int | None) -> Pack | None:
+    """The documented rule: among the station's READY packs of the pack type coming out (any type when
+    unknown) with SOC >= MIN_SWAP_SOC_PERMILLE, the highest SOC, then highest SOH, then fewest cycles, then id."""
+    query = select(Pack).where(
+        Pack.station_id == station_id, Pack.state == READY, col(Pack.soc_permille) >= MIN_SWAP_SOC_PERMILLE
+    )
+    if pack_type_id is not None:
+        query = query.where(Pack.pack_type_id == pack_type_id)
+    query = query.order_by(
+        col(Pack.soc_permille).desc(), col(Pack.soh_permille).desc(), col(Pack.cycles), col(Pack.id)
+    ).limit(1)
+    return (await session.exec(query)).first()
+
+
+async def reserve_for_swap(session: AsyncSession, pack: Pack, now: dt.datetime, reason: str) -> bool:
+    """READY -> RESERVED with a version check; False when another writer changed the pack first."""
+    result = await session.exec(_guarded_update(pack).values(state=RESERVED))
+    if result.rowcount != 1:
+        return False
+    await session.refresh(pack)
+    record(session, pack, now, reason)
+    return True
+
+
+async def apply_report(
+    session: AsyncSession,
+    now: dt.datetime,
+    *,
+    pack_id: str,
+    station_id: str,
+    slot_no: int | None,
+    soc_permille: int | None,
+    soh_permille: int | None,
+    temperature_milli_c: int | None,
+    cycles: int | None,
+    state: int | None,
+) -> Pack | None:
+    """A station's condition report. Unknown packs are ignored (None). Sticky states are kept."""
+    pack = await session.get(Pack, pack_id)
+    if pack is None:
+        return None
+    if soc_permille is not None:
+        pack.soc_permille = soc_permille
+    if soh_permille is not None:
+        pack.soh_permille = soh_permille
+    if temperature_milli_c is not None:
+        pack.temperature_milli_c = temperature_milli_c
+    if cycles is not None and cycles >= pack.cycles:
+        pack.cycles = cycles
+    if slot_no:
+        pack.station_id, pack.slot_no, pack.vehicle_id = station_id, slot_no, None
+    if state in STATION_REPORTABLE and pack.state not in STICKY and pack.state != RESERVED:
+        pack.state = state
+    pack.version += 1
+    session.add(pack)
+    record(session, pack, now, "station report")
+    return pack
+
+
+async def swap_moves(
+    session: AsyncSession,
+    now: dt.datetime,
+    *,
+    station_id: str,
+    session_id: str,
+    vehicle_id: str | None,
+    pack_out_id: str | None,
+    pack_in_id: str | None,
+    pack_out_slot: int | None,
+    pack_out_soc: int,
+    pack_in_soc: int,
+) -> tuple[Pack | None, Pack | None]:
+    """Moves the packs of a completed swap: out of the vehicle into a slot (CHARGING, one more cycle), and
+    out of the slot into the vehicle (IN_VEHICLE). Both get a flow-history entry."""
+    out_pack = await session.get(Pack, pack_out_id) if pack_out_id else None
+    in_pack = await session.get(Pack, pack_in_id) if pack_in_id else None
+    station = await session.get(Station, station_id)
+    for moved in (out_pack, in_pack):
+        if moved is not None and moved.operator_id is None and station is not None:
+            moved.operator_id = station.operator_id  # the swap operator takes custody of a pack without one
+    if in_pack is not None:
+        # What happened physically is recorded; a sticky pack stays QUARANTINED/WITHDRAWN (the caller alarms).
+        in_pack.station_id, in_pack.slot_no, in_pack.vehicle_id = None, None, vehicle_id
+        if in_pack.state not in STICKY:
+            in_pack.state = IN_VEHICLE
+        if pack_in_soc:
+            in_pack.soc_permille = pack_in_soc
+        in_pack.version += 1
+        session.add(in_pack)
+        record(session, in_pack, now, "swap in", session_id=session_id)
+    if out_pack is not None:
+        out_pack.station_id, out_pack.slot_no, out_pack.vehicle_id = station_id, pack_out_slot or None, None
+        if out_pack.state not in STICKY:
+            out_pack.state = CHARGING
+        if pack_out_soc:
+            out_pack.soc_permille = pack_out_soc
+        out_pack.cycles += 1
+        out_pack.version += 1
+        session.add(out_pack)
+        record(session, out_pack, now, "swap out", session_id=session_id)
+    return out_pack, in_pack

@@ -1,0 +1,1 @@
+"""Protocol conformance: real peers (the ocpp library ChargePoint, Mosquitto, pymodbus) against the gateways."""

@@ -1,0 +1,96 @@
+"""The engine adapter against a real seeded database: build, options with platform ids, apply after commit,
+sync of other writers' commits, inventory's version checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from voltcloud import _core
+from voltcloud.dispatch.models import MobileUnit
+from voltcloud.engine import Engine, OptionRequest, VehicleProfile
+from voltcloud.fleet.models import Vehicle
+from voltcloud.platform.db import Database, upgrade_database_async
+from voltcloud.platform.errors import Aborted
+from voltcloud.seed import seed_demo_if_empty
+from voltcloud.stations import inventory
+from voltcloud.stations.models import Connector
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    await upgrade_database_async(database_url)
+    database = Database(database_url)
+    await seed_demo_if_empty(database, 7)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def test_engine_is_built_from_the_database_and_follows_commits(db: Database) -> None:
+    engine = Engine()
+    counts = await engine.load(db)
+    assert counts["stations"] > 0 and counts["connectors"] > 0 and counts["units"] > 0
+    assert engine.counts()[0] == counts["stations"]
+
+    async with db.transaction() as session:
+        connector = (
+            await session.exec(select(Connector).where(Connector.status == 1).order_by(col(Connector.id)))
+        ).first()
+        assert connector is not None
+        change = await inventory.reserve_connector(session, connector.id)
+    engine.apply([change])  # after the commit
+    station = engine.connector_station(connector.id)
+    assert station is not None
+    live = {c["id"]: c for c in engine.station_resources(station)[0]}
+    assert live[connector.id]["status"] == inventory.CONNECTOR_RESERVED
+
+    # A second writer loses the race on the same row.
+    async with db.transaction() as session:
+        with pytest.raises(Aborted):
+            await inventory.reserve_connector(session, connector.id)
+
+    # Another replica's commit reaches this engine through sync().
+    async with db.transaction() as session:
+        unit = (
+            await session.exec(select(MobileUnit).where(MobileUnit.status == 1).order_by(col(MobileUnit.id)))
+        ).first()
+        assert unit is not None
+        await (await session.connection()).execute(
+            sa.update(MobileUnit).where(col(MobileUnit.id) == unit.id).values(status=2, version=unit.version + 1)
+        )
+    assert await engine.sync(db) >= 1
+    info = engine.unit(unit.id)
+    assert info is not None and info.status == 2
+
+
+@pytest.mark.skipif(not hasattr(_core, "Options"), reason="the engine's options module is not built")
+async def test_options_name_real_free_resources_also_for_ac_only_cars(db: Database) -> None:
+    engine = Engine()
+    await engine.load(db)
+    async with db.transaction() as session:
+        vehicles = list(await session.exec(select(Vehicle).order_by(col(Vehicle.id))))
+    stations = list(engine._maps.station_by_id.values())
+    lat, lng = sum(s.lat for s in stations) / len(stations), sum(s.lng for s in stations) / len(stations)
+    now = dt.datetime.now(dt.UTC)
+    for vehicle in vehicles[:10]:
+        profile = VehicleProfile(
+            vehicle.id, vehicle.pack_type_id, vehicle.connector_mask, vehicle.usable_capacity_wh,
+            vehicle.consumption_wh_per_km, vehicle.max_dc_power_w,
+        )  # fmt: skip
+        options = engine.options(OptionRequest(profile, lat, lng, 300, 900, frozenset(), now, max_options=3))
+        assert options, vehicle.id
+        for o in options:
+            assert o.finish_at >= now - dt.timedelta(seconds=1)
+            if o.connector_id:
+                assert engine.connector_station(o.connector_id) == o.station_id
+            if o.unit_id:
+                unit = engine.unit(o.unit_id)
+                assert unit is not None and unit.status == 1
+            if o.mode == 1:
+                assert vehicle.pack_type_id is not None and o.pack_id
