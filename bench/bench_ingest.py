@@ -153,8 +153,6 @@ async def bench_ocpp(target: str, clients: int, messages: int, tmp: Path) -> flo
     port = await gateway.start()
     uplink.start()
     await asyncio.wait_for(uplink.connected.wait(), 10)
-    auth = "Basic " + base64.b64encode(b"cp-%d:pw").decode()
-
     async def one(i: int) -> int:
         header = {"Authorization": "Basic " + base64.b64encode(f"cp-{i}:pw".encode()).decode()}
         async with connect(
@@ -186,7 +184,6 @@ async def bench_ocpp(target: str, clients: int, messages: int, tmp: Path) -> flo
                 await ws.recv()
         return messages
 
-    del auth
     t0 = time.perf_counter()
     total = sum(await asyncio.gather(*(one(i) for i in range(clients))))
     elapsed = time.perf_counter() - t0

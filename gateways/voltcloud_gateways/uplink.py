@@ -198,23 +198,30 @@ class UplinkClient:
         return self._task
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
         for task in list(self._command_tasks):
             task.cancel()
+        if self._command_tasks:
+            await asyncio.wait(list(self._command_tasks), timeout=1.0)
         self.outbox.close()
 
     async def run(self) -> None:
         delay = self.backoff_initial_s
-        while True:
+        current = asyncio.current_task()
+        while not self._stopping:
             try:
                 await self._session()
                 delay = self.backoff_initial_s
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as error:
+                if self._stopping or (current is not None and current.cancelling()):
+                    # gRPC reports our own cancellation as a CANCELLED call: honour it, do not reconnect.
+                    raise asyncio.CancelledError from None
                 self.last_error = f"{error.code().name}: {error.details()}"
                 log.warning("uplink %s: stream ended: %s", self.gateway_id, self.last_error)
                 if self._was_connected:
@@ -227,6 +234,7 @@ class UplinkClient:
             delay = min(delay * 2, self.backoff_max_s)
 
     _was_connected = False
+    _stopping = False
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         token = self._token() if callable(self._token) else self._token

@@ -125,6 +125,7 @@ async def setup(running: RunningPlatform, channel: grpc.aio.Channel, tmp_path: P
     finally:
         for task in setup.tasks:
             task.cancel()
+        await asyncio.gather(*setup.tasks, return_exceptions=True)
         await gateway.stop()
         await uplink.stop()
 

@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.stationkit import (
+from tests.stationkit import (  # no_stray_tasks is an autouse fixture
     CHARGING_STATION,
     CONNECTOR,
     OPERATOR,
@@ -23,6 +23,7 @@ from tests.stationkit import (
     RawUplink,
     event,
     hello,
+    no_stray_tasks,
 )
 from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2, stations_pb2_grpc
 from voltcloud.ingest.hub import hub_for
@@ -32,6 +33,7 @@ from voltcloud_gateways.uplink import UplinkClient
 
 from .conftest import RunningPlatform
 
+__all__ = ["no_stray_tasks"]
 OP = Tenant("operator", OPERATOR)
 
 
