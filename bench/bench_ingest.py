@@ -153,6 +153,7 @@ async def bench_ocpp(target: str, clients: int, messages: int, tmp: Path) -> flo
     port = await gateway.start()
     uplink.start()
     await asyncio.wait_for(uplink.connected.wait(), 10)
+
     async def one(i: int) -> int:
         header = {"Authorization": "Basic " + base64.b64encode(f"cp-{i}:pw".encode()).decode()}
         async with connect(

@@ -38,10 +38,19 @@ def _cmd_serve(args: argparse.Namespace, *, newcomer: bool = False) -> int:
         host = settings.listen.rpartition(":")[0]
         print(f"VoltCloud serving gRPC on {host}:{platform.port} (database: {platform.db.dialect})")
         if newcomer:
-            operator = Tenant("operator", "op-01")
-            token = platform.tokens.mint("dev-admin", Role.PLATFORM_ADMIN)
-            print(f"dev token (platform_admin):\n  {token}")
-            print(f"operator token (op-01):\n  {platform.tokens.mint('dev-operator', Role.OPERATOR, operator)}")
+            from voltcloud.world import generate_world
+
+            world = generate_world("demo", seed=settings.demo_seed)
+            operator = Tenant("operator", world.operators[0].id)
+            fleet = Tenant("fleet", next(f.id for f in world.fleets if f.parent_idx < 0))
+            tokens = {
+                "platform_admin": platform.tokens.mint("dev-admin", Role.PLATFORM_ADMIN),
+                f"operator ({operator})": platform.tokens.mint("dev-operator", Role.OPERATOR, operator),
+                f"fleet_manager ({fleet})": platform.tokens.mint("dev-fleet", Role.FLEET_MANAGER, fleet),
+                f"driver ({world.drivers.id[0]})": platform.tokens.mint(world.drivers.id[0], Role.DRIVER),
+            }
+            for label, token in tokens.items():
+                print(f"dev token, {label}:\n  {token}")
             print(f"try:  grpcurl -plaintext -H 'authorization: Bearer <token>' {host}:{platform.port} list")
             print("Ctrl-C stops.")
         sys.stdout.flush()
@@ -100,6 +109,12 @@ def _cmd_solve_vrptw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from voltcloud.ordering.demo import run
+
+    return asyncio.run(run(_settings(args)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voltcloud", description="VoltCloud energy-replenishment platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,9 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="one whole one-click power-up over real gRPC on the embedded default")
     _add_common(demo)
-    demo.set_defaults(
-        run=lambda a: asyncio.run(__import__("voltcloud.ordering.demo", fromlist=["run"]).run(_settings(a)))
-    )
+    demo.set_defaults(run=_cmd_demo)
 
     vrptw = commands.add_parser("solve-vrptw", help="solve a Solomon VRPTW instance file")
     vrptw.add_argument("file", type=Path)

@@ -133,6 +133,10 @@ class Platform:
             await seed_demo_if_empty(self.db, self.settings.demo_seed)
 
         await self.powerup.start()
+        from voltcloud.ingest.hub import hub_for
+
+        # Station sessions reported by gateways move self-service orders (same transaction as the session).
+        hub_for(self.db).on_session(self.powerup.station_session)
         self.settlement_scheduler.start()
         bindings = _bindings(self.db, self.powerup)
         check_table_covers([b.name for b in bindings])

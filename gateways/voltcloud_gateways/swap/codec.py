@@ -180,6 +180,17 @@ def decode(topic: str, payload: bytes, now: dt.datetime | None = None) -> Decode
     return out
 
 
+def event_from_body(station_id: str, kind: str, body: dict[str, Any], when: dt.datetime) -> ingest_pb2.StationEvent:
+    """The uplink event of one station message body (the `evt/<kind>` channel's JSON object, as documented);
+    other station adapters (the Modbus rack poller) build their events through this same mapping."""
+    return _event(station_id, kind, _Body(body), when)
+
+
+def telemetry_from_body(station_id: str, body: dict[str, Any], when: dt.datetime) -> ingest_pb2.TelemetryBatch:
+    """The uplink telemetry batch of one `telemetry` channel body (`sources` and `readings`)."""
+    return _telemetry(station_id, _Body(body), when)
+
+
 def _event(station_id: str, kind: str, b: _Body, when: dt.datetime) -> ingest_pb2.StationEvent:
     event = ingest_pb2.StationEvent(station_id=station_id, time=_stamp(when))
     if kind == "heartbeat":

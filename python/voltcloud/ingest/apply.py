@@ -19,12 +19,13 @@ from voltcloud.maintenance import workorders
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
 from voltcloud.stations import packs, sessions
-from voltcloud.stations.models import Connector, Pack, Station
+from voltcloud.stations.models import Connector, Pack, Station, StationSession
 from voltcloud.stations.twin import TelemetrySource, Twin
 
 log = logging.getLogger(__name__)
 
 PostCommit = Callable[[], None]
+AfterCommit = Callable[[], Awaitable[None]]
 GATEWAY_ROLE = 7
 SWAP_RESERVE_TIMEOUT = dt.timedelta(seconds=30)
 
@@ -36,6 +37,14 @@ class EventContext:
     stations: frozenset[str] | None  # None: any station (admin / unary push)
     post: list[PostCommit] = field(default_factory=list)
     twins: dict[str, Twin] = field(default_factory=dict)
+    after: list[AfterCommit] = field(default_factory=list)  # awaited after the commit (order transitions)
+
+    async def run_after(self) -> None:
+        for effect in self.after:
+            try:
+                await effect()
+            except Exception:
+                log.exception("after-commit effect failed")
 
 
 def _when(event: ingest_pb2.StationEvent, now: dt.datetime) -> dt.datetime:
@@ -171,7 +180,7 @@ async def _session_started(
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
-    row, _ = await sessions.start_charge(
+    row, created = await sessions.start_charge(
         session,
         station_id=twin.station_id,
         external_id=body.session_id,
@@ -183,6 +192,8 @@ async def _session_started(
         started_at=when,
         gateway_id=ctx.gateway_id,
     )
+    if created:
+        await _tell(session, ctx, row, sessions.STARTED)
     if row.ended_at is None:
         session_id = row.id
         ctx.post.append(
@@ -203,7 +214,7 @@ async def _session_stopped(
     energy = body.energy_wh
     if not energy and not body.meter_stop_wh and body.connector_id:
         energy = ctx.hub.twins.session_energy(twin, body.connector_id)
-    row, _ = await sessions.stop_charge(
+    row, changed = await sessions.stop_charge(
         session,
         station_id=twin.station_id,
         external_id=body.session_id,
@@ -214,6 +225,8 @@ async def _session_stopped(
         ended_at=when,
         gateway_id=ctx.gateway_id,
     )
+    if changed:
+        await _tell(session, ctx, row, sessions.ENDED)
     connector_id, session_id = body.connector_id or (row.connector_id or ""), row.id
     ctx.post.append(lambda: ctx.hub.twins.session_stopped(twin, connector_id, session_id))
 
@@ -226,7 +239,7 @@ async def _swap_started(
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
-    row, _ = await sessions.swap(
+    row, started = await sessions.swap(
         session,
         station_id=twin.station_id,
         external_id=body.session_id,
@@ -242,6 +255,8 @@ async def _swap_started(
         reason="",
         gateway_id=ctx.gateway_id,
     )
+    if started:
+        await _tell(session, ctx, row, sessions.STARTED)
     session_id = row.id
     if body.lane:
         ctx.post.append(
@@ -278,6 +293,8 @@ async def _swap_completed(
     if not changed or not body.success:
         if not body.success and body.pack_in_id:
             await _release_reservation(session, body.pack_in_id, now)
+        if changed:
+            await _tell(session, ctx, row, sessions.ENDED, success=False)
         return
     out_pack, in_pack = await packs.swap_moves(
         session,
@@ -291,6 +308,7 @@ async def _swap_completed(
         pack_out_soc=body.pack_out_soc_permille,
         pack_in_soc=body.pack_in_soc_permille,
     )
+    await _tell(session, ctx, row, sessions.ENDED)
     if in_pack is not None:
         in_id = in_pack.id
         ctx.post.append(lambda: ctx.hub.twins.remove_pack(twin, in_id))
@@ -324,6 +342,18 @@ async def _swap_completed(
                 temperature_milli_c=temp,
             )
         )
+
+
+async def _tell(
+    session: AsyncSession, ctx: EventContext, row: StationSession, phase: str, *, success: bool = True
+) -> None:
+    """Tells the session's subscribers (ordering) in this transaction; links the session to their order."""
+    for listener in ctx.hub.session_listeners:
+        link = await listener(session, sessions.report_of(row, phase, success=success))
+        if link is not None:
+            sessions.link_order(session, row, link.order_id)
+            if link.after_commit is not None:
+                ctx.after.append(link.after_commit)
 
 
 async def _release_reservation(session: AsyncSession, pack_id: str, now: dt.datetime) -> None:

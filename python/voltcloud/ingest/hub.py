@@ -24,6 +24,7 @@ from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.stations.models import Connector, Pack, Station
+from voltcloud.stations.sessions import SessionListener
 from voltcloud.stations.twin import ConnectorTwin, LaneTwin, SlotTwin, Twin, TwinStore
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,12 @@ class Hub:
         self.station_links: dict[str, GatewayLink] = {}
         self._loading: dict[str, asyncio.Lock] = {}
         self.background: set[asyncio.Task[Any]] = set()
+        self.session_listeners: list[SessionListener] = []
+
+    def on_session(self, listener: SessionListener) -> None:
+        """Subscribes to sessions that start or end (called in the session's transaction; see apply.py)."""
+        if listener not in self.session_listeners:
+            self.session_listeners.append(listener)
 
     # ---- twins ----
 

@@ -251,6 +251,7 @@ class UplinkStream:
                 log.exception("twin update failed")
         for twin in ctx.twins.values():
             twin.commit(now)
+        await ctx.run_after()
 
     async def flush_cursor(self, *, force: bool = False) -> None:
         if self.cursor <= self.persisted or not self.gateway_id:
@@ -348,6 +349,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             effect()
         for twin in ctx.twins.values():
             twin.commit(now)
+        await ctx.run_after()
         for sid in known:
             await self.hub.twin(sid)
         readings = apply.apply_telemetry(self.hub, request.telemetry, None)

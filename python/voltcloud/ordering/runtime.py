@@ -17,10 +17,13 @@ from voltcloud.config import Settings
 from voltcloud.dispatch import planning
 from voltcloud.dispatch.hub import DispatchHub
 from voltcloud.engine import Engine
-from voltcloud.ordering import orders, reservations, roads
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.ordering import orders, reservations, roads, station_sessions
 from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
+from voltcloud.stations.sessions import SessionLink, SessionReport
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,10 @@ class PowerUp:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self._loops.clear()
+
+    async def station_session(self, session: AsyncSession, report: SessionReport) -> SessionLink | None:
+        """Subscriber of station sessions (wired by the composition root): moves self-service orders."""
+        return await station_sessions.on_station_session(self.uow, self.clock, session, report)
 
     async def sweep_once(self) -> None:
         """Lapsed offers re-dispatched, orders not started in time expired, no-show reservations freed."""

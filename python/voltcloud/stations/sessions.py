@@ -2,11 +2,15 @@
 an offline transaction replayed by a charger, or replayed through the uplink, is recorded once.
 
 `sessions_for_order` is the public read the ordering/settlement side uses to see a session's energy.
+`SessionReport` is what other domains are told when a session starts or ends (ordering subscribes to it in
+process, wired by the composition root, and answers with a `SessionLink`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -16,6 +20,73 @@ from voltcloud.platform.paging import Page
 from voltcloud.stations.models import StationSession
 
 CHARGE, SWAP = 1, 2
+STARTED, ENDED = "started", "ended"
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    """A session that newly started or ended (never sent twice for one session phase: replays are dropped)."""
+
+    phase: str  # STARTED or ENDED
+    kind: int  # CHARGE or SWAP
+    session_id: str
+    station_id: str
+    external_id: str
+    gateway_id: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    energy_wh: int
+    connector_id: str | None
+    lane: int
+    vehicle_id: str | None
+    order_id: str | None
+    reservation_id: str | None
+    pack_out_id: str | None
+    pack_in_id: str | None
+    success: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionLink:
+    """A subscriber's answer: the order the session belongs to and what to run after the commit."""
+
+    order_id: str
+    after_commit: Callable[[], Awaitable[None]] | None = None
+
+
+# Called inside the transaction that writes the session; must not raise for business reasons.
+SessionListener = Callable[[AsyncSession, SessionReport], Awaitable[SessionLink | None]]
+
+
+def report_of(row: StationSession, phase: str, *, success: bool = True) -> SessionReport:
+    return SessionReport(
+        phase=phase,
+        kind=row.kind,
+        session_id=row.id,
+        station_id=row.station_id,
+        external_id=row.external_id,
+        gateway_id=row.gateway_id or "",
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        energy_wh=row.energy_wh,
+        connector_id=row.connector_id,
+        lane=row.lane,
+        vehicle_id=row.vehicle_id,
+        order_id=row.order_id,
+        reservation_id=row.reservation_id,
+        pack_out_id=row.pack_out_id,
+        pack_in_id=row.pack_in_id,
+        success=success,
+        reason=row.reason,
+    )
+
+
+def link_order(session: AsyncSession, row: StationSession, order_id: str) -> None:
+    """Records which order a session served (when the gateway did not say)."""
+    if row.order_id != order_id:
+        row.order_id = order_id
+        session.add(row)
 
 
 async def _find(session: AsyncSession, station_id: str, kind: int, external_id: str) -> StationSession | None:
