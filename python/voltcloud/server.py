@@ -136,7 +136,9 @@ class Platform:
         from voltcloud.ingest.hub import hub_for
 
         # Station sessions reported by gateways move self-service orders (same transaction as the session).
-        hub_for(self.db).on_session(self.powerup.station_session)
+        hub = hub_for(self.db)
+        hub.on_session(self.powerup.station_session)
+        self.powerup.station_commands = hub  # StartByScan's remote start goes down the gateway stream
         self.settlement_scheduler.start()
         bindings = _bindings(self.db, self.powerup)
         check_table_covers([b.name for b in bindings])

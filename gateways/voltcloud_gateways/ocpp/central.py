@@ -114,6 +114,7 @@ class OcppState:
             "CREATE TABLE IF NOT EXISTS reservation (id INTEGER PRIMARY KEY AUTOINCREMENT, platform_id TEXT UNIQUE,"
             " cp TEXT NOT NULL DEFAULT '')"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS local_list (cp TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
     def start(self, cp: str, connector: int, id_tag: str, meter_start: int, ts: str, order_id: str) -> tuple[int, bool]:
         """(transaction id, whether it is new)."""
@@ -158,6 +159,17 @@ class OcppState:
     def platform_reservation(self, ocpp_id: int) -> str:
         row = self._db.execute("SELECT platform_id FROM reservation WHERE id=?", (ocpp_id,)).fetchone()
         return str(row[0]) if row else ""
+
+    def local_list_version(self, cp: str) -> int:
+        """The local authorization list version the charge point last accepted from us (0: none)."""
+        row = self._db.execute("SELECT version FROM local_list WHERE cp=?", (cp,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_local_list_version(self, cp: str, version: int) -> None:
+        self._db.execute(
+            "INSERT INTO local_list (cp, version) VALUES (?, ?) ON CONFLICT(cp) DO UPDATE SET version=excluded.version",
+            (cp, version),
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -468,14 +480,78 @@ def command_calls(
     raise CommandError(stations_pb2.COMMAND_STATUS_NOT_SUPPORTED, f"{kind} is not an OCPP 1.6 command")
 
 
-ACCEPTED_STATUSES = frozenset({"Accepted", "Unlocked"})
+# ---- RemoteTrigger, LocalAuthListManagement, Core configuration/reset (gateway operations; the platform's
+# StationCommand has no kind for them yet) ----
+
+TRIGGERABLE = frozenset(
+    {
+        "BootNotification",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "StatusNotification",
+    }
+)
+AUTH_STATUSES = frozenset({"Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"})
+
+
+def trigger_message(requested: str, connector_id: int | None = None) -> dict[str, Any]:
+    """TriggerMessage payload; raises CommandError for a message the charge point cannot be asked for."""
+    if requested not in TRIGGERABLE:
+        raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, f"{requested} cannot be triggered")
+    payload: dict[str, Any] = {"requestedMessage": requested}
+    if connector_id is not None:
+        if connector_id <= 0:
+            raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, "connectorId must be > 0 (omit for the whole CP)")
+        payload["connectorId"] = connector_id
+    return payload
+
+
+@dataclass(frozen=True)
+class LocalAuth:
+    """One idTag's entry in a charge point's local authorization list."""
+
+    status: str = "Accepted"
+    expiry: dt.datetime | None = None
+    parent_id_tag: str = ""
+
+
+def send_local_list(version: int, entries: dict[str, LocalAuth | None], *, full: bool) -> dict[str, Any]:
+    """SendLocalList payload. `None` removes the idTag (differential updates only)."""
+    if version <= 0:
+        raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, "listVersion must be > 0")
+    items: list[dict[str, Any]] = []
+    for id_tag, auth in sorted(entries.items()):
+        if not id_tag or len(id_tag) > 20:
+            raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, f"idTag {id_tag[:32]!r} must be 1..20 chars")
+        item: dict[str, Any] = {"idTag": id_tag}
+        if auth is None:
+            if full:
+                raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, "a full list cannot remove idTags")
+        else:
+            if auth.status not in AUTH_STATUSES:
+                raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, f"unknown authorization {auth.status}")
+            info: dict[str, Any] = {"status": auth.status}
+            if auth.expiry is not None:
+                info["expiryDate"] = iso(auth.expiry)
+            if auth.parent_id_tag:
+                if len(auth.parent_id_tag) > 20:
+                    raise CommandError(stations_pb2.COMMAND_STATUS_REJECTED, "parentIdTag must be at most 20 chars")
+                info["parentIdTag"] = auth.parent_id_tag
+            item["idTagInfo"] = info
+        items.append(item)
+    return {"listVersion": version, "updateType": "Full" if full else "Differential", "localAuthorizationList": items}
+
+
+ACCEPTED_STATUSES = frozenset({"Accepted", "Unlocked", "RebootRequired"})
 
 
 def result_status(payload: dict[str, Any]) -> tuple[int, str]:
     status = str(payload.get("status", ""))
     if status in ACCEPTED_STATUSES:
         return stations_pb2.COMMAND_STATUS_ACCEPTED, status
-    if status == "NotSupported":
+    if status in ("NotSupported", "NotImplemented"):
         return stations_pb2.COMMAND_STATUS_NOT_SUPPORTED, status
     if status in ("Scheduled",):
         return stations_pb2.COMMAND_STATUS_ACCEPTED, status

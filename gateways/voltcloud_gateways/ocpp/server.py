@@ -29,10 +29,13 @@ from voltcloud_gateways.ocpp.central import (
     ChargePointConfig,
     ChargePointSession,
     CommandError,
+    LocalAuth,
     OcppState,
     OutgoingCall,
     command_calls,
     result_status,
+    send_local_list,
+    trigger_message,
 )
 from voltcloud_gateways.uplink import BufferFull, UplinkClient
 
@@ -229,22 +232,85 @@ class OcppGateway:
         )
 
     async def _send(self, call: OutgoingCall, wait_s: float) -> tuple[int, str]:
-        connection = self.connections.get(call.charge_point_id)
+        status, detail, _ = await self.call_charge_point(call.charge_point_id, call.action, call.payload, wait_s)
+        return status, detail
+
+    async def call_charge_point(
+        self, cp_id: str, action: str, payload: dict[str, Any], wait_s: float | None = None
+    ) -> tuple[int, str, dict[str, Any]]:
+        """Sends one CSMS CALL and checks the answer against its schema: (CommandStatus, detail, answer)."""
+        wait_s = self.call_timeout_s if wait_s is None else wait_s
+        connection = self.connections.get(cp_id)
         if connection is None:
-            return stations_pb2.COMMAND_STATUS_OFFLINE, f"charge point {call.charge_point_id} not connected"
+            return stations_pb2.COMMAND_STATUS_OFFLINE, f"charge point {cp_id} not connected", {}
         try:
-            answer = await connection.call(call.action, call.payload, wait_s)
+            answer = await connection.call(action, payload, wait_s)
         except TimeoutError:
-            return stations_pb2.COMMAND_STATUS_TIMEOUT, f"{call.action}: no answer within {wait_s:g}s"
+            return stations_pb2.COMMAND_STATUS_TIMEOUT, f"{action}: no answer within {wait_s:g}s", {}
         except (websockets.ConnectionClosed, ValueError) as error:
-            return stations_pb2.COMMAND_STATUS_FAILED, f"{call.action}: {error}"
+            return stations_pb2.COMMAND_STATUS_FAILED, f"{action}: {error}", {}
         if isinstance(answer, codec.CallError):
-            return stations_pb2.COMMAND_STATUS_FAILED, f"{call.action}: {answer.code}: {answer.description}"
-        violation = self.codec.validate_result(call.action, answer.payload)
+            return stations_pb2.COMMAND_STATUS_FAILED, f"{action}: {answer.code}: {answer.description}", {}
+        violation = self.codec.validate_result(action, answer.payload)
         if violation is not None:
-            return stations_pb2.COMMAND_STATUS_FAILED, f"{call.action}: invalid answer: {violation[1]}"
+            return stations_pb2.COMMAND_STATUS_FAILED, f"{action}: invalid answer: {violation[1]}", {}
+        if "status" not in answer.payload:
+            return stations_pb2.COMMAND_STATUS_ACCEPTED, action, answer.payload
         status, detail = result_status(answer.payload)
-        return status, f"{call.action}: {detail}"
+        return status, f"{action}: {detail}", answer.payload
+
+    # ---- RemoteTrigger, LocalAuthListManagement, configuration and reset (gateway operations) ----
+
+    async def trigger_message(self, cp_id: str, requested: str, connector_id: int | None = None) -> tuple[int, str]:
+        """Asks the charge point to send `requested` (StatusNotification, MeterValues, Heartbeat, ...) now; the
+        message itself then arrives as an ordinary CALL and goes up the uplink."""
+        try:
+            payload = trigger_message(requested, connector_id)
+        except CommandError as error:
+            return error.status, error.detail
+        status, detail, _ = await self.call_charge_point(cp_id, "TriggerMessage", payload)
+        return status, detail
+
+    async def send_local_list(
+        self, cp_id: str, entries: dict[str, LocalAuth | None], *, full: bool = True
+    ) -> tuple[int, str]:
+        """Sends the charge point's local authorization list (full, or a differential update) under the next
+        list version; the version is remembered only when the charge point accepts it."""
+        version = self.state.local_list_version(cp_id) + 1
+        try:
+            payload = send_local_list(version, entries, full=full)
+        except CommandError as error:
+            return error.status, error.detail
+        status, detail, _ = await self.call_charge_point(cp_id, "SendLocalList", payload)
+        if status == stations_pb2.COMMAND_STATUS_ACCEPTED:
+            self.state.set_local_list_version(cp_id, version)
+        return status, f"{detail} (listVersion {version})"
+
+    async def get_local_list_version(self, cp_id: str) -> tuple[int, int]:
+        """(CommandStatus, the charge point's list version: -1 not supported, 0 no list)."""
+        status, _, answer = await self.call_charge_point(cp_id, "GetLocalListVersion", {})
+        return status, int(answer.get("listVersion", -1))
+
+    async def get_configuration(
+        self, cp_id: str, keys: Iterable[str] = ()
+    ) -> tuple[int, list[dict[str, Any]], list[str]]:
+        """(CommandStatus, configurationKey entries, unknownKey) of GetConfiguration (all keys when empty)."""
+        wanted = list(keys)
+        status, _, answer = await self.call_charge_point(cp_id, "GetConfiguration", {"key": wanted} if wanted else {})
+        return status, list(answer.get("configurationKey", [])), list(answer.get("unknownKey", []))
+
+    async def change_configuration(self, cp_id: str, key: str, value: str) -> tuple[int, str]:
+        """ChangeConfiguration; RebootRequired counts as accepted (the detail says so)."""
+        status, detail, _ = await self.call_charge_point(cp_id, "ChangeConfiguration", {"key": key, "value": value})
+        return status, detail
+
+    async def reset(self, cp_id: str, *, hard: bool = False) -> tuple[int, str]:
+        status, detail, _ = await self.call_charge_point(cp_id, "Reset", {"type": "Hard" if hard else "Soft"})
+        return status, detail
+
+    async def clear_cache(self, cp_id: str) -> tuple[int, str]:
+        status, detail, _ = await self.call_charge_point(cp_id, "ClearCache", {})
+        return status, detail
 
 
 async def run_gateway(gateway: OcppGateway) -> None:

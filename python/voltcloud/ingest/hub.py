@@ -23,6 +23,7 @@ from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.platform.ids import new_id
+from voltcloud.stations.commands import CommandOutcome
 from voltcloud.stations.models import Connector, Pack, Station
 from voltcloud.stations.sessions import SessionListener
 from voltcloud.stations.twin import ConnectorTwin, LaneTwin, SlotTwin, Twin, TwinStore
@@ -188,6 +189,17 @@ class Hub:
             )
         finally:
             link.pending.pop(command_id, None)
+
+    async def remote_start(
+        self, station_id: str, connector_id: str, order_id: str, id_tag: str, answer_within: dt.timedelta
+    ) -> CommandOutcome:
+        """`stations.commands.StationCommands`: a RemoteStart down the station's gateway stream."""
+        command = stations_pb2.StationCommand(
+            remote_start=stations_pb2.RemoteStartCommand(connector_id=connector_id, order_id=order_id, id_tag=id_tag)
+        )
+        result = await self.send_command(station_id, command, answer_within)
+        name = stations_pb2.CommandStatus.Name(result.status).removeprefix("COMMAND_STATUS_").lower()
+        return CommandOutcome(result.status == stations_pb2.COMMAND_STATUS_ACCEPTED, name, result.detail)
 
     def deliver_result(self, link: GatewayLink, result: ingest_pb2.CommandResult) -> bool:
         future = link.pending.get(result.result.command_id)

@@ -67,6 +67,11 @@ async def _existing(session: AsyncSession, subject: str, key: str) -> Order | No
     return rows.first()
 
 
+async def existing_order(session: AsyncSession, subject: str, key: str) -> Order | None:
+    """The order this caller already created with this idempotency key, if any."""
+    return await _existing(session, subject, key)
+
+
 def _same_request(order: Order, inp: CreateInput) -> Order:
     if order.request_hash != _request_hash(inp):
         raise AlreadyExists(

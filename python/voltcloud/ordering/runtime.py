@@ -13,16 +13,17 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from voltcloud.config import Settings
 from voltcloud.dispatch import planning
 from voltcloud.dispatch.hub import DispatchHub
 from voltcloud.engine import Engine
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from voltcloud.ordering import orders, reservations, roads, station_sessions
 from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
+from voltcloud.stations.commands import StationCommands
 from voltcloud.stations.sessions import SessionLink, SessionReport
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class PowerUp:
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
         self.deps = orders.OrderingDeps(self.uow, self.clock, settings, self.hub)
+        self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []
         self._road_seen: set[str] = set()
 

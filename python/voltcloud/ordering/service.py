@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
 from voltcloud.dispatch.models import MobileUnit
-from voltcloud.ordering import orders, quoting, recommendations, reservations, roads
+from voltcloud.ordering import orders, quoting, recommendations, reservations, roads, scan
 from voltcloud.ordering.lifecycle import events_after
 from voltcloud.ordering.models import Order, OrderEvent, Reservation
 from voltcloud.ordering.runtime import PowerUp
@@ -283,6 +283,23 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             order=order_message(result.order),
             cancellation_fee=common_pb2.Money(amount_minor=result.fee_minor, currency=result.order.currency),
         )
+
+    async def StartByScan(
+        self, request: ordering_pb2.StartByScanRequest, context: Any
+    ) -> ordering_pb2.StartByScanResponse:
+        order = await scan.start_by_scan(
+            self._p.deps,
+            self._p.station_commands,
+            current_principal(),
+            scan.ScanInput(
+                idempotency_key=request.idempotency_key,
+                qr_payload=request.qr_payload,
+                vehicle_id=request.vehicle_id,
+                target_soc_permille=request.target_soc_permille,
+                payer_account_id=request.payer.account_id if request.HasField("payer") else "",
+            ),
+        )
+        return ordering_pb2.StartByScanResponse(order=order_message(order))
 
     async def CreateReservation(
         self, request: ordering_pb2.CreateReservationRequest, context: Any

@@ -14,6 +14,7 @@ from voltcloud.platform.errors import Aborted, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
+from voltcloud.settlement import api as settlement
 from voltcloud.stations.models import Connector, Operator, Station
 
 
@@ -48,6 +49,35 @@ async def get_station(session: AsyncSession, principal: Principal, station_id: s
         select(Connector).where(Connector.station_id == station_id).order_by(col(Connector.id))
     )
     return StationView(station, list(connectors))
+
+
+async def assign_rate_model(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    station_id: str,
+    rate_model_id: str,
+    customer_account_id: str = "",
+    fleet_id: str = "",
+    effective_from: dt.datetime | None = None,
+) -> str:
+    """Assigns a rate model to one of the caller's stations (optionally for one customer account or fleet)
+    through settlement's public function; another operator's station is NOT_FOUND. Returns the assignment id."""
+    if not station_id:
+        raise InvalidArgument.for_field("station_id", "is required")
+    if not rate_model_id:
+        raise InvalidArgument.for_field("rate_model_id", "is required")
+    view = await get_station(session, principal, station_id)
+    if principal.role is not Role.PLATFORM_ADMIN:
+        principal.require_tenant("operator", view.station.operator_id)
+    return await settlement.assign_rate_model(
+        session,
+        rate_model_id=rate_model_id,
+        station_id=station_id,
+        customer_account_id=customer_account_id,
+        fleet_id=fleet_id,
+        effective_from=effective_from,
+    )
 
 
 async def list_stations(

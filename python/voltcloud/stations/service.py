@@ -509,6 +509,33 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                     changed_slots=sorted(change.slots),
                 )
 
+    async def AssignRateModel(
+        self, request: stations_pb2.AssignRateModelRequest, context: Any
+    ) -> stations_pb2.AssignRateModelResponse:
+        principal = current_principal()
+        key = idempotency.key_of("AssignRateModel", principal, request.idempotency_key)
+        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
+        effective = request.effective_time.ToDatetime(tzinfo=dt.UTC) if request.HasField("effective_time") else None
+        async with self._db.transaction("stations.assign_rate_model") as session:
+            cached = await idempotency.lookup(session, key, digest)
+            if cached is not None:
+                return stations_pb2.AssignRateModelResponse.FromString(cached)
+            assignment_id = await registry.assign_rate_model(
+                session,
+                principal,
+                station_id=request.station_id,
+                rate_model_id=request.rate_model_id,
+                customer_account_id=request.customer_account_id,
+                fleet_id=request.fleet_id,
+                effective_from=effective,
+            )
+            response = stations_pb2.AssignRateModelResponse(
+                assignment_id=assignment_id, station_id=request.station_id, rate_model_id=request.rate_model_id
+            )
+            response.effective_time.FromDatetime(effective or self._now())
+            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+        return response
+
     async def SendStationCommand(
         self, request: stations_pb2.SendStationCommandRequest, context: Any
     ) -> stations_pb2.SendStationCommandResponse:
