@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +64,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_databa
 
     asyncio.run(wipe())
     return postgres_database
+
+
+@pytest.fixture(autouse=True)
+async def no_stray_tasks() -> AsyncIterator[None]:
+    """Cancels and briefly awaits tasks a test left behind (server streams, SQLAlchemy's aiosqlite
+    connection-terminate tasks after Platform.stop(grace=0) cancelled a transaction), so the event loop of the
+    next test starts clean and pytest-asyncio's loop teardown never waits on them."""
+    yield
+    current = asyncio.current_task()
+    stray = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in stray:
+        task.cancel()
+    if stray:
+        await asyncio.wait(stray, timeout=5)

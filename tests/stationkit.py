@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import pytest
 from google.protobuf import timestamp_pb2
 
 from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
@@ -78,17 +77,3 @@ class RawUplink:
             message = await self.read(wait_s)
             if message.WhichOneof("msg") == "ack" and message.ack.acked_seq >= seq:
                 return message.ack.acked_seq
-
-
-@pytest.fixture(autouse=True)
-async def no_stray_tasks() -> AsyncIterator[None]:
-    """Cancels and briefly awaits tasks a test left behind (server streams, SQLAlchemy's aiosqlite
-    connection-terminate tasks after Platform.stop(grace=0) cancelled a transaction), so the event loop of the
-    next test starts clean and pytest-asyncio's loop teardown never waits on them."""
-    yield
-    current = asyncio.current_task()
-    stray = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    for task in stray:
-        task.cancel()
-    if stray:
-        await asyncio.wait(stray, timeout=5)

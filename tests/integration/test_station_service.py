@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.stationkit import (  # no_stray_tasks is an autouse fixture
+from tests.stationkit import (
     CHARGING_STATION,
     CONNECTOR,
     OPERATOR,
@@ -23,7 +23,6 @@ from tests.stationkit import (  # no_stray_tasks is an autouse fixture
     RawUplink,
     event,
     hello,
-    no_stray_tasks,
 )
 from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2, stations_pb2_grpc
 from voltcloud.ingest.hub import hub_for
@@ -33,7 +32,6 @@ from voltcloud_gateways.uplink import UplinkClient
 
 from .conftest import RunningPlatform
 
-__all__ = ["no_stray_tasks"]
 OP = Tenant("operator", OPERATOR)
 
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from tests.stationkit import (  # no_stray_tasks is an autouse fixture
+from tests.stationkit import (
     CHARGING_STATION,
     CONNECTOR,
     OPERATOR,
@@ -18,7 +18,6 @@ from tests.stationkit import (  # no_stray_tasks is an autouse fixture
     RawUplink,
     event,
     hello,
-    no_stray_tasks,
 )
 from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2
 from voltcloud.ingest.hub import hub_for
@@ -30,7 +29,6 @@ from voltcloud_gateways.uplink import UplinkClient
 
 from .conftest import RunningPlatform, platform_settings
 
-__all__ = ["no_stray_tasks"]
 GW = "gw-test-1"
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft4Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
+from jsonschema import Draft4Validator
+from jsonschema.exceptions import ValidationError
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 UNKNOWN_ID = "-1"
