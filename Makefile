@@ -1,5 +1,5 @@
 # VoltCloud developer commands. `make help` lists them.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 CARGO_TEST := cargo test --manifest-path rust_core/Cargo.toml --no-default-features
