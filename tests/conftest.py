@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 from sqlalchemy.ext.asyncio import create_async_engine
 
 POSTGRES_URL = os.environ.get("VOLTCLOUD_TEST_POSTGRES_URL")
+
+# Property tests check behaviour, not speed: on a loaded 2-core CI machine generation and examples can be slow.
+settings.register_profile("voltcloud", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("voltcloud")
 
 
 def _database_params() -> list[object]:
