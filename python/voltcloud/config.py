@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     drain_s: float = Field(
         0.5,
         ge=0,
-        description="On shutdown, how long to keep accepting calls after health turns NOT_SERVING, so calls "
-        "already on the wire are served rather than cancelled.",
+        description="On shutdown, after health turns NOT_SERVING, calls keep being accepted until none has "
+        "been dispatched for this long and none is running (at most half the grace period), so calls already "
+        "on the wire are served rather than cancelled.",
     )
     tracing_exporter: TracingExporter = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"

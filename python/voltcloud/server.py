@@ -42,6 +42,10 @@ from voltcloud.settlement.scheduler import SettlementScheduler
 log = logging.getLogger(__name__)
 
 
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 @dataclass(frozen=True)
 class ServiceBinding:
     name: str
@@ -116,7 +120,8 @@ class Platform:
         self.db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         self.tokens = token_service(settings)
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(interceptors=[PlatformInterceptor(self.tokens)])
+        self.interceptor = PlatformInterceptor(self.tokens)
+        self.server = grpc.aio.server(interceptors=[self.interceptor])
         self.port = 0
         self.powerup = PowerUp(settings, self.db)
         self.settlement_scheduler = SettlementScheduler(
@@ -159,10 +164,12 @@ class Platform:
         """Turns health NOT_SERVING, drains what is already on the wire, lets in-flight calls finish within
         the grace period, then closes the database."""
         await self.health.enter_graceful_shutdown()
-        if grace != 0:
-            # gRPC core cancels calls that arrived but were not yet dispatched when stop() begins.
-            await asyncio.sleep(self.settings.drain_s)
-        await self.server.stop(self.settings.grace_period_s if grace is None else grace)
+        grace = self.settings.grace_period_s if grace is None else grace
+        started = loop_time()
+        if grace > 0:
+            # Serve what is already on the wire (at most half the grace period), then stop accepting.
+            await self.interceptor.activity.wait_quiet(self.settings.drain_s, grace / 2)
+        await self.server.stop(max(grace - (loop_time() - started), 0.0))
         await self.settlement_scheduler.stop()
         await self.powerup.stop()
         await self.db.dispose()

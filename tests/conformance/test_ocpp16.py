@@ -28,20 +28,26 @@ from ocpp.v16.enums import (
     RemoteStartStopStatus,
     ReservationStatus,
 )
+from sqlmodel import col, select
 from websockets.asyncio.client import connect
 
 from tests.stationkit import CHARGING_STATION, CONNECTOR, OPERATOR
-from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2, stations_pb2_grpc
+from voltcloud.api.v1 import common_pb2, ingest_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.fleet.models import Vehicle
 from voltcloud.platform.auth import Role, Tenant
+from voltcloud.settlement.models import JournalEntry
+from voltcloud.stations.models import Connector, StationSession
 from voltcloud_gateways.ocpp.central import ChargePointConfig, OcppState, hash_password
 from voltcloud_gateways.ocpp.server import OcppGateway
 from voltcloud_gateways.uplink import UplinkClient
 
 from ..integration.conftest import RunningPlatform
+from ..integration.powerup_support import account_state, driver_md, fund
 
 CP_ID = f"{CHARGING_STATION}-c1"
 OTHER_CP = f"{CHARGING_STATION}-c2"
 PASSWORD = "s3cret-password"
+SCAN_DRIVER = "drv-ocpp-scan"
 
 
 class Charger(ChargePoint):  # type: ignore[misc]
@@ -406,3 +412,101 @@ async def test_command_to_unresponsive_charger_times_out(setup: Setup) -> None:
     )
     assert answer.result.status == stations_pb2.COMMAND_STATUS_TIMEOUT
     assert common_pb2  # keep import for clarity of status enums used above
+
+
+async def test_start_by_scan_order_completes_and_settles(setup: Setup, channel: grpc.aio.Channel) -> None:
+    """Driver scans the charger's QR: StartByScan -> RemoteStartTransaction to the real ChargePoint, which starts,
+    meters and stops; the order goes IN_SERVICE then COMPLETED with the session's energy, captured exactly once."""
+    platform = setup.running.platform
+    ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
+    md = driver_md(platform, SCAN_DRIVER)
+    account = await fund(platform, "driver", SCAN_DRIVER)
+    async with platform.db.transaction() as session:
+        connector = await session.get(Connector, CONNECTOR)
+        assert connector is not None
+        rows = await session.exec(select(Vehicle).where(col(Vehicle.fleet_id).is_(None)).order_by(col(Vehicle.id)))
+        vehicle_id = next(v.id for v in rows if v.connector_mask & (1 << connector.standard))
+
+    charger, _ = await open_charger(setup)
+    boot = await charger.call(call.BootNotification(charge_point_model="VC-1", charge_point_vendor="Volt"))
+    assert boot.status == RegistrationStatus.accepted
+    await charger.call(
+        call.StatusNotification(
+            connector_id=1, error_code=ChargePointErrorCode.no_error, status=ChargePointStatus.available
+        )
+    )
+    balance_before, _ = await account_state(platform, account)
+
+    started = (
+        await ordering.StartByScan(
+            ordering_pb2.StartByScanRequest(
+                idempotency_key="scan-1",
+                qr_payload=f"voltcloud://c/{CHARGING_STATION}/{CONNECTOR}",
+                vehicle_id=vehicle_id,
+            ),
+            metadata=md,
+        )
+    ).order
+    assert started.state == common_pb2.ORDER_STATE_EN_ROUTE and started.option.resource_id == CONNECTOR
+    [(_, body)] = [r for r in charger.received if r[0] == "RemoteStartTransaction"]
+    assert body["connector_id"] == 1 and body["id_tag"]
+    assert (await account_state(platform, account))[1] > 0  # held for the order
+
+    watched: list[ordering_pb2.WatchOrderResponse] = []
+
+    async def watch() -> None:
+        async for response in ordering.WatchOrder(
+            ordering_pb2.WatchOrderRequest(order_id=started.order_id, after_event_seq=started.last_event_seq),
+            metadata=md,
+        ):
+            watched.append(response)
+
+    watcher = asyncio.create_task(watch())
+    setup.tasks.append(watcher)
+
+    start = await charger.call(
+        call.StartTransaction(connector_id=1, id_tag=body["id_tag"], meter_start=20_000, timestamp=now_iso())
+    )
+    tx_id = start.transaction_id
+
+    async def in_service() -> bool:
+        got = await ordering.GetOrder(ordering_pb2.GetOrderRequest(order_id=started.order_id), metadata=md)
+        return got.order.state == common_pb2.ORDER_STATE_IN_SERVICE
+
+    await eventually(in_service)
+    await charger.call(
+        call.MeterValues(
+            connector_id=1,
+            transaction_id=tx_id,
+            meter_value=[
+                {
+                    "timestamp": now_iso(),
+                    "sampledValue": [
+                        {"value": "26.0", "measurand": "Energy.Active.Import.Register", "unit": "kWh"},
+                        {"value": "11000", "measurand": "Power.Active.Import", "unit": "W"},
+                    ],
+                }
+            ],
+        )
+    )
+    stop = await charger.call(
+        call.StopTransaction(meter_stop=32_000, timestamp=now_iso(), transaction_id=tx_id, reason="Local")
+    )
+    assert stop.id_tag_info["status"] == AuthorizationStatus.accepted
+    await asyncio.wait_for(watcher, 10)
+    assert [w.event.to_state for w in watched if w.event.seq] == [
+        common_pb2.ORDER_STATE_IN_SERVICE,
+        common_pb2.ORDER_STATE_COMPLETED,
+    ]
+
+    order = (await ordering.GetOrder(ordering_pb2.GetOrderRequest(order_id=started.order_id), metadata=md)).order
+    assert order.state == common_pb2.ORDER_STATE_COMPLETED
+    assert order.energy_wh == 12_000
+    amount = order.final_price.amount_minor
+    assert amount > 0 and order.events[-1].amount.amount_minor == amount
+    assert await account_state(platform, account) == (balance_before - amount, 0)
+    async with platform.db.transaction() as session:
+        entries = [e for e in await session.exec(select(JournalEntry)) if started.order_id in e.description]
+        assert len(entries) == 1  # one ORDER_SETTLEMENT entry: the capture
+        linked = (await session.exec(select(StationSession).where(StationSession.external_id == str(tx_id)))).one()
+        assert linked.order_id == started.order_id and linked.energy_wh == 12_000

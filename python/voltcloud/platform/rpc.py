@@ -6,8 +6,10 @@ call the domain and build responses. The principal of the call is available thro
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,20 +43,40 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainE
     )
 
 
+class CallActivity:
+    """When calls were last dispatched and how many unary calls are running, so shutdown can wait until
+    calls already on the wire have been served: gRPC core cancels calls that arrived but were not yet
+    dispatched when `server.stop()` begins, and a busy event loop dispatches them late."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_dispatch = time.monotonic()
+
+    async def wait_quiet(self, quiet_s: float, limit_s: float) -> None:
+        """Returns once nothing is running and nothing was dispatched for `quiet_s`, or after `limit_s`."""
+        give_up = time.monotonic() + limit_s
+        while time.monotonic() < give_up:
+            if self.in_flight == 0 and time.monotonic() - self.last_dispatch >= quiet_s:
+                return
+            await asyncio.sleep(min(0.02, quiet_s))
+
+
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, tokens: TokenService) -> None:
         self._tokens = tokens
+        self.activity = CallActivity()
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        self.activity.last_dispatch = time.monotonic()
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        return _wrap(handler, method, self._tokens)
+        return _wrap(handler, method, self._tokens, self.activity)
 
 
 def _authorize(tokens: TokenService, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
@@ -67,7 +89,9 @@ def _authorize(tokens: TokenService, method: str, context: grpc.aio.ServicerCont
     return principal
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, tokens: TokenService) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler, method: str, tokens: TokenService, activity: CallActivity
+) -> grpc.RpcMethodHandler:
     def start(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         _principal.set(_authorize(tokens, method, context))
 
@@ -88,6 +112,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, tokens: TokenService) -> 
         inner = handler.unary_unary or handler.stream_unary
 
         async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            activity.in_flight += 1
             with span(method) as current:
                 try:
                     start(context)
@@ -96,6 +121,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, tokens: TokenService) -> 
                     current.set_status(Status(StatusCode.ERROR, str(error)))
                     await guard(context, error)
                     raise  # unreachable: abort raises
+                finally:
+                    activity.in_flight -= 1
 
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return factory(
