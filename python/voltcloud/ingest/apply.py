@@ -17,6 +17,7 @@ from voltcloud.fleet.models import Vehicle
 from voltcloud.ingest.hub import Hub
 from voltcloud.ingest.models import StationEventLog
 from voltcloud.maintenance import workorders
+from voltcloud.platform.auth import Role
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
 from voltcloud.stations import packs, sessions
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 PostCommit = Callable[[], None]
 AfterCommit = Callable[[], Awaitable[None]]
-GATEWAY_ROLE = 7
 SWAP_RESERVE_TIMEOUT = dt.timedelta(seconds=30)
 
 
@@ -426,7 +426,7 @@ async def _inspection_defect(
         notes=body.notes,
         attachment_uris=[],
         inspected_at=when,
-        actor=packs.ActorRef(ctx.gateway_id, GATEWAY_ROLE),
+        actor=packs.ActorRef(ctx.gateway_id, Role.GATEWAY),
     )
     pack_id, state = outcome.pack.id, outcome.pack.state
     ctx.post.append(lambda: ctx.hub.twins.pack_state(twin, pack_id, state))

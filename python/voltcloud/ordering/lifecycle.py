@@ -23,7 +23,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.engine import Engine
 from voltcloud.ordering import payments
-from voltcloud.ordering.models import Order, OrderEvent, Reservation
+from voltcloud.ordering.models import (
+    RESERVATION_ACTIVE,
+    RESERVATION_CANCELLED,
+    RESERVATION_EXPIRED,
+    RESERVATION_USED,
+    Order,
+    OrderEvent,
+    Reservation,
+)
 from voltcloud.ordering.states import OrderState, check_transition
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock, SystemClock
@@ -37,11 +45,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SYSTEM_CLOCK = SystemClock()
-
-RESERVATION_ACTIVE = 1
-RESERVATION_USED = 2
-RESERVATION_CANCELLED = 3
-RESERVATION_EXPIRED = 4
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,13 @@ class OrderEvent(SQLModel, table=True):
     eta_time: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
+# Reservation.state values (same numbers as voltcloud.v1.ReservationState).
+RESERVATION_ACTIVE = 1
+RESERVATION_USED = 2
+RESERVATION_CANCELLED = 3
+RESERVATION_EXPIRED = 4
+
+
 class Reservation(SQLModel, table=True):
     """A connector or swap lane (and maybe a pack) held for [start, end)."""
 

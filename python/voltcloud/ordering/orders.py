@@ -15,9 +15,9 @@ from voltcloud.config import Settings
 from voltcloud.dispatch import tasks as dispatch
 from voltcloud.ordering import payments
 from voltcloud.ordering.lifecycle import SYSTEM, Actor, Effects, Facts, UnitOfWork, finish, record
-from voltcloud.ordering.models import Order, OrderEvent, Quote, Reservation
+from voltcloud.ordering.models import RESERVATION_ACTIVE, Order, OrderEvent, Quote, Reservation
 from voltcloud.ordering.quoting import QuotedOption, hold_amount, options_of, vehicle_for
-from voltcloud.ordering.reservations import RESERVATION_ACTIVE, overlapping
+from voltcloud.ordering.reservations import overlapping
 from voltcloud.ordering.states import ACTIVE, BEFORE_DISPATCH, Mode, OrderState
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
 from voltcloud.ordering.lifecycle import Effects, UnitOfWork
-from voltcloud.ordering.models import Reservation
+from voltcloud.ordering.models import RESERVATION_ACTIVE, RESERVATION_CANCELLED, RESERVATION_EXPIRED, Reservation
 from voltcloud.ordering.quoting import vehicle_for
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
@@ -26,11 +26,6 @@ from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.stations import inventory
 from voltcloud.stations.models import Connector, Station
-
-RESERVATION_ACTIVE = 1
-RESERVATION_USED = 2
-RESERVATION_CANCELLED = 3
-RESERVATION_EXPIRED = 4
 
 MAX_WINDOW = dt.timedelta(hours=4)
 MAX_AHEAD = dt.timedelta(days=14)

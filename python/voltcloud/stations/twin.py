@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from voltcloud.platform.clock import Clock
+from voltcloud.stations.inventory import PACK_READY
 
 # voltcloud.v1.Metric numbers the twin projects.
 METRIC_SOC = 1
@@ -25,8 +26,6 @@ METRIC_POWER_W = 6
 METRIC_ENERGY_WH = 7
 METRIC_SITE_POWER_W = 16
 
-PACK_STATE_CHARGING = 2
-PACK_STATE_READY = 3
 CONNECTOR_STATUS_OFFLINE = 6
 
 HISTORY = 256  # revisions kept for resume
@@ -106,7 +105,7 @@ class Twin:
     def ready_packs_by_type(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for slot in self.slots.values():
-            if slot.pack_id and slot.pack_state == PACK_STATE_READY:
+            if slot.pack_id and slot.pack_state == PACK_READY:
                 key = str(slot.pack_type_id)
                 counts[key] = counts.get(key, 0) + 1
         return counts
