@@ -16,7 +16,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tests.integration.conftest import platform_settings
+from tests.integration.conftest import channel_to, serving
 from tests.integration.powerup_support import (
     AppStream,
     account_state,
@@ -42,17 +42,13 @@ DONE, STARTED = dispatch_pb2.STEP_STATUS_DONE, dispatch_pb2.STEP_STATUS_STARTED
 
 @pytest.fixture
 async def platform(tmp_path: Path, database_url: str) -> AsyncIterator[Platform]:
-    running = Platform(platform_settings(tmp_path, database_url, sweep_interval_s=0.2, reoptimize_interval_s=0))
-    await running.start()
-    try:
+    async with serving(tmp_path, database_url, sweep_interval_s=0.2, reoptimize_interval_s=0) as running:
         yield running
-    finally:
-        await running.stop(grace=0)
 
 
 @pytest.fixture
 async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as ch:
+    async with channel_to(platform) as ch:
         yield ch
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,19 +43,32 @@ def platform_settings(tmp_path: Path, database_url: str, **overrides: object) ->
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def running(tmp_path: Path, database_url: str) -> AsyncIterator[RunningPlatform]:
-    platform = Platform(platform_settings(tmp_path, database_url))
-    port = await platform.start()
+@asynccontextmanager
+async def serving(tmp_path: Path, database_url: str, **overrides: object) -> AsyncIterator[Platform]:
+    """A started platform on an ephemeral port, stopped (without grace) on exit."""
+    platform = Platform(platform_settings(tmp_path, database_url, **overrides))
+    await platform.start()
     try:
-        yield RunningPlatform(platform, f"127.0.0.1:{port}")
+        yield platform
     finally:
         await platform.stop(grace=0)
 
 
+@asynccontextmanager
+async def channel_to(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+async def running(tmp_path: Path, database_url: str) -> AsyncIterator[RunningPlatform]:
+    async with serving(tmp_path, database_url) as platform:
+        yield RunningPlatform(platform, f"127.0.0.1:{platform.port}")
+
+
 @pytest.fixture
 async def channel(running: RunningPlatform) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(running.target) as ch:
+    async with channel_to(running.platform) as ch:
         yield ch
 
 

@@ -13,7 +13,7 @@ from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, orderi
 from voltcloud.ordering.states import Mode
 from voltcloud.server import Platform
 
-from .conftest import platform_settings
+from .conftest import channel_to, serving
 from .powerup_support import (
     AppStream,
     account_state,
@@ -33,20 +33,15 @@ DRIVER = "drv-flow"
 
 @pytest.fixture
 async def platform(tmp_path: Path, database_url: str) -> AsyncIterator[Platform]:
-    settings = platform_settings(
+    async with serving(
         tmp_path, database_url, sweep_interval_s=0.2, dispatch_offer_timeout_s=30.0, reoptimize_interval_s=0
-    )
-    running = Platform(settings)
-    await running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.stop(grace=0)
 
 
 @pytest.fixture
 async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as ch:
+    async with channel_to(platform) as ch:
         yield ch
 
 

@@ -16,7 +16,7 @@ from voltcloud.engine import STATION_CHARGING, STATION_SWAP
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.server import Platform
 
-from .conftest import platform_settings
+from .conftest import channel_to, serving
 from .powerup_support import driver_md, swappable_vehicle
 
 DRIVER = "drv-rsv"
@@ -24,20 +24,15 @@ DRIVER = "drv-rsv"
 
 @pytest.fixture
 async def platform(tmp_path: Path, database_url: str) -> AsyncIterator[Platform]:
-    settings = platform_settings(
+    async with serving(
         tmp_path, database_url, sweep_interval_s=0.2, reservation_no_show_s=1, reoptimize_interval_s=0
-    )
-    running = Platform(settings)
-    await running.start()
-    try:
+    ) as running:
         yield running
-    finally:
-        await running.stop(grace=0)
 
 
 @pytest.fixture
 async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as ch:
+    async with channel_to(platform) as ch:
         yield ch
 
 

@@ -19,7 +19,7 @@ from voltcloud.settlement.models import JournalEntry
 from voltcloud.stations.models import StationSession
 
 from ..stationkit import RawUplink, event, hello
-from .conftest import platform_settings
+from .conftest import channel_to, serving
 from .powerup_support import account_state, candidates, driver_md, fund, inventory_quote, swappable_vehicle
 
 DRIVER = "drv-station"
@@ -33,17 +33,13 @@ EN_ROUTE, IN_SERVICE, COMPLETED = (
 
 @pytest.fixture
 async def platform(tmp_path: Path, database_url: str) -> AsyncIterator[Platform]:
-    running = Platform(platform_settings(tmp_path, database_url, reoptimize_interval_s=0))
-    await running.start()
-    try:
+    async with serving(tmp_path, database_url, reoptimize_interval_s=0) as running:
         yield running
-    finally:
-        await running.stop(grace=0)
 
 
 @pytest.fixture
 async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as ch:
+    async with channel_to(platform) as ch:
         yield ch
 
 
