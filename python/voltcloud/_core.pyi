@@ -8,6 +8,11 @@ class NotFoundError(VoltcloudCoreError): ...
 class ConflictError(VoltcloudCoreError): ...
 class InfeasibleError(VoltcloudCoreError): ...
 
+# The engine's limits (rust_core/src/limits.rs), by name: the range of every value a station, connector,
+# pack or unit row may carry into the index (e.g. "max_lanes", "max_connector_power_w", "max_permille").
+# The index enforces them on load; the API and the engine adapter check rows against the same numbers.
+LIMITS: dict[str, int]
+
 # --- geo -----------------------------------------------------------------------------------------
 def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     """Great-circle distance in metres between two WGS84 points."""

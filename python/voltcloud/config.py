@@ -36,6 +36,27 @@ class Settings(BaseSettings):
         "been dispatched for this long and none is running (at most half the grace period), so calls already "
         "on the wire are served rather than cancelled.",
     )
+    # The edge (docs/security.md): message size and admission of unary calls (platform/rpc.py).
+    max_receive_message_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        description="Largest request message the server reads; larger ones are refused by gRPC with "
+        "RESOURCE_EXHAUSTED before any code runs. 8 MiB: the largest legitimate messages are a gateway's "
+        "columnar telemetry batch after a reconnect (up to 200,000 readings, ~2-4 MiB) and an ImportStatement "
+        "CSV (at most 4 MiB), with room for framing; gRPC's default 4 MiB would refuse the largest of those.",
+    )
+    rpc_max_running: int = Field(
+        32, gt=0, description="Unary calls served at once; more wait in the queue (2 cores, a DB pool of 10)."
+    )
+    rpc_max_queued: int = Field(
+        64,
+        ge=0,
+        description="Unary calls waiting for a slot; beyond this the server answers RESOURCE_EXHAUSTED at once. "
+        "Sized so a queued call still starts within a typical 2 s deadline at the decision path's ~30-60 calls/s.",
+    )
+    rpc_deadline_floor_s: float = Field(
+        0.01, ge=0, description="A unary call with less time than this left before its deadline is not started."
+    )
     tracing_exporter: TracingExporter = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     metrics_interval_ms: int = Field(60_000, gt=0, description="How often metrics are exported.")

@@ -8,7 +8,10 @@ exposes typed Python methods to the domains. Rules:
   (`Engine.apply(changes)` is called by the domains after `Database.transaction()` exits);
 - every call into `_core` runs inside `tracing.engine_span`;
 - other replicas' commits reach this view through `Engine.sync(db)` (a periodic, cheap status refresh), so
-  the engine is a fast, possibly slightly stale cache: the database's version checks decide every race.
+  the engine is a fast, possibly slightly stale cache: the database's version checks decide every race;
+- one bad row never takes the engine down: a row outside the engine's limits (`LIMITS`, exported by the
+  engine itself) or refused by the engine is quarantined (left out, logged, and an alarm raised once), and
+  the engine serves the rest. A quarantined row is retried when its version changes.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -27,6 +31,7 @@ from sqlmodel import col, select
 
 from voltcloud import _core
 from voltcloud.dispatch.models import MobileUnit
+from voltcloud.maintenance import workorders
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import InvalidArgument, ResourceExhausted, Unimplemented
 from voltcloud.platform.tracing import engine_span
@@ -46,6 +51,122 @@ _UNIT_STATUS_TO_ENGINE = {1: 1, 2: 2, 3: 4}
 
 _core_any: Any = _core  # engine classes whose stubs have not landed in _core.pyi yet
 AC_ONLY_POWER_W = 7_000
+QUARANTINE_ALARM_CODE = "ENGINE_ROW_QUARANTINED"
+_Row = TypeVar("_Row")
+# What building one engine column or load call can raise for a bad value: the engine's typed errors, and
+# numpy's when a value does not fit the column's dtype.
+_LOAD_ERRORS = (_core.VoltcloudCoreError, OverflowError, ValueError, TypeError)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The engine's limits (`_core.LIMITS`, rust_core/src/limits.rs), typed. A name missing from the engine
+    fails at import, so Python can never check against a limit the engine does not have."""
+
+    station_kind_min: int
+    station_kind_max: int
+    min_swap_lanes: int
+    max_lanes: int
+    min_swap_time_s: int
+    max_swap_time_s: int
+    max_slots: int
+    max_station_power_w: int
+    min_connector_power_w: int
+    max_connector_power_w: int
+    max_chargers: int
+    max_connectors_per_charger: int
+    max_connectors_per_station: int
+    connector_standard_max: int
+    connector_status_max: int
+    max_pack_type_id: int
+    max_permille: int
+    max_pack_cycles: int
+    pack_state_max: int
+    unit_kind_min: int
+    unit_kind_max: int
+    unit_status_max: int
+    unit_connector_mask: int
+    max_lat_deg: int
+    max_lng_deg: int
+
+    @classmethod
+    def from_core(cls) -> Limits:
+        return cls(**{f.name: int(_core.LIMITS[f.name]) for f in fields(cls)})
+
+
+LIMITS = Limits.from_core()
+
+# A problem with one value: (the row's column name, why).
+Problem = tuple[str, str]
+
+
+def _outside(column: str, value: float, lo: float, hi: float) -> list[Problem]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(column, f"must be a finite number, got {value}")]
+    return [] if lo <= value <= hi else [(column, f"must be within [{lo}, {hi}], got {value}")]
+
+
+def position_problems(lat: float, lng: float) -> list[Problem]:
+    return _outside("lat", lat, -LIMITS.max_lat_deg, LIMITS.max_lat_deg) + _outside(
+        "lng", lng, -LIMITS.max_lng_deg, LIMITS.max_lng_deg
+    )
+
+
+def station_problems(
+    *, kind: int, lanes: int, swap_time_s: int, lat: float, lng: float, power_cap_w: int, slot_count: int
+) -> list[Problem]:
+    """What keeps a station row out of the engine (empty: it loads). A swap station needs lanes and a swap
+    time; a charging station has neither lanes nor slots to speak of, but stays within the same bounds."""
+    found = _outside("kind", kind, LIMITS.station_kind_min, LIMITS.station_kind_max)
+    swap = kind == STATION_SWAP
+    found += _outside("lanes", lanes, LIMITS.min_swap_lanes if swap else 0, LIMITS.max_lanes)
+    found += _outside("swap_time_s", swap_time_s, LIMITS.min_swap_time_s if swap else 0, LIMITS.max_swap_time_s)
+    found += _outside("slot_count", slot_count, 0, LIMITS.max_slots)
+    found += _outside("power_cap_w", power_cap_w, 0, LIMITS.max_station_power_w)
+    return found + position_problems(lat, lng)
+
+
+def connector_problems(*, standard: int, max_power_w: int, status: int) -> list[Problem]:
+    return (
+        _outside("standard", standard, 1, LIMITS.connector_standard_max)
+        + _outside("max_power_w", max_power_w, LIMITS.min_connector_power_w, LIMITS.max_connector_power_w)
+        + _outside("status", status, 1, LIMITS.connector_status_max)
+    )
+
+
+def pack_problems(*, pack_type_id: int, soc: int, soh: int, cycles: int, state: int) -> list[Problem]:
+    return (
+        _outside("pack_type_id", pack_type_id, 0, LIMITS.max_pack_type_id)
+        + _outside("soc_permille", soc, 0, LIMITS.max_permille)
+        + _outside("soh_permille", soh, 0, LIMITS.max_permille)
+        + _outside("cycles", cycles, 0, LIMITS.max_pack_cycles)
+        + _outside("state", state, 1, LIMITS.pack_state_max)
+    )
+
+
+def unit_problems(unit: MobileUnit) -> list[Problem]:
+    found = _outside("kind", unit.kind, LIMITS.unit_kind_min, LIMITS.unit_kind_max)
+    found += _outside("energy_wh", unit.energy_wh, 0, 2**63 - 1) + _outside("skills", unit.skills, 0, 2**64 - 1)
+    if not 0 <= unit.connector_mask <= LIMITS.unit_connector_mask or unit.connector_mask & ~LIMITS.unit_connector_mask:
+        found.append(("connector_mask", f"has bits outside {LIMITS.unit_connector_mask:#b}"))
+    return found + position_problems(unit.lat, unit.lng)
+
+
+def _explain(problems: Sequence[Problem]) -> str:
+    return "; ".join(f"{column} {reason}" for column, reason in problems)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A database row the engine does not serve, and why. `alarm` is False for rows left out only because
+    their station is quarantined (the station's alarm covers them)."""
+
+    kind: str
+    id: str
+    operator_id: str | None
+    station_id: str | None
+    reason: str
+    alarm: bool = True
 
 
 @contextmanager
@@ -150,6 +271,14 @@ class _Maps:
     operator_handle: dict[str, int] = field(default_factory=dict)
     pack_capacity_wh: dict[int, int] = field(default_factory=dict)
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    quarantined: dict[tuple[str, str], Quarantined] = field(default_factory=dict)
+
+    def quarantine(self, row: Quarantined, version: int) -> None:
+        self.quarantined[(row.kind, row.id)] = row
+        self.versions[(row.kind, row.id)] = version
+
+    def count_quarantined(self, kind: str) -> int:
+        return sum(1 for k in self.quarantined if k[0] == kind)
 
 
 class Engine:
@@ -163,11 +292,14 @@ class Engine:
         self._lock = asyncio.Lock()
         self._options: Any = None
         self._options_index: Any = None
+        self._alarmed: set[tuple[str, str]] = set()  # rows whose quarantine alarm is recorded
+        self._refused: dict[tuple[str, str], Quarantined] = {}  # changes `apply` could not mirror
 
     # ---- building -------------------------------------------------------------------------------------
 
     async def load(self, db: Database) -> dict[str, int]:
-        """(Re)builds the index from the database; returns counts per resource kind."""
+        """(Re)builds the index from the database; returns counts per resource kind (quarantined rows are
+        counted under "quarantined", not under their kind)."""
         async with db.transaction("engine.load.read") as session:
             stations = list(await session.exec(select(Station).order_by(col(Station.id))))
             connectors = list(await session.exec(select(Connector).order_by(col(Connector.id))))
@@ -178,7 +310,15 @@ class Engine:
             pack_types = list(await session.exec(select(PackType)))
         async with self._lock:
             self._build(stations, connectors, packs, units, pack_types)
-        return {"stations": len(stations), "connectors": len(connectors), "packs": len(packs), "units": len(units)}
+        await self._flush_alarms(db)
+        maps = self._maps
+        return {
+            "stations": len(maps.station_by_id),
+            "connectors": len(maps.connector_idx),
+            "packs": len(maps.pack_idx),
+            "units": len(maps.unit_by_id),
+            "quarantined": len(maps.quarantined),
+        }
 
     def _build(
         self,
@@ -195,110 +335,100 @@ class Engine:
         operators = sorted({s.operator_id for s in stations} | {u.operator_id for u in units})
         maps.operator_handle = {op: i + 1 for i, op in enumerate(operators)}
         with engine_span("load", stations=len(stations), connectors=len(connectors), packs=len(packs)):
-            handles = np.arange(1, len(stations) + 1, dtype=np.uint64)
-            idx = index.load_stations(
-                handles,
-                np.array([s.kind for s in stations], dtype=np.uint8),
-                np.array([maps.operator_handle[s.operator_id] for s in stations], dtype=np.uint32),
-                np.array([s.lat for s in stations], dtype=np.float64),
-                np.array([s.lng for s in stations], dtype=np.float64),
-                np.array([s.lanes for s in stations], dtype=np.uint16),
-                np.array([s.swap_time_s for s in stations], dtype=np.uint32),
-            )
-            maps.station_by_idx = [""] * len(stations)
-            for s, h, i in zip(stations, handles.tolist(), idx.tolist(), strict=True):
-                maps.station_by_id[s.id] = StationInfo(
-                    s.id, h, i, s.operator_id, s.kind, s.name, s.lat, s.lng, s.lanes, s.swap_time_s, s.power_cap_w
-                )
-                maps.station_by_idx[i] = s.id
-                maps.versions[("station", s.id)] = s.version
-            conns = [c for c in connectors if c.station_id in maps.station_by_id]
-            cidx = index.load_connectors(
-                np.array([maps.station_by_id[c.station_id].idx for c in conns], dtype=np.uint32),
-                np.array([c.standard for c in conns], dtype=np.uint8),
-                np.array([c.max_power_w for c in conns], dtype=np.uint32),
-                np.array([c.status for c in conns], dtype=np.uint8),
-            )
-            maps.connector_ids = [""] * len(conns)
-            for c, i in zip(conns, cidx.tolist(), strict=True):
-                maps.connector_idx[c.id] = i
-                maps.connector_ids[i] = c.id
-                maps.connector_station[c.id] = c.station_id
-                maps.versions[("connector", c.id)] = c.version
-            station_packs = [p for p in packs if p.station_id in maps.station_by_id]
-            pidx = index.load_packs(
-                np.array([maps.station_by_id[str(p.station_id)].idx for p in station_packs], dtype=np.uint32),
-                np.array([p.pack_type_id for p in station_packs], dtype=np.uint16),
-                np.array([p.soc_permille for p in station_packs], dtype=np.uint16),
-                np.array([p.soh_permille for p in station_packs], dtype=np.uint16),
-                np.array([p.cycles for p in station_packs], dtype=np.uint32),
-                np.array([p.state for p in station_packs], dtype=np.uint8),
-            )
-            maps.pack_ids = [""] * len(station_packs)
-            for p, i in zip(station_packs, pidx.tolist(), strict=True):
-                maps.pack_idx[p.id] = i
-                maps.pack_ids[i] = p.id
-                maps.versions[("pack", p.id)] = p.version
-            uhandles = np.arange(1, len(units) + 1, dtype=np.uint64)
-            uidx = index.load_mobile(
-                uhandles,
-                np.array([u.kind for u in units], dtype=np.uint8),
-                np.array([maps.operator_handle[u.operator_id] for u in units], dtype=np.uint32),
-                np.array([u.lat for u in units], dtype=np.float64),
-                np.array([u.lng for u in units], dtype=np.float64),
-                np.array([_UNIT_STATUS_TO_ENGINE.get(u.status, 4) for u in units], dtype=np.uint8),
-                energy_wh=np.array([u.energy_wh for u in units], dtype=np.uint64),
-                connector_mask=np.array([u.connector_mask for u in units], dtype=np.uint32),
-                skills=np.array([u.skills for u in units], dtype=np.uint64),
-            )
-            maps.unit_by_idx = [""] * len(units)
-            for u, i in zip(units, uidx.tolist(), strict=True):
-                maps.unit_by_id[u.id] = UnitInfo(
-                    u.id, i, u.operator_id, u.kind, u.lat, u.lng, u.status, u.energy_wh, u.connector_mask
-                )
-                maps.unit_by_idx[i] = u.id
-                maps.versions[("unit", u.id)] = u.version
+            _load_stations(index, maps, stations)
+            _load_connectors(index, maps, connectors)
+            _load_packs(index, maps, packs)
+            _load_units(index, maps, units)
+        for key, row in maps.quarantined.items():
+            if key not in self._maps.quarantined:
+                log.warning("engine: %s %s quarantined (not served): %s", row.kind, row.id, row.reason)
         self.index = index
         self._maps = maps
+
+    async def _flush_alarms(self, db: Database) -> None:
+        """One alarm per newly quarantined (or refused) row, cleared once the row loads again. Failing to write
+        them must not stop the engine: they are retried on the next load or sync."""
+        current = {k: q for k, q in {**self._maps.quarantined, **self._refused}.items() if q.alarm}
+        new = [q for k, q in current.items() if k not in self._alarmed]
+        gone = [k for k in self._alarmed if k not in current]
+        if not new and not gone:
+            return
+        now = dt.datetime.now(dt.UTC)
+        try:
+            async with db.transaction("engine.quarantine.alarms") as session:
+                for q in new:
+                    await workorders.raise_alarm_once(
+                        session,
+                        now=now,
+                        code=QUARANTINE_ALARM_CODE,
+                        resource_id=q.id,
+                        message=f"{q.kind} {q.id} is not served by the engine: {q.reason}",
+                        operator_id=q.operator_id,
+                        station_id=q.station_id,
+                        pack_id=q.id if q.kind == "pack" else None,
+                    )
+                await workorders.clear_alarms(
+                    session, now=now, code=QUARANTINE_ALARM_CODE, resource_ids=[k[1] for k in gone]
+                )
+        except Exception as error:  # an alarm is worth less than serving: log, retry next time
+            log.warning("engine: could not record quarantine alarms: %s", error)
+            return
+        self._alarmed = set(current)
 
     # ---- keeping current ------------------------------------------------------------------------------
 
     def apply(self, changes: Iterable[InventoryChange]) -> None:
-        """Mirrors committed inventory changes into the engine. Call only after the commit."""
-        maps = self._maps
+        """Mirrors committed inventory changes into the engine. Call only after the commit. A change the engine
+        refuses is logged and alarmed (on the next sync); the rest still apply."""
         for change in changes:
-            with engine_span(f"apply.{change.kind}", id=change.id):
-                if change.kind == "connector" and change.id in maps.connector_idx:
-                    self.index.set_connector_status(maps.connector_idx[change.id], change.status)
-                elif change.kind == "pack" and change.id in maps.pack_idx:
-                    current = self.index.pack(maps.pack_idx[change.id])
-                    self.index.set_pack(maps.pack_idx[change.id], current["soc"], current["soh"], change.status)
-                elif change.kind == "unit" and change.id in maps.unit_by_id:
-                    info = maps.unit_by_id[change.id]
-                    if change.lat is not None and change.lng is not None:
-                        self.index.move_unit(info.idx, change.lat, change.lng)
-                        maps.unit_by_id[change.id] = _replace_unit(info, lat=change.lat, lng=change.lng)
-                    if change.status > 0:
-                        self.index.set_unit_status(info.idx, _UNIT_STATUS_TO_ENGINE.get(change.status, 4))
-                        maps.unit_by_id[change.id] = _replace_unit(maps.unit_by_id[change.id], status=change.status)
-                if change.version > 0:
-                    maps.versions[(change.kind, change.id)] = change.version
+            key = (change.kind, change.id)
+            try:
+                with engine_span(f"apply.{change.kind}", id=change.id):
+                    self._apply_one(change)
+            except _LOAD_ERRORS as error:
+                if key not in self._refused:
+                    log.warning("engine: refused a change of %s %s: %s", change.kind, change.id, error)
+                self._refused[key] = Quarantined(
+                    change.kind, change.id, None, None, f"the engine refused a change: {error}"
+                )
+            else:
+                self._refused.pop(key, None)
+            if change.version > 0:
+                self._maps.versions[key] = change.version
+
+    def _apply_one(self, change: InventoryChange) -> None:
+        maps = self._maps
+        if change.kind == "connector" and change.id in maps.connector_idx:
+            self.index.set_connector_status(maps.connector_idx[change.id], change.status)
+        elif change.kind == "pack" and change.id in maps.pack_idx:
+            current = self.index.pack(maps.pack_idx[change.id])
+            self.index.set_pack(maps.pack_idx[change.id], current["soc"], current["soh"], change.status)
+        elif change.kind == "unit" and change.id in maps.unit_by_id:
+            info = maps.unit_by_id[change.id]
+            if change.lat is not None and change.lng is not None:
+                self.index.move_unit(info.idx, change.lat, change.lng)
+                maps.unit_by_id[change.id] = _replace_unit(info, lat=change.lat, lng=change.lng)
+            if change.status > 0:
+                self.index.set_unit_status(info.idx, _UNIT_STATUS_TO_ENGINE.get(change.status, 4))
+                maps.unit_by_id[change.id] = _replace_unit(maps.unit_by_id[change.id], status=change.status)
 
     async def sync(self, db: Database) -> int:
-        """Pulls statuses committed by other replicas; returns how many resources changed."""
+        """Pulls statuses committed by other replicas; returns how many resources changed (-1: rebuilt).
+        Quarantined rows count as known, so they do not trigger a rebuild every period, unless they change."""
+        maps = self._maps
+        held = [k[1] for k in maps.quarantined if k[0] == "station"]
         async with db.transaction("engine.sync.read") as session:
+            conn = await session.connection()
             conns = (
-                await (await session.connection()).execute(
-                    sa.select(col(Connector.id), col(Connector.status), col(Connector.version))
-                )
+                await conn.execute(sa.select(col(Connector.id), col(Connector.status), col(Connector.version)))
             ).all()
             packs = (
-                await (await session.connection()).execute(
+                await conn.execute(
                     sa.select(col(Pack.id), col(Pack.state), col(Pack.version)).where(col(Pack.station_id).is_not(None))
                 )
             ).all()
             units = (
-                await (await session.connection()).execute(
+                await conn.execute(
                     sa.select(
                         col(MobileUnit.id),
                         col(MobileUnit.status),
@@ -308,33 +438,56 @@ class Engine:
                     )
                 )
             ).all()
-            station_count = (
-                await (await session.connection()).execute(sa.select(sa.func.count()).select_from(Station))
-            ).scalar_one()
-        maps = self._maps
-        if station_count != len(maps.station_by_id) or len(conns) != len(maps.connector_idx):
-            await self.load(db)
-            return -1
+            station_count = (await conn.execute(sa.select(sa.func.count()).select_from(Station))).scalar_one()
+            held_versions = (
+                (
+                    await conn.execute(
+                        sa.select(col(Station.id), col(Station.version)).where(col(Station.id).in_(held))
+                    )
+                ).all()
+                if held
+                else []
+            )
+        if (
+            station_count != len(maps.station_by_id) + len(held)
+            or len(conns) != len(maps.connector_idx) + maps.count_quarantined("connector")
+            or any(maps.versions.get(("station", sid)) != v for sid, v in held_versions)
+        ):
+            return await self._reload(db)
         changes: list[InventoryChange] = []
         for cid, status, version in conns:
             if maps.versions.get(("connector", cid)) != version:
+                if ("connector", cid) in maps.quarantined:
+                    return await self._reload(db)  # a quarantined connector changed: try it again
                 changes.append(InventoryChange("connector", cid, int(status), int(version)))
         for pid, state, version in packs:
-            if pid not in maps.pack_idx:
-                await self.load(db)  # a pack arrived at a station: rebuild
-                return -1
-            if maps.versions.get(("pack", pid)) != version:
+            quarantined = ("pack", pid) in maps.quarantined
+            if (pid not in maps.pack_idx and not quarantined) or (
+                quarantined and maps.versions.get(("pack", pid)) != version
+            ):
+                return await self._reload(db)  # a pack arrived at a station, or a quarantined one changed
+            if not quarantined and maps.versions.get(("pack", pid)) != version:
                 changes.append(InventoryChange("pack", pid, int(state), int(version)))
         for uid, status, version, lat, lng in units:
             info = maps.unit_by_id.get(uid)
             if info is None:
-                await self.load(db)
-                return -1
+                if ("unit", uid) not in maps.quarantined or maps.versions.get(("unit", uid)) != version:
+                    return await self._reload(db)
+                continue
             moved = abs(info.lat - lat) > 1e-7 or abs(info.lng - lng) > 1e-7
             if maps.versions.get(("unit", uid)) != version or moved:
                 changes.append(InventoryChange("unit", uid, int(status), int(version), lat=lat, lng=lng))
         self.apply(changes)
+        await self._flush_alarms(db)
         return len(changes)
+
+    async def _reload(self, db: Database) -> int:
+        await self.load(db)
+        return -1
+
+    def quarantined(self) -> list[Quarantined]:
+        """The rows the engine does not serve, and why (for operators' tooling and tests)."""
+        return sorted(self._maps.quarantined.values(), key=lambda q: (q.kind, q.id))
 
     # ---- lookups ----------------------------------------------------------------------------------------
 
@@ -505,6 +658,194 @@ class Engine:
                 )
             )
         return out
+
+
+# ---- building, one resource kind at a time: check each row against LIMITS, quarantine the ones outside, load the
+# rest in one call, and fall back to row by row if the engine still refuses the batch (loads are all-or-nothing).
+
+
+def _load_rows(
+    kind: str, rows: Sequence[_Row], load: Callable[[Sequence[_Row]], Any], refuse: Callable[[_Row, str], None]
+) -> list[tuple[_Row, int]]:
+    """(row, engine index) of every row the engine took; `refuse` is told about the others."""
+    if not rows:
+        return []
+    try:
+        return list(zip(rows, (int(i) for i in load(rows)), strict=True))
+    except _LOAD_ERRORS as error:
+        log.warning("engine: refused a batch of %d %s rows (%s); loading them one by one", len(rows), kind, error)
+    accepted: list[tuple[_Row, int]] = []
+    for row in rows:
+        try:
+            accepted.append((row, int(load([row])[0])))
+        except _LOAD_ERRORS as error:
+            refuse(row, f"the engine refused it: {error}")
+    return accepted
+
+
+def _load_stations(index: Any, maps: _Maps, stations: Sequence[Station]) -> None:
+    def refuse(s: Station, reason: str) -> None:
+        maps.quarantine(Quarantined("station", s.id, s.operator_id, s.id, reason), s.version)
+
+    ok: list[Station] = []
+    for s in stations:
+        problems = station_problems(
+            kind=s.kind,
+            lanes=s.lanes,
+            swap_time_s=s.swap_time_s,
+            lat=s.lat,
+            lng=s.lng,
+            power_cap_w=s.power_cap_w,
+            slot_count=s.slot_count,
+        )
+        if problems:
+            refuse(s, _explain(problems))
+        else:
+            ok.append(s)
+    handle = {s.id: i + 1 for i, s in enumerate(ok)}
+
+    def load(rows: Sequence[Station]) -> Any:
+        return index.load_stations(
+            np.array([handle[s.id] for s in rows], dtype=np.uint64),
+            np.array([s.kind for s in rows], dtype=np.uint8),
+            np.array([maps.operator_handle[s.operator_id] for s in rows], dtype=np.uint32),
+            np.array([s.lat for s in rows], dtype=np.float64),
+            np.array([s.lng for s in rows], dtype=np.float64),
+            np.array([s.lanes for s in rows], dtype=np.uint16),
+            np.array([s.swap_time_s for s in rows], dtype=np.uint32),
+        )
+
+    loaded = _load_rows("station", ok, load, refuse)
+    maps.station_by_idx = [""] * len(loaded)
+    for s, i in loaded:
+        maps.station_by_id[s.id] = StationInfo(
+            s.id, handle[s.id], i, s.operator_id, s.kind, s.name, s.lat, s.lng, s.lanes, s.swap_time_s, s.power_cap_w
+        )
+        maps.station_by_idx[i] = s.id
+        maps.versions[("station", s.id)] = s.version
+
+
+@dataclass(frozen=True)
+class _StationProblem:
+    reason: str
+    alarm: bool  # False when the station itself is quarantined: its own alarm covers its connectors and packs
+    operator_id: str | None
+
+
+def _station_problem(maps: _Maps, station_id: str, needs_kind: int) -> _StationProblem | None:
+    """Why a connector or pack of this station cannot load (None: it can, as far as its station goes)."""
+    station = maps.station_by_id.get(station_id)
+    if station is None:
+        held = maps.quarantined.get(("station", station_id))
+        return _StationProblem(f"its station {station_id} is quarantined", False, held.operator_id if held else None)
+    if station.kind != needs_kind:
+        kind = "swap" if needs_kind == STATION_SWAP else "charging"
+        return _StationProblem(f"its station {station_id} is not a {kind} station", True, station.operator_id)
+    return None
+
+
+def _load_connectors(index: Any, maps: _Maps, connectors: Sequence[Connector]) -> None:
+    def refuse(c: Connector, reason: str, alarm: bool = True) -> None:
+        operator = maps.station_by_id[c.station_id].operator_id if c.station_id in maps.station_by_id else None
+        maps.quarantine(Quarantined("connector", c.id, operator, c.station_id, reason, alarm), c.version)
+
+    ok: list[Connector] = []
+    for c in connectors:
+        held = _station_problem(maps, c.station_id, STATION_CHARGING)
+        problems = connector_problems(standard=c.standard, max_power_w=c.max_power_w, status=c.status)
+        if held is not None:
+            refuse(c, held.reason, held.alarm)
+        elif problems:
+            refuse(c, _explain(problems))
+        else:
+            ok.append(c)
+
+    def load(rows: Sequence[Connector]) -> Any:
+        return index.load_connectors(
+            np.array([maps.station_by_id[c.station_id].idx for c in rows], dtype=np.uint32),
+            np.array([c.standard for c in rows], dtype=np.uint8),
+            np.array([c.max_power_w for c in rows], dtype=np.uint32),
+            np.array([c.status for c in rows], dtype=np.uint8),
+        )
+
+    loaded = _load_rows("connector", ok, load, refuse)
+    maps.connector_ids = [""] * len(loaded)
+    for c, i in loaded:
+        maps.connector_idx[c.id] = i
+        maps.connector_ids[i] = c.id
+        maps.connector_station[c.id] = c.station_id
+        maps.versions[("connector", c.id)] = c.version
+
+
+def _load_packs(index: Any, maps: _Maps, packs: Sequence[Pack]) -> None:
+    def refuse(p: Pack, reason: str, alarm: bool = True, operator: str | None = None) -> None:
+        maps.quarantine(Quarantined("pack", p.id, operator or p.operator_id, p.station_id, reason, alarm), p.version)
+
+    ok: list[Pack] = []
+    for p in packs:
+        held = _station_problem(maps, str(p.station_id), STATION_SWAP)
+        problems = pack_problems(
+            pack_type_id=p.pack_type_id, soc=p.soc_permille, soh=p.soh_permille, cycles=p.cycles, state=p.state
+        )
+        if held is not None:
+            refuse(p, held.reason, held.alarm, held.operator_id)
+        elif problems:
+            refuse(p, _explain(problems))
+        else:
+            ok.append(p)
+
+    def load(rows: Sequence[Pack]) -> Any:
+        return index.load_packs(
+            np.array([maps.station_by_id[str(p.station_id)].idx for p in rows], dtype=np.uint32),
+            np.array([p.pack_type_id for p in rows], dtype=np.uint16),
+            np.array([p.soc_permille for p in rows], dtype=np.uint16),
+            np.array([p.soh_permille for p in rows], dtype=np.uint16),
+            np.array([p.cycles for p in rows], dtype=np.uint32),
+            np.array([p.state for p in rows], dtype=np.uint8),
+        )
+
+    loaded = _load_rows("pack", ok, load, refuse)
+    maps.pack_ids = [""] * len(loaded)
+    for p, i in loaded:
+        maps.pack_idx[p.id] = i
+        maps.pack_ids[i] = p.id
+        maps.versions[("pack", p.id)] = p.version
+
+
+def _load_units(index: Any, maps: _Maps, units: Sequence[MobileUnit]) -> None:
+    def refuse(u: MobileUnit, reason: str) -> None:
+        maps.quarantine(Quarantined("unit", u.id, u.operator_id, None, reason), u.version)
+
+    ok: list[MobileUnit] = []
+    for u in units:
+        problems = unit_problems(u)
+        if problems:
+            refuse(u, _explain(problems))
+        else:
+            ok.append(u)
+    handle = {u.id: i + 1 for i, u in enumerate(ok)}
+
+    def load(rows: Sequence[MobileUnit]) -> Any:
+        return index.load_mobile(
+            np.array([handle[u.id] for u in rows], dtype=np.uint64),
+            np.array([u.kind for u in rows], dtype=np.uint8),
+            np.array([maps.operator_handle[u.operator_id] for u in rows], dtype=np.uint32),
+            np.array([u.lat for u in rows], dtype=np.float64),
+            np.array([u.lng for u in rows], dtype=np.float64),
+            np.array([_UNIT_STATUS_TO_ENGINE.get(u.status, 4) for u in rows], dtype=np.uint8),
+            energy_wh=np.array([u.energy_wh for u in rows], dtype=np.uint64),
+            connector_mask=np.array([u.connector_mask for u in rows], dtype=np.uint32),
+            skills=np.array([u.skills for u in rows], dtype=np.uint64),
+        )
+
+    loaded = _load_rows("unit", ok, load, refuse)
+    maps.unit_by_idx = [""] * len(loaded)
+    for u, i in loaded:
+        maps.unit_by_id[u.id] = UnitInfo(
+            u.id, i, u.operator_id, u.kind, u.lat, u.lng, u.status, u.energy_wh, u.connector_mask
+        )
+        maps.unit_by_idx[i] = u.id
+        maps.versions[("unit", u.id)] = u.version
 
 
 def _replace_unit(info: UnitInfo, **changes: Any) -> UnitInfo:

@@ -79,6 +79,11 @@ def world_rows(world: World, now: dt.datetime) -> list[tuple[type[SQLModel], lis
         }
         for i in range(len(cn))
     ]
+    # A private car's owner is its (only) driver: the generator gives every vehicle a first driver.
+    owners: dict[int, str] = {}
+    for i in range(len(dr)):
+        if dr.fleet_idx[i] < 0 and dr.vehicle_idx[i] >= 0:
+            owners.setdefault(int(dr.vehicle_idx[i]), dr.id[i])
     vehicles = []
     for i in range(len(vh)):
         fleet_id, sub_fleet_id = fleet_of(int(vh.fleet_idx[i]))
@@ -89,6 +94,7 @@ def world_rows(world: World, now: dt.datetime) -> list[tuple[type[SQLModel], lis
                 "model": vh.model[i],
                 "fleet_id": fleet_id,
                 "sub_fleet_id": sub_fleet_id,
+                "owner_driver_id": owners.get(i) if fleet_id is None else None,
                 "pack_type_id": int(vh.pack_type[i]) or None,
                 "connector_mask": int(vh.connector_mask[i]),
                 "usable_capacity_wh": int(vh.usable_capacity_wh[i]),

@@ -35,7 +35,7 @@ from voltcloud.ordering.runtime import PowerUp
 from voltcloud.platform.auth import TokenService, load_or_create_dev_key
 from voltcloud.platform.db import Database, upgrade_database_async
 from voltcloud.platform.permissions import check_table_covers
-from voltcloud.platform.rpc import PlatformInterceptor
+from voltcloud.platform.rpc import Admission, PlatformInterceptor
 from voltcloud.platform.tracing import configure_tracing
 from voltcloud.settlement.scheduler import SettlementScheduler
 
@@ -120,8 +120,15 @@ class Platform:
         self.db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         self.tokens = token_service(settings)
         self.health = health.aio.HealthServicer()
-        self.interceptor = PlatformInterceptor(self.tokens)
-        self.server = grpc.aio.server(interceptors=[self.interceptor])
+        self.interceptor = PlatformInterceptor(
+            self.tokens,
+            Admission(settings.rpc_max_running, settings.rpc_max_queued),
+            deadline_floor_s=settings.rpc_deadline_floor_s,
+        )
+        self.server = grpc.aio.server(
+            interceptors=[self.interceptor],
+            options=[("grpc.max_receive_message_length", settings.max_receive_message_bytes)],
+        )
         self.port = 0
         self.powerup = PowerUp(settings, self.db)
         self.settlement_scheduler = SettlementScheduler(

@@ -9,6 +9,7 @@ from voltcloud.maintenance import models as maintenance_models
 from voltcloud.ordering import models as ordering_models
 from voltcloud.settlement import models as settlement_models
 from voltcloud.stations import models as station_models
+from voltcloud.stations import token_models
 
 metadata = SQLModel.metadata
 
@@ -21,4 +22,5 @@ __all__ = [
     "ordering_models",
     "settlement_models",
     "station_models",
+    "token_models",
 ]

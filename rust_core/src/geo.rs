@@ -1,6 +1,7 @@
 //! Coordinates, geodesic distances and spatial cells.
 
 use crate::errors::{finite, CoreError, CoreResult};
+use crate::limits::{MAX_LAT_DEG, MAX_LNG_DEG};
 use pyo3::prelude::*;
 
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -15,13 +16,13 @@ impl LatLng {
     pub fn new(lat: f64, lng: f64) -> CoreResult<Self> {
         let lat = finite("lat", lat)?;
         let lng = finite("lng", lng)?;
-        if !(-90.0..=90.0).contains(&lat) {
+        if !(-MAX_LAT_DEG..=MAX_LAT_DEG).contains(&lat) {
             return Err(CoreError::invalid(
                 "lat",
                 format!("must be within [-90, 90], got {lat}"),
             ));
         }
-        if !(-180.0..=180.0).contains(&lng) {
+        if !(-MAX_LNG_DEG..=MAX_LNG_DEG).contains(&lng) {
             return Err(CoreError::invalid(
                 "lng",
                 format!("must be within [-180, 180], got {lng}"),

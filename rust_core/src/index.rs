@@ -9,6 +9,10 @@ use crate::columns::{column, opt_column, same_len};
 use crate::errors::{finite, CoreError, CoreResult};
 use crate::geo::{cell_degrees, cell_of, haversine_m, Cell, LatLng};
 use crate::gil::without_gil;
+use crate::limits::{
+    MAX_CONNECTOR_POWER_W, MAX_LANES, MAX_PACK_CYCLES, MAX_PERMILLE, MAX_SWAP_TIME_S, MIN_CONNECTOR_POWER_W,
+    MIN_SWAP_LANES, MIN_SWAP_TIME_S, UNIT_CONNECTOR_MASK,
+};
 use numpy::PyArray1;
 use parking_lot::RwLock;
 use pyo3::prelude::*;
@@ -360,7 +364,8 @@ impl IndexState {
             ("swap_time_s", swap_time_s.len()),
         ])?;
         check_range("kind", kind, STATION_SWAP, STATION_CHARGING)?;
-        check_range("swap_time_s", swap_time_s, 0, 86_400)?;
+        check_range("swap_time_s", swap_time_s, 0, MAX_SWAP_TIME_S)?;
+        check_range("lanes", lanes, 0, MAX_LANES)?;
         let pos = check_positions(lat, lng)?;
         let mut seen = FastMap::default();
         for (i, id) in ids.iter().enumerate() {
@@ -370,10 +375,12 @@ impl IndexState {
                     format!("[{i}] = {id} is a duplicate station id"),
                 ));
             }
-            if kind[i] == STATION_SWAP && (lanes[i] == 0 || swap_time_s[i] == 0) {
+            if kind[i] == STATION_SWAP && (lanes[i] < MIN_SWAP_LANES || swap_time_s[i] < MIN_SWAP_TIME_S) {
                 return Err(CoreError::invalid(
                     "lanes",
-                    format!("[{i}]: a swap station needs lanes >= 1 and swap_time_s >= 1"),
+                    format!(
+                        "[{i}]: a swap station needs lanes >= {MIN_SWAP_LANES} and swap_time_s >= {MIN_SWAP_TIME_S}"
+                    ),
                 ));
             }
         }
@@ -427,8 +434,9 @@ impl IndexState {
             ("cycles", cycles.len()),
             ("state", state.len()),
         ])?;
-        check_range("soc", soc, 0, 1000)?;
-        check_range("soh", soh, 0, 1000)?;
+        check_range("soc", soc, 0, MAX_PERMILLE)?;
+        check_range("soh", soh, 0, MAX_PERMILLE)?;
+        check_range("cycles", cycles, 0, MAX_PACK_CYCLES)?;
         check_range("state", state, 1, PACK_STATE_MAX)?;
         let mut station_u32 = Vec::with_capacity(n);
         for &s in station {
@@ -488,7 +496,12 @@ impl IndexState {
         ])?;
         check_range("standard", standard, 1, STANDARD_MAX)?;
         check_range("status", status, 1, CONN_STATUS_MAX)?;
-        check_range("max_power_w", max_power_w, 1, 2_000_000)?;
+        check_range(
+            "max_power_w",
+            max_power_w,
+            MIN_CONNECTOR_POWER_W,
+            MAX_CONNECTOR_POWER_W,
+        )?;
         for &s in station {
             let st = self
                 .stations
@@ -549,7 +562,7 @@ impl IndexState {
                     format!("[{i}] ends before its shift starts"),
                 ));
             }
-            if r.connector_mask[i] & !0b11_1110 != 0 {
+            if r.connector_mask[i] & !UNIT_CONNECTOR_MASK != 0 {
                 return Err(CoreError::invalid(
                     "connector_mask",
                     format!("[{i}] has bits outside 1<<1..1<<5"),
@@ -620,7 +633,7 @@ impl IndexState {
     }
 
     pub fn set_pack(&mut self, idx: u32, soc: u16, soh: u16, state: u8) -> CoreResult<u64> {
-        if soc > 1000 || soh > 1000 {
+        if soc > MAX_PERMILLE || soh > MAX_PERMILLE {
             return Err(CoreError::invalid(
                 "soc",
                 "soc and soh are permille within [0, 1000]",

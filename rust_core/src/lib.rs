@@ -6,6 +6,7 @@ pub mod errors;
 pub mod geo;
 pub mod gil;
 pub mod index;
+pub mod limits;
 pub mod options;
 pub mod routing;
 pub mod traffic;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InfeasibleError", py.get_type::<errors::InfeasibleError>())?;
     geo::register(m)?;
     index::register(m)?;
+    limits::register(m)?;
     traffic::register(m)?;
     options::register(m)?;
     batteries::register(m)?;

@@ -32,7 +32,15 @@ from sqlmodel import col, select
 from websockets.asyncio.client import connect
 
 from tests.stationkit import CHARGING_STATION, CONNECTOR, OPERATOR
-from voltcloud.api.v1 import common_pb2, ingest_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.api.v1 import (
+    common_pb2,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    ordering_pb2,
+    ordering_pb2_grpc,
+    stations_pb2,
+    stations_pb2_grpc,
+)
 from voltcloud.fleet.models import Vehicle
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.settlement.models import JournalEntry
@@ -178,11 +186,30 @@ async def eventually(check: Any, wait_s: float = 5.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+async def register_fleet_tag(running: RunningPlatform, id_tag: str, fleet: str = "fl-0001") -> str:
+    """Registers `id_tag` at OPERATOR for a vehicle of `fleet` and funds the fleet; returns the token id."""
+    async with running.platform.db.transaction() as session:
+        rows = await session.exec(select(Vehicle).where(Vehicle.fleet_id == fleet).order_by(col(Vehicle.id)))
+        vehicle = rows.first()
+        assert vehicle is not None
+    await fund(running.platform, "fleet", fleet)
+    async with grpc.aio.insecure_channel(running.target) as channel:
+        reply = await ingest_pb2_grpc.IngestServiceStub(channel).RegisterChargingToken(
+            ingest_pb2.RegisterChargingTokenRequest(
+                idempotency_key=f"reg-{id_tag}", id_tag=id_tag, operator_id=OPERATOR, vehicle_id=vehicle.id
+            ),
+            metadata=running.metadata(Role.FLEET_MANAGER, Tenant("fleet", fleet)),
+        )
+    return str(reply.token.token_id)
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 async def test_full_charge_session_and_remote_control(setup: Setup) -> None:
+    # Issue 9: the platform judges idTags, so TAG-1 is a registered (and funded) fleet card.
+    await register_fleet_tag(setup.running, "TAG-1")
     charger, _ = await open_charger(setup)
     boot = await charger.call(call.BootNotification(charge_point_model="VC-1", charge_point_vendor="Volt"))
     assert boot.status == RegistrationStatus.accepted and boot.interval > 0
@@ -425,7 +452,10 @@ async def test_start_by_scan_order_completes_and_settles(setup: Setup, channel: 
         connector = await session.get(Connector, CONNECTOR)
         assert connector is not None
         rows = await session.exec(select(Vehicle).where(col(Vehicle.fleet_id).is_(None)).order_by(col(Vehicle.id)))
-        vehicle_id = next(v.id for v in rows if v.connector_mask & (1 << connector.standard))
+        vehicle = next(v for v in rows if v.connector_mask & (1 << connector.standard))
+        vehicle.owner_driver_id = SCAN_DRIVER  # the driver registered this private car (RegisterVehicle)
+        session.add(vehicle)
+        vehicle_id = vehicle.id
 
     charger, _ = await open_charger(setup)
     boot = await charger.call(call.BootNotification(charge_point_model="VC-1", charge_point_vendor="Volt"))

@@ -62,7 +62,7 @@ def _centre(platform: Platform) -> common_pb2.LatLng:
 async def test_one_click_power_up_end_to_end(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
     dispatch = dispatch_pb2_grpc.DispatchServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     account = await fund(platform, "driver", DRIVER)
     md = driver_md(platform, DRIVER)
 
@@ -137,7 +137,7 @@ async def test_one_click_power_up_end_to_end(platform: Platform, channel: grpc.a
 
 async def test_quote_answers_bad_input_with_clear_errors(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     md = driver_md(platform, DRIVER)
     centre = _centre(platform)
 

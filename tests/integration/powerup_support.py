@@ -53,12 +53,17 @@ async def account_state(platform: Platform, account_id: str) -> tuple[int, int]:
         return account.balance_minor, account.held_minor
 
 
-async def swappable_vehicle(platform: Platform, *, fleet: bool = False) -> Vehicle:
+async def swappable_vehicle(platform: Platform, *, fleet: bool = False, owner: str | None = None) -> Vehicle:
+    """The first vehicle with a swappable pack (a fleet's or a private car). `owner` registers that driver as
+    the private car's owner, as RegisterVehicle does: only the owner (or the admin) may order for it."""
     async with platform.db.transaction() as session:
         query = select(Vehicle).where(col(Vehicle.pack_type_id).is_not(None)).order_by(col(Vehicle.id))
         query = query.where(col(Vehicle.fleet_id).is_not(None) if fleet else col(Vehicle.fleet_id).is_(None))
         vehicle = (await session.exec(query)).first()
-    assert vehicle is not None
+        assert vehicle is not None
+        if owner is not None and not fleet:
+            vehicle.owner_driver_id = owner
+            session.add(vehicle)
     return vehicle
 
 
@@ -202,6 +207,11 @@ async def inventory_quote(
 
 def driver_md(platform: Platform, subject: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {platform.tokens.mint(subject, Role.DRIVER)}"),)
+
+
+def admin_md(platform: Platform, subject: str) -> tuple[tuple[str, str], ...]:
+    """The platform admin as `subject`: may order for any vehicle (paying from `subject`'s own wallet)."""
+    return (("authorization", f"Bearer {platform.tokens.mint(subject, Role.PLATFORM_ADMIN)}"),)
 
 
 def specialist_md(platform: Platform, unit_id: str, operator_id: str) -> tuple[tuple[str, str], ...]:

@@ -46,7 +46,7 @@ async def channel(platform: Platform) -> AsyncIterator[grpc.aio.Channel]:
 async def _valet_order(
     platform: Platform, ordering: ordering_pb2_grpc.OrderingServiceStub, key: str
 ) -> tuple[ordering_pb2.Order, str, str]:
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     await fund(platform, "driver", DRIVER)
     option = candidates(platform, vehicle, Mode.VALET)[0]
     quote_id = await inventory_quote(platform, DRIVER, vehicle, [option])

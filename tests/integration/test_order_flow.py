@@ -17,6 +17,7 @@ from .conftest import channel_to, serving
 from .powerup_support import (
     AppStream,
     account_state,
+    admin_md,
     candidates,
     collect_watch,
     driver_md,
@@ -50,7 +51,7 @@ async def test_valet_order_is_dispatched_accepted_completed_and_watched(
 ) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
     dispatch = dispatch_pb2_grpc.DispatchServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     account = await fund(platform, "driver", DRIVER)
     option = candidates(platform, vehicle, Mode.VALET)[0]
     quote_id = await inventory_quote(platform, DRIVER, vehicle, [option])
@@ -120,7 +121,7 @@ async def test_valet_order_is_dispatched_accepted_completed_and_watched(
 
 async def test_create_order_is_idempotent_and_refuses_key_reuse(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     await fund(platform, "driver", DRIVER)
     options = candidates(platform, vehicle, Mode.SWAP)[:2]
     quote_id = await inventory_quote(platform, DRIVER, vehicle, options)
@@ -140,7 +141,7 @@ async def test_create_order_is_idempotent_and_refuses_key_reuse(platform: Platfo
 
 async def test_taken_resource_is_aborted_or_falls_back(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     await fund(platform, "driver", DRIVER)
     await fund(platform, "driver", "drv-other")
     options = candidates(platform, vehicle, Mode.CHARGE)[:2]
@@ -148,7 +149,7 @@ async def test_taken_resource_is_aborted_or_falls_back(platform: Platform, chann
     theirs = await inventory_quote(platform, "drv-other", vehicle, options)
     await ordering.CreateOrder(
         ordering_pb2.CreateOrderRequest(idempotency_key="a", quote_id=theirs, option_id="o1"),
-        metadata=driver_md(platform, "drv-other"),
+        metadata=admin_md(platform, "drv-other"),  # someone else takes the resource first
     )
     md = driver_md(platform, DRIVER)
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -168,7 +169,7 @@ async def test_short_funds_and_expired_quote_are_failed_precondition(
     platform: Platform, channel: grpc.aio.Channel
 ) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner="drv-broke")
     md = driver_md(platform, "drv-broke")
     quote_id = await inventory_quote(platform, "drv-broke", vehicle, candidates(platform, vehicle, Mode.SWAP)[:1])
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -197,7 +198,7 @@ async def test_cancel_is_free_before_dispatch_and_charged_after_en_route(
 ) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
     dispatch = dispatch_pb2_grpc.DispatchServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     account = await fund(platform, "driver", DRIVER)
     md = driver_md(platform, DRIVER)
     options = candidates(platform, vehicle, Mode.VALET)

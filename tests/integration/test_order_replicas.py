@@ -21,6 +21,7 @@ from voltcloud.server import Platform
 from .conftest import JWT_KEY, platform_settings
 from .powerup_support import (
     AppStream,
+    admin_md,
     candidates,
     driver_md,
     fund,
@@ -37,7 +38,7 @@ async def test_a_restart_loses_no_order(tmp_path: Path, database_url: str) -> No
     settings = platform_settings(tmp_path, database_url, sweep_interval_s=0.2, reoptimize_interval_s=0)
     first = Platform(settings)
     await first.start()
-    vehicle = await swappable_vehicle(first)
+    vehicle = await swappable_vehicle(first, owner="drv-restart")
     await fund(first, "driver", "drv-restart")
     md = driver_md(first, "drv-restart")
     options = candidates(first, vehicle, Mode.VALET)
@@ -178,7 +179,7 @@ async def test_two_replicas_never_hand_out_the_same_resource(replicas: tuple[Pla
                     idempotency_key="race", quote_id=quotes[driver], option_id=f"o{i % len(offered) + 1}",
                     allow_fallback=True,
                 ),
-                metadata=driver_md(local, driver),
+                metadata=admin_md(local, driver),  # many customers, one car: the admin may order for any
             )  # fmt: skip
             return response.order
         except grpc.aio.AioRpcError as error:

@@ -52,7 +52,7 @@ def _station(platform: Platform, kind: int) -> str:
 
 async def test_connector_windows_never_overlap(platform: Platform, channel: grpc.aio.Channel) -> None:
     stub = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     md = driver_md(platform, DRIVER)
     station = _station(platform, STATION_CHARGING)
     connector, _ = platform.powerup.engine.station_resources(station)
@@ -99,7 +99,7 @@ async def test_connector_windows_never_overlap(platform: Platform, channel: grpc
 
 async def test_swap_lanes_fill_up_and_no_shows_expire(platform: Platform, channel: grpc.aio.Channel) -> None:
     stub = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     md = driver_md(platform, DRIVER)
     station = _station(platform, STATION_SWAP)  # one lane
     now = dt.datetime.now(dt.UTC)
@@ -132,7 +132,7 @@ async def test_swap_lanes_fill_up_and_no_shows_expire(platform: Platform, channe
 
 async def test_bad_windows_are_invalid_argument(platform: Platform, channel: grpc.aio.Channel) -> None:
     stub = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     md = driver_md(platform, DRIVER)
     station = _station(platform, STATION_CHARGING)
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
@@ -149,7 +149,7 @@ async def test_bad_windows_are_invalid_argument(platform: Platform, channel: grp
 
 async def test_recommendations_and_road_conditions(platform: Platform, channel: grpc.aio.Channel) -> None:
     stub = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     md = driver_md(platform, DRIVER)
     engine = platform.powerup.engine
     station = next(iter(engine._maps.station_by_id.values()))

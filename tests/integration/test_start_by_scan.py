@@ -29,7 +29,10 @@ async def _vehicle(running: RunningPlatform) -> str:
         connector = await session.get(Connector, CONNECTOR)
         assert connector is not None
         rows = await session.exec(select(Vehicle).where(col(Vehicle.fleet_id).is_(None)).order_by(col(Vehicle.id)))
-        return next(v.id for v in rows if v.connector_mask & (1 << connector.standard))
+        vehicle = next(v for v in rows if v.connector_mask & (1 << connector.standard))
+        vehicle.owner_driver_id = DRIVER  # the driver registered this private car (RegisterVehicle)
+        session.add(vehicle)
+        return vehicle.id
 
 
 async def test_start_by_scan(running: RunningPlatform, channel: grpc.aio.Channel) -> None:

@@ -49,7 +49,7 @@ def gateway_md(platform: Platform, operator_id: str) -> tuple[tuple[str, str], .
 
 async def test_charge_order_completes_from_station_session(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
-    vehicle = await swappable_vehicle(platform)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
     account = await fund(platform, "driver", DRIVER)
     option = candidates(platform, vehicle, Mode.CHARGE)[0]
     assert option.station_id and option.connector_id

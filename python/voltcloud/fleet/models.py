@@ -27,6 +27,9 @@ class Vehicle(SQLModel, table=True):
     model: str = Field(max_length=100)
     fleet_id: str | None = Field(default=None, foreign_key="fleet.id", index=True, max_length=64)
     sub_fleet_id: str | None = Field(default=None, foreign_key="subfleet.id", max_length=64)
+    # The registered owner of a private car (fleet_id is None): the one driver who may order for it. No foreign
+    # key: driver.vehicle_id already points here, and a cycle of keys would need deferred constraints.
+    owner_driver_id: str | None = Field(default=None, index=True, max_length=64)
     pack_type_id: int | None = Field(default=None, foreign_key="packtype.id", description="None: fixed battery")
     connector_mask: int = Field(description="Bit (1 << ConnectorStandard) per supported standard")
     usable_capacity_wh: int = Field(gt=0)

@@ -20,7 +20,7 @@ from voltcloud.maintenance import workorders
 from voltcloud.platform.auth import Role
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
-from voltcloud.stations import packs, sessions
+from voltcloud.stations import packs, sessions, tokens
 from voltcloud.stations.models import Connector, Pack, Station, StationSession
 from voltcloud.stations.twin import TelemetrySource, Twin
 
@@ -225,9 +225,12 @@ async def _session_stopped(
         reason=body.reason,
         ended_at=when,
         gateway_id=ctx.gateway_id,
+        id_tag=body.id_tag[:64],
     )
     if changed:
-        await _tell(session, ctx, row, sessions.ENDED)
+        settled = await _tell(session, ctx, row, sessions.ENDED)
+        if row.energy_wh > 0 and not settled:
+            await tokens.flag_unpaid(session, now, row)  # no free energy: an operator must resolve it
     connector_id, session_id = body.connector_id or (row.connector_id or ""), row.id
     ctx.post.append(lambda: ctx.hub.twins.session_stopped(twin, connector_id, session_id))
 
@@ -347,14 +350,18 @@ async def _swap_completed(
 
 async def _tell(
     session: AsyncSession, ctx: EventContext, row: StationSession, phase: str, *, success: bool = True
-) -> None:
-    """Tells the session's subscribers (ordering) in this transaction; links the session to their order."""
+) -> bool:
+    """Tells the session's subscribers (ordering) in this transaction; links the session to their order.
+    True when a subscriber reports the session's order priced and settled."""
+    settled = False
     for listener in ctx.hub.session_listeners:
         link = await listener(session, sessions.report_of(row, phase, success=success))
         if link is not None:
             sessions.link_order(session, row, link.order_id)
+            settled = settled or link.settled
             if link.after_commit is not None:
                 ctx.after.append(link.after_commit)
+    return settled
 
 
 async def _release_reservation(session: AsyncSession, pack_id: str, now: dt.datetime) -> None:

@@ -39,6 +39,8 @@ from voltcloud.platform.errors import (
     PermissionDenied,
 )
 from voltcloud.platform.rpc import current_principal
+from voltcloud.stations import idempotency, tokens
+from voltcloud.stations.token_models import ChargingToken
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +356,89 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             await self.hub.twin(sid)
         readings = apply.apply_telemetry(self.hub, request.telemetry, None)
         return ingest_pb2.PushTelemetryResponse(readings_accepted=readings, events_accepted=len(request.events))
+
+    # ---- charging tokens (issue 9 finding 4: no free energy over OCPP) ----
+
+    async def AuthorizeIdTag(
+        self, request: ingest_pb2.AuthorizeIdTagRequest, context: Any
+    ) -> ingest_pb2.AuthorizeIdTagResponse:
+        principal = current_principal()
+        _check_gateway(principal, request.gateway_id, "gateway_id")
+        tokens.check_id_tag(request.id_tag)
+        now = self.hub.clock.now()
+        async with self._db.transaction("ingest.authorize") as session:
+            operator_id = await tokens.station_operator(session, principal, request.station_id)
+            auth = await tokens.authorize(session, operator_id, request.id_tag, now)
+        response = ingest_pb2.AuthorizeIdTagResponse(status=int(auth.status))  # type: ignore[arg-type]
+        if auth.expires_at is not None:
+            response.expiry_time.FromDatetime(auth.expires_at)
+        response.cache_until.FromDatetime(auth.cache_until)
+        return response
+
+    async def RegisterChargingToken(
+        self, request: ingest_pb2.RegisterChargingTokenRequest, context: Any
+    ) -> ingest_pb2.RegisterChargingTokenResponse:
+        principal = current_principal()
+        if not request.idempotency_key:
+            raise InvalidArgument.for_field("idempotency_key", "is required")
+        inp = tokens.TokenInput(
+            id_tag=tokens.check_id_tag(request.id_tag),
+            operator_id=request.operator_id,
+            owner_kind=request.owner_kind,
+            owner_id=request.owner_id,
+            sub_fleet_id=request.sub_fleet_id,
+            vehicle_id=request.vehicle_id,
+            expires_at=_time(request, "expiry_time"),
+        )
+        key = idempotency.key_of("RegisterChargingToken", principal, request.idempotency_key)
+        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
+        now = self.hub.clock.now()
+        async with self._db.transaction("ingest.tokens.register") as session:
+            cached = await idempotency.lookup(session, key, digest)
+            if cached is not None:
+                return ingest_pb2.RegisterChargingTokenResponse.FromString(cached)
+            token = await tokens.register(session, principal, now, inp)
+            response = ingest_pb2.RegisterChargingTokenResponse(token=_token_message(token, now))
+            idempotency.store(session, key, digest, response.SerializeToString(), now)
+        return response
+
+    async def SetChargingTokenStatus(
+        self, request: ingest_pb2.SetChargingTokenStatusRequest, context: Any
+    ) -> ingest_pb2.SetChargingTokenStatusResponse:
+        principal = current_principal()
+        if not request.token_id:
+            raise InvalidArgument.for_field("token_id", "is required")
+        now = self.hub.clock.now()
+        async with self._db.transaction("ingest.tokens.status") as session:
+            token = await tokens.set_blocked(session, principal, now, request.token_id, request.blocked)
+            return ingest_pb2.SetChargingTokenStatusResponse(token=_token_message(token, now))
+
+
+def _time(message: Any, field: str) -> dt.datetime | None:
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    if not 0 <= value.nanos < 1_000_000_000 or not 0 < value.seconds < 253402300800:  # up to 9999-12-31
+        raise InvalidArgument.for_field(field, "must be a valid time")
+    result: dt.datetime = value.ToDatetime(tzinfo=dt.UTC)
+    return result
+
+
+def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.ChargingToken:
+    message = ingest_pb2.ChargingToken(
+        token_id=token.id,
+        id_tag=token.id_tag,
+        operator_id=token.operator_id,
+        owner_kind=token.owner_kind,
+        owner_id=token.owner_id,
+        sub_fleet_id=token.sub_fleet_id or "",
+        vehicle_id=token.vehicle_id,
+        account_id=token.account_id,
+        status=int(tokens.verdict(token, now)),  # type: ignore[arg-type]
+    )
+    if token.expires_at is not None:
+        message.expiry_time.FromDatetime(token.expires_at)
+    return message
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.maintenance.models import Alarm, WorkOrder
@@ -13,6 +15,9 @@ from voltcloud.platform.ids import new_id
 # voltcloud.v1 numbers
 ALARM_SOURCE_STATION = 1
 ALARM_SOURCE_INSPECTION = 4
+ALARM_SOURCE_PLATFORM = 4
+ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED, ALARM_STATE_CLEARED = 1, 2, 3
+ALARM_LEVEL_MAJOR = 3
 WORK_ORDER_SOURCE_ALARM = 1
 WORK_ORDER_SOURCE_INSPECTION = 2
 
@@ -84,3 +89,59 @@ async def raise_alarm(
         session.add(order)
     session.add(alarm)
     return Opened(alarm.id, work_order_id)
+
+
+async def raise_alarm_once(
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    code: str,
+    resource_id: str,
+    message: str,
+    operator_id: str | None,
+    station_id: str | None = None,
+    pack_id: str | None = None,
+    level: int = ALARM_LEVEL_MAJOR,
+) -> Opened | None:
+    """A platform alarm for one resource, unless one with the same code is still open for it (None then):
+    a condition re-detected by a periodic loop must not write a row (and a work order) every period."""
+    open_already = await session.exec(
+        select(Alarm.id)
+        .where(
+            col(Alarm.code) == code[:64],
+            col(Alarm.resource_id) == resource_id,
+            col(Alarm.state).in_([ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED]),
+        )
+        .limit(1)
+    )
+    if open_already.first() is not None:
+        return None
+    return await raise_alarm(
+        session,
+        now=now,
+        source=ALARM_SOURCE_PLATFORM,
+        level=level,
+        code=code,
+        message=message,
+        operator_id=operator_id,
+        station_id=station_id,
+        resource_id=resource_id,
+        pack_id=pack_id,
+        open_work_order=False,
+    )
+
+
+async def clear_alarms(session: AsyncSession, *, now: dt.datetime, code: str, resource_ids: list[str]) -> int:
+    """Clears the open alarms with this code for these resources (the condition is gone); returns how many."""
+    if not resource_ids:
+        return 0
+    result = await session.exec(
+        sa.update(Alarm)
+        .where(
+            col(Alarm.code) == code[:64],
+            col(Alarm.resource_id).in_(resource_ids),
+            col(Alarm.state).in_([ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED]),
+        )
+        .values(state=ALARM_STATE_CLEARED, cleared_at=now)
+    )
+    return int(result.rowcount or 0)

@@ -27,7 +27,6 @@ from voltcloud.platform.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
@@ -88,10 +87,12 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
         raise InvalidArgument.for_field("quote_id", "is required")
     if not inp.option_id:
         raise InvalidArgument.for_field("option_id", "is required")
-    if inp.payer_account_id and principal.role is Role.DRIVER:
-        raise PermissionDenied("a driver pays with the vehicle's default payer; payer overrides are for fleet managers")
     now = deps.clock.now()
     async with deps.uow.db.transaction("ordering.create.read") as session:
+        if inp.payer_account_id:
+            # First, before the quote is even looked at: naming someone else's account is refused the same way
+            # whatever else is wrong with the request (and checked again where the hold is placed).
+            await payments.payer_named(session, principal, inp.payer_account_id)
         existing = await _existing(session, principal.subject, inp.idempotency_key)
         if existing is not None:
             return _same_request(existing, inp)
@@ -224,7 +225,7 @@ async def _create(
         order.reservation_id = reservation.id
     # 2. Place the hold on the payer's account (FailedPrecondition when funds are short).
     if inp.payer_account_id:
-        account_id = inp.payer_account_id
+        account_id = await payments.payer_named(session, principal, inp.payer_account_id)
     elif vehicle.fleet_id:
         account_id = await payments.customer_account(
             session, owner_kind="fleet", owner_id=vehicle.fleet_id, currency=option.currency, clock=deps.clock
@@ -430,7 +431,10 @@ async def cancel_order(
             raise FailedPrecondition(f"order {order_id} is already {OrderState(order.state).label}")
         if order.state == OrderState.IN_SERVICE:
             raise FailedPrecondition(f"order {order_id} is in service and can no longer be cancelled")
-        fee = 0 if order.state in BEFORE_DISPATCH else deps.settings.cancel_fee_minor
+        # The fee compensates the operator for a customer's late change of mind; an operator cancelling an
+        # order at its own station (a fault, a closure) must not charge the customer for it.
+        free = order.state in BEFORE_DISPATCH or principal.role is Role.OPERATOR
+        fee = 0 if free else deps.settings.cancel_fee_minor
         order.cancel_key = idempotency_key
         why = reason or "cancelled by customer"
         await dispatch.cancel_for_order(session, effects, deps.notifier, order, why, now)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.settlement import api as settlement
 
@@ -58,6 +59,12 @@ async def customer_account(
     return await settlement.ensure_customer_account(
         session, owner_kind=owner_kind, owner_id=owner_id, currency=currency, clock=clock
     )
+
+
+async def payer_named(session: AsyncSession, principal: Principal, account_id: str) -> str:
+    """An account the caller names as payer, if settlement says the caller may spend from it (else
+    PERMISSION_DENIED): ordering never decides that itself."""
+    return await settlement.require_spendable(session, principal, account_id)
 
 
 async def hold(

@@ -21,7 +21,7 @@ from voltcloud.ordering.models import CustomerProfile, Order, Quote
 from voltcloud.ordering.states import Mode, OrderState
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import FieldViolation, InvalidArgument, NotFound, PermissionDenied
+from voltcloud.platform.errors import FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import position_violations
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.tracing import meter
@@ -120,25 +120,29 @@ def validate(inp: QuoteInput, now: dt.datetime) -> None:
 
 
 async def vehicle_for(session: AsyncSession, principal: Principal, vehicle_id: str) -> Vehicle:
-    """The vehicle if the caller may order for it; NOT_FOUND otherwise (ids cannot be probed)."""
+    """The vehicle if the caller may order for it; NOT_FOUND otherwise (ids cannot be probed).
+
+    The one place that decides who orders for a vehicle: its fleet's manager, the fleet's drivers (by their
+    driver row, not by a claim in the token), the registered owner of a private car, and the platform admin.
+    Operators run stations; they order for nobody's car (issue 9, finding 3)."""
     vehicle = await session.get(Vehicle, vehicle_id)
-    if vehicle is None:
+    if vehicle is None or not await _may_order_for(session, principal, vehicle):
         raise NotFound(f"vehicle {vehicle_id} not found")
-    if principal.is_admin or principal.role is Role.OPERATOR:
-        return vehicle
+    return vehicle
+
+
+async def _may_order_for(session: AsyncSession, principal: Principal, vehicle: Vehicle) -> bool:
+    if principal.is_admin:
+        return True
+    tenant = principal.tenant
     if principal.role is Role.FLEET_MANAGER:
-        if principal.tenant is None or vehicle.fleet_id != principal.tenant.id:
-            raise NotFound(f"vehicle {vehicle_id} not found")
-        return vehicle
-    if principal.role is Role.DRIVER:
-        if vehicle.fleet_id is None:
-            return vehicle
-        driver = await session.get(Driver, principal.subject)
-        tenant_fleet = principal.tenant.id if principal.tenant and principal.tenant.kind == "fleet" else None
-        if (driver is not None and driver.fleet_id == vehicle.fleet_id) or tenant_fleet == vehicle.fleet_id:
-            return vehicle
-        raise NotFound(f"vehicle {vehicle_id} not found")
-    raise PermissionDenied(f"role {principal.role.name.lower()} may not order power-ups")
+        return tenant is not None and tenant.kind == "fleet" and vehicle.fleet_id == tenant.id
+    if principal.role is not Role.DRIVER:
+        return False
+    if vehicle.fleet_id is None:
+        return vehicle.owner_driver_id is not None and vehicle.owner_driver_id == principal.subject
+    driver = await session.get(Driver, principal.subject)
+    return driver is not None and driver.fleet_id == vehicle.fleet_id
 
 
 def profile_of(vehicle: Vehicle) -> VehicleProfile:

@@ -85,6 +85,8 @@ async def start_by_scan(
         existing = await orders.existing_order(session, principal.subject, inp.idempotency_key)
         if existing is not None:
             return existing  # a retry: the first answer (the start was sent then)
+        if inp.payer_account_id:  # refused before anything (even the one-option quote) is written
+            await payments.payer_named(session, principal, inp.payer_account_id)
         vehicle = await vehicle_for(session, principal, inp.vehicle_id)
         connector = await session.get(Connector, target.connector_id)
         if connector is None or connector.station_id != target.station_id:

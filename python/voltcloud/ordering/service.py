@@ -412,6 +412,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
         result = await roads.push(
             self._p.uow,
             self._p.clock,
+            current_principal(),
             source=request.source or "feed",
             idempotency_key=request.idempotency_key,
             conditions=conditions,

@@ -7,6 +7,9 @@ dropped, a repeated stop changes nothing), and an order only moves forward, so a
 (the capture is also idempotent per order). A session is linked to an order by, in turn: the order id the
 gateway reported, the reservation id, the connector (charge) or vehicle (swap) of an active order at that
 station. Only SWAP/CHARGE orders of the reporting station are moved; valet/van orders follow their tasks.
+A charge session with no such order but an idTag the operator accepts gets an order of its own
+(`token_orders`). The link tells the station side whether the order is settled: an ended charge session with
+energy and no settled order is flagged abnormal there (no free energy).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.ordering import token_orders
 from voltcloud.ordering.lifecycle import Actor, Effects, Facts, UnitOfWork, complete, finish, record
 from voltcloud.ordering.models import Order, Reservation
 from voltcloud.ordering.states import ACTIVE, Mode, OrderState
 from voltcloud.platform.auth import Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import DomainError
+from voltcloud.stations import tokens
+from voltcloud.stations.models import Station
 from voltcloud.stations.sessions import CHARGE, ENDED, STARTED, SWAP, SessionLink, SessionReport
 
 log = logging.getLogger(__name__)
@@ -113,10 +119,10 @@ async def on_station_session(
         return None
     order = await find_order(session, report)
     if order is None:
-        return None
+        return await _token_session(uow, clock, session, report)
     order_id = order.id
     if order.state not in ACTIVE:
-        return SessionLink(order_id)
+        return SessionLink(order_id, settled=order.state == OrderState.COMPLETED)
     effects = Effects()
     try:
         async with session.begin_nested():
@@ -124,4 +130,30 @@ async def on_station_session(
     except (DomainError, StaleDataError) as error:
         log.warning("order %s not moved by session %s (%s): %s", order_id, report.session_id, report.phase, error)
         return SessionLink(order_id)
-    return SessionLink(order_id, functools.partial(uow.apply, effects))
+    return SessionLink(order_id, functools.partial(uow.apply, effects), settled=order.state == OrderState.COMPLETED)
+
+
+async def _token_session(
+    uow: UnitOfWork, clock: Clock, session: AsyncSession, report: SessionReport
+) -> SessionLink | None:
+    """A charge session started with an idTag and no order: when the station's operator accepts the tag (at the
+    session's start), an order for the token opens and moves with the session. Anything else gets no order
+    (the ingest side then flags an ended session with energy as abnormal)."""
+    if report.kind != CHARGE or not report.id_tag or report.order_id:
+        return None
+    station = await session.get(Station, report.station_id)
+    if station is None:
+        return None
+    auth = await tokens.authorize(session, station.operator_id, report.id_tag, report.started_at)
+    if auth.token is None:
+        log.warning("session %s: idTag %s is %s", report.session_id, report.id_tag, auth.status.name.lower())
+        return None
+    effects = Effects()
+    try:
+        async with session.begin_nested():
+            order = await token_orders.open_order(session, effects, clock, report, auth.token)
+            await advance(session, effects, order, report, clock)
+    except (DomainError, StaleDataError) as error:
+        log.warning("session %s: no order for idTag %s: %s", report.session_id, report.id_tag, error)
+        return None
+    return SessionLink(order.id, functools.partial(uow.apply, effects), settled=order.state == OrderState.COMPLETED)

@@ -115,6 +115,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # IngestService: only gateways speak the uplink.
     "voltcloud.v1.IngestService/Uplink": GATEWAYS,
     "voltcloud.v1.IngestService/PushTelemetry": GATEWAYS,
+    # Charging tokens (issue 9 finding 4): gateways authorize idTags at their operator's stations; fleets and
+    # drivers register their own tokens; owners, the operator a token is valid at, and admins block them.
+    "voltcloud.v1.IngestService/AuthorizeIdTag": GATEWAYS,
+    "voltcloud.v1.IngestService/RegisterChargingToken": ADMIN | {Role.FLEET_MANAGER, Role.DRIVER},
+    "voltcloud.v1.IngestService/SetChargingTokenStatus": CUSTOMERS,
 }
 
 

@@ -1,12 +1,16 @@
-"""The one wrapper around every RPC: authenticate, authorize, trace, and map errors to statuses.
+"""The one wrapper around every RPC: admit, authenticate, authorize, decode and check, trace, and map errors.
 
 Installed as a grpc.aio server interceptor that wraps each method handler, so servicers only parse,
-call the domain and build responses. The principal of the call is available through `current_principal()`.
+call the domain and build responses. The wrapper decodes requests itself (undecodable bytes and values outside
+the edge limits of `platform/limits.py` are INVALID_ARGUMENT before any servicer runs) and admits unary calls
+through `Admission` (a call whose deadline passed is not started; beyond a bounded queue, RESOURCE_EXHAUSTED).
+The principal of the call is available through `current_principal()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -14,10 +18,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.trace import Status, StatusCode
 
 from voltcloud.platform.auth import Principal, TokenService
-from voltcloud.platform.errors import DomainError, PermissionDenied, Unimplemented, to_status
+from voltcloud.platform.errors import (
+    DeadlineExceeded,
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unimplemented,
+    to_status,
+)
+from voltcloud.platform.limits import check_message
 from voltcloud.platform.permissions import PUBLIC_METHOD_PREFIXES, required_roles
 from voltcloud.platform.tracing import tracer
 
@@ -61,10 +75,49 @@ class CallActivity:
             await asyncio.sleep(min(0.02, quiet_s))
 
 
+class Admission:
+    """Bounds the unary calls being served: at most `max_running` run, at most `max_queued` wait for a slot,
+    and beyond that a call is refused at once (RESOURCE_EXHAUSTED) instead of joining a queue it would time out
+    in. A waiting call whose deadline passes leaves the queue without running. Without this, a burst makes
+    every call slow, most finish after their client gave up, and goodput collapses."""
+
+    def __init__(self, max_running: int = 32, max_queued: int = 64) -> None:
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self.running = 0
+        self.queued = 0
+        self._slot = asyncio.Semaphore(max_running)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, method: str, time_remaining: float | None) -> AsyncIterator[None]:
+        if self.running >= self.max_running or self.queued:
+            if self.queued >= self.max_queued:
+                raise ResourceExhausted(
+                    f"server busy: {self.running} calls running, {self.queued} queued; retry with backoff"
+                )
+            self.queued += 1
+            try:
+                await asyncio.wait_for(self._slot.acquire(), time_remaining)
+            except TimeoutError:
+                raise DeadlineExceeded(f"deadline passed while {method} waited for a slot") from None
+            finally:
+                self.queued -= 1
+        else:
+            await self._slot.acquire()
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._slot.release()
+
+
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, admission: Admission | None = None, deadline_floor_s: float = 0.0) -> None:
         self._tokens = tokens
         self.activity = CallActivity()
+        self.admission = admission or Admission()
+        self.deadline_floor_s = deadline_floor_s
 
     async def intercept_service(
         self,
@@ -76,7 +129,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        return _wrap(handler, method, self._tokens, self.activity)
+        return _wrap(handler, method, self)
 
 
 def _authorize(tokens: TokenService, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
@@ -89,9 +142,50 @@ def _authorize(tokens: TokenService, method: str, context: grpc.aio.ServicerCont
     return principal
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler, method: str, tokens: TokenService, activity: CallActivity
-) -> grpc.RpcMethodHandler:
+def _decode(parse: Callable[[bytes], Message], raw: bytes) -> Message:
+    """The request message, decoded here rather than by gRPC (which answers undecodable bytes with UNKNOWN
+    or INTERNAL), and checked against the edge limits before any servicer sees it."""
+    try:
+        message = parse(raw)
+    except (DecodeError, ValueError, RecursionError):
+        raise InvalidArgument("the request body is not a valid protobuf message of this method's type") from None
+    check_message(message)
+    return message
+
+
+class _DecodedStream:
+    """A client stream's messages, each decoded and checked. The first bad message ends the input, as a
+    half-close would (servicers need no error path of their own for it), and the call then ends with its
+    INVALID_ARGUMENT."""
+
+    def __init__(self, parse: Callable[[bytes], Message], requests: AsyncIterator[bytes]) -> None:
+        self._parse = parse
+        self._requests = requests
+        self.error: InvalidArgument | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        async for raw in self._requests:
+            try:
+                message = _decode(self._parse, raw)
+            except InvalidArgument as error:
+                self.error = error
+                return
+            yield message
+
+
+def _time_left(context: grpc.aio.ServicerContext[Any, Any], method: str, floor_s: float) -> float | None:
+    """Seconds until the call's deadline (None without one); DEADLINE_EXCEEDED when it is already (nearly)
+    past, so no work starts whose answer nobody will read."""
+    remaining: float | None = context.time_remaining()
+    if remaining is not None and remaining <= floor_s:
+        raise DeadlineExceeded(f"the deadline of {method} passed before it started")
+    return remaining
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformInterceptor) -> grpc.RpcMethodHandler:
+    tokens, activity, admission, floor_s = owner._tokens, owner.activity, owner.admission, owner.deadline_floor_s
+    parse: Callable[[bytes], Message] = handler.request_deserializer
+
     def start(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         _principal.set(_authorize(tokens, method, context))
 
@@ -108,15 +202,27 @@ def _wrap(
             name, attributes={"rpc.system": "grpc", "rpc.method": method}, record_exception=False
         )
 
+    def request_of(raw: Any) -> Any:
+        return _DecodedStream(parse, raw) if handler.stream_unary or handler.stream_stream else _decode(parse, raw)
+
+    def raise_stream_error(request: Any) -> None:
+        if isinstance(request, _DecodedStream) and request.error is not None:
+            raise request.error
+
     if handler.unary_unary or handler.stream_unary:
         inner = handler.unary_unary or handler.stream_unary
 
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             activity.in_flight += 1
             with span(method) as current:
                 try:
-                    start(context)
-                    return await inner(request, context)
+                    async with admission.slot(method, _time_left(context, method, floor_s)):
+                        _time_left(context, method, floor_s)  # it may have passed while the call waited
+                        start(context)
+                        request = request_of(raw)
+                        response = await inner(request, context)
+                        raise_stream_error(request)
+                        return response
                 except (DomainError, NotImplementedError) as error:
                     current.set_status(Status(StatusCode.ERROR, str(error)))
                     await guard(context, error)
@@ -125,31 +231,26 @@ def _wrap(
                     activity.in_flight -= 1
 
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return factory(
-            unary_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return factory(unary_response, request_deserializer=None, response_serializer=handler.response_serializer)
 
     inner_stream = handler.unary_stream or handler.stream_stream
 
-    async def stream_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    # Streams are long-lived (watches, gateway and app connections): they are not admitted through the slots.
+    async def stream_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         with span(method) as current:
             try:
                 start(context)
+                request = request_of(raw)
                 result = inner_stream(request, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
                         yield item
                 else:
                     await result
+                raise_stream_error(request)
             except (DomainError, NotImplementedError) as error:
                 current.set_status(Status(StatusCode.ERROR, str(error)))
                 await guard(context, error)
 
     factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return factory(
-        stream_response,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return factory(stream_response, request_deserializer=None, response_serializer=handler.response_serializer)

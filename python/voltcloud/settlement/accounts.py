@@ -10,8 +10,10 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.dispatch.models import MobileUnit  # read-only: which operator employs a unit
+from voltcloud.fleet.models import Driver, SubFleet  # read-only: fleet membership decides who spends
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.errors import InvalidArgument, NotFound
+from voltcloud.platform.errors import InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.settlement.models import LedgerAccount, Posting
@@ -216,6 +218,94 @@ async def visible(
     if not can_see(principal, account):
         raise NotFound(f"account {account_id} not found")
     return account
+
+
+# --- who may spend from an account (issue 9, finding 2) ---------------------------------------------------
+
+
+async def may_spend(session: AsyncSession, principal: Principal, account: LedgerAccount) -> bool:
+    """Whether `principal` may spend from this wallet (hold, charge, withdraw): the one rule for every place
+    that takes money from an account the caller names.
+
+    Only customer wallets are ever spent from by a caller: a driver's own wallet (the driver alone); a fleet's
+    account and its sub-fleets' allocations (the fleet's manager, and the fleet's drivers by their driver row,
+    never by a claim in the token). The platform admin may spend from any wallet. Seeing an account (its
+    tenant) is not enough: an operator sees its specialists' accounts but must not spend them."""
+    if account.kind not in WALLET_KINDS:
+        return False
+    if principal.is_admin:
+        return True
+    if account.owner_kind == "driver":
+        return principal.role is Role.DRIVER and account.owner_id == principal.subject
+    fleet_id = await _spending_fleet(session, principal)
+    if fleet_id is None:
+        return False
+    if account.owner_kind == "fleet":
+        return account.owner_id == fleet_id
+    if account.owner_kind == "subfleet":
+        sub_fleet = await session.get(SubFleet, account.owner_id)
+        return sub_fleet is not None and sub_fleet.fleet_id == fleet_id
+    return False
+
+
+def own_payable(principal: Principal, account: LedgerAccount) -> bool:
+    """The caller operator's own payable account (its earnings): the one non-wallet account an operator may
+    spend from (withdraw, fund its coupons). Its specialists' accounts are theirs, paid out by payouts."""
+    tenant = principal.tenant
+    return (
+        principal.role is Role.OPERATOR
+        and tenant is not None
+        and tenant.kind == "operator"
+        and account.kind == int(AccountKind.OPERATOR)
+        and account.owner_kind == "operator"
+        and account.owner_id == tenant.id
+    )
+
+
+async def _spending_fleet(session: AsyncSession, principal: Principal) -> str | None:
+    """The fleet whose money the caller may spend: a manager's tenant, a driver's fleet by membership."""
+    if principal.role is Role.FLEET_MANAGER:
+        tenant = principal.tenant
+        return tenant.id if tenant is not None and tenant.kind == "fleet" else None
+    if principal.role is Role.DRIVER:
+        driver = await session.get(Driver, principal.subject)
+        return driver.fleet_id if driver is not None else None
+    return None
+
+
+async def spendable(
+    session: AsyncSession, principal: Principal, account_id: str, *, field: str = "payer.account_id"
+) -> LedgerAccount:
+    """The account if `principal` may spend from it; PERMISSION_DENIED otherwise. An unknown id gets the same
+    answer as someone else's account, so a refusal tells nothing about which ids exist."""
+    if not account_id:
+        raise InvalidArgument.for_field(field, "is required")
+    account = await session.get(LedgerAccount, account_id, populate_existing=True)
+    if account is None or not await may_spend(session, principal, account):
+        raise PermissionDenied(f"{principal.subject} may not spend from account {account_id}")
+    return account
+
+
+async def may_create_for(session: AsyncSession, principal: Principal, owner_kind: str, owner_id: str) -> bool:
+    """Whether `principal` may open an account owned by (owner_kind, owner_id) (issue 9, finding 6): only for
+    owners inside the caller's own tenant. A fleet manager for the fleet and its own sub-fleets; an operator
+    for itself and its own units (specialists, vans). The platform admin for anyone."""
+    if principal.is_admin:
+        return True
+    tenant = principal.tenant
+    if tenant is None:
+        return False
+    if principal.role is Role.FLEET_MANAGER and tenant.kind == "fleet":
+        if owner_kind == "fleet":
+            return owner_id == tenant.id
+        sub_fleet = await session.get(SubFleet, owner_id) if owner_kind == "subfleet" else None
+        return sub_fleet is not None and sub_fleet.fleet_id == tenant.id
+    if principal.role is Role.OPERATOR and tenant.kind == "operator":
+        if owner_kind == "operator":
+            return owner_id == tenant.id
+        unit = await session.get(MobileUnit, owner_id) if owner_kind == "specialist" else None
+        return unit is not None and unit.operator_id == tenant.id
+    return False
 
 
 async def list_accounts(

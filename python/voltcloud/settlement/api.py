@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.models import Fleet  # read-only: a fleet's payment mode and credit limit
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.settlement import accounts
@@ -57,6 +58,15 @@ async def ensure_customer_account(
     return account.id
 
 
+async def require_spendable(
+    session: AsyncSession, principal: Principal, account_id: str, *, field: str = "payer.account_id"
+) -> str:
+    """The id of an account the caller names to pay with, if the caller may spend from it (own wallet; the
+    fleet's account or a sub-fleet allocation for its manager and its drivers); PERMISSION_DENIED otherwise.
+    Call it before anything is reserved or held, so a refusal leaves nothing behind."""
+    return (await accounts.spendable(session, principal, account_id, field=field)).id
+
+
 async def set_credit_limit(session: AsyncSession, *, account_id: str, credit_limit_minor: int) -> None:
     """Sets a (post-settlement) fleet account's credit limit; FleetService.SetPaymentMode calls this."""
     check_amount("credit_limit", credit_limit_minor, allow_zero=True)
@@ -96,6 +106,7 @@ __all__ = [
     "refund",
     "refund_difference",
     "release_hold",
+    "require_spendable",
     "set_credit_limit",
     "top_up",
     "verify_offline_payment",

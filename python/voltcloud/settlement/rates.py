@@ -199,15 +199,20 @@ async def assign_rate_model(
     fleet_id: str = "",
     effective_from: dt.datetime | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    station_operator_id: str | None = None,
 ) -> str:
     """Applies a rate model to a customer (account or fleet, optionally at one station), a station, an
-    operator's stations, or the whole platform (no scope given). Returns the assignment id."""
-    exists = (
+    operator's stations, or the whole platform (no scope given). Returns the assignment id.
+
+    `station_operator_id` names the operator whose station gets the model: only that operator's own models
+    and platform tariffs may price its stations (another operator's model is NOT_FOUND, so ids cannot be probed).
+    """
+    owner = (
         await session.exec(
-            select(RateModelVersion.version).where(RateModelVersion.rate_model_id == rate_model_id).limit(1)
+            select(RateModelVersion.operator_id).where(RateModelVersion.rate_model_id == rate_model_id).limit(1)
         )
     ).first()
-    if exists is None:
+    if owner is None or (station_operator_id is not None and owner not in ("", station_operator_id)):
         raise NotFound(f"rate model {rate_model_id} not found")
     if customer_account_id or fleet_id:
         scope = "customer"

@@ -387,7 +387,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
             (principal.role is Role.OPERATOR and kind in (AccountKind.OPERATOR, AccountKind.SPECIALIST))
             or (principal.role is Role.FLEET_MANAGER and kind is AccountKind.FLEET)
         )
-        if not allowed or (kind is AccountKind.OPERATOR and not principal.is_admin and owner_id != tenant_id):
+        if not allowed:
             raise PermissionDenied(f"{principal.subject} may not create a {kind.name.lower()} account for {owner_id}")
         credit = 0
         if request.HasField("credit_limit"):
@@ -395,6 +395,10 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 raise PermissionDenied("only the platform admin sets credit limits")
             credit, _ = _amount(request, "credit_limit", allow_zero=True)
         async with self._tx("create_account") as session:
+            if not await accounts.may_create_for(session, principal, owner_kind, owner_id):
+                raise PermissionDenied(
+                    f"{principal.subject} may not create a {kind.name.lower()} account for {owner_kind} {owner_id}"
+                )
             account = await accounts.ensure_account(
                 session,
                 kind=kind,
@@ -464,7 +468,11 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         amount, currency = _amount(request, "amount")
         key = _key(principal, request.idempotency_key)
         async with self._tx("withdraw") as session:
-            await accounts.visible(session, principal, request.account_id)
+            # Withdrawing spends the account: seeing it (an operator sees its specialists' accounts) is not enough.
+            account = await accounts.visible(session, principal, request.account_id)
+            own = accounts.own_payable(principal, account)
+            if not own and not await accounts.may_spend(session, principal, account):
+                raise PermissionDenied(f"{principal.subject} may not withdraw from account {request.account_id}")
             payment = await payments.withdraw(
                 session,
                 account_id=request.account_id,
@@ -739,9 +747,11 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 if operator_id and operator_id != own:
                     raise PermissionDenied(f"{principal.subject} may not issue coupons for operator {operator_id}")
                 operator_id = own
-                # Operators fund their own coupons from their payable account.
+                # Operators fund their own coupons from their payable account, never from a specialist's.
                 if funding:
-                    await accounts.visible(session, principal, funding, field="coupon.funding_account_id")
+                    account = await accounts.visible(session, principal, funding, field="coupon.funding_account_id")
+                    if not accounts.own_payable(principal, account):
+                        raise PermissionDenied(f"coupons of {own} are funded from {own}'s operator account only")
                 else:
                     funding = (await accounts.operator_payable(session, own, currency, self._clock.now())).id
             window = _window(c, "valid")

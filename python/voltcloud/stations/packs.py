@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud import _core
+from voltcloud import _core, engine
 from voltcloud.maintenance import workorders
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from voltcloud.platform.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.platform.tracing import engine_span
@@ -139,12 +139,14 @@ async def register_pack(
 ) -> Pack:
     if principal.role is not Role.PLATFORM_ADMIN:
         principal.require_tenant("operator", operator_id)
+    check_engine_limits(pack_type_id=pack_type_id, soc=soc_permille, soh=soh_permille, cycles=cycles)
     if await session.get(PackType, pack_type_id) is None:
         raise InvalidArgument.for_field("pack.pack_type_id", f"unknown pack type {pack_type_id}")
     if station_id is not None:
         station = await session.get(Station, station_id)
         if station is None or station.operator_id != operator_id:
             raise InvalidArgument.for_field("pack.location.station_slot.station_id", f"unknown station {station_id}")
+        _check_slot(station, slot_no)
     if await session.get(Pack, pack_id) is not None:
         raise AlreadyExists(f"pack {pack_id} already registered")
     if station_id is not None:
@@ -170,6 +172,30 @@ async def register_pack(
     session.add(pack)
     record(session, pack, now, "registered", ActorRef.of(principal))
     return pack
+
+
+# The API field (under "pack.") of each engine column of a pack row.
+_PACK_PATHS = {"pack_type_id": "pack_type_id", "soc_permille": "soc_permille", "soh_permille": "soh_permille"}
+
+
+def check_engine_limits(*, pack_type_id: int, soc: int, soh: int, cycles: int) -> None:
+    """Refuses pack values outside the engine's limits (`engine.LIMITS`), naming the API field; checked before
+    any lookup, so an id beyond the database's integer range never reaches a query."""
+    problems = engine.pack_problems(pack_type_id=pack_type_id, soc=soc, soh=soh, cycles=cycles, state=READY)
+    if problems:
+        raise InvalidArgument.for_fields(
+            [FieldViolation(f"pack.{_PACK_PATHS.get(column, 'cycle_count')}", reason) for column, reason in problems]
+        )
+
+
+def _check_slot(station: Station, slot_no: int | None) -> None:
+    """Only a swap station's racks hold packs (the engine refuses a pack at a charging station), and only in
+    its slots: the station's slot_count, or the engine's slot limit when the count was never configured."""
+    if station.kind != engine.STATION_SWAP:
+        raise InvalidArgument.for_field("pack.location.station_slot.station_id", f"{station.id} is not a swap station")
+    slots = station.slot_count or engine.LIMITS.max_slots
+    if slot_no is not None and not 1 <= slot_no <= slots:
+        raise InvalidArgument.for_field("pack.location.station_slot.slot", f"must be within [1, {slots}]")
 
 
 async def list_packs(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud import engine
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.errors import Aborted, InvalidArgument, NotFound
+from voltcloud.platform.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
@@ -77,6 +79,7 @@ async def assign_rate_model(
         customer_account_id=customer_account_id,
         fleet_id=fleet_id,
         effective_from=effective_from,
+        station_operator_id=view.station.operator_id,
     )
 
 
@@ -125,6 +128,72 @@ class ConnectorSpec:
     connector_no: int
     standard: int
     max_power_w: int
+    index: int = 0  # position within its charger's message, to name the field
+
+
+# The API path (under "station.") of each engine column of a station row.
+_STATION_PATHS = {
+    "kind": "kind",
+    "lanes": "swap.lane_count",
+    "swap_time_s": "swap.swap_duration",
+    "slot_count": "swap.slot_count",
+    "lat": "position.lat",
+    "lng": "position.lng",
+}
+
+
+def check_engine_limits(station: Station, field: str = "station") -> None:
+    """Refuses a station row outside the engine's limits (`engine.LIMITS`), naming the API field. Stored, such a
+    row would be quarantined by the engine: the station would silently not be served."""
+    power = "swap.charging_power_cap_w" if station.kind == engine.STATION_SWAP else "charging.site_power_cap_w"
+    problems = engine.station_problems(
+        kind=station.kind,
+        lanes=station.lanes,
+        swap_time_s=station.swap_time_s,
+        lat=station.lat,
+        lng=station.lng,
+        power_cap_w=station.power_cap_w,
+        slot_count=station.slot_count,
+    )
+    if problems:
+        raise InvalidArgument.for_fields(
+            [FieldViolation(f"{field}.{_STATION_PATHS.get(column, power)}", reason) for column, reason in problems]
+        )
+
+
+def check_connector_limits(connectors: tuple[ConnectorSpec, ...], field: str = "station") -> None:
+    """Refuses connectors outside the engine's limits, and more chargers or connectors than a station may have."""
+    limits = engine.LIMITS
+    violations: list[FieldViolation] = []
+    chargers = Counter(c.charger_no for c in connectors)
+    if len(chargers) > limits.max_chargers or max(chargers, default=0) > limits.max_chargers:
+        violations.append(FieldViolation(f"{field}.charging.chargers", f"at most {limits.max_chargers} chargers"))
+    if len(connectors) > limits.max_connectors_per_station:
+        violations.append(
+            FieldViolation(
+                f"{field}.charging.chargers", f"at most {limits.max_connectors_per_station} connectors per station"
+            )
+        )
+    for charger_no, count in sorted(chargers.items()):
+        if count > limits.max_connectors_per_charger:
+            violations.append(
+                FieldViolation(
+                    f"{field}.charging.chargers[{charger_no - 1}].connectors",
+                    f"at most {limits.max_connectors_per_charger} connectors per charger",
+                )
+            )
+    for c in connectors:
+        path = f"{field}.charging.chargers[{c.charger_no - 1}].connectors[{c.index}]"
+        if not 1 <= c.connector_no <= limits.max_connectors_per_charger:
+            violations.append(
+                FieldViolation(
+                    f"{path}.ocpp_connector_number", f"must be within [1, {limits.max_connectors_per_charger}]"
+                )
+            )
+        for column, reason in engine.connector_problems(standard=c.standard, max_power_w=c.max_power_w, status=1):
+            violations.append(FieldViolation(f"{path}.{column}", reason))
+    if violations:
+        raise InvalidArgument.for_fields(violations[:50])
 
 
 @dataclass(frozen=True)
@@ -174,6 +243,8 @@ async def create_station(session: AsyncSession, principal: Principal, spec: Stat
         enabled=spec.enabled,
         gateway_id=spec.gateway_id,
     )
+    check_engine_limits(station)
+    check_connector_limits(spec.connectors)
     session.add(station)
     await session.flush()
     connectors: list[Connector] = []
@@ -234,6 +305,7 @@ async def update_station(
         station.lanes = spec.lanes
     if "slot_count" in paths:
         station.slot_count = spec.slot_count
+    check_engine_limits(station)
     result = await session.exec(
         sa.update(Station)
         .where(col(Station.id) == station_id, col(Station.version) == expected_version)

@@ -261,8 +261,6 @@ def _spec(message: stations_pb2.Station, field: str, *, creating: bool) -> regis
     if message.HasField("swap"):
         lanes, slots = message.swap.lane_count, message.swap.slot_count
         swap_s, power = message.swap.swap_duration.seconds, message.swap.charging_power_cap_w
-        if lanes < 0 or slots < 0:
-            raise InvalidArgument.for_field(f"{field}.swap.lane_count", "must not be negative")
     if message.HasField("charging"):
         power = message.charging.site_power_cap_w
         for ci, charger in enumerate(message.charging.chargers):
@@ -273,10 +271,16 @@ def _spec(message: stations_pb2.Station, field: str, *, creating: bool) -> regis
                 if c.max_power_w <= 0:
                     raise InvalidArgument.for_field(f"{path}.max_power_w", "must be positive")
                 connectors.append(
-                    registry.ConnectorSpec(ci + 1, c.ocpp_connector_number or ki + 1, c.standard, c.max_power_w)
+                    registry.ConnectorSpec(ci + 1, c.ocpp_connector_number or ki + 1, c.standard, c.max_power_w, ki)
                 )
     if creating and message.kind == common_pb2.STATION_KIND_SWAP and message.HasField("charging"):
         raise InvalidArgument.for_field(f"{field}.charging", "a swap station has no chargers")
+    # The engine cannot serve a swap station without lanes, nor lanes on a charging station; the values
+    # themselves are checked against the engine's limits by the registry.
+    if creating and message.kind == common_pb2.STATION_KIND_SWAP and not message.HasField("swap"):
+        raise InvalidArgument.for_field(f"{field}.swap", "is required for a swap station (lane_count, swap_duration)")
+    if creating and message.kind == common_pb2.STATION_KIND_CHARGING and message.HasField("swap"):
+        raise InvalidArgument.for_field(f"{field}.swap", "a charging station has no swap block")
     if power < 0:
         raise InvalidArgument.for_field(f"{field}.power_cap_w", "must not be negative")
     return registry.StationSpec(

@@ -3,7 +3,8 @@ an offline transaction replayed by a charger, or replayed through the uplink, is
 
 `sessions_for_order` is the public read the ordering/settlement side uses to see a session's energy.
 `SessionReport` is what other domains are told when a session starts or ends (ordering subscribes to it in
-process, wired by the composition root, and answers with a `SessionLink`).
+process, wired by the composition root, and answers with a `SessionLink`). A charge session that ended with
+energy and no subscriber reporting a settled order is flagged by `tokens.flag_unpaid` (no free energy).
 """
 
 from __future__ import annotations
@@ -45,14 +46,17 @@ class SessionReport:
     pack_in_id: str | None
     success: bool
     reason: str
+    id_tag: str | None = None
 
 
 @dataclass(frozen=True)
 class SessionLink:
-    """A subscriber's answer: the order the session belongs to and what to run after the commit."""
+    """A subscriber's answer: the order the session belongs to, what to run after the commit, and whether the
+    order is now priced and settled (an ended charge session with energy and no settled order is abnormal)."""
 
     order_id: str
     after_commit: Callable[[], Awaitable[None]] | None = None
+    settled: bool = False
 
 
 # Called inside the transaction that writes the session; must not raise for business reasons.
@@ -79,6 +83,7 @@ def report_of(row: StationSession, phase: str, *, success: bool = True) -> Sessi
         pack_in_id=row.pack_in_id,
         success=success,
         reason=row.reason,
+        id_tag=row.id_tag,
     )
 
 
@@ -144,8 +149,10 @@ async def stop_charge(
     reason: str,
     ended_at: dt.datetime,
     gateway_id: str,
+    id_tag: str = "",
 ) -> tuple[StationSession, bool]:
-    """Ends the session (creating it when the start was never seen); a second stop changes nothing."""
+    """Ends the session (creating it when the start was never seen); a second stop changes nothing. The stop's
+    idTag fills in the session's only when the start did not name one (it is who pays)."""
     row = await _find(session, station_id, CHARGE, external_id)
     if row is not None and row.ended_at is not None:
         return row, False
@@ -160,6 +167,7 @@ async def stop_charge(
             started_at=ended_at,
             gateway_id=gateway_id,
         )
+    row.id_tag = row.id_tag or id_tag or None
     row.meter_stop_wh = meter_stop_wh
     measured = meter_stop_wh - row.meter_start_wh
     row.energy_wh = energy_wh if energy_wh > 0 else max(measured, 0)

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import timestamp_pb2
 
@@ -115,6 +115,16 @@ class OcppState:
             " cp TEXT NOT NULL DEFAULT '')"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS local_list (cp TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        # What the gateway answers idTags with when the platform cannot be asked: the platform's last answer per
+        # tag, and the entries of each charger's local authorization list as the gateway sent them.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS auth_cache (id_tag TEXT PRIMARY KEY, status TEXT NOT NULL, expiry TEXT,"
+            " answered_at TEXT NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS local_auth (cp TEXT NOT NULL, id_tag TEXT NOT NULL, status TEXT NOT NULL,"
+            " expiry TEXT, PRIMARY KEY (cp, id_tag))"
+        )
 
     def start(self, cp: str, connector: int, id_tag: str, meter_start: int, ts: str, order_id: str) -> tuple[int, bool]:
         """(transaction id, whether it is new)."""
@@ -171,8 +181,61 @@ class OcppState:
             (cp, version),
         )
 
+    def remember_auth(self, id_tag: str, status: str, expiry: dt.datetime | None, at: dt.datetime) -> None:
+        self._db.execute(
+            "INSERT INTO auth_cache (id_tag, status, expiry, answered_at) VALUES (?, ?, ?, ?) ON CONFLICT(id_tag)"
+            " DO UPDATE SET status=excluded.status, expiry=excluded.expiry, answered_at=excluded.answered_at",
+            (id_tag, status, iso(expiry) if expiry else None, iso(at)),
+        )
+
+    def last_auth(self, id_tag: str) -> tuple[str | None, dt.datetime | None]:
+        """(status, expiry) of the platform's last answer for the tag ((None, None): never asked)."""
+        row = self._db.execute("SELECT status, expiry FROM auth_cache WHERE id_tag=?", (id_tag,)).fetchone()
+        return (str(row[0]), parse_time(row[1]) if row[1] else None) if row else (None, None)
+
+    def known_tag(self, id_tag: str) -> bool:
+        """Whether an offline answer for the tag exists (a remembered platform answer or a local-list entry)."""
+        row = self._db.execute(
+            "SELECT 1 FROM auth_cache WHERE id_tag=? UNION ALL SELECT 1 FROM local_auth WHERE id_tag=? LIMIT 1",
+            (id_tag, id_tag),
+        ).fetchone()
+        return row is not None
+
+    def store_local_list(self, cp: str, entries: dict[str, LocalAuth | None], *, full: bool) -> None:
+        """Mirrors a local list the charge point accepted (a full list replaces, a differential one patches)."""
+        if full:
+            self._db.execute("DELETE FROM local_auth WHERE cp=?", (cp,))
+        for id_tag, auth in entries.items():
+            if auth is None:
+                self._db.execute("DELETE FROM local_auth WHERE cp=? AND id_tag=?", (cp, id_tag))
+                continue
+            self._db.execute(
+                "INSERT INTO local_auth (cp, id_tag, status, expiry) VALUES (?, ?, ?, ?) ON CONFLICT(cp, id_tag)"
+                " DO UPDATE SET status=excluded.status, expiry=excluded.expiry",
+                (cp, id_tag, auth.status, iso(auth.expiry) if auth.expiry else None),
+            )
+
+    def local_auth(self, cp: str, id_tag: str) -> tuple[str | None, dt.datetime | None]:
+        """(status, expiry) of the tag in the charger's local list ((None, None): not listed)."""
+        row = self._db.execute("SELECT status, expiry FROM local_auth WHERE cp=? AND id_tag=?", (cp, id_tag)).fetchone()
+        return (str(row[0]), parse_time(row[1]) if row[1] else None) if row else (None, None)
+
     def close(self) -> None:
         self._db.close()
+
+
+AUTHORIZED_ACTIONS = frozenset({"Authorize", "StartTransaction"})
+
+
+class IdTagInfoLike(Protocol):
+    """What `authorize.IdTagInfo` offers the handlers (kept a protocol so this module stays I/O-free)."""
+
+    def payload(self) -> dict[str, Any]: ...
+
+
+def _tag_info(auth: IdTagInfoLike | None) -> dict[str, Any]:
+    # Fail closed: no verdict from the platform (or its fallback) is no authorization.
+    return auth.payload() if auth is not None else {"status": "Invalid"}
 
 
 @dataclass
@@ -207,9 +270,17 @@ class ChargePointSession:
     def connector_id(self, number: int) -> str:
         return self.config.connectors.get(number, "")
 
-    def handle(self, action: str, payload: dict[str, Any]) -> Answer:
+    def tag_to_authorize(self, action: str, payload: dict[str, Any]) -> str | None:
+        """The idTag the platform must judge before `action` is answered (None: nothing to ask). A start the
+        platform itself asked for (RemoteStartTransaction for an order) is authorized by that order."""
+        if action not in AUTHORIZED_ACTIONS:
+            return None
+        id_tag = str(payload.get("idTag", ""))
+        return None if id_tag in self.pending_remote else id_tag
+
+    def handle(self, action: str, payload: dict[str, Any], auth: IdTagInfoLike | None = None) -> Answer:
         handler = getattr(self, f"on_{action}")
-        answer: Answer = handler(payload)
+        answer: Answer = handler(payload, auth) if action in AUTHORIZED_ACTIONS else handler(payload)
         return answer
 
     # ---- Core ----
@@ -224,8 +295,8 @@ class ChargePointSession:
     def on_Heartbeat(self, p: dict[str, Any]) -> Answer:
         return Answer({"currentTime": iso(self.clock())}, [self._event(heartbeat=ingest_pb2.Heartbeat())])
 
-    def on_Authorize(self, p: dict[str, Any]) -> Answer:
-        return Answer({"idTagInfo": {"status": "Accepted"}})
+    def on_Authorize(self, p: dict[str, Any], auth: IdTagInfoLike | None = None) -> Answer:
+        return Answer({"idTagInfo": _tag_info(auth)})
 
     def on_StatusNotification(self, p: dict[str, Any]) -> Answer:
         connector = self.connector_id(int(p["connectorId"]))
@@ -257,7 +328,9 @@ class ChargePointSession:
             )
         return Answer({}, events)
 
-    def on_StartTransaction(self, p: dict[str, Any]) -> Answer:
+    def on_StartTransaction(self, p: dict[str, Any], auth: IdTagInfoLike | None = None) -> Answer:
+        """A transaction id always (OCPP 1.6), with the platform's verdict: a charge point told anything but
+        Accepted must stop. The start is forwarded either way, so energy it delivers regardless is flagged."""
         number, id_tag, meter = int(p["connectorId"]), str(p["idTag"]), int(p["meterStart"])
         order_id = self.pending_remote.get(id_tag, "")
         tx_id, new = self.state.start(self.config.charge_point_id, number, id_tag, meter, str(p["timestamp"]), order_id)
@@ -278,7 +351,7 @@ class ChargePointSession:
                     ),
                 )
             )
-        return Answer({"transactionId": tx_id, "idTagInfo": {"status": "Accepted"}}, events)
+        return Answer({"transactionId": tx_id, "idTagInfo": _tag_info(auth)}, events)
 
     def on_StopTransaction(self, p: dict[str, Any]) -> Answer:
         tx_id, meter_stop = int(p["transactionId"]), int(p["meterStop"])
@@ -300,6 +373,7 @@ class ChargePointSession:
                         meter_stop_wh=meter_stop,
                         energy_wh=max(energy, 0),
                         reason=str(p.get("reason", "Local")),
+                        id_tag=str(p.get("idTag", "")),
                     ),
                 )
             )

@@ -25,7 +25,9 @@ from websockets.http11 import Request, Response
 
 from voltcloud.api.v1 import ingest_pb2, stations_pb2
 from voltcloud_gateways.ocpp import codec
+from voltcloud_gateways.ocpp.authorize import ACCEPTED, Authorizer, IdTagInfo
 from voltcloud_gateways.ocpp.central import (
+    AUTHORIZED_ACTIONS,
     ChargePointConfig,
     ChargePointSession,
     CommandError,
@@ -57,18 +59,18 @@ class Connection:
 
     async def serve(self) -> None:
         async for data in self.ws:
-            reply = self.on_frame(data)
+            reply = await self.on_frame(data)
             if reply is not None:
                 await self.ws.send(reply)
 
-    def on_frame(self, data: str | bytes) -> str | None:
+    async def on_frame(self, data: str | bytes) -> str | None:
         frame = self.gateway.codec.parse(data)
         self.gateway.frames += 1
         if isinstance(frame, codec.FrameError):
             log.info("%s: %s %s", self.cp_id, frame.code, frame.description)
             return frame.encode()
         if isinstance(frame, codec.Call):
-            return self.on_call(frame)
+            return await self.on_call(frame)
         pending = self._pending
         if pending is None or pending[0] != frame.unique_id:
             log.info("%s: unexpected answer %s", self.cp_id, frame.unique_id)
@@ -77,9 +79,10 @@ class Connection:
             pending[2].set_result(frame)
         return None
 
-    def on_call(self, frame: codec.Call) -> str:
+    async def on_call(self, frame: codec.Call) -> str:
         try:
-            answer = self.session.handle(frame.action, frame.payload)
+            auth = await self.authorization(frame)
+            answer = self.session.handle(frame.action, frame.payload, auth)
         except (KeyError, ValueError, TypeError) as error:
             return codec.encode_error(frame.unique_id, codec.PROPERTY_CONSTRAINT_VIOLATION, str(error))
         try:
@@ -91,6 +94,16 @@ class Connection:
         except BufferFull as error:
             return codec.encode_error(frame.unique_id, codec.INTERNAL_ERROR, f"platform unreachable: {error}")
         return codec.encode_result(frame.unique_id, answer.payload)
+
+    async def authorization(self, frame: codec.Call) -> IdTagInfo | None:
+        """The platform's verdict on the frame's idTag (Authorize, StartTransaction); None when none is needed."""
+        if frame.action not in AUTHORIZED_ACTIONS:
+            return None
+        id_tag = self.session.tag_to_authorize(frame.action, frame.payload)
+        if id_tag is None:
+            return ACCEPTED  # a start the platform itself asked for (RemoteStartTransaction for an order)
+        config = self.session.config
+        return await self.gateway.authorizer.check(config.charge_point_id, config.station_id, id_tag)
 
     async def call(self, action: str, payload: dict[str, Any], wait_s: float) -> codec.CallResult | codec.CallError:
         async with self._call_lock:
@@ -118,8 +131,11 @@ class OcppGateway:
         max_frame_bytes: int = codec.DEFAULT_MAX_FRAME_BYTES,
         heartbeat_interval_s: int = 60,
         call_timeout_s: float = 30.0,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.uplink = uplink
+        # By default idTags are judged by the platform the uplink reaches, with the uplink's credentials.
+        self.authorizer = authorizer or Authorizer(uplink.target, uplink._metadata, uplink.gateway_id, state)
         self.charge_points = {cp.charge_point_id: cp for cp in charge_points}
         self.state = state
         self.host, self.port = host, port
@@ -156,6 +172,7 @@ class OcppGateway:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.authorizer.close()
 
     def _charge_point_id(self, path: str) -> str:
         path = path.split("?", 1)[0]
@@ -284,6 +301,7 @@ class OcppGateway:
         status, detail, _ = await self.call_charge_point(cp_id, "SendLocalList", payload)
         if status == stations_pb2.COMMAND_STATUS_ACCEPTED:
             self.state.set_local_list_version(cp_id, version)
+            self.state.store_local_list(cp_id, entries, full=full)  # the offline fallback of idTag checks
         return status, f"{detail} (listVersion {version})"
 
     async def get_local_list_version(self, cp_id: str) -> tuple[int, int]:

@@ -50,6 +50,38 @@ GATEWAY_KIND_SWAP: GatewayKind.ValueType  # 3
 """Swap-station uplink (MQTT, Modbus TCP)."""
 Global___GatewayKind: _TypeAlias = GatewayKind  # noqa: Y015
 
+class _IdTagStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdTagStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdTagStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ID_TAG_STATUS_UNSPECIFIED: _IdTagStatus.ValueType  # 0
+    """Not set."""
+    ID_TAG_STATUS_ACCEPTED: _IdTagStatus.ValueType  # 1
+    """May charge; sessions are ordered and settled on the token's account."""
+    ID_TAG_STATUS_INVALID: _IdTagStatus.ValueType  # 2
+    """Unknown (or registered for another operator)."""
+    ID_TAG_STATUS_BLOCKED: _IdTagStatus.ValueType  # 3
+    """Blocked by its owner, the operator or an admin."""
+    ID_TAG_STATUS_EXPIRED: _IdTagStatus.ValueType  # 4
+    """Past its expiry."""
+
+class IdTagStatus(_IdTagStatus, metaclass=_IdTagStatusEnumTypeWrapper):
+    """Answer to an authorization request (the OCPP 1.6 AuthorizationStatus values the platform gives)."""
+
+ID_TAG_STATUS_UNSPECIFIED: IdTagStatus.ValueType  # 0
+"""Not set."""
+ID_TAG_STATUS_ACCEPTED: IdTagStatus.ValueType  # 1
+"""May charge; sessions are ordered and settled on the token's account."""
+ID_TAG_STATUS_INVALID: IdTagStatus.ValueType  # 2
+"""Unknown (or registered for another operator)."""
+ID_TAG_STATUS_BLOCKED: IdTagStatus.ValueType  # 3
+"""Blocked by its owner, the operator or an admin."""
+ID_TAG_STATUS_EXPIRED: IdTagStatus.ValueType  # 4
+"""Past its expiry."""
+Global___IdTagStatus: _TypeAlias = IdTagStatus  # noqa: Y015
+
 @_typing.final
 class Hello(_message.Message):
     """First uplink message of a stream."""
@@ -313,6 +345,7 @@ class SessionStopped(_message.Message):
     METER_STOP_WH_FIELD_NUMBER: _builtins.int
     ENERGY_WH_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id."""
     connector_id: _builtins.str
@@ -323,6 +356,8 @@ class SessionStopped(_message.Message):
     """Energy delivered, Wh (meter_stop - meter_start when known)."""
     reason: _builtins.str
     """Stop reason (OCPP Reason)."""
+    id_tag: _builtins.str
+    """Id tag the charger reported at the stop (OCPP StopTransaction.idTag), if any; max 64 chars."""
     def __init__(
         self,
         *,
@@ -331,10 +366,11 @@ class SessionStopped(_message.Message):
         meter_stop_wh: _builtins.int = ...,
         energy_wh: _builtins.int = ...,
         reason: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "energy_wh", b"energy_wh", "meter_stop_wh", b"meter_stop_wh", "reason", b"reason", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "energy_wh", b"energy_wh", "id_tag", b"id_tag", "meter_stop_wh", b"meter_stop_wh", "reason", b"reason", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -995,3 +1031,255 @@ class PushTelemetryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushTelemetryResponse: _TypeAlias = PushTelemetryResponse  # noqa: Y015
+
+@_typing.final
+class AuthorizeIdTagRequest(_message.Message):
+    """AuthorizeIdTag request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    """Gateway asking (must match the caller's credentials)."""
+    station_id: _builtins.str
+    """Station the charger belongs to (must be one of the gateway operator's stations)."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters (OCPP 1.6 IdToken)."""
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "id_tag", b"id_tag", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizeIdTagRequest: _TypeAlias = AuthorizeIdTagRequest  # noqa: Y015
+
+@_typing.final
+class AuthorizeIdTagResponse(_message.Message):
+    """AuthorizeIdTag response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    CACHE_UNTIL_FIELD_NUMBER: _builtins.int
+    status: Global___IdTagStatus.ValueType
+    """The verdict."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """The token's expiry, if it has one (OCPP idTagInfo.expiryDate)."""
+
+    @_builtins.property
+    def cache_until(self) -> _timestamp_pb2.Timestamp:
+        """The gateway may reuse this answer until then (short; never past the token's expiry)."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___IdTagStatus.ValueType = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+        cache_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_until", b"cache_until", "expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_until", b"cache_until", "expiry_time", b"expiry_time", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizeIdTagResponse: _TypeAlias = AuthorizeIdTagResponse  # noqa: Y015
+
+@_typing.final
+class ChargingToken(_message.Message):
+    """A registered charging token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    OWNER_KIND_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """Token id."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters."""
+    operator_id: _builtins.str
+    """Operator whose stations accept it."""
+    owner_kind: _builtins.str
+    """Owner kind: "driver" or "fleet"."""
+    owner_id: _builtins.str
+    """Owner id (driver id or fleet id)."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet, if the fleet's token is for one."""
+    vehicle_id: _builtins.str
+    """Vehicle its sessions are ordered for."""
+    account_id: _builtins.str
+    """Account its sessions are charged to."""
+    status: Global___IdTagStatus.ValueType
+    """Current verdict for it (ACCEPTED, BLOCKED; EXPIRED once past expiry)."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """Expiry, if any."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        owner_kind: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        status: Global___IdTagStatus.ValueType = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "expiry_time", b"expiry_time", "id_tag", b"id_tag", "operator_id", b"operator_id", "owner_id", b"owner_id", "owner_kind", b"owner_kind", "status", b"status", "sub_fleet_id", b"sub_fleet_id", "token_id", b"token_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChargingToken: _TypeAlias = ChargingToken  # noqa: Y015
+
+@_typing.final
+class RegisterChargingTokenRequest(_message.Message):
+    """RegisterChargingToken request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    OWNER_KIND_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Retry key: the same key and request return the first token."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters [A-Za-z0-9._:-]; unique per operator."""
+    operator_id: _builtins.str
+    """Operator whose stations accept it."""
+    owner_kind: _builtins.str
+    """Owner kind: "driver" (the caller, if a driver) or "fleet" (the caller's fleet, if a fleet manager)."""
+    owner_id: _builtins.str
+    """Owner id; defaults to the caller's own id (driver) or fleet (fleet manager)."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet of the owning fleet, optional."""
+    vehicle_id: _builtins.str
+    """Vehicle its sessions are ordered for: a vehicle of the fleet, or the driver's own; a driver's assigned
+    vehicle when empty.
+    """
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """Expiry, optional (must be in the future)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        owner_kind: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time", "id_tag", b"id_tag", "idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "owner_id", b"owner_id", "owner_kind", b"owner_kind", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterChargingTokenRequest: _TypeAlias = RegisterChargingTokenRequest  # noqa: Y015
+
+@_typing.final
+class RegisterChargingTokenResponse(_message.Message):
+    """RegisterChargingToken response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___ChargingToken:
+        """The token."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___ChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterChargingTokenResponse: _TypeAlias = RegisterChargingTokenResponse  # noqa: Y015
+
+@_typing.final
+class SetChargingTokenStatusRequest(_message.Message):
+    """SetChargingTokenStatus request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    BLOCKED_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """Token id."""
+    blocked: _builtins.bool
+    """True: block; false: re-activate."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        blocked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked", b"blocked", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChargingTokenStatusRequest: _TypeAlias = SetChargingTokenStatusRequest  # noqa: Y015
+
+@_typing.final
+class SetChargingTokenStatusResponse(_message.Message):
+    """SetChargingTokenStatus response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___ChargingToken:
+        """The token after the change."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___ChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChargingTokenStatusResponse: _TypeAlias = SetChargingTokenStatusResponse  # noqa: Y015

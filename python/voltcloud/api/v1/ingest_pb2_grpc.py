@@ -45,6 +45,21 @@ class IngestServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_ingest__pb2.PushTelemetryRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_ingest__pb2.PushTelemetryResponse.FromString,
                 _registered_method=True)
+        self.AuthorizeIdTag = channel.unary_unary(
+                '/voltcloud.v1.IngestService/AuthorizeIdTag',
+                request_serializer=voltcloud_dot_v1_dot_ingest__pb2.AuthorizeIdTagRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ingest__pb2.AuthorizeIdTagResponse.FromString,
+                _registered_method=True)
+        self.RegisterChargingToken = channel.unary_unary(
+                '/voltcloud.v1.IngestService/RegisterChargingToken',
+                request_serializer=voltcloud_dot_v1_dot_ingest__pb2.RegisterChargingTokenRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ingest__pb2.RegisterChargingTokenResponse.FromString,
+                _registered_method=True)
+        self.SetChargingTokenStatus = channel.unary_unary(
+                '/voltcloud.v1.IngestService/SetChargingTokenStatus',
+                request_serializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -68,6 +83,28 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthorizeIdTag(self, request, context):
+        """A gateway asks whether an idTag (RFID card, app token) may charge at its operator's stations. Tokens of
+        other operators are answered INVALID, as unknown ones are. Gateways cache the answer until `cache_until`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterChargingToken(self, request, context):
+        """Registers a charging token: a fleet manager for its fleet, a driver for himself (platform admin: anyone).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetChargingTokenStatus(self, request, context):
+        """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +117,21 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.PushTelemetry,
                     request_deserializer=voltcloud_dot_v1_dot_ingest__pb2.PushTelemetryRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_ingest__pb2.PushTelemetryResponse.SerializeToString,
+            ),
+            'AuthorizeIdTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeIdTag,
+                    request_deserializer=voltcloud_dot_v1_dot_ingest__pb2.AuthorizeIdTagRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ingest__pb2.AuthorizeIdTagResponse.SerializeToString,
+            ),
+            'RegisterChargingToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterChargingToken,
+                    request_deserializer=voltcloud_dot_v1_dot_ingest__pb2.RegisterChargingTokenRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ingest__pb2.RegisterChargingTokenResponse.SerializeToString,
+            ),
+            'SetChargingTokenStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetChargingTokenStatus,
+                    request_deserializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +189,87 @@ class IngestService:
             '/voltcloud.v1.IngestService/PushTelemetry',
             voltcloud_dot_v1_dot_ingest__pb2.PushTelemetryRequest.SerializeToString,
             voltcloud_dot_v1_dot_ingest__pb2.PushTelemetryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeIdTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.IngestService/AuthorizeIdTag',
+            voltcloud_dot_v1_dot_ingest__pb2.AuthorizeIdTagRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ingest__pb2.AuthorizeIdTagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterChargingToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.IngestService/RegisterChargingToken',
+            voltcloud_dot_v1_dot_ingest__pb2.RegisterChargingTokenRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ingest__pb2.RegisterChargingTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetChargingTokenStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.IngestService/SetChargingTokenStatus',
+            voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

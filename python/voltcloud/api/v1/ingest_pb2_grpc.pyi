@@ -41,6 +41,14 @@ class IngestServiceStub:
     """
     PushTelemetry: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.PushTelemetryRequest, _ingest_pb2.PushTelemetryResponse]
     """Unary alternative for simple clients: one batch of readings and events."""
+    AuthorizeIdTag: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.AuthorizeIdTagRequest, _ingest_pb2.AuthorizeIdTagResponse]
+    """A gateway asks whether an idTag (RFID card, app token) may charge at its operator's stations. Tokens of
+    other operators are answered INVALID, as unknown ones are. Gateways cache the answer until `cache_until`.
+    """
+    RegisterChargingToken: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RegisterChargingTokenRequest, _ingest_pb2.RegisterChargingTokenResponse]
+    """Registers a charging token: a fleet manager for its fleet, a driver for himself (platform admin: anyone)."""
+    SetChargingTokenStatus: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SetChargingTokenStatusRequest, _ingest_pb2.SetChargingTokenStatusResponse]
+    """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin."""
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -55,6 +63,14 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """
     PushTelemetry: _aio.UnaryUnaryMultiCallable[_ingest_pb2.PushTelemetryRequest, _ingest_pb2.PushTelemetryResponse]  # type: ignore[assignment]
     """Unary alternative for simple clients: one batch of readings and events."""
+    AuthorizeIdTag: _aio.UnaryUnaryMultiCallable[_ingest_pb2.AuthorizeIdTagRequest, _ingest_pb2.AuthorizeIdTagResponse]  # type: ignore[assignment]
+    """A gateway asks whether an idTag (RFID card, app token) may charge at its operator's stations. Tokens of
+    other operators are answered INVALID, as unknown ones are. Gateways cache the answer until `cache_until`.
+    """
+    RegisterChargingToken: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RegisterChargingTokenRequest, _ingest_pb2.RegisterChargingTokenResponse]  # type: ignore[assignment]
+    """Registers a charging token: a fleet manager for its fleet, a driver for himself (platform admin: anyone)."""
+    SetChargingTokenStatus: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SetChargingTokenStatusRequest, _ingest_pb2.SetChargingTokenStatusResponse]  # type: ignore[assignment]
+    """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin."""
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
     """Gateways (OCPP, GB/T 32960, swap-station uplink) talk to the platform only through this service."""
@@ -78,5 +94,31 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.PushTelemetryResponse, _abc.Awaitable[_ingest_pb2.PushTelemetryResponse]]:
         """Unary alternative for simple clients: one batch of readings and events."""
+
+    @_abc_1.abstractmethod
+    def AuthorizeIdTag(
+        self,
+        request: _ingest_pb2.AuthorizeIdTagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.AuthorizeIdTagResponse, _abc.Awaitable[_ingest_pb2.AuthorizeIdTagResponse]]:
+        """A gateway asks whether an idTag (RFID card, app token) may charge at its operator's stations. Tokens of
+        other operators are answered INVALID, as unknown ones are. Gateways cache the answer until `cache_until`.
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterChargingToken(
+        self,
+        request: _ingest_pb2.RegisterChargingTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RegisterChargingTokenResponse, _abc.Awaitable[_ingest_pb2.RegisterChargingTokenResponse]]:
+        """Registers a charging token: a fleet manager for its fleet, a driver for himself (platform admin: anyone)."""
+
+    @_abc_1.abstractmethod
+    def SetChargingTokenStatus(
+        self,
+        request: _ingest_pb2.SetChargingTokenStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.SetChargingTokenStatusResponse, _abc.Awaitable[_ingest_pb2.SetChargingTokenStatusResponse]]:
+        """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin."""
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

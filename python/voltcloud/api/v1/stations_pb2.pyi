@@ -193,9 +193,9 @@ class Connector(_message.Message):
     standard: _common_pb2.ConnectorStandard.ValueType
     """Plug standard."""
     max_power_w: _builtins.int
-    """Maximum power, W."""
+    """Maximum power, W: 1..2,000,000 (2 MW) (the engine's limits: rust_core/src/limits.rs, `_core.LIMITS`; beyond them INVALID_ARGUMENT naming this field)."""
     ocpp_connector_number: _builtins.int
-    """OCPP connector number (1-based) on its charger."""
+    """OCPP connector number (1-based) on its charger: 1..8; 0 = its position in the charger's list."""
     def __init__(
         self,
         *,
@@ -236,7 +236,7 @@ class Charger(_message.Message):
     """Maximum total output of the charger, W."""
     @_builtins.property
     def connectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Connector]:
-        """Connectors of this charger."""
+        """Connectors of this charger: at most 8 (and at most 512 per station)."""
 
     def __init__(
         self,
@@ -269,18 +269,18 @@ class SwapStationSpec(_message.Message):
     CHARGING_POWER_CAP_W_FIELD_NUMBER: _builtins.int
     VEHICLE_MODEL_IDS_FIELD_NUMBER: _builtins.int
     lane_count: _builtins.int
-    """Number of swap lanes (vehicles served in parallel)."""
+    """Number of swap lanes (vehicles served in parallel): 1..32 (the engine's limits: rust_core/src/limits.rs, `_core.LIMITS`; beyond them INVALID_ARGUMENT naming this field)."""
     slot_count: _builtins.int
-    """Number of pack slots in the racks."""
+    """Number of pack slots in the racks: 0..1024 (0 = not configured)."""
     charging_power_cap_w: _builtins.int
-    """Maximum power for charging the racks, W."""
+    """Maximum power for charging the racks, W: 0..100,000,000 (100 MW)."""
     @_builtins.property
     def pack_type_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Pack types the station stocks."""
 
     @_builtins.property
     def swap_duration(self) -> _duration_pb2.Duration:
-        """Typical swap duration of the robot."""
+        """Typical swap duration of the robot: 1 s..24 h (whole seconds are used)."""
 
     @_builtins.property
     def vehicle_model_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -313,10 +313,10 @@ class ChargingStationSpec(_message.Message):
     CHARGERS_FIELD_NUMBER: _builtins.int
     SITE_POWER_CAP_W_FIELD_NUMBER: _builtins.int
     site_power_cap_w: _builtins.int
-    """Grid connection cap shared by all chargers, W; 0 = none."""
+    """Grid connection cap shared by all chargers, W; 0 = none; at most 100,000,000 (100 MW)."""
     @_builtins.property
     def chargers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Charger]:
-        """Chargers of the station."""
+        """Chargers of the station: at most 128."""
 
     def __init__(
         self,
@@ -376,7 +376,7 @@ class Station(_message.Message):
     """Optimistic concurrency version; pass back on update."""
     @_builtins.property
     def position(self) -> _common_pb2.LatLng:
-        """Position of the entrance."""
+        """Position of the entrance: lat -90..90, lng -180..180, finite."""
 
     @_builtins.property
     def opening_hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpeningHours]:
@@ -384,7 +384,7 @@ class Station(_message.Message):
 
     @_builtins.property
     def swap(self) -> Global___SwapStationSpec:
-        """Set when kind = SWAP."""
+        """Set when kind = SWAP: required for a swap station (it needs lanes), refused for a charging one."""
 
     @_builtins.property
     def charging(self) -> Global___ChargingStationSpec:
@@ -708,7 +708,7 @@ class Pack(_message.Message):
     pack_id: _builtins.str
     """Pack id (serial)."""
     pack_type_id: _builtins.str
-    """Pack type (capacity, chemistry, compatible models)."""
+    """Pack type (capacity, chemistry, compatible models): a number, 0..65535."""
     capacity_wh: _builtins.int
     """Nominal capacity, Wh."""
     chemistry: _builtins.str
@@ -716,11 +716,11 @@ class Pack(_message.Message):
     state: _common_pb2.PackState.ValueType
     """Lifecycle state."""
     soc_permille: _builtins.int
-    """Last reported SOC, permille."""
+    """Last reported SOC, permille: 0..1000."""
     soh_permille: _builtins.int
-    """Last reported SOH, permille."""
+    """Last reported SOH, permille: 0..1000."""
     cycle_count: _builtins.int
-    """Full-cycle count."""
+    """Full-cycle count: 0..1,000,000."""
     temperature_milli_c: _builtins.int
     """Last reported temperature, milli-degrees Celsius."""
     operator_id: _builtins.str
@@ -803,9 +803,9 @@ class StationSlot(_message.Message):
     STATION_ID_FIELD_NUMBER: _builtins.int
     SLOT_FIELD_NUMBER: _builtins.int
     station_id: _builtins.str
-    """Station id."""
+    """Station id: a swap station (packs are registered only into swap racks)."""
     slot: _builtins.int
-    """Slot number (1-based)."""
+    """Slot number (1-based): 1..the station's slot_count (1..1024 when not configured); 0 = unknown."""
     def __init__(
         self,
         *,
