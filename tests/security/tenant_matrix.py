@@ -346,7 +346,12 @@ STATION_ROWS = [
         lambda c: stations_pb2.AssignRateModelRequest(
             idempotency_key=c.key, station_id=c.home.station_id, rate_model_id=c.side.rate_model_id
         ),
-        {A: both(OK), OP: cell(OK, ex(NF, PD, IA, why="another operator's rate model on my station"))},
+        {
+            # A station is priced only by its own operator's models or platform tariffs, whoever assigns them:
+            # another operator's model would route this station's revenue through that operator's tariff.
+            A: cell(OK, ex(NF, why="another operator's rate model on a station: not even the admin")),
+            OP: cell(OK, ex(NF, PD, IA, why="another operator's rate model on my station")),
+        },
         variant="own station, side's rate model",
     ),
     Row(

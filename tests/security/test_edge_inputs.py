@@ -39,7 +39,7 @@ GARBAGE = [
 
 
 def bad_fields(err: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     fields: list[str] = []
     for detail in status.details if status else []:
         bad = error_details_pb2.BadRequest()
@@ -272,7 +272,7 @@ async def test_columnar_telemetry_within_limits_still_flows(
     batch.base_time.seconds = 1_800_000_000
     n = 100_000
     batch.col_source_index.extend([0] * n)
-    batch.col_metric.extend([1] * n)
+    batch.col_metric.extend([common_pb2.METRIC_SOC_PERMILLE] * n)
     batch.col_offset_ms.extend(range(n))
     batch.col_int_value.extend(range(n))
     reply = await ingest_pb2_grpc.IngestServiceStub(channel).PushTelemetry(

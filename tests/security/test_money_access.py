@@ -392,3 +392,26 @@ async def test_operator_cannot_spend_its_specialists_money(running: RunningPlatf
     )
     await _refused(settlement.CreateCoupon(coupon, metadata=operator), grpc.StatusCode.PERMISSION_DENIED)
     assert await account_state(platform, account) == before
+
+
+async def test_operators_cancel_reservations_only_at_their_own_stations(
+    running: RunningPlatform, channel: grpc.aio.Channel
+) -> None:
+    platform = running.platform
+    ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
+    w = await _world(platform)
+    option = candidates(platform, w.private_x, Mode.CHARGE)[0]
+    request = ordering_pb2.CreateReservationRequest(
+        idempotency_key="r", station_id=option.station_id or "", vehicle_id=w.private_x.id
+    )
+    request.window.start.GetCurrentTime()
+    request.window.end.FromSeconds(request.window.start.seconds + 1800)
+    reservation = (await ordering.CreateReservation(request, metadata=driver_md(platform, w.owner_x))).reservation
+    async with platform.db.transaction() as session:
+        operators = sorted(set(await session.exec(select(MobileUnit.operator_id))))
+    stranger = next(o for o in operators if o != option.operator_id)
+    cancel = ordering_pb2.CancelReservationRequest(reservation_id=reservation.reservation_id)
+    other = md_of(platform, "op-b", Role.OPERATOR, Tenant("operator", stranger))
+    await _refused(ordering.CancelReservation(cancel, metadata=other), grpc.StatusCode.NOT_FOUND)
+    own = md_of(platform, "op-a", Role.OPERATOR, Tenant("operator", option.operator_id))
+    assert (await ordering.CancelReservation(cancel, metadata=own)).reservation.state != reservation.state

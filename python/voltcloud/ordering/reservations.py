@@ -169,14 +169,21 @@ async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
     return await uow.run("ordering.reservation.create", work)
 
 
-def _may_see(principal: Principal, reservation: Reservation) -> bool:
-    return principal.is_admin or reservation.created_by == principal.subject or principal.role is Role.OPERATOR
+async def _may_see(session: AsyncSession, principal: Principal, reservation: Reservation) -> bool:
+    """Its creator, the admin, and the operator of its station (not every operator)."""
+    if principal.is_admin or reservation.created_by == principal.subject:
+        return True
+    tenant = principal.tenant
+    if principal.role is not Role.OPERATOR or tenant is None or tenant.kind != "operator":
+        return False
+    station = await session.get(Station, reservation.station_id)
+    return station is not None and station.operator_id == tenant.id
 
 
 async def cancel_reservation(uow: UnitOfWork, clock: Clock, principal: Principal, reservation_id: str) -> Reservation:
     async def work(session: AsyncSession, effects: Effects) -> Reservation:
         reservation = await session.get(Reservation, reservation_id)
-        if reservation is None or not _may_see(principal, reservation):
+        if reservation is None or not await _may_see(session, principal, reservation):
             raise NotFound(f"reservation {reservation_id} not found")
         if reservation.state == RESERVATION_CANCELLED:
             return reservation

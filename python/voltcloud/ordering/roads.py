@@ -5,9 +5,10 @@ every cell the straight segment crosses gets the factor). Batches are stored (id
 every replica's engine sync applies batches it has not seen yet).
 
 Scope (issue 9, finding 5): the platform admin is the traffic feed and pushes city-wide. An operator pushes
-only for its own stations' surroundings: a condition is applied when every cell it touches has its centre
-within SCOPE_RADIUS_M of one of the operator's stations; any other condition is rejected and counted in
-`rejected` (the rest of the batch still applies). Idempotency keys are the caller's own, so nobody can
+only for its own stations' surroundings: for every cell a condition touches, the station nearest to the
+cell's centre must be one of the operator's and lie within SCOPE_RADIUS_M; otherwise the whole call is
+PERMISSION_DENIED and nothing is applied (a half-applied batch would hide the refusal). Malformed or expired
+conditions are still just counted in `rejected`. Idempotency keys are the caller's own, so nobody can
 pre-empt another caller's batch by reusing its key.
 """
 
@@ -18,7 +19,6 @@ import json
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -29,12 +29,10 @@ from voltcloud.ordering.models import RoadConditionBatch
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument, PermissionDenied
-from voltcloud.stations.models import Station
 
 CLOSED_FACTOR = 50.0  # a closed road: travel through the cell takes 50x as long (the engine needs a finite factor)
 MAX_CONDITIONS = 10_000
 SCOPE_RADIUS_M = 3_000.0  # an operator's conditions must lie this close to one of its stations
-_M_PER_DEG = 111_195.0
 
 
 @dataclass(frozen=True)
@@ -73,38 +71,33 @@ def _cells(engine: Engine, c: Condition) -> list[int]:
 
 
 class Scope:
-    """Where a caller may push conditions: everywhere (the admin's feed) or near an operator's stations."""
+    """Where a caller may push conditions: everywhere (the admin's feed, `operator_id` None) or the cells an
+    operator's station serves: the station nearest to the cell's centre is the operator's and lies within
+    SCOPE_RADIUS_M. Where stations of several operators mix, a cell belongs to whoever is nearest, so nobody
+    jams the roads right around a competitor's station."""
 
-    def __init__(self, engine: Engine, stations: list[tuple[float, float]] | None) -> None:
+    def __init__(self, engine: Engine, operator_id: str | None) -> None:
+        self._engine = engine
+        self._operator_id = operator_id
         self._size_m = engine.travel_model.cell_size_m
-        self._deg = _core.cell_origin((1 << 32) | 1, self._size_m)[0]  # one cell's side in degrees
-        self._stations = None if stations is None else np.array(stations, dtype=np.float64).reshape(-1, 2)
+        self._half = _core.cell_origin((1 << 32) | 1, self._size_m)[0] / 2  # half a cell's side, in degrees
 
     def covers(self, cells: list[int]) -> bool:
-        if self._stations is None:
-            return True
-        if not cells or not len(self._stations):
-            return False
-        corners = np.array([_core.cell_origin(c, self._size_m) for c in cells], dtype=np.float64)
-        centres = corners + self._deg / 2
-        lat, lng = self._stations[:, 0], self._stations[:, 1]
-        # Equirectangular distance: exact enough over a few kilometres.
-        dy = (centres[:, None, 0] - lat[None, :]) * _M_PER_DEG
-        dx = (centres[:, None, 1] - lng[None, :]) * _M_PER_DEG * np.cos(np.radians(lat[None, :]))
-        nearest = np.sqrt(dx * dx + dy * dy).min(axis=1)
-        return bool((nearest <= SCOPE_RADIUS_M).all())
+        return self._operator_id is None or all(self._serves(cell) for cell in cells)
+
+    def _serves(self, cell: int) -> bool:
+        lat, lng = _core.cell_origin(cell, self._size_m)
+        nearest = self._engine.nearest_stations(lat + self._half, lng + self._half, k=1, radius_m=SCOPE_RADIUS_M)
+        return bool(nearest) and nearest[0][0].operator_id == self._operator_id
 
 
-async def scope_of(uow: UnitOfWork, principal: Principal) -> Scope:
+def scope_of(engine: Engine, principal: Principal) -> Scope:
     if principal.is_admin:
-        return Scope(uow.engine, None)
+        return Scope(engine, None)
     tenant = principal.tenant
     if principal.role is not Role.OPERATOR or tenant is None or tenant.kind != "operator":
         raise PermissionDenied(f"{principal.subject} may not push road conditions")
-    async with uow.db.transaction("ordering.road_conditions.scope") as session:
-        rows = await session.exec(select(Station.lat, Station.lng).where(Station.operator_id == tenant.id))
-        stations = [(float(lat), float(lng)) for lat, lng in rows]
-    return Scope(uow.engine, stations)
+    return Scope(engine, tenant.id)
 
 
 async def push(
@@ -121,7 +114,7 @@ async def push(
     if len(conditions) > MAX_CONDITIONS:
         raise InvalidArgument.for_field("conditions", f"at most {MAX_CONDITIONS} per call")
     now = clock.now()
-    scope = await scope_of(uow, principal)
+    scope = scope_of(uow.engine, principal)
     key = f"{principal.tenant or 'platform'}|{principal.subject}|{source}:{idempotency_key}"[:200]
     cells: list[tuple[int, float, int]] = []
     rejected = 0
@@ -129,7 +122,12 @@ async def push(
         if c.factor_permille < 0:
             raise InvalidArgument.for_field(f"conditions[{i}].congestion_factor_permille", "must not be negative")
         found = _cells(uow.engine, c)
-        if not found or c.expires_at is None or c.expires_at <= now or not scope.covers(found):
+        if found and not scope.covers(found):
+            raise PermissionDenied(
+                f"conditions[{i}] lies outside {SCOPE_RADIUS_M / 1000:.0f} km of every station of "
+                f"{principal.tenant}; only the platform's traffic feed pushes there"
+            )
+        if not found or c.expires_at is None or c.expires_at <= now:
             rejected += 1
             continue
         factor = CLOSED_FACTOR if c.factor_permille == 0 else max(c.factor_permille / 1000, 0.1)

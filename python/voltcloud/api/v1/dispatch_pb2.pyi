@@ -546,7 +546,9 @@ class StepUpdate(_message.Message):
 
     @_builtins.property
     def photo_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Photo URIs."""
+        """Photo URIs.
+        Limit: at most 20 URIs of at most 2,048 characters each.
+        """
 
     def __init__(
         self,

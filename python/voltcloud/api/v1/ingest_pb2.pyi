@@ -103,7 +103,9 @@ class Hello(_message.Message):
     """Gateway software version."""
     @_builtins.property
     def station_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Stations this gateway serves."""
+        """Stations this gateway serves.
+        Limit: at most 10,000 stations per gateway.
+        """
 
     def __init__(
         self,
@@ -215,16 +217,21 @@ class TelemetryBatch(_message.Message):
 
     @_builtins.property
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___TelemetrySource]:
-        """Source dictionary referenced by Reading.source_index."""
+        """Source dictionary referenced by Reading.source_index.
+        Limit: at most 10,000 sources.
+        """
 
     @_builtins.property
     def readings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reading]:
-        """The readings."""
+        """The readings.
+        Limit: at most 10,000 readings (each is checked one by one); use the columns for more.
+        """
 
     @_builtins.property
     def col_source_index(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Columnar form of further readings (all four columns the same length, packed): the fast path for large
         batches. Reading i is (col_source_index[i], col_metric[i], base_time + col_offset_ms[i], col_int_value[i]).
+        Limit: at most 200,000 values per column (only the count is checked at the edge).
         """
 
     @_builtins.property
@@ -571,7 +578,9 @@ class InspectionDefect(_message.Message):
     level: _common_pb2.AlarmLevel.ValueType
     """Severity."""
     notes: _builtins.str
-    """Notes."""
+    """Notes.
+    Limit: at most 500 characters.
+    """
     def __init__(
         self,
         *,
@@ -984,7 +993,9 @@ class PushTelemetryRequest(_message.Message):
 
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___StationEvent]:
-        """Events."""
+        """Events.
+        Limit: at most 1,000 events per call.
+        """
 
     def __init__(
         self,

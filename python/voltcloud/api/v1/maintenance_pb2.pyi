@@ -691,7 +691,9 @@ class CreateWorkOrderRequest(_message.Message):
     title: _builtins.str
     """Title."""
     description: _builtins.str
-    """Description."""
+    """Description.
+    Limit: at most 2,000 characters.
+    """
     station_id: _builtins.str
     """Station."""
     resource_id: _builtins.str
@@ -981,7 +983,9 @@ class UpdateWorkOrderProgressRequest(_message.Message):
 
     @_builtins.property
     def photo_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Photo URIs."""
+        """Photo URIs.
+        Limit: at most 20 URIs of at most 2,048 characters each.
+        """
 
     def __init__(
         self,

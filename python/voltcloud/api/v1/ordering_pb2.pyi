@@ -1251,7 +1251,9 @@ class StartByScanRequest(_message.Message):
     idempotency_key: _builtins.str
     """Idempotency key."""
     qr_payload: _builtins.str
-    """Raw QR payload printed on the connector or lane."""
+    """Raw QR payload printed on the connector or lane.
+    Limit: at most 512 characters.
+    """
     vehicle_id: _builtins.str
     """Vehicle to serve."""
     target_soc_permille: _builtins.int
@@ -1401,7 +1403,9 @@ class PushRoadConditionsRequest(_message.Message):
     """Feed source name."""
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoadCondition]:
-        """Conditions."""
+        """Conditions.
+        Limit: at most 10,000 conditions per call.
+        """
 
     @_builtins.property
     def observe_time(self) -> _timestamp_pb2.Timestamp:

@@ -1200,7 +1200,9 @@ class TopUpRequest(_message.Message):
     provider: _builtins.str
     """Payment provider."""
     provider_token: _builtins.str
-    """Provider payment token/reference from the client."""
+    """Provider payment token/reference from the client.
+    Limit: at most 512 characters.
+    """
     @_builtins.property
     def amount(self) -> _common_pb2.Money:
         """Amount (positive)."""
@@ -2197,7 +2199,9 @@ class ImportStatementRequest(_message.Message):
     provider: _builtins.str
     """Provider."""
     csv: _builtins.bytes
-    """CSV file content (UTF-8, header row: reference,amount_minor,currency,value_time,description)."""
+    """CSV file content (UTF-8, header row: reference,amount_minor,currency,value_time,description).
+    Limit: at most 4 MiB (edge default for bytes: 64 KiB).
+    """
     @_builtins.property
     def period(self) -> _common_pb2.TimeWindow:
         """Period covered."""

@@ -380,7 +380,9 @@ class Station(_message.Message):
 
     @_builtins.property
     def opening_hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpeningHours]:
-        """Regular opening hours; empty = open 24/7."""
+        """Regular opening hours; empty = open 24/7.
+        Limit: at most 28 intervals (4 a day).
+        """
 
     @_builtins.property
     def swap(self) -> Global___SwapStationSpec:
@@ -2129,10 +2131,14 @@ class ReportInspectionRequest(_message.Message):
     level: _common_pb2.AlarmLevel.ValueType
     """Severity of the defect."""
     notes: _builtins.str
-    """Notes."""
+    """Notes.
+    Limit: at most 2,000 characters.
+    """
     @_builtins.property
     def attachment_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Attachment URIs."""
+        """Attachment URIs.
+        Limit: at most 20 URIs of at most 2,048 characters each.
+        """
 
     @_builtins.property
     def inspect_time(self) -> _timestamp_pb2.Timestamp:
