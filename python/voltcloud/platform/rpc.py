@@ -184,7 +184,7 @@ def _time_left(context: grpc.aio.ServicerContext[Any, Any], method: str, floor_s
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformInterceptor) -> grpc.RpcMethodHandler:
     tokens, activity, admission, floor_s = owner._tokens, owner.activity, owner.admission, owner.deadline_floor_s
-    parse: Callable[[bytes], Message] = handler.request_deserializer
+    parse: Callable[[bytes], Message] | None = handler.request_deserializer
 
     def start(context: grpc.aio.ServicerContext[Any, Any]) -> None:
         _principal.set(_authorize(tokens, method, context))
@@ -203,6 +203,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
         )
 
     def request_of(raw: Any) -> Any:
+        if parse is None:  # a handler registered without a deserializer takes bytes as they came
+            return raw
         return _DecodedStream(parse, raw) if handler.stream_unary or handler.stream_stream else _decode(parse, raw)
 
     def raise_stream_error(request: Any) -> None:
