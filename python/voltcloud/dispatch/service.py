@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import duration_pb2
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
@@ -17,10 +16,10 @@ from voltcloud.dispatch.hub import Connection, Outgoing
 from voltcloud.dispatch.models import MobileUnit, Task, TaskStep
 from voltcloud.ordering.lifecycle import Actor, Effects
 from voltcloud.ordering.runtime import PowerUp
-from voltcloud.ordering.service import from_ts, ts
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.geo import parse_box, parse_position
+from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import inventory
@@ -34,15 +33,17 @@ def step_message(s: TaskStep) -> dispatch_pb2.TaskStep:
         kind=s.kind,  # type: ignore[arg-type]
         position=common_pb2.LatLng(lat=s.lat, lng=s.lng),
         station_id=s.station_id or "",
-        service_duration=duration_pb2.Duration(seconds=s.service_s),
+        service_duration=to_duration(s.service_s),
         status=s.status,  # type: ignore[arg-type]
     )
     if s.window_start is not None and s.window_end is not None:
-        message.window.CopyFrom(common_pb2.TimeWindow(start=ts(s.window_start), end=ts(s.window_end)))
+        message.window.CopyFrom(
+            common_pb2.TimeWindow(start=to_timestamp(s.window_start), end=to_timestamp(s.window_end))
+        )
     if s.planned_arrival is not None:
-        message.planned_arrival_time.CopyFrom(ts(s.planned_arrival))
+        message.planned_arrival_time.CopyFrom(to_timestamp(s.planned_arrival))
     if s.status_time is not None:
-        message.status_time.CopyFrom(ts(s.status_time))
+        message.status_time.CopyFrom(to_timestamp(s.status_time))
     return message
 
 
@@ -66,8 +67,8 @@ def task_message(view: tasks.TaskView, unit_kind: int | None = None) -> dispatch
         energy_wh=t.energy_wh,
         operator_id=t.operator_id,
         version=t.version,
-        create_time=ts(t.created_at),
-        update_time=ts(t.updated_at),
+        create_time=to_timestamp(t.created_at),
+        update_time=to_timestamp(t.updated_at),
         notes=notes,
     )
 
@@ -85,7 +86,7 @@ def _step_input(step: dispatch_pb2.StepUpdate) -> tasks.StepInput:
         status=int(step.status),
         lat=lat,
         lng=lng,
-        at=from_ts(step.time) if step.HasField("time") else None,
+        at=optional_datetime(step, "time", "step.time"),
         note=step.note,
         photo_uris=tuple(step.photo_uris),
         energy_wh=int(step.energy_wh),
@@ -175,7 +176,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             if task.state != tasks.TaskState.OFFERED:
                 return None
             return dispatch_pb2.ConnectResponse(
-                offer=dispatch_pb2.TaskOffer(task=task_message(view), respond_by=ts(out.respond_by))
+                offer=dispatch_pb2.TaskOffer(task=task_message(view), respond_by=to_timestamp(out.respond_by))
             )
         return dispatch_pb2.ConnectResponse(update=dispatch_pb2.TaskUpdate(task=task_message(view), reason=out.reason))
 
@@ -342,8 +343,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         return dispatch_pb2.ReoptimizeNowResponse(
             tasks_changed=outcome.tasks_changed,
             tasks_unassigned=outcome.tasks_unassigned,
-            travel_time_before=duration_pb2.Duration(seconds=int(outcome.travel_before_s)),
-            travel_time_after=duration_pb2.Duration(seconds=int(outcome.travel_after_s)),
+            travel_time_before=to_duration(outcome.travel_before_s),
+            travel_time_after=to_duration(outcome.travel_after_s),
         )
 
 

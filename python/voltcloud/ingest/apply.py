@@ -20,6 +20,7 @@ from voltcloud.maintenance import workorders
 from voltcloud.platform.auth import Role
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
+from voltcloud.platform.limits import optional_datetime
 from voltcloud.stations import packs, sessions, tokens
 from voltcloud.stations.models import Connector, Pack, Station, StationSession
 from voltcloud.stations.twin import TelemetrySource, Twin
@@ -49,9 +50,7 @@ class EventContext:
 
 
 def _when(event: ingest_pb2.StationEvent, now: dt.datetime) -> dt.datetime:
-    if event.HasField("time") and (event.time.seconds or event.time.nanos):
-        return event.time.ToDatetime(tzinfo=dt.UTC)
-    return now
+    return optional_datetime(event, "time", "event.time", zero="unset") or now
 
 
 # ---- validation (pure) ----

@@ -15,7 +15,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import timestamp_pb2
 from sqlmodel import select
 
 from voltcloud.api.v1 import ingest_pb2, stations_pb2
@@ -23,6 +22,7 @@ from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.platform.ids import new_id
+from voltcloud.platform.limits import to_timestamp
 from voltcloud.stations.commands import CommandOutcome
 from voltcloud.stations.models import Connector, Pack, Station
 from voltcloud.stations.sessions import SessionListener
@@ -56,12 +56,6 @@ class GatewayLink:
                     )
                 )
         self.pending.clear()
-
-
-def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 class Hub:
@@ -166,7 +160,7 @@ class Hub:
                 command_id=command_id,
                 status=stations_pb2.COMMAND_STATUS_OFFLINE,
                 detail=f"no gateway connected for station {station_id}",
-                result_time=_timestamp(self.clock.now()),
+                result_time=to_timestamp(self.clock.now()),
             )
         future: asyncio.Future[stations_pb2.StationCommandResult] = asyncio.get_running_loop().create_future()
         link.pending[command_id] = future
@@ -174,7 +168,7 @@ class Hub:
         link.outbox.put_nowait(
             ingest_pb2.PlatformToGateway(
                 command=ingest_pb2.Command(
-                    command_id=command_id, station_id=station_id, command=command, deadline=_timestamp(deadline)
+                    command_id=command_id, station_id=station_id, command=command, deadline=to_timestamp(deadline)
                 )
             )
         )
@@ -185,7 +179,7 @@ class Hub:
                 command_id=command_id,
                 status=stations_pb2.COMMAND_STATUS_TIMEOUT,
                 detail=f"no answer within {answer_within.total_seconds():g}s",
-                result_time=_timestamp(self.clock.now()),
+                result_time=to_timestamp(self.clock.now()),
             )
         finally:
             link.pending.pop(command_id, None)
@@ -208,7 +202,7 @@ class Hub:
         answer = stations_pb2.StationCommandResult()
         answer.CopyFrom(result.result)
         if not answer.HasField("result_time"):
-            answer.result_time.CopyFrom(_timestamp(self.clock.now()))
+            answer.result_time.CopyFrom(to_timestamp(self.clock.now()))
         future.set_result(answer)
         return True
 

@@ -38,6 +38,7 @@ from voltcloud.platform.errors import (
     NotFound,
     PermissionDenied,
 )
+from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import idempotency, tokens
 from voltcloud.stations.token_models import ChargingToken
@@ -371,8 +372,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             auth = await tokens.authorize(session, operator_id, request.id_tag, now)
         response = ingest_pb2.AuthorizeIdTagResponse(status=int(auth.status))  # type: ignore[arg-type]
         if auth.expires_at is not None:
-            response.expiry_time.FromDatetime(auth.expires_at)
-        response.cache_until.FromDatetime(auth.cache_until)
+            response.expiry_time.CopyFrom(to_timestamp(auth.expires_at))
+        response.cache_until.CopyFrom(to_timestamp(auth.cache_until))
         return response
 
     async def RegisterChargingToken(
@@ -388,7 +389,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             owner_id=request.owner_id,
             sub_fleet_id=request.sub_fleet_id,
             vehicle_id=request.vehicle_id,
-            expires_at=_time(request, "expiry_time"),
+            expires_at=optional_datetime(request, "expiry_time", zero="invalid"),
         )
         key = idempotency.key_of("RegisterChargingToken", principal, request.idempotency_key)
         digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
@@ -414,16 +415,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return ingest_pb2.SetChargingTokenStatusResponse(token=_token_message(token, now))
 
 
-def _time(message: Any, field: str) -> dt.datetime | None:
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    if not 0 <= value.nanos < 1_000_000_000 or not 0 < value.seconds < 253402300800:  # up to 9999-12-31
-        raise InvalidArgument.for_field(field, "must be a valid time")
-    result: dt.datetime = value.ToDatetime(tzinfo=dt.UTC)
-    return result
-
-
 def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.ChargingToken:
     message = ingest_pb2.ChargingToken(
         token_id=token.id,
@@ -437,7 +428,7 @@ def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.Chargin
         status=int(tokens.verdict(token, now)),  # type: ignore[arg-type]
     )
     if token.expires_at is not None:
-        message.expiry_time.FromDatetime(token.expires_at)
+        message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
     return message
 
 

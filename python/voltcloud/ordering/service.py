@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 from collections.abc import AsyncIterator
-from typing import Any, overload
-
-from google.protobuf import duration_pb2, timestamp_pb2
+from typing import Any
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
 from voltcloud.dispatch.models import MobileUnit
@@ -19,34 +16,11 @@ from voltcloud.ordering.models import Order, OrderEvent, Reservation
 from voltcloud.ordering.runtime import PowerUp
 from voltcloud.ordering.states import TERMINAL, OrderState
 from voltcloud.platform.errors import InvalidArgument
+from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 
 WATCH_POLL_S = 1.0
-
-
-@overload
-def ts(value: dt.datetime) -> timestamp_pb2.Timestamp: ...
-
-
-@overload
-def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None: ...
-
-
-def ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value.astimezone(dt.UTC))
-    return out
-
-
-def from_ts(value: timestamp_pb2.Timestamp) -> dt.datetime:
-    return value.ToDatetime(tzinfo=dt.UTC)
-
-
-def _duration(seconds: int) -> duration_pb2.Duration:
-    return duration_pb2.Duration(seconds=int(seconds))
 
 
 def option_message(o: quoting.QuotedOption) -> ordering_pb2.PowerUpOption:
@@ -57,10 +31,10 @@ def option_message(o: quoting.QuotedOption) -> ordering_pb2.PowerUpOption:
         resource_kind=o.resource_kind,  # type: ignore[arg-type]
         resource_id=o.resource_id,
         pack_id=o.pack_id or "",
-        eta=_duration(o.eta_s),
-        wait=_duration(o.wait_s),
-        service_duration=_duration(o.service_s),
-        finish_time=ts(o.finish_time),
+        eta=to_duration(o.eta_s),
+        wait=to_duration(o.wait_s),
+        service_duration=to_duration(o.service_s),
+        finish_time=to_timestamp(o.finish_time),
         energy_wh=o.energy_wh,
         price_estimate=common_pb2.Money(amount_minor=o.price_minor, currency=o.currency),
         rank=o.rank,
@@ -77,7 +51,7 @@ def event_message(e: OrderEvent) -> ordering_pb2.OrderEvent:
     message = ordering_pb2.OrderEvent(
         order_id=e.order_id,
         seq=e.seq,
-        time=ts(e.time),
+        time=to_timestamp(e.time),
         from_state=e.from_state,  # type: ignore[arg-type]
         to_state=e.to_state,  # type: ignore[arg-type]
         actor=common_pb2.Actor(subject_id=e.actor_subject, role=e.actor_role, tenant_id=e.actor_tenant),  # type: ignore[arg-type]
@@ -89,7 +63,7 @@ def event_message(e: OrderEvent) -> ordering_pb2.OrderEvent:
     if e.amount_minor is not None:
         message.amount.CopyFrom(common_pb2.Money(amount_minor=e.amount_minor, currency=e.currency))
     if e.eta_time is not None:
-        message.eta_time.CopyFrom(ts(e.eta_time))
+        message.eta_time.CopyFrom(to_timestamp(e.eta_time))
     return message
 
 
@@ -112,8 +86,8 @@ def order_message(o: Order, events: list[OrderEvent] | None = None) -> ordering_
         pack_in_id=o.pack_in_id or "",
         last_event_seq=o.last_event_seq,
         version=o.version,
-        create_time=ts(o.created_at),
-        update_time=ts(o.updated_at),
+        create_time=to_timestamp(o.created_at),
+        update_time=to_timestamp(o.updated_at),
         reason=o.reason,
         events=[event_message(e) for e in events or []],
     )
@@ -131,10 +105,10 @@ def reservation_message(r: Reservation) -> ordering_pb2.Reservation:
         pack_id=r.pack_id or "",
         vehicle_id=r.vehicle_id,
         order_id=r.order_id or "",
-        window=common_pb2.TimeWindow(start=ts(r.starts_at), end=ts(r.ends_at)),
+        window=common_pb2.TimeWindow(start=to_timestamp(r.starts_at), end=to_timestamp(r.ends_at)),
         state=r.state,  # type: ignore[arg-type]
         fee=common_pb2.Money(amount_minor=r.fee_minor, currency=r.currency),
-        create_time=ts(r.created_at),
+        create_time=to_timestamp(r.created_at),
     )
 
 
@@ -154,7 +128,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             soc_permille=request.soc_permille,
             target_soc_permille=request.target_soc_permille or 800,
             modes=frozenset(int(m) for m in request.allowed_modes),
-            deadline=from_ts(request.deadline) if request.HasField("deadline") else None,
+            deadline=optional_datetime(request, "deadline"),
             max_options=request.max_options,
             return_lat=request.return_position.lat if request.HasField("return_position") else None,
             return_lng=request.return_position.lng if request.HasField("return_position") else None,
@@ -164,7 +138,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
         result = await quoting.quote_power_up(p.uow, p.clock, p.settings, current_principal(), inp)
         return ordering_pb2.QuotePowerUpResponse(
             quote_id=result.quote_id,
-            expires_at=ts(result.expires_at),
+            expires_at=to_timestamp(result.expires_at),
             options=[option_message(o) for o in result.options],
         )
 
@@ -203,8 +177,8 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             operator_id=request.operator_id or None,
             states=frozenset(int(s) for s in request.states),
             modes=frozenset(int(m) for m in request.modes),
-            created_from=from_ts(request.create_time_from) if request.HasField("create_time_from") else None,
-            created_to=from_ts(request.create_time_to) if request.HasField("create_time_to") else None,
+            created_from=optional_datetime(request, "create_time_from"),
+            created_to=optional_datetime(request, "create_time_to"),
         )
         async with self._p.db.transaction("ordering.list") as session:
             found = await orders.list_orders(session, current_principal(), filters, page)
@@ -252,7 +226,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
                     live = ordering_pb2.OrderEvent(
                         order_id=order.id,
                         seq=0,
-                        time=ts(self._p.clock.now()),
+                        time=to_timestamp(self._p.clock.now()),
                         from_state=order.state,  # type: ignore[arg-type]
                         to_state=order.state,  # type: ignore[arg-type]
                         position=common_pb2.LatLng(lat=position[0], lng=position[1]),
@@ -313,8 +287,8 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             idempotency_key=request.idempotency_key,
             station_id=request.station_id,
             vehicle_id=request.vehicle_id,
-            start=from_ts(window.start) if window.HasField("start") else None,
-            end=from_ts(window.end) if window.HasField("end") else None,
+            start=optional_datetime(window, "start", "window.start"),
+            end=optional_datetime(window, "end", "window.end"),
             connector_id=request.connector_id,
             lane=request.lane,
         )
@@ -340,8 +314,8 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             station_id=request.station_id or None,
             vehicle_id=request.vehicle_id or None,
             states=frozenset(int(s) for s in request.states),
-            overlaps_start=from_ts(overlaps.start) if overlaps and overlaps.HasField("start") else None,
-            overlaps_end=from_ts(overlaps.end) if overlaps and overlaps.HasField("end") else None,
+            overlaps_start=optional_datetime(overlaps, "start", "overlaps.start") if overlaps else None,
+            overlaps_end=optional_datetime(overlaps, "end", "overlaps.end") if overlaps else None,
         )
         async with self._p.db.transaction("ordering.reservations.list") as session:
             found = await reservations.list_reservations(session, current_principal(), filters, page)
@@ -377,10 +351,10 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
                     name=r.name,
                     position=common_pb2.LatLng(lat=r.lat, lng=r.lng),
                     distance_m=r.distance_m,
-                    eta=_duration(r.eta_s),
+                    eta=to_duration(r.eta_s),
                     available_connectors=r.available_connectors,
                     ready_packs=r.ready_packs,
-                    wait=_duration(r.wait_s),
+                    wait=to_duration(r.wait_s),
                     energy_price_micros_per_kwh=r.energy_price_micros_per_kwh,
                     currency=r.currency,
                     max_power_w=r.max_power_w,
@@ -402,7 +376,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
                     cell_id=c.cell_id,
                     segment_id=c.segment_id,
                     factor_permille=c.congestion_factor_permille,
-                    expires_at=from_ts(c.expire_time) if c.HasField("expire_time") else None,
+                    expires_at=optional_datetime(c, "expire_time", "conditions.expire_time"),
                     from_lat=getattr(c, "from").lat if has_from else None,
                     from_lng=getattr(c, "from").lng if has_from else None,
                     to_lat=c.to.lat if has_to else None,

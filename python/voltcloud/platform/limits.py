@@ -15,8 +15,9 @@ Limits come from the field's kind and name (`_string_limit`), overridden per fie
 field's full proto name). The same limits are documented in proto/voltcloud/v1/common.proto's header and in
 the comments of the overridden fields; keep the three in step.
 
-`to_datetime` / `to_timedelta` are the one conversion of well-known types for servicers: they apply the same
-bounds, so a servicer never raises on a value the edge let through.
+The conversions at the end (`to_datetime`, `optional_datetime`, `to_timedelta` in; `to_timestamp`, `to_duration`
+out) are the one conversion of well-known types for servicers: they apply the same bounds, so a servicer never
+raises on a value the edge let through.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import Literal, overload
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -284,6 +286,10 @@ def _check_duration(value: Message, max_duration: dt.timedelta, path: str) -> It
 
 # ---- the one conversion for servicers ----
 
+# What an all-zero timestamp (proto3's default, which the edge lets through) means to the caller: the epoch (a
+# plain value), no time at all (clients that send it for "unset"), or a mistake (a time the request needs).
+ZeroTimestamp = Literal["epoch", "unset", "invalid"]
+
 
 def to_datetime(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
     """An aware UTC datetime; InvalidArgument naming `field` outside the edge's window (a servicer calling this
@@ -293,6 +299,21 @@ def to_datetime(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
     return value.ToDatetime(tzinfo=dt.UTC)
 
 
+def optional_datetime(
+    message: Message, name: str, path: str | None = None, *, zero: ZeroTimestamp = "epoch"
+) -> dt.datetime | None:
+    """`message.<name>` as by `to_datetime`, None when the field is unset; `path` names it in errors (default
+    `name`). `zero` says what the all-zero timestamp means."""
+    if not message.HasField(name):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, name)
+    if zero != "epoch" and not (value.seconds or value.nanos):
+        if zero == "invalid":
+            raise InvalidArgument.for_field(path or name, "must be a valid time")
+        return None
+    return to_datetime(value, path or name)
+
+
 def to_timedelta(value: duration_pb2.Duration, field: str, max_duration: dt.timedelta = MAX_DURATION) -> dt.timedelta:
     """A non-negative timedelta of at most `max_duration`; InvalidArgument naming `field` otherwise."""
     for violation in _check_duration(value, max_duration, field):
@@ -300,10 +321,26 @@ def to_timedelta(value: duration_pb2.Duration, field: str, max_duration: dt.time
     return value.ToTimedelta()
 
 
-def to_timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    """The Timestamp of an aware datetime (naive datetimes are refused: every time here is UTC)."""
+@overload
+def to_timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp: ...
+
+
+@overload
+def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None: ...
+
+
+def to_timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    """The Timestamp of an aware datetime, None for None (an unset field). Naive datetimes are refused: every
+    time here is UTC-aware, and a naive one would be read in whatever zone the process runs in."""
+    if value is None:
+        return None
     if value.tzinfo is None:
         raise ValueError("naive datetime")
     out = timestamp_pb2.Timestamp()
     out.FromDatetime(value.astimezone(dt.UTC))
     return out
+
+
+def to_duration(seconds: float) -> duration_pb2.Duration:
+    """The Duration of a domain's seconds, truncated to whole seconds (every duration this API sends is)."""
+    return duration_pb2.Duration(seconds=int(seconds))

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import common_pb2, settlement_pb2, settlement_pb2_grpc
@@ -17,6 +16,7 @@ from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
+from voltcloud.platform.limits import optional_datetime, to_timedelta, to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.settlement import (
@@ -43,21 +43,6 @@ DEFAULT_HOLD_TTL = dt.timedelta(minutes=30)
 
 
 # --- conversions ---------------------------------------------------------------------------------------------
-
-
-def _ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(dt.UTC))
-    return stamp
-
-
-def _time(message: Any, name: str) -> dt.datetime | None:
-    if not message.HasField(name):
-        return None
-    value: dt.datetime = getattr(message, name).ToDatetime(tzinfo=dt.UTC)
-    return value
 
 
 def _money(amount: int, currency: str) -> common_pb2.Money:
@@ -97,7 +82,7 @@ def _account_message(v: accounts.AccountView) -> settlement_pb2.Account:
         credit_limit=_money(v.credit_limit_minor, v.currency),
         frozen=v.frozen,
         version=v.version,
-        create_time=_ts(v.created_at),
+        create_time=to_timestamp(v.created_at),
     )
 
 
@@ -114,7 +99,7 @@ def _entry_message(e: ledger.JournalEntryRef) -> settlement_pb2.JournalEntry:
         payment_id=e.payment_id or "",
         reverses_entry_id=e.reverses_entry_id or "",
         description=e.description,
-        post_time=_ts(e.posted_at),
+        post_time=to_timestamp(e.posted_at),
         actor=common_pb2.Actor(subject_id=e.actor.subject, role=e.actor.role, tenant_id=e.actor.tenant),  # type: ignore[arg-type]
         idempotency_key=(e.idempotency_key or "").partition("|")[2] or (e.idempotency_key or ""),
     )
@@ -128,8 +113,8 @@ def _hold_message(h: holds.Hold) -> settlement_pb2.Hold:
         captured=_money(h.captured_minor, h.currency),
         state=int(h.state),  # type: ignore[arg-type]
         order_id=h.reference,
-        expire_time=_ts(h.expires_at),
-        create_time=_ts(h.created_at),
+        expire_time=to_timestamp(h.expires_at),
+        create_time=to_timestamp(h.created_at),
     )
 
 
@@ -142,7 +127,7 @@ def _payment_message(p: payments.PaymentView) -> settlement_pb2.Payment:
         provider=p.provider,
         provider_reference=p.provider_reference,
         entry_id=p.entry_id or "",
-        create_time=_ts(p.created_at),
+        create_time=to_timestamp(p.created_at),
     )
 
 
@@ -190,11 +175,11 @@ def _rate_model_message(v: rates.RateModelView) -> common_pb2.RateModel:
         operator_id=v.operator_id,
         name=v.name,
         currency=t.currency,
-        valid_from=_ts(v.valid_from),
-        valid_to=_ts(v.valid_to),
+        valid_from=to_timestamp(v.valid_from),
+        valid_to=to_timestamp(v.valid_to),
         time_zone=t.time_zone,
         display_text=v.display_text,
-        create_time=_ts(v.created_at),
+        create_time=to_timestamp(v.created_at),
     )
     if t.min_price_minor is not None:
         message.min_price.CopyFrom(_money(t.min_price_minor, t.currency))
@@ -251,9 +236,9 @@ def _coupon_message(c: Coupon) -> settlement_pb2.Coupon:
     if c.min_order_minor is not None:
         message.min_order_amount.CopyFrom(_money(c.min_order_minor, c.currency))
     if c.valid_from is not None:
-        message.valid.start.FromDatetime(c.valid_from)
+        message.valid.start.CopyFrom(to_timestamp(c.valid_from))
     if c.valid_to is not None:
-        message.valid.end.FromDatetime(c.valid_to)
+        message.valid.end.CopyFrom(to_timestamp(c.valid_to))
     return message
 
 
@@ -262,7 +247,7 @@ def _bill_message(v: billing.BillView) -> settlement_pb2.Bill:
     return settlement_pb2.Bill(
         bill_id=b.id,
         account_id=b.account_id,
-        period=common_pb2.TimeWindow(start=_ts(b.period_start), end=_ts(b.period_end)),
+        period=common_pb2.TimeWindow(start=to_timestamp(b.period_start), end=to_timestamp(b.period_end)),
         lines=[
             settlement_pb2.BillLine(
                 order_id=line.order_id,
@@ -281,8 +266,8 @@ def _bill_message(v: billing.BillView) -> settlement_pb2.Bill:
         discount=_money(b.discount_minor, b.currency),
         total=_money(b.total_minor, b.currency),
         state=b.state,  # type: ignore[arg-type]
-        due_time=_ts(b.due_at),
-        issue_time=_ts(b.issued_at),
+        due_time=to_timestamp(b.due_at),
+        issue_time=to_timestamp(b.issued_at),
     )
 
 
@@ -291,11 +276,11 @@ def _payout_message(p: Payout) -> settlement_pb2.Payout:
         payout_id=p.id,
         account_id=p.account_id,
         amount=_money(p.amount_minor, p.currency),
-        period=common_pb2.TimeWindow(start=_ts(p.period_start), end=_ts(p.period_end)),
+        period=common_pb2.TimeWindow(start=to_timestamp(p.period_start), end=to_timestamp(p.period_end)),
         state=p.state,  # type: ignore[arg-type]
         provider_reference=p.provider_reference,
         entry_id=p.entry_id,
-        create_time=_ts(p.created_at),
+        create_time=to_timestamp(p.created_at),
     )
 
 
@@ -304,7 +289,7 @@ def _statement_line_message(line: StatementLine) -> settlement_pb2.StatementLine
         line_number=line.line_number,
         provider_reference=line.provider_reference,
         amount=_money(line.amount_minor, line.currency),
-        value_time=_ts(line.value_time),
+        value_time=to_timestamp(line.value_time),
         description=line.description,
         match_status=line.match_status,  # type: ignore[arg-type]
         payment_id=line.payment_id,
@@ -316,11 +301,13 @@ def _statement_message(s: Any) -> settlement_pb2.Statement:
         statement_id=s.id,
         provider=s.provider,
         line_count=s.line_count,
-        import_time=_ts(s.imported_at),
+        import_time=to_timestamp(s.imported_at),
         reconciled=s.reconciled,
     )
     if s.period_start is not None or s.period_end is not None:
-        message.period.CopyFrom(common_pb2.TimeWindow(start=_ts(s.period_start), end=_ts(s.period_end)))
+        message.period.CopyFrom(
+            common_pb2.TimeWindow(start=to_timestamp(s.period_start), end=to_timestamp(s.period_end))
+        )
     return message
 
 
@@ -328,7 +315,7 @@ def _window(message: Any, name: str) -> tuple[dt.datetime | None, dt.datetime | 
     if not message.HasField(name):
         return None, None
     window = getattr(message, name)
-    return _time(window, "start"), _time(window, "end")
+    return optional_datetime(window, "start", f"{name}.start"), optional_datetime(window, "end", f"{name}.end")
 
 
 # --- the servicer --------------------------------------------------------------------------------------------
@@ -522,7 +509,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
     ) -> settlement_pb2.PlaceHoldResponse:
         principal = current_principal()
         amount, currency = _amount(request, "amount")
-        ttl = dt.timedelta(seconds=request.ttl.seconds) if request.HasField("ttl") else DEFAULT_HOLD_TTL
+        ttl = to_timedelta(request.ttl, "ttl") if request.HasField("ttl") else DEFAULT_HOLD_TTL
         if ttl <= dt.timedelta(0):
             raise InvalidArgument.for_field("ttl", "must be positive")
         key = _key(principal, request.idempotency_key)
@@ -609,8 +596,8 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 account_ids=scope,
                 order_id=request.order_id or None,
                 kinds=list(request.kinds),
-                posted_from=_time(request, "post_time_from"),
-                posted_to=_time(request, "post_time_to"),
+                posted_from=optional_datetime(request, "post_time_from"),
+                posted_to=optional_datetime(request, "post_time_to"),
                 limit=page.size,
                 after=page.after,
             )
@@ -641,8 +628,8 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
             operator_id=operator_id,
             name=model.name,
             tariff=_tariff(model),
-            valid_from=_time(model, "valid_from"),
-            valid_to=_time(model, "valid_to"),
+            valid_from=optional_datetime(model, "valid_from", "rate_model.valid_from"),
+            valid_to=optional_datetime(model, "valid_to", "rate_model.valid_to"),
             display_text=model.display_text,
         )
         async with self._tx("create_rate_model") as session:
@@ -672,7 +659,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 session,
                 operator_ids=operator_ids,
                 rate_model_id=request.rate_model_id or None,
-                in_force_at=_time(request, "in_force_at"),
+                in_force_at=optional_datetime(request, "in_force_at"),
                 page=page,
             )
         last = f"{views[-1].rate_model_id}@{views[-1].version}" if views else None
@@ -685,7 +672,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         self, request: settlement_pb2.PriceEstimateRequest, context: Any
     ) -> settlement_pb2.PriceEstimateResponse:
         principal = current_principal()
-        start = _time(request, "start_time") or self._clock.now()
+        start = optional_datetime(request, "start_time") or self._clock.now()
         async with self._tx("price_estimate") as session:
             customer_kind = customer_id = ""
             if request.account_id:
@@ -820,8 +807,8 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 session,
                 account_ids=scope,
                 states=list(request.states),
-                issued_from=_time(request, "issue_time_from"),
-                issued_to=_time(request, "issue_time_to"),
+                issued_from=optional_datetime(request, "issue_time_from"),
+                issued_to=optional_datetime(request, "issue_time_to"),
                 page=page,
             )
         return settlement_pb2.ListBillsResponse(
@@ -877,8 +864,8 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 session,
                 account_ids=scope,
                 states=list(request.states),
-                created_from=_time(request, "create_time_from"),
-                created_to=_time(request, "create_time_to"),
+                created_from=optional_datetime(request, "create_time_from"),
+                created_to=optional_datetime(request, "create_time_to"),
                 page=page,
             )
         return settlement_pb2.ListPayoutsResponse(
@@ -924,7 +911,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                     from_account_id=f.from_account_id,
                     to_account_id=f.to_account_id,
                     amount=_money(f.amount_minor, f.currency),
-                    post_time=_ts(f.posted_at),
+                    post_time=to_timestamp(f.posted_at),
                     order_id=f.order_id,
                     payment_id=f.payment_id,
                 )
@@ -939,7 +926,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         self, request: settlement_pb2.DetectAbnormalOrderRequest, context: Any
     ) -> settlement_pb2.DetectAbnormalOrderResponse:
         principal = current_principal()
-        start, end = _time(request, "start_time"), _time(request, "end_time")
+        start, end = optional_datetime(request, "start_time"), optional_datetime(request, "end_time")
         if start is None:
             raise InvalidArgument.for_field("start_time", "is required")
         if end is None:

@@ -7,8 +7,6 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
-
 from voltcloud.api.v1 import common_pb2, stations_pb2, stations_pb2_grpc
 from voltcloud.ingest.hub import hub_for
 from voltcloud.platform.auth import Principal, Role
@@ -16,6 +14,7 @@ from voltcloud.platform.db import Database
 from voltcloud.platform.errors import FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import parse_box, parse_position
 from voltcloud.platform.ids import new_id
+from voltcloud.platform.limits import optional_datetime, to_duration, to_timedelta, to_timestamp
 from voltcloud.platform.paging import Page, next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import idempotency, packs, registry, sessions
@@ -45,7 +44,7 @@ def station_message(view: registry.StationView) -> stations_pb2.Station:
             stations_pb2.SwapStationSpec(
                 lane_count=s.lanes,
                 slot_count=s.slot_count,
-                swap_duration=duration_pb2.Duration(seconds=s.swap_time_s),
+                swap_duration=to_duration(s.swap_time_s),
                 charging_power_cap_w=s.power_cap_w,
             )
         )
@@ -95,14 +94,6 @@ def _filters(request: stations_pb2.ListStationsRequest) -> registry.StationFilte
     )
 
 
-def _ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def twin_message(twin: Twin) -> stations_pb2.StationTwin:
     message = stations_pb2.StationTwin(
         station_id=twin.station_id,
@@ -110,8 +101,8 @@ def twin_message(twin: Twin) -> stations_pb2.StationTwin:
         site_power_w=twin.site_power_w,
         queue_length=twin.queue_length,
         revision=twin.revision,
-        last_heartbeat_time=_ts(twin.last_heartbeat),
-        update_time=_ts(twin.update_time),
+        last_heartbeat_time=to_timestamp(twin.last_heartbeat),
+        update_time=to_timestamp(twin.update_time),
     )
     for c in sorted(twin.connectors.values(), key=lambda c: c.connector_id):
         message.connectors.append(
@@ -123,7 +114,7 @@ def twin_message(twin: Twin) -> stations_pb2.StationTwin:
                 power_w=c.power_w,
                 session_energy_wh=c.session_energy_wh,
                 error_code=c.error_code,
-                status_time=_ts(c.status_time),
+                status_time=to_timestamp(c.status_time),
             )
         )
     for slot in sorted(twin.slots.values(), key=lambda s: s.slot):
@@ -166,7 +157,7 @@ def pack_message(view: packs.PackView) -> stations_pb2.Pack:
         location=_location(p.station_id, p.slot_no, p.vehicle_id, p.transit_id),
         operator_id=view.operator_id,
         version=p.version,
-        update_time=_ts(view.update_time),
+        update_time=to_timestamp(view.update_time),
     )
     return message
 
@@ -187,7 +178,7 @@ def _location(
 
 def history_message(e: PackEvent) -> stations_pb2.PackHistoryEntry:
     return stations_pb2.PackHistoryEntry(
-        time=_ts(e.time),
+        time=to_timestamp(e.time),
         state=e.state,  # type: ignore[arg-type]
         location=_location(e.station_id, e.slot_no, e.vehicle_id, e.transit_id),
         soc_permille=e.soc_permille,
@@ -215,8 +206,8 @@ def session_message(row: StationSession) -> stations_pb2.StationSession:
         energy_wh=row.energy_wh,
         pack_out_id=row.pack_out_id or "",
         pack_in_id=row.pack_in_id or "",
-        start_time=_ts(row.started_at),
-        end_time=_ts(row.ended_at),
+        start_time=to_timestamp(row.started_at),
+        end_time=to_timestamp(row.ended_at),
         reason=row.reason,
         ended=row.ended_at is not None,
     )
@@ -322,7 +313,7 @@ def _check_command(request: stations_pb2.SendStationCommandRequest) -> dt.timede
         raise InvalidArgument.for_field("command.withdraw_pack.pack_id", "is required")
     timeout = DEFAULT_COMMAND_TIMEOUT
     if request.HasField("timeout"):
-        timeout = request.timeout.ToTimedelta()
+        timeout = to_timedelta(request.timeout, "timeout")
         if timeout <= dt.timedelta(0) or timeout > MAX_COMMAND_TIMEOUT:
             raise InvalidArgument.for_field("timeout", "must be between 0 and 300 seconds")
     return timeout
@@ -399,7 +390,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                     name=op.name,
                     country=op.country,
                     currency=op.currency,
-                    create_time=_ts(op.created_at),
+                    create_time=to_timestamp(op.created_at),
                 )
             )
             idempotency.store(session, key, digest, response.SerializeToString(), self._now())
@@ -519,7 +510,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         principal = current_principal()
         key = idempotency.key_of("AssignRateModel", principal, request.idempotency_key)
         digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
-        effective = request.effective_time.ToDatetime(tzinfo=dt.UTC) if request.HasField("effective_time") else None
+        effective = optional_datetime(request, "effective_time")
         async with self._db.transaction("stations.assign_rate_model") as session:
             cached = await idempotency.lookup(session, key, digest)
             if cached is not None:
@@ -536,7 +527,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             response = stations_pb2.AssignRateModelResponse(
                 assignment_id=assignment_id, station_id=request.station_id, rate_model_id=request.rate_model_id
             )
-            response.effective_time.FromDatetime(effective or self._now())
+            response.effective_time.CopyFrom(to_timestamp(effective or self._now()))
             idempotency.store(session, key, digest, response.SerializeToString(), self._now())
         return response
 
@@ -681,8 +672,8 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         if not request.pack_id:
             raise InvalidArgument.for_field("pack_id", "is required")
         page = parse_page(request.page_size, request.page_token)
-        start = request.start_time.ToDatetime(tzinfo=dt.UTC) if request.HasField("start_time") else None
-        end = request.end_time.ToDatetime(tzinfo=dt.UTC) if request.HasField("end_time") else None
+        start = optional_datetime(request, "start_time")
+        end = optional_datetime(request, "end_time")
         if start and end and end <= start:
             raise InvalidArgument.for_field("end_time", "must be after start_time")
         async with self._db.transaction() as session:
@@ -726,9 +717,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                 level=request.level or common_pb2.ALARM_LEVEL_MAJOR,
                 notes=request.notes,
                 attachment_uris=list(request.attachment_uris),
-                inspected_at=request.inspect_time.ToDatetime(tzinfo=dt.UTC)
-                if request.HasField("inspect_time")
-                else now,
+                inspected_at=optional_datetime(request, "inspect_time") or now,
                 actor=packs.ActorRef.of(principal),
             )
             await session.flush()
@@ -742,7 +731,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                     level=i.level,  # type: ignore[arg-type]
                     notes=i.notes,
                     attachment_uris=list(request.attachment_uris),
-                    inspect_time=_ts(i.inspected_at),
+                    inspect_time=to_timestamp(i.inspected_at),
                     inspector=common_pb2.Actor(
                         subject_id=principal.subject,
                         role=int(principal.role),  # type: ignore[arg-type]

@@ -1,0 +1,282 @@
+"""Overload, open loop: QuotePowerUp offered at fixed rates to `voltcloud serve` with admission on (the
+defaults: rpc_max_running=32, rpc_max_queued=64, rpc_deadline_floor_s=0.01) and, in the same invocation, to a
+second server with admission effectively off (1,000,000 running / 1,000,000 queued, floor 0).
+
+Each server is its own process (`python -m voltcloud.cli serve`, embedded SQLite in a temporary directory, the
+demo city seeded). The client is this process: one gRPC channel per server, a fleet manager's token, a quote
+for the first fleet vehicle of the demo city. At rate R for S seconds, call i is scheduled at t0 + i/R and sent
+then whatever happened to earlier calls (open loop: a slow server does not slow the offered load); its deadline
+is 2 s after its scheduled time and its latency is measured from the scheduled time, so a client that falls
+behind shows up as latency, not as a lower offered rate (its send lag is printed too). The two servers take
+turns rate by rate (off, then on), with a pause between runs, so drift of the shared machine hits both alike.
+
+Per rate and server it prints: goodput (OK answers per second of offered load), the p50/p99 latency of the OK
+calls, the answers by status, and the p50 latency of RESOURCE_EXHAUSTED answers (they must be fast).
+
+    python bench/bench_overload.py                                  # rates 10 25 50 100 200, 10 s each
+    python bench/bench_overload.py --rates 50 200 --seconds 5 --json /tmp/overload.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import sqlite3
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
+from voltcloud.platform.auth import Role, Tenant, TokenService
+
+JWT_KEY = "overload-bench-key-0123456789abcdef0123456789"
+DEADLINE_S = 2.0
+SETTLE_S = 2.0  # after the last call of a run ended, so the next run starts on an idle machine
+ADMISSION_OFF = {
+    "VOLTCLOUD_RPC_MAX_RUNNING": "1000000",
+    "VOLTCLOUD_RPC_MAX_QUEUED": "1000000",
+    "VOLTCLOUD_RPC_DEADLINE_FLOOR_S": "0",
+}
+ADMISSION_ON: dict[str, str] = {}  # the shipped defaults of voltcloud.config.Settings
+POSITION = common_pb2.LatLng(lat=31.23, lng=121.47)  # central Shanghai, inside the demo city
+
+
+@dataclass
+class Server:
+    name: str
+    process: asyncio.subprocess.Process
+    target: str
+    data_dir: Path
+
+
+@dataclass
+class Run:
+    server: str
+    offered_per_s: float
+    seconds: float
+    calls: int
+    goodput_per_s: float
+    ok_p50_ms: float | None
+    ok_p99_ms: float | None
+    exhausted_p50_ms: float | None
+    send_lag_p99_ms: float
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+async def start_server(name: str, root: Path, admission_env: dict[str, str]) -> Server:
+    data_dir = root / name
+    data_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLTCLOUD_")}  # nothing inherited
+    env.update(VOLTCLOUD_JWT_KEY=JWT_KEY, VOLTCLOUD_LOG_LEVEL="WARNING", **admission_env)
+    argv = [sys.executable, "-m", "voltcloud.cli", "serve", "--listen", "127.0.0.1:0", "--seed-demo"]
+    with (data_dir / "server.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv, "--data-dir", str(data_dir), env=env, stdout=asyncio.subprocess.PIPE, stderr=log
+        )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 180)).decode()
+    found = re.search(r"serving gRPC on (\S+:\d+)", line)
+    if found is None:
+        process.kill()
+        raise RuntimeError(f"{name}: server did not start ({line!r}); see {data_dir / 'server.log'}")
+    server = Server(name, process, found.group(1), data_dir)
+    await wait_serving(server.target)
+    return server
+
+
+async def wait_serving(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(600):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{target} never reported SERVING")
+
+
+async def stop_server(server: Server) -> None:
+    if server.process.returncode is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(server.process.wait(), 30)
+        except TimeoutError:
+            server.process.kill()
+            await server.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def servers(root: Path) -> AsyncIterator[list[Server]]:
+    started: list[Server] = []
+    try:
+        for name, env in (("admission off", ADMISSION_OFF), ("admission on", ADMISSION_ON)):
+            started.append(await start_server(name.replace(" ", "_"), root, env))
+            started[-1].name = name
+        yield started
+    finally:
+        for server in started:
+            await stop_server(server)
+
+
+def fleet_vehicle(data_dir: Path) -> tuple[str, str]:
+    """(vehicle id, fleet id) of the first fleet vehicle the server seeded: its fleet manager may order for it."""
+    with contextlib.closing(sqlite3.connect(data_dir / "voltcloud.db")) as db:
+        row = db.execute("SELECT id, fleet_id FROM vehicle WHERE fleet_id IS NOT NULL ORDER BY id LIMIT 1").fetchone()
+    if row is None:
+        raise RuntimeError("the demo seed has no fleet vehicle")
+    return str(row[0]), str(row[1])
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+class Client:
+    def __init__(self, server: Server) -> None:
+        vehicle_id, fleet_id = fleet_vehicle(server.data_dir)
+        tokens = TokenService(JWT_KEY, "voltcloud", dt.timedelta(hours=1))
+        token = tokens.mint("bench-fleet-manager", Role.FLEET_MANAGER, Tenant("fleet", fleet_id))
+        self.server = server
+        self.fleet_id = fleet_id
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.request = ordering_pb2.QuotePowerUpRequest(
+            vehicle_id=vehicle_id, position=POSITION, target_soc_permille=800
+        )
+        self.channel = grpc.aio.insecure_channel(server.target)
+        self.stub = ordering_pb2_grpc.OrderingServiceStub(self.channel)
+
+    async def warm(self, calls: int = 20) -> None:
+        for _ in range(calls):  # connects the channel and warms the server's caches; any failure stops the bench
+            await self.stub.QuotePowerUp(self.request, metadata=self.metadata, timeout=10)
+
+    async def call(self, scheduled: float) -> tuple[str, float]:
+        loop = asyncio.get_running_loop()
+        timeout = max(0.001, scheduled + DEADLINE_S - loop.time())
+        try:
+            await self.stub.QuotePowerUp(self.request, metadata=self.metadata, timeout=timeout)
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+        return code.name, loop.time() - scheduled
+
+    async def run(self, rate: float, seconds: float) -> Run:
+        loop = asyncio.get_running_loop()
+        n = int(rate * seconds)
+        t0 = loop.time() + 0.05
+        calls: list[asyncio.Task[tuple[str, float]]] = []
+        lags: list[float] = []
+        for i in range(n):
+            scheduled = t0 + i / rate
+            if (delay := scheduled - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            lags.append(loop.time() - scheduled)
+            calls.append(asyncio.create_task(self.call(scheduled)))
+        results = await asyncio.gather(*calls)
+        ok = [latency for code, latency in results if code == "OK"]
+        exhausted = [latency for code, latency in results if code == "RESOURCE_EXHAUSTED"]
+        return Run(
+            server=self.server.name,
+            offered_per_s=rate,
+            seconds=seconds,
+            calls=n,
+            goodput_per_s=round(len(ok) / seconds, 1),
+            ok_p50_ms=ms(percentile(ok, 0.5)),
+            ok_p99_ms=ms(percentile(ok, 0.99)),
+            exhausted_p50_ms=ms(percentile(exhausted, 0.5)),
+            send_lag_p99_ms=ms(percentile(lags, 0.99)) or 0.0,
+            by_status=dict(collections.Counter(code for code, _ in results).most_common()),
+        )
+
+
+async def bench(rates: list[float], seconds: float) -> list[Run]:
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="overload-bench-") as tmp:
+        async with servers(Path(tmp)) as started:
+            clients = [Client(server) for server in started]
+            print(f"(request: {clients[0].request.vehicle_id} as the manager of its fleet {clients[0].fleet_id})")
+            for client in clients:
+                await client.warm()
+            for rate in rates:
+                for client in clients:
+                    runs.append(await client.run(rate, seconds))
+                    print_row(runs[-1], flush=True)
+                    await asyncio.sleep(SETTLE_S)
+            for client in clients:
+                await client.channel.close()
+    return runs
+
+
+def print_header(args: argparse.Namespace) -> None:
+    print(
+        f"QuotePowerUp open loop, {args.seconds:g} s per rate, deadline {DEADLINE_S:g} s from the scheduled send; "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+    columns = ["offered/s", "server", "goodput/s", "OK p50 ms", "OK p99 ms", "RESOURCE_EXHAUSTED p50 ms"]
+    print("| " + " | ".join([*columns, "answers", "send lag p99 ms"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
+
+
+def print_row(run: Run, flush: bool = False) -> None:
+    answers = ", ".join(f"{code} {n}" for code, n in run.by_status.items())
+    cells = [run.offered_per_s, run.server, run.goodput_per_s, run.ok_p50_ms, run.ok_p99_ms]
+    cells += [run.exhausted_p50_ms, answers, run.send_lag_p99_ms]
+    print("| " + " | ".join("-" if c is None else f"{c:g}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    if flush:
+        sys.stdout.flush()
+
+
+def print_ratios(runs: list[Run]) -> None:
+    print("goodput, admission on / admission off (same invocation):")
+    by_rate: dict[float, dict[str, Run]] = collections.defaultdict(dict)
+    for run in runs:
+        by_rate[run.offered_per_s][run.server] = run
+    for rate, pair in by_rate.items():
+        off, on = pair["admission off"].goodput_per_s, pair["admission on"].goodput_per_s
+        print(f"  {rate:g}/s: {on:g} / {off:g} = {on / off:.2f}" if off else f"  {rate:g}/s: {on:g} / 0")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[10, 25, 50, 100, 200], help="offered calls/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load duration per rate and server")
+    parser.add_argument("--json", type=Path, help="also write the runs here")
+    args = parser.parse_args()
+    print_header(args)
+    runs = asyncio.run(bench(args.rates, args.seconds))
+    print_ratios(runs)
+    if args.json:
+        meta: dict[str, Any] = {
+            "rpc": "voltcloud.v1.OrderingService/QuotePowerUp",
+            "deadline_s": DEADLINE_S,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "admission_off_env": ADMISSION_OFF,
+        }
+        args.json.write_text(json.dumps({"meta": meta, "runs": [asdict(r) for r in runs]}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
