@@ -5,16 +5,19 @@ second server with admission effectively off (1,000,000 running / 1,000,000 queu
 Each server is its own process (`python -m voltcloud.cli serve`, embedded SQLite in a temporary directory, the
 demo city seeded). The client is this process: one gRPC channel per server, a fleet manager's token, a quote
 for the first fleet vehicle of the demo city. At rate R for S seconds, call i is scheduled at t0 + i/R and sent
-then whatever happened to earlier calls (open loop: a slow server does not slow the offered load); its deadline
+at that time whatever happened to earlier calls (open loop: a slow server does not slow the offered load); its deadline
 is 2 s after its scheduled time and its latency is measured from the scheduled time, so a client that falls
 behind shows up as latency, not as a lower offered rate (its send lag is printed too). The two servers take
-turns rate by rate (off, then on), with a pause between runs, so drift of the shared machine hits both alike.
+turns rate by rate (off, then on, --repeats times), with a pause between runs, so drift of the shared machine
+hits both alike.
 
-Per rate and server it prints: goodput (OK answers per second of offered load), the p50/p99 latency of the OK
-calls, the answers by status, and the p50 latency of RESOURCE_EXHAUSTED answers (they must be fast).
+Each run is printed as it ends; then one row per rate and server: the medians over the repeats of goodput (OK
+answers per second of offered load; with its range), of the p50/p99 latency of the OK calls and of the p50
+latency of RESOURCE_EXHAUSTED answers (they must be fast), the answers by status summed over the repeats, and
+the goodput ratio on/off.
 
-    python bench/bench_overload.py                                  # rates 10 25 50 100 200, 10 s each
-    python bench/bench_overload.py --rates 50 200 --seconds 5 --json /tmp/overload.json
+    python bench/bench_overload.py    # rates 25 100 150 200 400, 3 x 6 s each per server (~4.5 min)
+    python bench/bench_overload.py --rates 50 200 --seconds 5 --repeats 1 --json /tmp/overload.json
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import platform
 import re
 import signal
 import sqlite3
+import statistics
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -45,7 +49,7 @@ from voltcloud.platform.auth import Role, Tenant, TokenService
 
 JWT_KEY = "overload-bench-key-0123456789abcdef0123456789"
 DEADLINE_S = 2.0
-SETTLE_S = 2.0  # after the last call of a run ended, so the next run starts on an idle machine
+SETTLE_S = 1.0  # after the last call of a run ended, so the next run starts on an idle machine
 ADMISSION_OFF = {
     "VOLTCLOUD_RPC_MAX_RUNNING": "1000000",
     "VOLTCLOUD_RPC_MAX_QUEUED": "1000000",
@@ -93,9 +97,12 @@ async def start_server(name: str, root: Path, admission_env: dict[str, str]) -> 
     if found is None:
         process.kill()
         raise RuntimeError(f"{name}: server did not start ({line!r}); see {data_dir / 'server.log'}")
-    server = Server(name, process, found.group(1), data_dir)
-    await wait_serving(server.target)
-    return server
+    try:
+        await wait_serving(found.group(1))
+    except BaseException:
+        process.kill()
+        raise
+    return Server(name, process, found.group(1), data_dir)
 
 
 async def wait_serving(target: str) -> None:
@@ -210,62 +217,87 @@ class Client:
         )
 
 
-async def bench(rates: list[float], seconds: float) -> list[Run]:
+async def bench(rates: list[float], seconds: float, repeats: int) -> list[Run]:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="overload-bench-") as tmp:
         async with servers(Path(tmp)) as started:
             clients = [Client(server) for server in started]
-            print(f"(request: {clients[0].request.vehicle_id} as the manager of its fleet {clients[0].fleet_id})")
+            print(f"request: {clients[0].request.vehicle_id}, as the manager of its fleet {clients[0].fleet_id}")
+            print(
+                f"QuotePowerUp open loop, {seconds:g} s per run, deadline {DEADLINE_S:g} s from the scheduled send; "
+                f"Python {platform.python_version()}, {os.cpu_count()} CPUs\nruns:"
+            )
             for client in clients:
                 await client.warm()
             for rate in rates:
-                for client in clients:
-                    runs.append(await client.run(rate, seconds))
-                    print_row(runs[-1], flush=True)
-                    await asyncio.sleep(SETTLE_S)
+                for _ in range(repeats):
+                    for client in clients:
+                        runs.append(await client.run(rate, seconds))
+                        print(f"  {asdict(runs[-1])}", flush=True)
+                        await asyncio.sleep(SETTLE_S)
             for client in clients:
                 await client.channel.close()
     return runs
 
 
-def print_header(args: argparse.Namespace) -> None:
-    print(
-        f"QuotePowerUp open loop, {args.seconds:g} s per rate, deadline {DEADLINE_S:g} s from the scheduled send; "
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
-    )
-    columns = ["offered/s", "server", "goodput/s", "OK p50 ms", "OK p99 ms", "RESOURCE_EXHAUSTED p50 ms"]
-    print("| " + " | ".join([*columns, "answers", "send lag p99 ms"]) + " |")
-    print("|---|---|---|---|---|---|---|---|")
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 1) if present else None
 
 
-def print_row(run: Run, flush: bool = False) -> None:
-    answers = ", ".join(f"{code} {n}" for code, n in run.by_status.items())
-    cells = [run.offered_per_s, run.server, run.goodput_per_s, run.ok_p50_ms, run.ok_p99_ms]
-    cells += [run.exhausted_p50_ms, answers, run.send_lag_p99_ms]
-    print("| " + " | ".join("-" if c is None else f"{c:g}" if isinstance(c, float) else str(c) for c in cells) + " |")
-    if flush:
-        sys.stdout.flush()
-
-
-def print_ratios(runs: list[Run]) -> None:
-    print("goodput, admission on / admission off (same invocation):")
-    by_rate: dict[float, dict[str, Run]] = collections.defaultdict(dict)
+def summarize(runs: list[Run]) -> None:
+    """One row per rate, the servers side by side: medians over the repeats (goodput also with its range),
+    answers summed over them, and the ratio of the median goodputs on/off."""
+    groups: dict[float, dict[str, list[Run]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for run in runs:
-        by_rate[run.offered_per_s][run.server] = run
-    for rate, pair in by_rate.items():
-        off, on = pair["admission off"].goodput_per_s, pair["admission on"].goodput_per_s
-        print(f"  {rate:g}/s: {on:g} / {off:g} = {on / off:.2f}" if off else f"  {rate:g}/s: {on:g} / 0")
+        groups[run.offered_per_s][run.server].append(run)
+    repeats = max(len(group) for by_server in groups.values() for group in by_server.values())
+    print(f"\nmedians over {repeats} run(s) per rate and server; answers summed over them; off | on")
+    columns = ["offered/s", "goodput/s off", "goodput/s on", "on/off", "OK p50 / p99 ms off", "OK p50 / p99 ms on"]
+    print("| " + " | ".join([*columns, "RESOURCE_EXHAUSTED p50 ms on", "answers off", "answers on"]) + " |")
+    print("|" + "---|" * (len(columns) + 3))
+    lags: list[float | None] = []
+    for rate, by_server in groups.items():
+        off, on = by_server["admission off"], by_server["admission on"]
+        lags += [median([r.send_lag_p99_ms for r in group]) for group in (off, on)]
+        goodput_off, goodput_on = median([r.goodput_per_s for r in off]), median([r.goodput_per_s for r in on])
+        ratio = f"{goodput_on / goodput_off:.2f}" if goodput_on is not None and goodput_off else "-"
+        cells = [f"{rate:g}", goodput(off), goodput(on), ratio, latencies(off), latencies(on)]
+        cells += [str(median([r.exhausted_p50_ms for r in on]) or "-"), answers(off), answers(on)]
+        print("| " + " | ".join(cells) + " |")
+    print(f"client send lag, p99 (median over runs): at most {max(v for v in lags if v is not None):g} ms")
+
+
+def goodput(group: list[Run]) -> str:
+    values = [r.goodput_per_s for r in group]
+    return f"{median(list(values))} ({min(values):g}-{max(values):g})"
+
+
+def latencies(group: list[Run]) -> str:
+    p50, p99 = median([r.ok_p50_ms for r in group]), median([r.ok_p99_ms for r in group])
+    return f"{p50 if p50 is not None else '-'} / {p99 if p99 is not None else '-'}"
+
+
+def answers(group: list[Run]) -> str:
+    total: collections.Counter[str] = collections.Counter()
+    for run in group:
+        total.update(run.by_status)
+    return ", ".join(f"{code} {n:,}" for code, n in total.most_common())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=float, nargs="+", default=[10, 25, 50, 100, 200], help="offered calls/s")
-    parser.add_argument("--seconds", type=float, default=10.0, help="load duration per rate and server")
-    parser.add_argument("--json", type=Path, help="also write the runs here")
+    parser.add_argument("--rates", type=float, nargs="+", default=[25.0, 100.0, 150.0, 200.0, 400.0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="load duration of one run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per rate and server (medians are reported)")
+    parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument("--summarize", type=Path, help="print the table of a --json file written before, run nothing")
     args = parser.parse_args()
-    print_header(args)
-    runs = asyncio.run(bench(args.rates, args.seconds))
-    print_ratios(runs)
+    if args.summarize:
+        summarize([Run(**run) for run in json.loads(args.summarize.read_text())["runs"]])
+        return 0
+    runs = asyncio.run(bench(args.rates, args.seconds, args.repeats))
+    summarize(runs)
     if args.json:
         meta: dict[str, Any] = {
             "rpc": "voltcloud.v1.OrderingService/QuotePowerUp",
