@@ -6,10 +6,9 @@ from `ErrorCode` to `grpc.StatusCode` and the rich status lives in the intercept
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import enum
 
 
 class ErrorCode(enum.Enum):
@@ -107,4 +106,3 @@ class DeadlineExceeded(DomainError):
 
 class Unavailable(DomainError):
     code = ErrorCode.UNAVAILABLE
-
