@@ -24,8 +24,7 @@ from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.stations import inventory
-from voltcloud.stations.models import Connector, Station
+from voltcloud.stations.api import Connector, Station, inventory
 
 MAX_WINDOW = dt.timedelta(hours=4)
 MAX_AHEAD = dt.timedelta(days=14)

@@ -18,9 +18,8 @@ import sqlalchemy as sa
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.dispatch.models import MobileUnit
 from voltcloud.platform.errors import Aborted, FailedPrecondition, NotFound
-from voltcloud.stations.models import Connector, Pack, Station
+from voltcloud.stations.models import Connector, MobileUnit, Pack, Station
 
 CONNECTOR_AVAILABLE = 1
 CONNECTOR_OCCUPIED = 2
