@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.limits import to_timestamp
 from voltcloud.stations.commands import CommandOutcome
+from voltcloud.stations.inventory import InventoryChange
 from voltcloud.stations.models import Connector, Pack, Station
 from voltcloud.stations.sessions import SessionListener
 from voltcloud.stations.twin import ConnectorTwin, LaneTwin, SlotTwin, Twin, TwinStore
@@ -31,6 +32,7 @@ from voltcloud.stations.twin import ConnectorTwin, LaneTwin, SlotTwin, Twin, Twi
 log = logging.getLogger(__name__)
 
 Outbound = ingest_pb2.PlatformToGateway | BaseException | None
+InventoryListener = Callable[[Sequence[InventoryChange]], None]
 
 
 @dataclass
@@ -68,11 +70,28 @@ class Hub:
         self._loading: dict[str, asyncio.Lock] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.session_listeners: list[SessionListener] = []
+        self.inventory_listeners: list[InventoryListener] = []
 
     def on_session(self, listener: SessionListener) -> None:
         """Subscribes to sessions that start or end (called in the session's transaction; see apply.py)."""
         if listener not in self.session_listeners:
             self.session_listeners.append(listener)
+
+    def on_inventory(self, listener: InventoryListener) -> None:
+        """Subscribes to connector and pack changes written by station events (the engine), after commit."""
+        if listener not in self.inventory_listeners:
+            self.inventory_listeners.append(listener)
+
+    def inventory_changed(self, changes: Sequence[InventoryChange]) -> None:
+        """Tells the subscribers of committed changes. A subscriber is a cache that the periodic sync repairs,
+        so its failure is logged, never raised into the uplink."""
+        if not changes:
+            return
+        for listener in self.inventory_listeners:
+            try:
+                listener(changes)
+            except Exception:
+                log.exception("inventory listener failed")
 
     # ---- twins ----
 

@@ -247,13 +247,7 @@ class UplinkStream:
             await _advance_cursor(session, self.gateway_id, self.persisted, last_seq, now)
         self.persisted = last_seq
         self.flushed_at = time.monotonic()
-        for effect in ctx.post:
-            try:
-                effect()
-            except Exception:
-                log.exception("twin update failed")
-        for twin in ctx.twins.values():
-            twin.commit(now)
+        ctx.committed(now)
         await ctx.run_after()
 
     async def flush_cursor(self, *, force: bool = False) -> None:
@@ -348,10 +342,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 await apply.apply_event(session, ctx, None, event, now)
             if request.seq:
                 await _advance_cursor(session, request.gateway_id, stored, request.seq, now)
-        for effect in ctx.post:
-            effect()
-        for twin in ctx.twins.values():
-            twin.commit(now)
+        ctx.committed(now)
         await ctx.run_after()
         for sid in known:
             await self.hub.twin(sid)
