@@ -171,18 +171,7 @@ async def settled_amounts(session: AsyncSession, order_id: str) -> tuple[Journal
             )
         )
     ).one()
-    refunded = (
-        await session.exec(
-            select(sa.func.coalesce(sa.func.sum(Posting.amount_minor), 0))
-            .join(JournalEntry, col(JournalEntry.id) == col(Posting.entry_id))
-            .where(
-                JournalEntry.reverses_entry_id == settlement.id,
-                JournalEntry.kind == int(EntryKind.REFUND),
-                Posting.amount_minor > 0,
-            )
-        )
-    ).one()
-    return settlement, int(captured), int(refunded)
+    return settlement, int(captured), await payments.refunded_so_far(session, settlement.id)
 
 
 async def _first_settlement(session: AsyncSession, order_ids: list[str]) -> dict[str, str]:
