@@ -174,16 +174,32 @@ async def _create(
     vehicle = await vehicle_for(session, principal, quote.vehicle_id)
     times = order_times(option, now, deps.settings.order_grace_s)
     order = _new_order(principal, quote, option, inp, (vehicle.id, vehicle.fleet_id), times, now)
-    assigned = await _reserve(session, effects, order, option, now)
-    await _hold(session, deps, principal, inp, option, order)
+    attempt = _Attempt(session, effects, deps, principal, quote, option, order, times, now)
+    assigned = await _reserve(attempt)
+    await _hold(attempt, inp)
     session.add(order)
     await session.flush()
-    await _record_created(session, effects, principal, quote, option, order, times, now)
+    await _record_created(attempt)
     if Mode(order.mode) in (Mode.VALET, Mode.MOBILE_VAN):
-        await _dispatch(session, effects, deps, quote, option, order, times, now)
+        await _dispatch(attempt)
     else:
-        await _record_assigned(session, effects, principal, quote, option, order, assigned, times, now)
+        await _record_assigned(attempt, assigned)
     return order
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt at creating `order` for one quoted option, inside its transaction."""
+
+    session: AsyncSession
+    effects: Effects
+    deps: OrderingDeps
+    principal: Principal
+    quote: Quote
+    option: QuotedOption
+    order: Order
+    times: OrderTimes
+    now: dt.datetime
 
 
 def _new_order(
@@ -228,10 +244,9 @@ def _new_order(
     )
 
 
-async def _reserve(
-    session: AsyncSession, effects: Effects, order: Order, option: QuotedOption, now: dt.datetime
-) -> list[str]:
+async def _reserve(a: _Attempt) -> list[str]:
     """Reserves what the option needs and books its window at the station; returns what was assigned."""
+    session, effects, order, option, now = a.session, a.effects, a.order, a.option, a.now
     assigned: list[str] = []
     if option.pack_id:
         effects.changes.append(await inventory.reserve_pack(session, option.pack_id, station_id=option.station_id))
@@ -271,16 +286,10 @@ async def _reserve(
     return assigned
 
 
-async def _hold(
-    session: AsyncSession,
-    deps: OrderingDeps,
-    principal: Principal,
-    inp: CreateInput,
-    option: QuotedOption,
-    order: Order,
-) -> None:
+async def _hold(a: _Attempt, inp: CreateInput) -> None:
     """Places the hold on the payer's account: the named one, else the fleet's, else the driver's
     (FailedPrecondition when funds are short)."""
+    session, deps, principal, option, order = a.session, a.deps, a.principal, a.option, a.order
     if inp.payer_account_id:
         account_id = await payments.payer_named(session, principal, inp.payer_account_id)
     else:
@@ -303,38 +312,22 @@ async def _hold(
     )
 
 
-async def _record_created(
-    session: AsyncSession,
-    effects: Effects,
-    principal: Principal,
-    quote: Quote,
-    option: QuotedOption,
-    order: Order,
-    times: OrderTimes,
-    now: dt.datetime,
-) -> None:
+async def _record_created(a: _Attempt) -> None:
+    quote, option, order = a.quote, a.option, a.order
     amount = order.hold_amount_minor
     reason = (
         f"order created from quote {quote.id} option {option.option_id} "
         f"({Mode(order.mode).name.lower()}); hold of {amount / 100:.2f} {option.currency} placed"
     )
     facts = Facts(
-        reason=reason, lat=quote.lat, lng=quote.lng, amount_minor=amount, currency=option.currency, eta=times.eta
+        reason=reason, lat=quote.lat, lng=quote.lng, amount_minor=amount, currency=option.currency, eta=a.times.eta
     )
-    await record(session, effects, order, None, Actor.of(principal), now, facts)
+    await record(a.session, a.effects, order, None, Actor.of(a.principal), a.now, facts)
 
 
-async def _dispatch(
-    session: AsyncSession,
-    effects: Effects,
-    deps: OrderingDeps,
-    quote: Quote,
-    option: QuotedOption,
-    order: Order,
-    times: OrderTimes,
-    now: dt.datetime,
-) -> None:
+async def _dispatch(a: _Attempt) -> None:
     """Valet and mobile-van orders: the task is offered to the option's specialist or van."""
+    session, effects, deps, quote, option, order, now = a.session, a.effects, a.deps, a.quote, a.option, a.order, a.now
     if not option.unit_id:
         raise FailedPrecondition(f"option {option.option_id} names no specialist or van")
     station = None
@@ -353,7 +346,7 @@ async def _dispatch(
         vehicle=dispatch.Place(quote.lat, quote.lng),
         station=station,
         back=dispatch.Place(quote.lat, quote.lng),
-        eta=times.eta,
+        eta=a.times.eta,
         service_s=option.service_s,
         energy_wh=option.energy_wh,
         now=now,
@@ -364,23 +357,13 @@ async def _dispatch(
     await record(session, effects, order, None, SYSTEM, now, offered)
 
 
-async def _record_assigned(
-    session: AsyncSession,
-    effects: Effects,
-    principal: Principal,
-    quote: Quote,
-    option: QuotedOption,
-    order: Order,
-    assigned: list[str],
-    times: OrderTimes,
-    now: dt.datetime,
-) -> None:
+async def _record_assigned(a: _Attempt, assigned: list[str]) -> None:
     """Swap and charge orders hold their resources already: assigned, and the driver is on the way."""
-    await record(
-        session, effects, order, OrderState.ASSIGNED, SYSTEM, now, Facts(reason=", ".join(assigned) + " reserved")
-    )
-    facts = Facts(reason=f"driving to station {option.station_id}", lat=quote.lat, lng=quote.lng, eta=times.eta)
-    await record(session, effects, order, OrderState.EN_ROUTE, Actor.of(principal), now, facts)
+    reserved = Facts(reason=", ".join(assigned) + " reserved")
+    await record(a.session, a.effects, a.order, OrderState.ASSIGNED, SYSTEM, a.now, reserved)
+    quote = a.quote
+    facts = Facts(reason=f"driving to station {a.option.station_id}", lat=quote.lat, lng=quote.lng, eta=a.times.eta)
+    await record(a.session, a.effects, a.order, OrderState.EN_ROUTE, Actor.of(a.principal), a.now, facts)
 
 
 async def _lanes(session: AsyncSession, station_id: str) -> int:
