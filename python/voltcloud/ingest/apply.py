@@ -332,18 +332,12 @@ async def _swap_completed(
         in_id = in_pack.id
         ctx.post.append(lambda: ctx.hub.twins.remove_pack(twin, in_id))
         if in_pack.state in packs.STICKY:
-            station = await session.get(Station, twin.station_id)
-            await workorders.raise_alarm(
+            await _station_alarm(
                 session,
-                now=now,
-                source=workorders.ALARM_SOURCE_STATION,
-                level=4,
-                code="QUARANTINED_PACK_INSTALLED",
-                message=f"station {twin.station_id} installed quarantined pack {in_pack.id} in {body.vehicle_id}",
-                operator_id=station.operator_id if station else None,
-                station_id=twin.station_id,
-                vehicle_id=body.vehicle_id or None,
-                pack_id=in_pack.id,
+                twin,
+                now,
+                _Alarm(4, "QUARANTINED_PACK_INSTALLED", vehicle_id=body.vehicle_id or None, pack_id=in_pack.id),
+                f"station {twin.station_id} installed quarantined pack {in_pack.id} in {body.vehicle_id}",
             )
     if out_pack is not None:
         _place(ctx, twin, out_pack)
@@ -450,20 +444,43 @@ async def _alarm(
 ) -> None:
     if body.cleared:
         return
+    alarm = _Alarm(
+        body.level or common_pb2.ALARM_LEVEL_WARNING,
+        body.code,
+        resource_id=body.resource_id or None,
+        vehicle_id=body.vehicle_id or None,
+        pack_id=body.pack_id or None,
+        open_work_order=body.level >= common_pb2.ALARM_LEVEL_MAJOR,
+    )
+    await _station_alarm(session, twin, now, alarm, body.message)
+
+
+@dataclass(frozen=True)
+class _Alarm:
+    level: int
+    code: str
+    resource_id: str | None = None
+    vehicle_id: str | None = None
+    pack_id: str | None = None
+    open_work_order: bool = True
+
+
+async def _station_alarm(session: AsyncSession, twin: Twin, now: dt.datetime, alarm: _Alarm, message: str) -> None:
+    """An alarm raised by (or about) a station, for the station's operator."""
     station = await session.get(Station, twin.station_id)
     await workorders.raise_alarm(
         session,
         now=now,
         source=workorders.ALARM_SOURCE_STATION,
-        level=body.level or common_pb2.ALARM_LEVEL_WARNING,
-        code=body.code,
-        message=body.message,
+        level=alarm.level,
+        code=alarm.code,
+        message=message,
         operator_id=station.operator_id if station else None,
         station_id=twin.station_id,
-        resource_id=body.resource_id or None,
-        vehicle_id=body.vehicle_id or None,
-        pack_id=body.pack_id or None,
-        open_work_order=body.level >= common_pb2.ALARM_LEVEL_MAJOR,
+        resource_id=alarm.resource_id,
+        vehicle_id=alarm.vehicle_id,
+        pack_id=alarm.pack_id,
+        open_work_order=alarm.open_work_order,
     )
 
 
@@ -499,18 +516,11 @@ async def _vehicle_arrived(
             )
             ctx.post.append(functools.partial(_after_reserve, ctx.hub, twin, pack_id, lane, reservation_id, command))
             return
-    station = await session.get(Station, twin.station_id)
-    await workorders.raise_alarm(
-        session,
-        now=now,
-        source=workorders.ALARM_SOURCE_STATION,
-        level=common_pb2.ALARM_LEVEL_WARNING,
-        code="NO_READY_PACK",
-        message=f"no ready pack for {body.vehicle_id or 'vehicle'} in lane {body.lane}",
-        operator_id=station.operator_id if station else None,
-        station_id=twin.station_id,
-        vehicle_id=body.vehicle_id or None,
-        open_work_order=False,
+    alarm = _Alarm(
+        common_pb2.ALARM_LEVEL_WARNING, "NO_READY_PACK", vehicle_id=body.vehicle_id or None, open_work_order=False
+    )
+    await _station_alarm(
+        session, twin, now, alarm, f"no ready pack for {body.vehicle_id or 'vehicle'} in lane {body.lane}"
     )
 
 
