@@ -1,0 +1,160 @@
+"""The one idempotency of every mutating RPC: claim a key, do the work, complete it, all in one transaction.
+
+A key is scoped by (operation, caller), so two callers, or a hold and a capture, never collide. The request's
+fingerprint is a hash of its deterministic serialisation. A retry with the same request gets the first result;
+the same key with a different request is INVALID_ARGUMENT naming `idempotency_key` (keys are for retrying the
+same request, as Stripe puts it).
+
+Race safety comes from the claim being an INSERT in the caller's transaction: on PostgreSQL a concurrent
+duplicate's INSERT waits for the first transaction, then either inserts (the first rolled back, so it does the
+work itself) or reads the committed row and replays its result. SQLite serialises writers, so the same holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.platform.db import insert_ignore, utc_column
+from voltcloud.platform.errors import Aborted, InvalidArgument
+
+MAX_KEY_LENGTH = 300  # client keys are limited to 128 characters; internal keys add a caller or order prefix
+
+
+class IdempotencyEntry(SQLModel, table=True):
+    """The first result of a keyed request, written in the same transaction as its effects."""
+
+    __tablename__ = "idempotency"
+
+    operation: str = Field(primary_key=True, max_length=64)
+    caller: str = Field(primary_key=True, max_length=200)
+    key: str = Field(primary_key=True, max_length=MAX_KEY_LENGTH)
+    request_hash: str = Field(max_length=64)
+    # NULL while the claiming transaction runs; nobody else can see that state, it commits completed or not at all
+    response: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
+
+
+def fingerprint(request: bytes | Mapping[str, Any]) -> str:
+    """SHA-256 of a message's deterministic serialisation, or of a domain request's canonical JSON."""
+    if isinstance(request, bytes):
+        return hashlib.sha256(request).hexdigest()
+
+    def default(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.UTC).isoformat()
+        raise TypeError(f"cannot fingerprint {type(value).__name__}")
+
+    blob = json.dumps(request, sort_keys=True, separators=(",", ":"), default=default)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed key: `replay` holds the first call's result when this call is a retry. A claim without a key
+    (an optional key left empty) guards nothing and `complete` ignores it."""
+
+    operation: str
+    caller: str
+    key: str
+    replay: bytes | None = None
+
+    @property
+    def is_replay(self) -> bool:
+        return self.replay is not None
+
+    @property
+    def replay_of(self) -> str | None:
+        """The first result as text (domain operations store the id of what they created)."""
+        return None if self.replay is None else self.replay.decode()
+
+
+async def claim(
+    session: AsyncSession,
+    operation: str,
+    key: str,
+    request: bytes | Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    caller: str = "",
+    required: bool = True,
+) -> Claim:
+    """Claims `key` for this request in the session's transaction, or returns the first call's result."""
+    if not key:
+        if required:
+            raise InvalidArgument.for_field("idempotency_key", "is required")
+        return Claim(operation, caller, "")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument.for_field("idempotency_key", f"must be at most {MAX_KEY_LENGTH} characters")
+    digest = fingerprint(request)
+    values = {"operation": operation, "caller": caller, "key": key, "request_hash": digest, "created_at": now}
+    if await insert_ignore(session, IdempotencyEntry, values):
+        return Claim(operation, caller, key)
+    stmt = select(IdempotencyEntry).where(
+        IdempotencyEntry.operation == operation, IdempotencyEntry.caller == caller, IdempotencyEntry.key == key
+    )
+    existing = (await session.exec(stmt.execution_options(populate_existing=True))).one_or_none()
+    if existing is not None and existing.request_hash != digest:
+        raise InvalidArgument.for_field("idempotency_key", f"{key!r} was already used for a different request")
+    if existing is None or existing.response is None:  # only inside the claiming transaction itself
+        raise Aborted(f"idempotency key {key!r} is in use by a call still running; retry")
+    return Claim(operation, caller, key, existing.response)
+
+
+async def complete(session: AsyncSession, claim_: Claim, result: bytes | str) -> None:
+    """Stores the result the retries of this claim will get, in the transaction that did the work."""
+    if not claim_.key:
+        return
+    data = result.encode() if isinstance(result, str) else result
+    table: Any = IdempotencyEntry.__table__  # type: ignore[attr-defined]
+    stmt = (
+        sa.update(table)
+        .where(table.c.operation == claim_.operation, table.c.caller == claim_.caller, table.c.key == claim_.key)
+        .values(response=data)
+    )
+    await (await session.connection()).execute(stmt)
+
+
+class KeyedRequest(Protocol):
+    """A request message that carries an idempotency key (every mutating RPC's request)."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+R = TypeVar("R")
+
+
+async def claim_request(
+    session: AsyncSession,
+    operation: str,
+    caller: str,
+    request: KeyedRequest,
+    *,
+    now: dt.datetime,
+    required: bool = False,
+) -> Claim:
+    """`claim` for a servicer: the key and the fingerprint come from the request message itself (a servicer whose
+    key is mandatory checks that before any work)."""
+    serialised = request.SerializeToString(deterministic=True)
+    return await claim(
+        session, operation, request.idempotency_key, serialised, now=now, caller=caller, required=required
+    )
+
+
+def replayed(claim_: Claim, parse: Callable[[bytes], R]) -> R | None:
+    """The first call's response (parsed by e.g. `Response.FromString`) for a retry, None for a first call."""
+    return None if claim_.replay is None else parse(claim_.replay)
+
+
+__all__ = ["Claim", "IdempotencyEntry", "claim", "claim_request", "complete", "fingerprint", "replayed"]
