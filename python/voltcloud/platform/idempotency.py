@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform.db import insert_ignore, utc_column
@@ -38,7 +38,7 @@ class IdempotencyEntry(SQLModel, table=True):
     caller: str = Field(primary_key=True, max_length=200)
     key: str = Field(primary_key=True, max_length=MAX_KEY_LENGTH)
     request_hash: str = Field(max_length=64)
-    # NULL while the claiming transaction runs; nobody else can see that state, it commits completed or not at all
+    # NULL until completed: normally in the claiming transaction, after the station's answer for station commands
     response: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
 
@@ -98,15 +98,32 @@ async def claim(
     values = {"operation": operation, "caller": caller, "key": key, "request_hash": digest, "created_at": now}
     if await insert_ignore(session, IdempotencyEntry, values):
         return Claim(operation, caller, key)
-    stmt = select(IdempotencyEntry).where(
-        IdempotencyEntry.operation == operation, IdempotencyEntry.caller == caller, IdempotencyEntry.key == key
-    )
-    existing = (await session.exec(stmt.execution_options(populate_existing=True))).one_or_none()
-    if existing is not None and existing.request_hash != digest:
-        raise InvalidArgument.for_field("idempotency_key", f"{key!r} was already used for a different request")
-    if existing is None or existing.response is None:  # only inside the claiming transaction itself
+    # The INSERT waited for a concurrent first call; its row is committed (or gone, if it rolled back).
+    existing = await session.get(IdempotencyEntry, (operation, caller, key), populate_existing=True)
+    if existing is None or _same_request(existing, digest).response is None:
+        # Not completed: the first call is still running in a later transaction (SendStationCommand waits for
+        # the station), or it rolled back after our INSERT looked. Either way a retry will get an answer.
         raise Aborted(f"idempotency key {key!r} is in use by a call still running; retry")
     return Claim(operation, caller, key, existing.response)
+
+
+async def lookup(
+    session: AsyncSession, operation: str, key: str, request: bytes | Mapping[str, Any], *, caller: str = ""
+) -> bytes | None:
+    """The first call's result, read before any work (a retry must not fail on a precondition the first call
+    has since changed, like an expired quote); None when the key is new. Claim it in the working transaction."""
+    if not key:
+        return None
+    row = await session.get(IdempotencyEntry, (operation, caller, key))
+    if row is None:
+        return None
+    return _same_request(row, fingerprint(request)).response
+
+
+def _same_request(row: IdempotencyEntry, digest: str) -> IdempotencyEntry:
+    if row.request_hash != digest:
+        raise InvalidArgument.for_field("idempotency_key", f"{row.key!r} was already used for a different request")
+    return row
 
 
 async def complete(session: AsyncSession, claim_: Claim, result: bytes | str) -> None:
@@ -157,4 +174,4 @@ def replayed(claim_: Claim, parse: Callable[[bytes], R]) -> R | None:
     return None if claim_.replay is None else parse(claim_.replay)
 
 
-__all__ = ["Claim", "IdempotencyEntry", "claim", "claim_request", "complete", "fingerprint", "replayed"]
+__all__ = ["Claim", "IdempotencyEntry", "claim", "claim_request", "complete", "fingerprint", "lookup", "replayed"]
