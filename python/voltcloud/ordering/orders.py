@@ -432,7 +432,7 @@ async def cancel_order(
         order = await session.get(Order, order_id)
         if order is None or not may_see(principal, order) or principal.role is Role.SPECIALIST:
             raise NotFound(f"order {order_id} not found")
-        request = {"order": order_id, "reason": reason}
+        request = {"order": order_id}  # the reason is commentary: a retry that leaves it out is the same cancel
         claim = await idempotency.claim(
             session, "CancelOrder", idempotency_key, request, now=now, caller=principal.subject
         )
