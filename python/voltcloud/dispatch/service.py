@@ -16,6 +16,7 @@ from voltcloud.dispatch.hub import Connection, Outgoing
 from voltcloud.dispatch.models import MobileUnit, Task, TaskStep
 from voltcloud.ordering.lifecycle import Actor, Effects
 from voltcloud.ordering.runtime import PowerUp
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.geo import parse_box, parse_position
@@ -309,10 +310,21 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             task = await session.get(Task, step.task_id)
         if task is None or not (principal.is_admin or principal.subject in (task.unit_id, task.offered_to)):
             raise NotFound(f"task {step.task_id} not found")
-        view = await self._report(
-            principal.subject if not principal.is_admin else task.unit_id or "", step, Actor.of(principal)
-        )
-        return dispatch_pb2.ReportTaskStepResponse(task=task_message(view))
+        unit_id = principal.subject if not principal.is_admin else task.unit_id or ""
+        p = self._p
+        now = p.clock.now()
+
+        async def report(session: AsyncSession, effects: Effects) -> dispatch_pb2.ReportTaskStepResponse:
+            async def first() -> dispatch_pb2.ReportTaskStepResponse:
+                view = await tasks.report_step(
+                    session, effects, unit_id=unit_id, step=step, actor=Actor.of(principal), now=now, clock=p.clock
+                )
+                return dispatch_pb2.ReportTaskStepResponse(task=task_message(view))
+
+            parse = dispatch_pb2.ReportTaskStepResponse.FromString
+            return await idempotency.once(session, "ReportTaskStep", principal.subject, request, parse, first, now=now)
+
+        return await p.uow.run("dispatch.step", report)
 
     async def ReoptimizeNow(
         self, request: dispatch_pb2.ReoptimizeNowRequest, context: Any

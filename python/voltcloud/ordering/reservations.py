@@ -172,12 +172,18 @@ async def _may_see(session: AsyncSession, principal: Principal, reservation: Res
     return station is not None and station.operator_id == tenant.id
 
 
-async def cancel_reservation(uow: UnitOfWork, clock: Clock, principal: Principal, reservation_id: str) -> Reservation:
+async def cancel_reservation(
+    uow: UnitOfWork, clock: Clock, principal: Principal, reservation_id: str, idempotency_key: str = ""
+) -> Reservation:
     async def work(session: AsyncSession, effects: Effects) -> Reservation:
         reservation = await session.get(Reservation, reservation_id)
         if reservation is None or not await _may_see(session, principal, reservation):
             raise NotFound(f"reservation {reservation_id} not found")
-        if reservation.state == RESERVATION_CANCELLED:
+        claim = await idempotency.claim(
+            session, "CancelReservation", idempotency_key, {"reservation": reservation_id},
+            now=clock.now(), caller=principal.subject, required=False,
+        )  # fmt: skip
+        if claim.is_replay or reservation.state == RESERVATION_CANCELLED:  # cancelling twice is harmless
             return reservation
         if reservation.state != RESERVATION_ACTIVE:
             raise FailedPrecondition(f"reservation {reservation_id} is no longer active")
@@ -185,6 +191,7 @@ async def cancel_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
             raise FailedPrecondition(f"reservation {reservation_id} belongs to order {reservation.order_id}: cancel it")
         reservation.state = RESERVATION_CANCELLED
         session.add(reservation)
+        await idempotency.complete(session, claim, reservation.id)
         return reservation
 
     return await uow.run("ordering.reservation.cancel", work)

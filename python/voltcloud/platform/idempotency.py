@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -149,7 +149,12 @@ class KeyedRequest(Protocol):
     def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
 
 
+class Response(Protocol):
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
 R = TypeVar("R")
+M = TypeVar("M", bound=Response)
 
 
 async def claim_request(
@@ -174,4 +179,33 @@ def replayed(claim_: Claim, parse: Callable[[bytes], R]) -> R | None:
     return None if claim_.replay is None else parse(claim_.replay)
 
 
-__all__ = ["Claim", "IdempotencyEntry", "claim", "claim_request", "complete", "fingerprint", "lookup", "replayed"]
+async def once(
+    session: AsyncSession,
+    operation: str,
+    caller: str,
+    request: KeyedRequest,
+    parse: Callable[[bytes], M],
+    work: Callable[[], Awaitable[M]],
+    *,
+    now: dt.datetime,
+) -> M:
+    """A servicer's keyed call in one: the first call's response for a retry, else `work()`'s, stored."""
+    claim_ = await claim_request(session, operation, caller, request, now=now)
+    if claim_.replay is not None:
+        return parse(claim_.replay)
+    response = await work()
+    await complete(session, claim_, response.SerializeToString())
+    return response
+
+
+__all__ = [
+    "Claim",
+    "IdempotencyEntry",
+    "claim",
+    "claim_request",
+    "complete",
+    "fingerprint",
+    "lookup",
+    "once",
+    "replayed",
+]
