@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 from sqlmodel import col, func, select
 
@@ -37,6 +38,7 @@ from .conftest import RunningPlatform, field_violations
 from .powerup_support import account_state, candidates, driver_md, fund, inventory_quote, swappable_vehicle
 
 DUPLICATES = 6
+T = TypeVar("T")
 DRIVER = "drv-idem"
 FLEET = "fl-0001"  # a demo fleet
 
@@ -44,6 +46,19 @@ FLEET = "fl-0001"  # a demo fleet
 def _postgres_only(running: RunningPlatform) -> None:
     if not running.platform.db.dialect.startswith("postgresql"):
         pytest.skip("concurrent duplicates are proven on PostgreSQL (SQLite serialises whole transactions)")
+
+
+async def _all_at_once(running: RunningPlatform, call: Callable[[], Awaitable[T]]) -> list[T]:
+    """Fires DUPLICATES identical calls while the idempotency table is locked against inserts, so every one of
+    them reaches its claim before any commits (unlocked, a fast RPC's duplicates may just run one after the
+    other); then lets them race for the key."""
+    async with running.platform.db.engine.connect() as lock:
+        await lock.execute(sa.text("LOCK TABLE idempotency IN SHARE MODE"))  # INSERTs wait, SELECTs do not
+        calls = [asyncio.ensure_future(call()) for _ in range(DUPLICATES)]
+        await asyncio.sleep(1.0)
+        assert not any(c.done() for c in calls), "a call finished without claiming its key"
+        await lock.commit()
+    return list(await asyncio.gather(*calls))
 
 
 async def _count(running: RunningPlatform, query: Any) -> int:
@@ -58,7 +73,7 @@ async def test_concurrent_duplicate_station_rpc_creates_one_operator(
     stub = stations_pb2_grpc.StationServiceStub(channel)
     request = stations_pb2.CreateOperatorRequest(idempotency_key="op-1", name="Once Ops", country="CN", currency="CNY")
     admin = running.metadata(Role.PLATFORM_ADMIN)
-    answers = await asyncio.gather(*(stub.CreateOperator(request, metadata=admin) for _ in range(DUPLICATES)))
+    answers = await _all_at_once(running, lambda: stub.CreateOperator(request, metadata=admin))
     assert len({a.SerializeToString(deterministic=True) for a in answers}) == 1
     assert await _count(running, select(func.count()).where(Operator.name == "Once Ops")) == 1
 
@@ -74,7 +89,7 @@ async def test_concurrent_duplicate_create_order_makes_one_order_and_one_hold(
     quote_id = await inventory_quote(platform, DRIVER, vehicle, candidates(platform, vehicle, Mode.SWAP)[:1])
     request = ordering_pb2.CreateOrderRequest(idempotency_key="ord-1", quote_id=quote_id, option_id="o1")
     md = driver_md(platform, DRIVER)
-    answers = await asyncio.gather(*(stub.CreateOrder(request, metadata=md) for _ in range(DUPLICATES)))
+    answers = await _all_at_once(running, lambda: stub.CreateOrder(request, metadata=md))
     assert len({a.order.order_id for a in answers}) == 1
     assert await _count(running, select(func.count()).where(col(Order.created_by) == DRIVER)) == 1
     async with platform.db.transaction() as session:
@@ -96,7 +111,7 @@ async def test_concurrent_duplicate_top_up_credits_once(running: RunningPlatform
         provider_token="tok",
     )
     md = running.metadata(Role.PLATFORM_ADMIN)
-    answers = await asyncio.gather(*(stub.TopUp(request, metadata=md) for _ in range(DUPLICATES)))
+    answers = await _all_at_once(running, lambda: stub.TopUp(request, metadata=md))
     assert len({a.payment.payment_id for a in answers}) == 1
     assert await _count(running, select(func.count()).where(Payment.account_id == wallet)) == 2  # fund + this
     balance, _ = await account_state(running.platform, wallet)
