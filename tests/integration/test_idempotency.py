@@ -12,12 +12,14 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from sqlmodel import col, func, select
 
 from tests.stationkit import OPERATOR
 from voltcloud.api.v1 import (
     common_pb2,
+    dispatch_pb2,
+    dispatch_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
     ordering_pb2,
@@ -187,6 +189,18 @@ async def test_reusing_a_key_for_another_request_is_invalid_argument_on_every_se
         )
 
     await _refuses_reuse(roads(1), roads(2))
+
+    dispatch = dispatch_pb2_grpc.DispatchServiceStub(channel)
+
+    def reoptimize(budget_ms: int) -> Call:
+        return lambda key: dispatch.ReoptimizeNow(
+            dispatch_pb2.ReoptimizeNowRequest(
+                idempotency_key=key, operator_id=OPERATOR, time_budget=duration_pb2.Duration(nanos=budget_ms * 10**6)
+            ),
+            metadata=admin,
+        )
+
+    await _refuses_reuse(reoptimize(50), reoptimize(60))
 
     wallet = await fund(platform, "driver", "drv-reuse", amount_minor=1)
 

@@ -350,8 +350,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 raise InvalidArgument.for_field("time_budget", "must be within [1 ms, 10 s]")
         p = self._p
         outcome = await planning.reoptimize(
-            p.uow, p.clock, p.settings, p.hub, operator_id=operator_id or None, region=region, time_limit_ms=budget_ms
-        )
+            p.uow, p.clock, p.settings, p.hub, operator_id=operator_id or None, region=region, time_limit_ms=budget_ms,
+            idempotency_key=request.idempotency_key, caller=principal.subject,
+        )  # fmt: skip
         return dispatch_pb2.ReoptimizeNowResponse(
             tasks_changed=outcome.tasks_changed,
             tasks_unassigned=outcome.tasks_unassigned,
