@@ -32,7 +32,10 @@ from voltcloud.api.v1 import (
 from voltcloud.fleet.models import Vehicle
 from voltcloud.ordering.models import Order
 from voltcloud.ordering.states import Mode
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Role, Tenant
+from voltcloud.platform.db import Database, upgrade_database_async
+from voltcloud.platform.errors import Aborted, InvalidArgument
 from voltcloud.settlement.models import LedgerHold, Payment
 from voltcloud.stations.models import Operator
 
@@ -217,3 +220,33 @@ async def test_reusing_a_key_for_another_request_is_invalid_argument_on_every_se
         )
 
     await _refuses_reuse(top_up(100), top_up(200))
+
+
+async def test_a_key_claimed_but_never_completed_answers_aborted_until_abandoned(database_url: str) -> None:
+    """SendStationCommand commits its claim before asking the station: retries meanwhile are ABORTED (retry),
+    and a call that dies on the way frees its key instead of blocking it for ever."""
+    await upgrade_database_async(database_url)
+    db = Database(database_url)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        async with db.transaction() as session:
+            claim = await idempotency.claim(session, "Op", "k", b"request", now=now, caller="me")
+        with pytest.raises(Aborted):
+            async with db.transaction() as session:
+                await idempotency.claim(session, "Op", "k", b"request", now=now, caller="me")
+        with pytest.raises(InvalidArgument) as err:
+            async with db.transaction() as session:
+                await idempotency.claim(session, "Op", "k", b"another request", now=now, caller="me")
+        assert [v.field for v in err.value.violations] == ["idempotency_key"]
+        async with db.transaction() as session:
+            await idempotency.abandon(session, claim)
+        async with db.transaction() as session:
+            again = await idempotency.claim(session, "Op", "k", b"request", now=now, caller="me")
+            assert not again.is_replay
+            await idempotency.complete(session, again, b"answer")
+        async with db.transaction() as session:
+            assert (await idempotency.claim(session, "Op", "k", b"request", now=now, caller="me")).replay == b"answer"
+            other = await idempotency.claim(session, "Op", "k", b"request", now=now, caller="someone else")
+            assert not other.is_replay  # keys are the caller's own
+    finally:
+        await db.dispose()

@@ -132,12 +132,19 @@ async def complete(session: AsyncSession, claim_: Claim, result: bytes | str) ->
         return
     data = result.encode() if isinstance(result, str) else result
     table: Any = IdempotencyEntry.__table__  # type: ignore[attr-defined]
-    stmt = (
-        sa.update(table)
-        .where(table.c.operation == claim_.operation, table.c.caller == claim_.caller, table.c.key == claim_.key)
-        .values(response=data)
-    )
-    await (await session.connection()).execute(stmt)
+    await (await session.connection()).execute(sa.update(table).where(*_row(table, claim_)).values(response=data))
+
+
+async def abandon(session: AsyncSession, claim_: Claim) -> None:
+    """Frees a key claimed in an earlier, committed transaction whose call then failed before completing it."""
+    if not claim_.key:
+        return
+    table: Any = IdempotencyEntry.__table__  # type: ignore[attr-defined]
+    await (await session.connection()).execute(sa.delete(table).where(*_row(table, claim_), table.c.response.is_(None)))
+
+
+def _row(table: Any, claim_: Claim) -> tuple[Any, ...]:
+    return (table.c.operation == claim_.operation, table.c.caller == claim_.caller, table.c.key == claim_.key)
 
 
 class KeyedRequest(Protocol):
@@ -201,6 +208,7 @@ async def once(
 __all__ = [
     "Claim",
     "IdempotencyEntry",
+    "abandon",
     "claim",
     "claim_request",
     "complete",

@@ -573,7 +573,12 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                     created_at=self._now(),
                 )
             )
-        result = await self.hub.send_command(request.station_id, command, timeout, command_id)
+        try:
+            result = await self.hub.send_command(request.station_id, command, timeout, command_id)
+        except BaseException:  # cancelled: free the key, or its retries would be ABORTED for ever
+            async with self._db.transaction() as session:
+                await idempotency.abandon(session, claim)
+            raise
         response = stations_pb2.SendStationCommandResponse(command_id=command_id, result=result)
         async with self._db.transaction() as session:
             record = await session.get(StationCommandRecord, command_id)
