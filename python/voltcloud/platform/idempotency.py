@@ -8,6 +8,12 @@ same request, as Stripe puts it).
 Race safety comes from the claim being an INSERT in the caller's transaction: on PostgreSQL a concurrent
 duplicate's INSERT waits for the first transaction, then either inserts (the first rolled back, so it does the
 work itself) or reads the committed row and replays its result. SQLite serialises writers, so the same holds.
+
+Two ways in. A servicer whose work runs in one transaction it opens calls `once` (or `claim_request` /
+`replayed` / `complete`) and stores the response message. A domain operation that other domains call too
+(settlement's holds and payments, ordering's orders) claims inside its own unit of work and stores the id of
+what it made; those get keys already scoped by their caller (settlement's servicer passes "<subject>|<key>",
+ordering passes internal keys such as "order-hold:..."), so they leave `caller` empty.
 """
 
 from __future__ import annotations
