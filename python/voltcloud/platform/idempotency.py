@@ -10,10 +10,10 @@ duplicate's INSERT waits for the first transaction, then either inserts (the fir
 work itself) or reads the committed row and replays its result. SQLite serialises writers, so the same holds.
 
 Two ways in. A servicer whose work runs in one transaction it opens calls `once` (or `claim_request` /
-`replayed` / `complete`) and stores the response message. A domain operation that other domains call too
-(settlement's holds and payments, ordering's orders) claims inside its own unit of work and stores the id of
-what it made; those get keys already scoped by their caller (settlement's servicer passes "<subject>|<key>",
-ordering passes internal keys such as "order-hold:..."), so they leave `caller` empty.
+`replayed` / `complete`) and stores the response message. A domain operation whose work runs in a unit of
+work (an order, a reservation, a hold) claims inside it and stores the id of what it made. Settlement's
+operations are also called by other domains with internal keys ("order-hold:<subject>:<key>"), so they take
+keys already scoped by their caller (its servicer passes "<subject>|<key>") and leave `caller` empty.
 """
 
 from __future__ import annotations
