@@ -10,6 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from voltcloud.config import Settings
 from voltcloud.platform.auth import Role, Tenant
@@ -75,3 +77,14 @@ async def channel(running: RunningPlatform) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def now() -> Callable[[], dt.datetime]:
     return lambda: dt.datetime.now(dt.UTC)
+
+
+def field_violations(err: grpc.aio.AioRpcError) -> list[str]:
+    """The fields a refused call's `google.rpc.BadRequest` detail names."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    fields: list[str] = []
+    for detail in status.details if status else []:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields += [v.field for v in bad.field_violations]
+    return fields

@@ -13,7 +13,7 @@ from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, orderi
 from voltcloud.ordering.states import Mode
 from voltcloud.server import Platform
 
-from .conftest import channel_to, serving
+from .conftest import channel_to, field_violations, serving
 from .powerup_support import (
     AppStream,
     account_state,
@@ -136,7 +136,9 @@ async def test_create_order_is_idempotent_and_refuses_key_reuse(platform: Platfo
         await ordering.CreateOrder(
             ordering_pb2.CreateOrderRequest(idempotency_key="same", quote_id=quote_id, option_id="o2"), metadata=md
         )
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    # Issue 10: a reused key is INVALID_ARGUMENT naming `idempotency_key` on every RPC (was ALREADY_EXISTS).
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == ["idempotency_key"]
 
 
 async def test_taken_resource_is_aborted_or_falls_back(platform: Platform, channel: grpc.aio.Channel) -> None:

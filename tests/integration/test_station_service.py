@@ -11,8 +11,6 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from tests.stationkit import (
     CHARGING_STATION,
@@ -31,18 +29,9 @@ from voltcloud.platform.auth import Role, Tenant
 from voltcloud_gateways.uplink import UplinkClient
 
 from .conftest import RunningPlatform
+from .conftest import field_violations as violations
 
 OP = Tenant("operator", OPERATOR)
-
-
-def violations(err: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    fields = []
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 async def test_operator_and_station_lifecycle(running: RunningPlatform, channel: grpc.aio.Channel) -> None:

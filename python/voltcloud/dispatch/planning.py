@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlmodel import col, select
@@ -24,6 +24,7 @@ from voltcloud.dispatch import tasks
 from voltcloud.dispatch.models import Task
 from voltcloud.engine import UnitInfo
 from voltcloud.ordering.api import SYSTEM, Effects, Facts, Order, UnitOfWork, record
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import Aborted
 from voltcloud.platform.geo import Box
@@ -50,31 +51,56 @@ async def reoptimize(
     operator_id: str | None = None,
     region: Box | None = None,
     time_limit_ms: int = 200,
+    idempotency_key: str = "",
+    caller: str = "",
 ) -> Outcome:
     now = clock.now()
+    request = {"operator": operator_id, "region": repr(region), "time_limit_ms": time_limit_ms}
 
     async def work(session: AsyncSession, effects: Effects) -> Outcome:
-        query = select(Task).where(Task.state == int(tasks.TaskState.OFFERED), col(Task.offered_to).is_not(None))
-        if operator_id:
-            query = query.where(Task.operator_id == operator_id)
-        offered = list(await session.exec(query.order_by(col(Task.id)).limit(500)))
-        total = Outcome()
-        groups: dict[tuple[str, int], list[Task]] = {}
-        for task in offered:
-            groups.setdefault((task.operator_id, task.kind), []).append(task)
-        for (operator, kind), group in groups.items():
-            outcome = await _plan_group(
-                session, effects, uow, notifier, settings, now, operator, kind, group, region, time_limit_ms
-            )
-            total = Outcome(
-                total.tasks_changed + outcome.tasks_changed,
-                total.tasks_unassigned + outcome.tasks_unassigned,
-                total.travel_before_s + outcome.travel_before_s,
-                total.travel_after_s + outcome.travel_after_s,
-            )
+        claim = await idempotency.claim(
+            session, "ReoptimizeNow", idempotency_key, request, now=now, caller=caller, required=False
+        )
+        if claim.replay_of is not None:
+            return Outcome(**json.loads(claim.replay_of))
+        total = await _plan_offered(session, effects, uow, notifier, settings, now, operator_id, region, time_limit_ms)
+        await idempotency.complete(session, claim, json.dumps(asdict(total)))
         return total
 
     return await uow.run("dispatch.reoptimize", work)
+
+
+async def _plan_offered(
+    session: AsyncSession,
+    effects: Effects,
+    uow: UnitOfWork,
+    notifier: tasks.Notifier,
+    settings: Settings,
+    now: dt.datetime,
+    operator_id: str | None,
+    region: Box | None,
+    time_limit_ms: int,
+) -> Outcome:
+    """Re-plans the offered tasks, per operator and kind."""
+    query = select(Task).where(Task.state == int(tasks.TaskState.OFFERED), col(Task.offered_to).is_not(None))
+    if operator_id:
+        query = query.where(Task.operator_id == operator_id)
+    offered = list(await session.exec(query.order_by(col(Task.id)).limit(500)))
+    total = Outcome()
+    groups: dict[tuple[str, int], list[Task]] = {}
+    for task in offered:
+        groups.setdefault((task.operator_id, task.kind), []).append(task)
+    for (operator, kind), group in groups.items():
+        outcome = await _plan_group(
+            session, effects, uow, notifier, settings, now, operator, kind, group, region, time_limit_ms
+        )
+        total = Outcome(
+            total.tasks_changed + outcome.tasks_changed,
+            total.tasks_unassigned + outcome.tasks_unassigned,
+            total.travel_before_s + outcome.travel_before_s,
+            total.travel_after_s + outcome.travel_after_s,
+        )
+    return total
 
 
 async def _plan_group(

@@ -17,6 +17,7 @@ from voltcloud.dispatch.hub import Connection, DispatchHub, Outgoing
 from voltcloud.dispatch.models import Task, TaskStep
 from voltcloud.engine import Engine
 from voltcloud.ordering.api import Actor, Effects, OrderFeed, UnitOfWork
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
@@ -337,10 +338,21 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             task = await session.get(Task, step.task_id)
         if task is None or not (principal.is_admin or principal.subject in (task.unit_id, task.offered_to)):
             raise NotFound(f"task {step.task_id} not found")
-        view = await self._report(
-            principal.subject if not principal.is_admin else task.unit_id or "", step, Actor.of(principal)
-        )
-        return dispatch_pb2.ReportTaskStepResponse(task=task_message(view))
+        unit_id = principal.subject if not principal.is_admin else task.unit_id or ""
+        p = self._p
+        now = p.clock.now()
+
+        async def report(session: AsyncSession, effects: Effects) -> dispatch_pb2.ReportTaskStepResponse:
+            async def first() -> dispatch_pb2.ReportTaskStepResponse:
+                view = await tasks.report_step(
+                    session, effects, unit_id=unit_id, step=step, actor=Actor.of(principal), now=now, clock=p.clock
+                )
+                return dispatch_pb2.ReportTaskStepResponse(task=task_message(view))
+
+            parse = dispatch_pb2.ReportTaskStepResponse.FromString
+            return await idempotency.once(session, "ReportTaskStep", principal.subject, request, parse, first, now=now)
+
+        return await p.uow.run("dispatch.step", report)
 
     async def ReoptimizeNow(
         self, request: dispatch_pb2.ReoptimizeNowRequest, context: Any
@@ -366,8 +378,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 raise InvalidArgument.for_field("time_budget", "must be within [1 ms, 10 s]")
         p = self._p
         outcome = await planning.reoptimize(
-            p.uow, p.clock, p.settings, p.hub, operator_id=operator_id or None, region=region, time_limit_ms=budget_ms
-        )
+            p.uow, p.clock, p.settings, p.hub, operator_id=operator_id or None, region=region, time_limit_ms=budget_ms,
+            idempotency_key=request.idempotency_key, caller=principal.subject,
+        )  # fmt: skip
         return dispatch_pb2.ReoptimizeNowResponse(
             tasks_changed=outcome.tasks_changed,
             tasks_unassigned=outcome.tasks_unassigned,

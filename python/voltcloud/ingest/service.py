@@ -26,6 +26,7 @@ from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
 from voltcloud.ingest import apply, uplink
 from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
 from voltcloud.ingest.models import GatewayCursor
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import (
@@ -39,7 +40,6 @@ from voltcloud.platform.errors import (
 from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.platform.rpc import current_principal
 from voltcloud.settlement import api as settlement
-from voltcloud.stations import idempotency
 from voltcloud.stations.api import ChargingToken, tokens
 
 log = logging.getLogger(__name__)
@@ -372,16 +372,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             vehicle_id=request.vehicle_id,
             expires_at=optional_datetime(request, "expiry_time", zero="invalid"),
         )
-        key = idempotency.key_of("RegisterChargingToken", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         now = self.hub.clock.now()
         async with self._db.transaction("ingest.tokens.register") as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return ingest_pb2.RegisterChargingTokenResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "RegisterChargingToken", principal.subject, request, now=now
+            )
+            if (replay := idempotency.replayed(claim, ingest_pb2.RegisterChargingTokenResponse.FromString)) is not None:
+                return replay
             token = await tokens.register(session, principal, now, inp, settlement)
             response = ingest_pb2.RegisterChargingTokenResponse(token=_token_message(token, now))
-            idempotency.store(session, key, digest, response.SerializeToString(), now)
+            await idempotency.complete(session, claim, response.SerializeToString())
         return response
 
     async def SetChargingTokenStatus(

@@ -153,7 +153,7 @@ class CustomerProfile(SQLModel, table=True):
 
 
 class RoadConditionBatch(SQLModel, table=True):
-    """Idempotency record of PushRoadConditions batches."""
+    """A PushRoadConditions batch, kept so every replica's engine sync applies it (retries: platform idempotency)."""
 
     key: str = Field(primary_key=True, max_length=200)
     applied: int

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import sqlalchemy.exc as sa_exc
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,11 +18,11 @@ from voltcloud.ordering.ports import Dispatcher, Place
 from voltcloud.ordering.quoting import QuotedOption, hold_amount, options_of, vehicle_for
 from voltcloud.ordering.reservations import overlapping
 from voltcloud.ordering.states import ACTIVE, BEFORE_DISPATCH, Mode, OrderState
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import (
     Aborted,
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -48,6 +47,9 @@ class CreateInput:
     idempotency_key: str
     allow_fallback: bool = False
     payer_account_id: str = ""
+    # What the client asked for when the order is made on its behalf by another RPC (start by scan): the
+    # fingerprint of its key; the key space is the same, so one key never makes two orders.
+    request: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,26 +58,36 @@ class OrderView:
     events: list[OrderEvent]
 
 
+CREATE_ORDER = "CreateOrder"  # the idempotency operation of every order a client creates by key
+
+
+def _request(inp: CreateInput) -> Mapping[str, Any]:
+    if inp.request is not None:
+        return inp.request
+    return {
+        "quote": inp.quote_id,
+        "option": inp.option_id,
+        "fallback": inp.allow_fallback,
+        "payer": inp.payer_account_id,
+    }
+
+
 def _request_hash(inp: CreateInput) -> str:
-    text = f"{inp.quote_id}\x1f{inp.option_id}\x1f{inp.allow_fallback}\x1f{inp.payer_account_id}"
-    return hashlib.sha256(text.encode()).hexdigest()
+    return idempotency.fingerprint(_request(inp))
 
 
-async def _existing(session: AsyncSession, subject: str, key: str) -> Order | None:
-    rows = await session.exec(select(Order).where(Order.created_by == subject, Order.idempotency_key == key))
-    return rows.first()
+async def replayed_order(
+    session: AsyncSession, principal: Principal, key: str, request: Mapping[str, Any]
+) -> Order | None:
+    """The order a first call with this key created (a retry gets it even once its quote has expired)."""
+    first = await idempotency.lookup(session, CREATE_ORDER, key, request, caller=principal.subject)
+    return None if first is None else await _order(session, first.decode())
 
 
-async def existing_order(session: AsyncSession, subject: str, key: str) -> Order | None:
-    """The order this caller already created with this idempotency key, if any."""
-    return await _existing(session, subject, key)
-
-
-def _same_request(order: Order, inp: CreateInput) -> Order:
-    if order.request_hash != _request_hash(inp):
-        raise AlreadyExists(
-            f"idempotency_key {inp.idempotency_key!r} was already used for a different request (order {order.id})"
-        )
+async def _order(session: AsyncSession, order_id: str) -> Order:
+    order = await session.get(Order, order_id)
+    if order is None:  # pragma: no cover - committed with the key that names it
+        raise NotFound(f"order {order_id} not found")
     return order
 
 
@@ -93,9 +105,9 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
             # First, before the quote is even looked at: naming someone else's account is refused the same way
             # whatever else is wrong with the request (and checked again where the hold is placed).
             await payments.payer_named(session, principal, inp.payer_account_id)
-        existing = await _existing(session, principal.subject, inp.idempotency_key)
+        existing = await replayed_order(session, principal, inp.idempotency_key, _request(inp))
         if existing is not None:
-            return _same_request(existing, inp)
+            return existing
         quote = await session.get(Quote, inp.quote_id)
         if quote is None or quote.requested_by != principal.subject:
             raise NotFound(f"quote {inp.quote_id} not found")
@@ -112,20 +124,8 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
     for option in attempts:
         try:
             return await deps.uow.run("ordering.create", _creator(deps, principal, quote, option, inp, now))
-        except Aborted as race:
-            # A concurrent retry with the same key may have won the race for the same resource.
-            async with deps.uow.db.transaction("ordering.create.reread") as session:
-                existing = await _existing(session, principal.subject, inp.idempotency_key)
-            if existing is not None:
-                return _same_request(existing, inp)
+        except Aborted as race:  # a concurrent retry with the same key waits on the claim, so not to it
             lost.append(f"{option.option_id}: {race.message}")
-        except sa_exc.IntegrityError:
-            # A concurrent retry with the same key committed first: answer with its order.
-            async with deps.uow.db.transaction("ordering.create.reread") as session:
-                existing = await _existing(session, principal.subject, inp.idempotency_key)
-            if existing is None:
-                raise
-            return _same_request(existing, inp)
     raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
 
 
@@ -133,7 +133,14 @@ def _creator(
     deps: OrderingDeps, principal: Principal, quote: Quote, option: QuotedOption, inp: CreateInput, now: dt.datetime
 ) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
     async def work(session: AsyncSession, effects: Effects) -> Order:
-        return await _create(session, effects, deps, principal, quote, option, inp, now)
+        claim = await idempotency.claim(
+            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject
+        )
+        if claim.replay_of is not None:  # a concurrent duplicate committed first
+            return await _order(session, claim.replay_of)
+        order = await _create(session, effects, deps, principal, quote, option, inp, now)
+        await idempotency.complete(session, claim, order.id)
+        return order
 
     return work
 
@@ -475,7 +482,11 @@ async def cancel_order(
         order = await session.get(Order, order_id)
         if order is None or not may_see(principal, order) or principal.role is Role.SPECIALIST:
             raise NotFound(f"order {order_id} not found")
-        if order.state == OrderState.CANCELLED and order.cancel_key == idempotency_key:
+        request = {"order": order_id}  # the reason is commentary: a retry that leaves it out is the same cancel
+        claim = await idempotency.claim(
+            session, "CancelOrder", idempotency_key, request, now=now, caller=principal.subject
+        )
+        if claim.is_replay:
             return Cancelled(order, order.cancellation_fee_minor)
         if order.state not in ACTIVE:
             raise FailedPrecondition(f"order {order_id} is already {OrderState(order.state).label}")
@@ -485,13 +496,13 @@ async def cancel_order(
         # order at its own station (a fault, a closure) must not charge the customer for it.
         free = order.state in BEFORE_DISPATCH or principal.role is Role.OPERATOR
         fee = 0 if free else deps.settings.cancel_fee_minor
-        order.cancel_key = idempotency_key
         why = reason or "cancelled by customer"
         await deps.dispatch.cancel_for_order(session, effects, order, why, now)
         await finish(
             session, effects, order, OrderState.CANCELLED, Actor.of(principal), now,
             reason=why, fee_minor=fee, clock=deps.clock,
         )  # fmt: skip
+        await idempotency.complete(session, claim, order.id)
         return Cancelled(order, order.cancellation_fee_minor)
 
     return await deps.uow.run("ordering.cancel", work)

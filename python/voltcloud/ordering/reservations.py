@@ -9,8 +9,7 @@ not used within `reservation_no_show_s` of its start expires and frees the slot.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,9 +18,10 @@ from voltcloud.config import Settings
 from voltcloud.ordering.lifecycle import Effects, UnitOfWork
 from voltcloud.ordering.models import RESERVATION_ACTIVE, RESERVATION_CANCELLED, RESERVATION_EXPIRED, Reservation
 from voltcloud.ordering.quoting import vehicle_for
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.stations.api import Connector, Station, inventory
@@ -67,11 +67,6 @@ async def overlapping(
     return list(await session.exec(query))
 
 
-def _key_hash(inp: ReservationInput) -> str:
-    text = f"{inp.station_id}|{inp.connector_id}|{inp.lane}|{inp.vehicle_id}|{inp.start}|{inp.end}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal, inp: ReservationInput) -> Reservation:
     now = clock.now()
     if not inp.idempotency_key:
@@ -86,25 +81,14 @@ async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
         raise InvalidArgument.for_field("window.end", "is in the past")
     if inp.start > now + MAX_AHEAD:
         raise InvalidArgument.for_field("window.start", f"may be at most {MAX_AHEAD.days} days ahead")
-    key = f"{inp.idempotency_key}"
+    key = inp.idempotency_key
+    request = {k: v for k, v in asdict(inp).items() if k != "idempotency_key"}
     start, end = inp.start, inp.end
 
     async def work(session: AsyncSession, effects: Effects) -> Reservation:
-        previous = (
-            await session.exec(
-                select(Reservation).where(
-                    Reservation.created_by == principal.subject, Reservation.idempotency_key == key
-                )
-            )
-        ).first()
-        if previous is not None:
-            if (
-                previous.station_id != inp.station_id
-                or previous.vehicle_id != inp.vehicle_id
-                or (previous.starts_at != start or previous.ends_at != end)
-            ):
-                raise AlreadyExists(f"idempotency_key {key!r} was already used for reservation {previous.id}")
-            return previous
+        claim = await idempotency.claim(session, "CreateReservation", key, request, now=now, caller=principal.subject)
+        if claim.replay_of is not None:
+            return await _reservation(session, claim.replay_of)
         await vehicle_for(session, principal, inp.vehicle_id)
         station = await session.get(Station, inp.station_id)
         if station is None:
@@ -163,9 +147,17 @@ async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
         )
         session.add(reservation)
         await session.flush()
+        await idempotency.complete(session, claim, reservation.id)
         return reservation
 
     return await uow.run("ordering.reservation.create", work)
+
+
+async def _reservation(session: AsyncSession, reservation_id: str) -> Reservation:
+    reservation = await session.get(Reservation, reservation_id)
+    if reservation is None:  # pragma: no cover - committed with the key that names it
+        raise NotFound(f"reservation {reservation_id} not found")
+    return reservation
 
 
 async def _may_see(session: AsyncSession, principal: Principal, reservation: Reservation) -> bool:
@@ -179,12 +171,18 @@ async def _may_see(session: AsyncSession, principal: Principal, reservation: Res
     return station is not None and station.operator_id == tenant.id
 
 
-async def cancel_reservation(uow: UnitOfWork, clock: Clock, principal: Principal, reservation_id: str) -> Reservation:
+async def cancel_reservation(
+    uow: UnitOfWork, clock: Clock, principal: Principal, reservation_id: str, idempotency_key: str = ""
+) -> Reservation:
     async def work(session: AsyncSession, effects: Effects) -> Reservation:
         reservation = await session.get(Reservation, reservation_id)
         if reservation is None or not await _may_see(session, principal, reservation):
             raise NotFound(f"reservation {reservation_id} not found")
-        if reservation.state == RESERVATION_CANCELLED:
+        claim = await idempotency.claim(
+            session, "CancelReservation", idempotency_key, {"reservation": reservation_id},
+            now=clock.now(), caller=principal.subject, required=False,
+        )  # fmt: skip
+        if claim.is_replay or reservation.state == RESERVATION_CANCELLED:  # cancelling twice is harmless
             return reservation
         if reservation.state != RESERVATION_ACTIVE:
             raise FailedPrecondition(f"reservation {reservation_id} is no longer active")
@@ -192,6 +190,7 @@ async def cancel_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
             raise FailedPrecondition(f"reservation {reservation_id} belongs to order {reservation.order_id}: cancel it")
         reservation.state = RESERVATION_CANCELLED
         session.add(reservation)
+        await idempotency.complete(session, claim, reservation.id)
         return reservation
 
     return await uow.run("ordering.reservation.cancel", work)

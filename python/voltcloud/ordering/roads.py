@@ -1,8 +1,8 @@
 """Live road conditions from a traffic feed → the engine's congestion overlay.
 
 A condition names an engine cell (`cell_id`, decimal) or a road segment (`segment_id` with its end points:
-every cell the straight segment crosses gets the factor). Batches are stored (idempotency and replication:
-every replica's engine sync applies batches it has not seen yet).
+every cell the straight segment crosses gets the factor). Batches are stored for replication (every
+replica's engine sync applies batches it has not seen yet); retries go through the platform's idempotency.
 
 Scope (issue 9, finding 5): the platform admin is the traffic feed and pushes city-wide. An operator pushes
 only for its own stations' surroundings: for every cell a condition touches, the station nearest to the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,9 +26,11 @@ from voltcloud import _core
 from voltcloud.engine import Engine
 from voltcloud.ordering.lifecycle import Effects, UnitOfWork
 from voltcloud.ordering.models import RoadConditionBatch
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument, PermissionDenied
+from voltcloud.platform.ids import new_id
 
 CLOSED_FACTOR = 50.0  # a closed road: travel through the cell takes 50x as long (the engine needs a finite factor)
 MAX_CONDITIONS = 10_000
@@ -115,7 +117,8 @@ async def push(
         raise InvalidArgument.for_field("conditions", f"at most {MAX_CONDITIONS} per call")
     now = clock.now()
     scope = scope_of(uow.engine, principal)
-    key = f"{principal.tenant or 'platform'}|{principal.subject}|{source}:{idempotency_key}"[:200]
+    caller = f"{principal.tenant or 'platform'}|{principal.subject}"
+    request = {"source": source, "conditions": [asdict(c) for c in conditions]}
     cells: list[tuple[int, float, int]] = []
     rejected = 0
     for i, c in enumerate(conditions):
@@ -134,20 +137,23 @@ async def push(
         cells += [(cell, factor, int(c.expires_at.timestamp())) for cell in found]
 
     async def work(session: AsyncSession, effects: Effects) -> Applied:
-        previous = await session.get(RoadConditionBatch, key)
-        if previous is not None:
-            return Applied(previous.applied, previous.rejected)
+        claim = await idempotency.claim(session, "PushRoadConditions", idempotency_key, request, now=now, caller=caller)
+        if claim.replay_of is not None:
+            applied, _, rejected_before = claim.replay_of.partition("/")
+            return Applied(int(applied), int(rejected_before))
+        result = Applied(len(conditions) - rejected, rejected)
         session.add(
             RoadConditionBatch(
-                key=key,
-                applied=len(conditions) - rejected,
-                rejected=rejected,
+                key=new_id("road"),
+                applied=result.applied,
+                rejected=result.rejected,
                 cells_json=json.dumps(cells),
                 created_at=now,
             )
         )
+        await idempotency.complete(session, claim, f"{result.applied}/{result.rejected}")
         effects.callbacks.append(lambda: apply_cells(uow.engine, cells))
-        return Applied(len(conditions) - rejected, rejected)
+        return result
 
     return await uow.run("ordering.road_conditions", work)
 

@@ -62,6 +62,13 @@ def parse_qr(payload: str) -> ScanTarget:
     return ScanTarget(station, lane=int(target))
 
 
+def _request(inp: ScanInput) -> dict[str, object]:
+    """What the key stands for: the scan, not the one-option quote made for it (new on every call)."""
+    fields = asdict(inp)
+    del fields["idempotency_key"]
+    return {"scan": fields}
+
+
 async def start_by_scan(
     deps: orders.OrderingDeps, commands: StationCommands | None, principal: Principal, inp: ScanInput
 ) -> Order:
@@ -80,7 +87,7 @@ async def start_by_scan(
         raise NotFound(f"station {target.station_id} not found")
     now = deps.clock.now()
     async with deps.uow.db.transaction("ordering.scan.quote") as session:
-        existing = await orders.existing_order(session, principal.subject, inp.idempotency_key)
+        existing = await orders.replayed_order(session, principal, inp.idempotency_key, _request(inp))
         if existing is not None:
             return existing  # a retry: the first answer (the start was sent then)
         if inp.payer_account_id:  # refused before anything (even the one-option quote) is written
@@ -125,7 +132,11 @@ async def start_by_scan(
             )
         )  # fmt: skip
     create = orders.CreateInput(
-        quote_id=quote_id, option_id="o1", idempotency_key=inp.idempotency_key, payer_account_id=inp.payer_account_id
+        quote_id=quote_id,
+        option_id="o1",
+        idempotency_key=inp.idempotency_key,
+        payer_account_id=inp.payer_account_id,
+        request=_request(inp),
     )
     order = await orders.create_order(deps, principal, create)
     outcome = (

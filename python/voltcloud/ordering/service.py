@@ -328,7 +328,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
         if not request.reservation_id:
             raise InvalidArgument.for_field("reservation_id", "is required")
         reservation = await reservations.cancel_reservation(
-            self._p.uow, self._p.clock, current_principal(), request.reservation_id
+            self._p.uow, self._p.clock, current_principal(), request.reservation_id, request.idempotency_key
         )
         return ordering_pb2.CancelReservationResponse(reservation=reservation_message(reservation))
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform.tracing import tracer
@@ -77,6 +79,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+async def insert_ignore(session: AsyncSession, table: type[SQLModel], values: Mapping[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted.
+
+    On PostgreSQL a conflicting row that another transaction has inserted but not committed makes this wait for
+    that transaction, so a following SELECT sees its outcome: concurrent creators converge on one row.
+    """
+    name = dialect(session)
+    target: Any = table.__table__  # type: ignore[attr-defined]
+    stmt: Any
+    if name == "postgresql":
+        stmt = postgresql.insert(target).values(**values).on_conflict_do_nothing()
+    elif name == "sqlite":
+        stmt = sqlite.insert(target).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported dialect {name}")
+    connection = await session.connection()
+    result: Any = await connection.execute(stmt)
+    return bool(result.rowcount)
 
 
 def alembic_config(url: str) -> Any:

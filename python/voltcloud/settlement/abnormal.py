@@ -30,9 +30,10 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
-from voltcloud.settlement import idempotency, payments
+from voltcloud.settlement import payments
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.ledger import SYSTEM, Actor, JournalEntryRef, load_entry
 from voltcloud.settlement.models import JournalEntry, LedgerHold, OrderCheck, Posting

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.settlement import accounts, idempotency
+from voltcloud.settlement import accounts
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.models import Bill, BillLine, JournalEntry, LedgerAccount, Posting
 from voltcloud.settlement.money import AccountKind, BillState, EntryKind

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
-from voltcloud.settlement import accounts, idempotency
+from voltcloud.settlement import accounts
 from voltcloud.settlement.ledger import (
     SYSTEM,
     Actor,

@@ -80,17 +80,6 @@ class Posting(SQLModel, table=True):
     memo: str = Field(default="", max_length=200)
 
 
-class IdempotencyRecord(SQLModel, table=True):
-    """The first result of a keyed request, written in the same transaction as its effects."""
-
-    __tablename__ = "idempotency_record"
-
-    key: str = Field(primary_key=True, max_length=300, description="<operation>:<caller scope>:<client key>")
-    request_hash: str = Field(max_length=64)
-    result_id: str = Field(default="", max_length=200)
-    created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
-
-
 class LedgerHold(SQLModel, table=True):
     """An amount reserved on an account's available balance (not a posting: holds move no money)."""
 

@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
-from voltcloud.settlement import accounts, idempotency
+from voltcloud.settlement import accounts
 from voltcloud.settlement.accounts import WALLET_KINDS
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.ledger import (

@@ -8,10 +8,11 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.settlement import accounts, idempotency
+from voltcloud.settlement import accounts
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.ledger import SYSTEM, Actor, PostingSpec, lock_accounts, post_entry
 from voltcloud.settlement.models import JournalEntry, LedgerAccount, Payment, Payout, Posting

@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.settlement import idempotency
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.models import LedgerAccount, RateAssignment, RateModelVersion
 from voltcloud.settlement.sql import insert_ignore

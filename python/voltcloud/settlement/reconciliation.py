@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
-from voltcloud.settlement import idempotency
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.models import Payment, Statement, StatementLine
 from voltcloud.settlement.money import MatchStatus, PaymentState
@@ -67,7 +67,7 @@ async def import_statement(
         raise InvalidArgument.for_field("csv", "must be UTF-8") from None
     request = {
         "provider": provider,
-        "csv": idempotency.request_hash({"csv": text}),
+        "csv": idempotency.fingerprint({"csv": text}),
         "period": [period_start, period_end],
     }
     claim = await idempotency.claim(session, "import_statement", idempotency_key, request, now=now)

@@ -4,14 +4,15 @@ modules and builds responses. No money rules here."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import common_pb2, settlement_pb2, settlement_pb2_grpc
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
@@ -40,6 +41,8 @@ from voltcloud.settlement.tariff import Dimension, PriceComponent, Restrictions,
 from voltcloud.stations.api import Station  # read-only: which operator runs a station
 
 DEFAULT_HOLD_TTL = dt.timedelta(minutes=30)
+
+R = TypeVar("R", bound=idempotency.Response)
 
 
 # --- conversions ---------------------------------------------------------------------------------------------
@@ -329,6 +332,16 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         self._clock: Clock = clock or SystemClock()
         self._providers = providers
 
+    async def _once(
+        self, session: AsyncSession, operation: str, request: Any, response_type: Any, work: Callable[[], Awaitable[R]]
+    ) -> R:
+        """The keyed RPCs whose domain operation is not keyed itself (a retry of a release or a reconciliation
+        would be harmless, but every mutating RPC answers a reused key the same way)."""
+        caller = current_principal().subject
+        return await idempotency.once(
+            session, operation, caller, request, response_type.FromString, work, now=self._clock.now()
+        )
+
     @asynccontextmanager
     async def _tx(self, name: str) -> AsyncIterator[AsyncSession]:
         """A transaction whose lost races (deadlock, serialization failure, SQLite busy) answer ABORTED."""
@@ -386,19 +399,23 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 raise PermissionDenied(
                     f"{principal.subject} may not create a {kind.name.lower()} account for {owner_kind} {owner_id}"
                 )
-            account = await accounts.ensure_account(
-                session,
-                kind=kind,
-                owner_kind=owner_kind,
-                owner_id=owner_id,
-                currency=request.currency or "CNY",
-                now=self._clock.now(),
-                name=request.name,
-                tenant=tenant,
-                credit_limit_minor=credit,
-            )
-            view = await accounts.view(session, account)
-        return settlement_pb2.CreateAccountResponse(account=_account_message(view))
+
+            async def create() -> settlement_pb2.CreateAccountResponse:
+                account = await accounts.ensure_account(
+                    session,
+                    kind=kind,
+                    owner_kind=owner_kind,
+                    owner_id=owner_id,
+                    currency=request.currency or "CNY",
+                    now=self._clock.now(),
+                    name=request.name,
+                    tenant=tenant,
+                    credit_limit_minor=credit,
+                )
+                view = await accounts.view(session, account)
+                return settlement_pb2.CreateAccountResponse(account=_account_message(view))
+
+            return await self._once(session, "CreateAccount", request, settlement_pb2.CreateAccountResponse, create)
 
     async def GetAccount(
         self, request: settlement_pb2.GetAccountRequest, context: Any
@@ -562,9 +579,13 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         self, request: settlement_pb2.ReleaseHoldRequest, context: Any
     ) -> settlement_pb2.ReleaseHoldResponse:
         async with self._tx("release_hold") as session:
-            await holds.release_hold(session, hold_id=request.hold_id, reason=request.reason, clock=self._clock)
-            hold = holds.hold_view(await holds.get_hold(session, request.hold_id))
-        return settlement_pb2.ReleaseHoldResponse(hold=_hold_message(hold))
+
+            async def release() -> settlement_pb2.ReleaseHoldResponse:
+                await holds.release_hold(session, hold_id=request.hold_id, reason=request.reason, clock=self._clock)
+                hold = holds.hold_view(await holds.get_hold(session, request.hold_id))
+                return settlement_pb2.ReleaseHoldResponse(hold=_hold_message(hold))
+
+            return await self._once(session, "ReleaseHold", request, settlement_pb2.ReleaseHoldResponse, release)
 
     # journal --------------------------------------------------------------------------------------------------
 
@@ -841,13 +862,18 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         if not request.statement_id:
             raise InvalidArgument.for_field("statement_id", "is required")
         async with self._tx("reconcile_statement") as session:
-            result = await reconciliation.reconcile(session, statement_id=request.statement_id)
-        return settlement_pb2.ReconcileStatementResponse(
-            statement=_statement_message(result.statement),
-            lines=[_statement_line_message(line) for line in result.lines],
-            matched=result.matched,
-            unmatched=result.unmatched,
-        )
+
+            async def reconcile() -> settlement_pb2.ReconcileStatementResponse:
+                result = await reconciliation.reconcile(session, statement_id=request.statement_id)
+                return settlement_pb2.ReconcileStatementResponse(
+                    statement=_statement_message(result.statement),
+                    lines=[_statement_line_message(line) for line in result.lines],
+                    matched=result.matched,
+                    unmatched=result.unmatched,
+                )
+
+            response_type = settlement_pb2.ReconcileStatementResponse
+            return await self._once(session, "ReconcileStatement", request, response_type, reconcile)
 
     async def ListPayouts(
         self, request: settlement_pb2.ListPayoutsRequest, context: Any

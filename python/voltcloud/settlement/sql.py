@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import SQLModel
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-
-def dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
-async def insert_ignore(session: AsyncSession, table: type[SQLModel], values: Mapping[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted.
-
-    On PostgreSQL a conflicting row that another transaction has inserted but not committed makes this wait for
-    that transaction, so a following SELECT sees its outcome: concurrent creators converge on one row.
-    """
-    name = dialect(session)
-    target: Any = table.__table__  # type: ignore[attr-defined]
-    stmt: Any
-    if name == "postgresql":
-        stmt = postgresql.insert(target).values(**values).on_conflict_do_nothing()
-    elif name == "sqlite":
-        stmt = sqlite.insert(target).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise RuntimeError(f"unsupported dialect {name}")
-    connection = await session.connection()
-    result: Any = await connection.execute(stmt)
-    return bool(result.rowcount)
+from voltcloud.platform.db import dialect, insert_ignore
 
 
 def for_update(stmt: Any) -> Any:

@@ -152,15 +152,6 @@ class StationCommandRecord(SQLModel, table=True):
     result_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
-class StationIdempotency(SQLModel, table=True):
-    """First response of a mutating StationService RPC, keyed by caller and idempotency key."""
-
-    key: str = Field(primary_key=True, max_length=300)
-    request_hash: str = Field(max_length=64)
-    response: bytes = Field(sa_type=sa.LargeBinary)
-    created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
-
-
 class MobileUnit(SQLModel, table=True):
     """A charging van, a valet specialist or a maintenance engineer, employed by an operator. Owned here, with
     the operator's other resources, because `inventory` reserves it like a connector or a pack."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from voltcloud.api.v1 import common_pb2, stations_pb2, stations_pb2_grpc
+from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
@@ -17,7 +18,7 @@ from voltcloud.platform.ids import new_id
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timedelta, to_timestamp
 from voltcloud.platform.paging import Page, next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
-from voltcloud.stations import idempotency, packs, registry, sessions
+from voltcloud.stations import packs, registry, sessions
 from voltcloud.stations.models import Pack, PackEvent, Station, StationCommandRecord, StationSession
 from voltcloud.stations.ports import Settlement
 from voltcloud.stations.twin import Twin, TwinStore
@@ -395,12 +396,12 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             violations.append(FieldViolation("currency", "must be an ISO 4217 code"))
         if violations:
             raise InvalidArgument.for_fields(violations)
-        key = idempotency.key_of("CreateOperator", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         async with self._db.transaction() as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.CreateOperatorResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "CreateOperator", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.CreateOperatorResponse.FromString)) is not None:
+                return replay
             op = await registry.create_operator(
                 session,
                 principal,
@@ -418,7 +419,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                     create_time=to_timestamp(op.created_at),
                 )
             )
-            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+            await idempotency.complete(session, claim, response.SerializeToString())
         return response
 
     async def CreateStation(
@@ -428,15 +429,15 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         if not request.HasField("station"):
             raise InvalidArgument.for_field("station", "is required")
         spec = _spec(request.station, "station", creating=True)
-        key = idempotency.key_of("CreateStation", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         async with self._db.transaction() as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.CreateStationResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "CreateStation", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.CreateStationResponse.FromString)) is not None:
+                return replay
             view = await registry.create_station(session, principal, spec)
             response = stations_pb2.CreateStationResponse(station=station_message(view))
-            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+            await idempotency.complete(session, claim, response.SerializeToString())
         return response
 
     async def UpdateStation(
@@ -456,17 +457,17 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         spec = _spec(request.station, "station", creating=False)
         if "name" in paths and not spec.name:
             raise InvalidArgument.for_field("station.name", "must not be empty")
-        key = idempotency.key_of("UpdateStation", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         async with self._db.transaction() as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.UpdateStationResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "UpdateStation", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.UpdateStationResponse.FromString)) is not None:
+                return replay
             view = await registry.update_station(
                 session, principal, request.station.station_id, request.station.version, paths, spec
             )
             response = stations_pb2.UpdateStationResponse(station=station_message(view))
-            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+            await idempotency.complete(session, claim, response.SerializeToString())
         if paths & {"lane_count", "slot_count"}:
             self.hub.forget(request.station.station_id)
         return response
@@ -533,13 +534,13 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         self, request: stations_pb2.AssignRateModelRequest, context: Any
     ) -> stations_pb2.AssignRateModelResponse:
         principal = current_principal()
-        key = idempotency.key_of("AssignRateModel", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         effective = optional_datetime(request, "effective_time")
         async with self._db.transaction("stations.assign_rate_model") as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.AssignRateModelResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "AssignRateModel", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.AssignRateModelResponse.FromString)) is not None:
+                return replay
             assignment_id = await registry.assign_rate_model(
                 session,
                 principal,
@@ -554,7 +555,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                 assignment_id=assignment_id, station_id=request.station_id, rate_model_id=request.rate_model_id
             )
             response.effective_time.CopyFrom(to_timestamp(effective or self._now()))
-            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+            await idempotency.complete(session, claim, response.SerializeToString())
         return response
 
     async def SendStationCommand(
@@ -563,13 +564,13 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         principal = current_principal()
         timeout = _check_command(request)
         kind = request.command.WhichOneof("command") or ""
-        key = idempotency.key_of("SendStationCommand", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         command_id = new_id("cmd")
         async with self._db.transaction() as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.SendStationCommandResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "SendStationCommand", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.SendStationCommandResponse.FromString)) is not None:
+                return replay
             view = await registry.get_station(session, principal, request.station_id)
             _require_operator_scope(principal, view.station)
             connector_field = CONNECTOR_COMMANDS.get(kind)
@@ -598,7 +599,12 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                     created_at=self._now(),
                 )
             )
-        result = await self.hub.send_command(request.station_id, command, timeout, command_id)
+        try:
+            result = await self.hub.send_command(request.station_id, command, timeout, command_id)
+        except BaseException:  # cancelled: free the key, or its retries would be ABORTED for ever
+            async with self._db.transaction() as session:
+                await idempotency.abandon(session, claim)
+            raise
         response = stations_pb2.SendStationCommandResponse(command_id=command_id, result=result)
         async with self._db.transaction() as session:
             record = await session.get(StationCommandRecord, command_id)
@@ -607,7 +613,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                 record.detail = result.detail[:500]
                 record.result_at = self._now()
                 session.add(record)
-            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+            await idempotency.complete(session, claim, response.SerializeToString())
         return response
 
     async def RegisterPack(
@@ -633,12 +639,12 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
         if violations:
             raise InvalidArgument.for_fields(violations)
         where = p.location.WhichOneof("where")
-        key = idempotency.key_of("RegisterPack", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         async with self._db.transaction() as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.RegisterPackResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "RegisterPack", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.RegisterPackResponse.FromString)) is not None:
+                return replay
             pack = await packs.register_pack(
                 session,
                 principal,
@@ -656,7 +662,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             )
             await session.flush()
             response = stations_pb2.RegisterPackResponse(pack=pack_message(await packs.view(session, pack)))
-            idempotency.store(session, key, digest, response.SerializeToString(), self._now())
+            await idempotency.complete(session, claim, response.SerializeToString())
         if pack.station_id:
             self.hub.forget(pack.station_id)
         return response
@@ -723,13 +729,13 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             violations.append(FieldViolation("level", f"unknown alarm level {request.level}"))
         if violations:
             raise InvalidArgument.for_fields(violations)
-        key = idempotency.key_of("ReportInspection", principal, request.idempotency_key)
-        digest = idempotency.fingerprint(request.SerializeToString(deterministic=True))
         now = self._now()
         async with self._db.transaction() as session:
-            cached = await idempotency.lookup(session, key, digest)
-            if cached is not None:
-                return stations_pb2.ReportInspectionResponse.FromString(cached)
+            claim = await idempotency.claim_request(
+                session, "ReportInspection", principal.subject, request, now=self._now()
+            )
+            if (replay := idempotency.replayed(claim, stations_pb2.ReportInspectionResponse.FromString)) is not None:
+                return replay
             pack = await packs.load_pack(session, principal, request.pack_id, lock=True)
             station_id = request.station_id or pack.station_id
             if request.station_id and await session.get(Station, request.station_id) is None:
@@ -768,7 +774,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                 ),
                 pack=pack_message(await packs.view(session, outcome.pack)),
             )
-            idempotency.store(session, key, digest, response.SerializeToString(), now)
+            await idempotency.complete(session, claim, response.SerializeToString())
         if outcome.pack.station_id:
             twin = self.hub.twins.get(outcome.pack.station_id)
             if twin is not None:

@@ -23,6 +23,13 @@ comment may set a different limit ("Limit: ...").
 Overload: a unary call with (nearly) no time left before its deadline is not started (DEADLINE_EXCEEDED);
 beyond Settings.rpc_max_running calls running and rpc_max_queued waiting the server answers
 RESOURCE_EXHAUSTED at once: retry with backoff.
+Idempotency (every mutating RPC; python/voltcloud/platform/idempotency.py): a request's `idempotency_key`
+is scoped by the RPC and the caller. A retry with the same key and the same request (compared by its
+deterministic serialisation) does nothing again and gets the first call's answer, also when it arrives while
+the first call still runs (it waits for it; SendStationCommand, whose answer is the station's, answers
+ABORTED until the station has answered the first call: retry). The same key with a different request is INVALID_ARGUMENT with
+a google.rpc.BadRequest violation on `idempotency_key`, on every RPC. Where a key is optional, an empty key
+makes the call unkeyed.
 """
 
 from collections import abc as _abc
