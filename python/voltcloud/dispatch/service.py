@@ -17,6 +17,7 @@ from voltcloud.dispatch.models import MobileUnit, Task, TaskStep
 from voltcloud.ordering.lifecycle import Actor, Effects
 from voltcloud.ordering.runtime import PowerUp
 from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.enums import WorkerStatus
 from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.geo import parse_box, parse_position
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
@@ -24,7 +25,7 @@ from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import inventory
 
-WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = 1, 2, 3, 4
+WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = (int(s) for s in WorkerStatus)
 
 
 def step_message(s: TaskStep) -> dispatch_pb2.TaskStep:
