@@ -63,13 +63,14 @@ def test_unit_kinds_are_the_engine_unit_kinds() -> None:
 
 def test_stored_unit_status_maps_to_the_engine_status_of_the_same_meaning() -> None:
     status = _core.ENUM_NUMBERS["EngineUnitStatus"]
-    assert engine._UNIT_STATUS_TO_ENGINE == {
+    expected = {
         enums.UnitStatus.IDLE: status["AVAILABLE"],
         enums.UnitStatus.BUSY: status["BUSY"],
         enums.UnitStatus.OFF_SHIFT: status["OFF_SHIFT"],
     }
+    assert expected == engine._UNIT_STATUS_TO_ENGINE
     # A stored status the engine does not know is never offered and never released into service.
-    assert engine._UNIT_STATUS_UNKNOWN == status["OFFLINE"]
+    assert status["OFFLINE"] == engine._UNIT_STATUS_UNKNOWN
     assert status["RESERVED"] not in engine._UNIT_STATUS_TO_ENGINE.values()
 
 

@@ -7,11 +7,13 @@ Numbers are the protobuf `OrderState` values.
 
 from __future__ import annotations
 
-# Re-exported under the names ordering has always used.
+# Re-exported: ordering's modules import the order enums from here.
 from voltcloud.platform.enums import OrderState as OrderState
-from voltcloud.platform.enums import PowerUpMode as Mode
+from voltcloud.platform.enums import PowerUpMode
 from voltcloud.platform.enums import ResourceKind as ResourceKind
 from voltcloud.platform.errors import FailedPrecondition
+
+Mode = PowerUpMode  # ordering's name for it
 
 
 S = OrderState

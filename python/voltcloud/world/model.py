@@ -17,14 +17,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from voltcloud.platform.enums import (
-    ConnectorStandard,
-    ConnectorStatus,
-    PackState,
-    StationKind,
-    UnitKind,
-    UnitStatus,
-)
+# Re-exported: the world's tables carry these numbers.
+from voltcloud.platform.enums import ConnectorStandard as ConnectorStandard
+from voltcloud.platform.enums import ConnectorStatus as ConnectorStatus
+from voltcloud.platform.enums import PackState as PackState
+from voltcloud.platform.enums import StationKind as StationKind
+from voltcloud.platform.enums import UnitKind as UnitKind
+from voltcloud.platform.enums import UnitStatus as UnitStatus
 
 # ---- Enums (numbers from the proto via voltcloud.platform.enums; PackType's are the seeded pack_type rows) ---
 
