@@ -527,10 +527,9 @@ class Engine:
     def nearest_units(
         self, lat: float, lng: float, *, k: int, radius_m: float, kind: int | None = None, idle_only: bool = True
     ) -> list[tuple[UnitInfo, float]]:
+        available = _UNIT_STATUS_TO_ENGINE[UnitStatus.IDLE] if idle_only else None
         with engine_span("nearest_units", k=k, radius_m=radius_m):
-            idx, dist = self.index.nearest_units(
-                lat, lng, k, kind=kind, status=1 if idle_only else None, max_radius_m=radius_m
-            )
+            idx, dist = self.index.nearest_units(lat, lng, k, kind=kind, status=available, max_radius_m=radius_m)
         maps = self._maps
         return [(maps.unit_by_id[maps.unit_by_idx[i]], float(d)) for i, d in zip(idx, dist, strict=True)]
 
