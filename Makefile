@@ -28,10 +28,11 @@ test: install ## install everything and run the whole test suite (Rust, then Pyt
 	$(BIN)/pytest -q
 
 .PHONY: lint
-lint: install ## ruff, mypy --strict, stubtest, rustfmt, clippy, and the generated-code freshness check
+lint: install ## ruff, mypy --strict, stubtest, the import walls (lint-imports), rustfmt, clippy, and the generated-code freshness check
 	$(BIN)/ruff check python gateways tests bench loadtest scripts
 	$(BIN)/ruff format --check python gateways tests bench loadtest scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m mypy.stubtest voltcloud._core --allowlist .ci/stubtest-allowlist.txt
 	$(BIN)/python scripts/gen_protos.py --check
 	cargo fmt --manifest-path rust_core/Cargo.toml --check

@@ -110,7 +110,7 @@ def _cmd_solve_vrptw(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from voltcloud.ordering.demo import run
+    from voltcloud.demo import run
 
     return asyncio.run(run(_settings(args)))
 

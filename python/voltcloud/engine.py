@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,19 +29,26 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from voltcloud import _core
-from voltcloud.dispatch.models import MobileUnit
-from voltcloud.maintenance import workorders
+from voltcloud.engine_limits import (
+    LIMITS,
+    Problem,
+    _outside,
+    connector_problems,
+    pack_problems,
+    position_problems,
+    station_problems,
+)
+from voltcloud.engine_limits import STATION_CHARGING as STATION_CHARGING  # re-exported for ordering
+from voltcloud.engine_limits import STATION_SWAP as STATION_SWAP
+from voltcloud.maintenance import api as workorders
 from voltcloud.platform.db import Database
-from voltcloud.platform.enums import PowerUpMode, ResourceKind, StationKind, UnitKind, UnitStatus
+from voltcloud.platform.enums import PowerUpMode, ResourceKind, UnitKind, UnitStatus
 from voltcloud.platform.errors import InvalidArgument, ResourceExhausted, Unimplemented
 from voltcloud.platform.tracing import engine_span
-from voltcloud.stations.inventory import InventoryChange
-from voltcloud.stations.models import Connector, Pack, PackType, Station
+from voltcloud.stations.api import Connector, InventoryChange, MobileUnit, Pack, PackType, Station
 
 log = logging.getLogger(__name__)
 
-STATION_SWAP = int(StationKind.SWAP)
-STATION_CHARGING = int(StationKind.CHARGING)
 UNIT_VAN = int(UnitKind.VAN)
 UNIT_SPECIALIST = int(UnitKind.SPECIALIST)
 
@@ -65,92 +71,6 @@ _Row = TypeVar("_Row")
 # What building one engine column or load call can raise for a bad value: the engine's typed errors, and
 # numpy's when a value does not fit the column's dtype.
 _LOAD_ERRORS = (_core.VoltcloudCoreError, OverflowError, ValueError, TypeError)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The engine's limits (`_core.LIMITS`, rust_core/src/limits.rs), typed. A name missing from the engine
-    fails at import, so Python can never check against a limit the engine does not have."""
-
-    station_kind_min: int
-    station_kind_max: int
-    min_swap_lanes: int
-    max_lanes: int
-    min_swap_time_s: int
-    max_swap_time_s: int
-    max_slots: int
-    max_station_power_w: int
-    min_connector_power_w: int
-    max_connector_power_w: int
-    max_chargers: int
-    max_connectors_per_charger: int
-    max_connectors_per_station: int
-    connector_standard_max: int
-    connector_status_max: int
-    max_pack_type_id: int
-    max_permille: int
-    max_pack_cycles: int
-    pack_state_max: int
-    unit_kind_min: int
-    unit_kind_max: int
-    unit_status_max: int
-    unit_connector_mask: int
-    max_lat_deg: int
-    max_lng_deg: int
-
-    @classmethod
-    def from_core(cls) -> Limits:
-        return cls(**{f.name: int(_core.LIMITS[f.name]) for f in fields(cls)})
-
-
-LIMITS = Limits.from_core()
-
-# A problem with one value: (the row's column name, why).
-Problem = tuple[str, str]
-
-
-def _outside(column: str, value: float, lo: float, hi: float) -> list[Problem]:
-    if isinstance(value, float) and not math.isfinite(value):
-        return [(column, f"must be a finite number, got {value}")]
-    return [] if lo <= value <= hi else [(column, f"must be within [{lo}, {hi}], got {value}")]
-
-
-def position_problems(lat: float, lng: float) -> list[Problem]:
-    return _outside("lat", lat, -LIMITS.max_lat_deg, LIMITS.max_lat_deg) + _outside(
-        "lng", lng, -LIMITS.max_lng_deg, LIMITS.max_lng_deg
-    )
-
-
-def station_problems(
-    *, kind: int, lanes: int, swap_time_s: int, lat: float, lng: float, power_cap_w: int, slot_count: int
-) -> list[Problem]:
-    """What keeps a station row out of the engine (empty: it loads). A swap station needs lanes and a swap
-    time; a charging station has neither lanes nor slots to speak of, but stays within the same bounds."""
-    found = _outside("kind", kind, LIMITS.station_kind_min, LIMITS.station_kind_max)
-    swap = kind == STATION_SWAP
-    found += _outside("lanes", lanes, LIMITS.min_swap_lanes if swap else 0, LIMITS.max_lanes)
-    found += _outside("swap_time_s", swap_time_s, LIMITS.min_swap_time_s if swap else 0, LIMITS.max_swap_time_s)
-    found += _outside("slot_count", slot_count, 0, LIMITS.max_slots)
-    found += _outside("power_cap_w", power_cap_w, 0, LIMITS.max_station_power_w)
-    return found + position_problems(lat, lng)
-
-
-def connector_problems(*, standard: int, max_power_w: int, status: int) -> list[Problem]:
-    return (
-        _outside("standard", standard, 1, LIMITS.connector_standard_max)
-        + _outside("max_power_w", max_power_w, LIMITS.min_connector_power_w, LIMITS.max_connector_power_w)
-        + _outside("status", status, 1, LIMITS.connector_status_max)
-    )
-
-
-def pack_problems(*, pack_type_id: int, soc: int, soh: int, cycles: int, state: int) -> list[Problem]:
-    return (
-        _outside("pack_type_id", pack_type_id, 0, LIMITS.max_pack_type_id)
-        + _outside("soc_permille", soc, 0, LIMITS.max_permille)
-        + _outside("soh_permille", soh, 0, LIMITS.max_permille)
-        + _outside("cycles", cycles, 0, LIMITS.max_pack_cycles)
-        + _outside("state", state, 1, LIMITS.pack_state_max)
-    )
 
 
 def unit_problems(unit: MobileUnit) -> list[Problem]:

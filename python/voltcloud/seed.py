@@ -8,10 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import SQLModel, select
 
-from voltcloud.dispatch.models import MobileUnit
 from voltcloud.fleet.models import Driver, Fleet, SubFleet, Vehicle
 from voltcloud.platform.db import Database
-from voltcloud.stations.models import Connector, Operator, Pack, PackType, Station
+from voltcloud.stations.models import Connector, MobileUnit, Operator, Pack, PackType, Station
 from voltcloud.world import World, generate_world
 from voltcloud.world.model import PACK_CAPACITY_WH
 

@@ -31,12 +31,12 @@ from voltcloud.api.v1 import (
     stations_pb2_grpc,
 )
 from voltcloud.config import Settings
-from voltcloud.ordering.runtime import PowerUp
 from voltcloud.platform.auth import TokenService, load_or_create_dev_key
 from voltcloud.platform.db import Database, upgrade_database_async
 from voltcloud.platform.permissions import check_table_covers
 from voltcloud.platform.rpc import Admission, PlatformInterceptor
 from voltcloud.platform.tracing import configure_tracing
+from voltcloud.runtime import PowerUp
 from voltcloud.settlement.scheduler import SettlementScheduler
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,10 @@ def _servicer(cls: type, *args: Any) -> Any:
 
 def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     from voltcloud.dispatch.service import DispatchServicer
+    from voltcloud.ingest.hub import hub_for
     from voltcloud.ingest.service import IngestServicer
     from voltcloud.ordering.service import OrderingServicer
+    from voltcloud.settlement import api as settlement
     from voltcloud.settlement.service import SettlementServicer
     from voltcloud.stations.service import StationServicer
 
@@ -76,7 +78,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     return [
         ServiceBinding(
             stations_pb2.DESCRIPTOR.services_by_name["StationService"].full_name,
-            _servicer(StationServicer, db),
+            _servicer(StationServicer, db, hub_for(db), settlement),  # stations' ports: live twins, settlement
             stations_pb2_grpc.add_StationServiceServicer_to_server,
         ),
         ServiceBinding(

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from voltcloud import _core
-from voltcloud.dispatch.models import MobileUnit
 from voltcloud.engine import Engine, OptionRequest, VehicleProfile
 from voltcloud.fleet.models import Vehicle
 from voltcloud.platform.db import Database, upgrade_database_async
@@ -19,7 +18,7 @@ from voltcloud.platform.enums import UnitStatus
 from voltcloud.platform.errors import Aborted
 from voltcloud.seed import seed_demo_if_empty
 from voltcloud.stations import inventory
-from voltcloud.stations.models import Connector
+from voltcloud.stations.models import Connector, MobileUnit
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from sqlmodel import col, func, select
 from tests.integration.conftest import RunningPlatform
 from tests.integration.powerup_support import account_state, candidates, driver_md, fund, inventory_quote
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, settlement_pb2, settlement_pb2_grpc
-from voltcloud.dispatch.models import MobileUnit
 from voltcloud.fleet.models import Driver, SubFleet, Vehicle
 from voltcloud.ordering.models import Order, Reservation
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.server import Platform
 from voltcloud.settlement.models import LedgerAccount, LedgerHold
+from voltcloud.stations.models import MobileUnit
 
 Metadata = tuple[tuple[str, str], ...]
 

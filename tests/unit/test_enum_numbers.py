@@ -10,7 +10,7 @@ import pytest
 from google.protobuf.descriptor import EnumDescriptor
 
 from voltcloud import _core, engine, world
-from voltcloud.api.v1 import common_pb2, dispatch_pb2, ordering_pb2
+from voltcloud.api.v1 import common_pb2, dispatch_pb2, ordering_pb2, stations_pb2
 from voltcloud.platform import auth, enums
 
 PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
@@ -23,6 +23,7 @@ PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.ResourceKind: ordering_pb2.ResourceKind.DESCRIPTOR,
     enums.ReservationState: ordering_pb2.ReservationState.DESCRIPTOR,
     enums.WorkerStatus: dispatch_pb2.WorkerStatus.DESCRIPTOR,
+    enums.StationSessionKind: stations_pb2.StationSessionKind.DESCRIPTOR,
     auth.Role: common_pb2.Role.DESCRIPTOR,
 }
 

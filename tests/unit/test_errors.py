@@ -1,7 +1,8 @@
 import grpc
 from google.rpc import error_details_pb2
 
-from voltcloud.platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, to_status
+from voltcloud.platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from voltcloud.platform.rpc import to_status
 
 
 def test_validation_error_carries_bad_request_field_violations() -> None:

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
 from voltcloud.dispatch import tasks
-from voltcloud.ordering.lifecycle import Effects, UnitOfWork
+from voltcloud.ordering.api import Effects, UnitOfWork
 from voltcloud.platform.clock import Clock
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,12 @@ from voltcloud.config import Settings
 from voltcloud.dispatch import tasks
 from voltcloud.dispatch.models import Task
 from voltcloud.engine import UnitInfo
-from voltcloud.ordering.lifecycle import SYSTEM, Effects, Facts, UnitOfWork, record
-from voltcloud.ordering.models import Order
+from voltcloud.ordering.api import SYSTEM, Effects, Facts, Order, UnitOfWork, record
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import Aborted
 from voltcloud.platform.geo import Box
 from voltcloud.platform.tracing import engine_span
-from voltcloud.stations import inventory
+from voltcloud.stations.api import inventory
 
 _core_any: Any = _core
 

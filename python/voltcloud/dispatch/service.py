@@ -6,24 +6,27 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from voltcloud.config import Settings
 from voltcloud.dispatch import planning, tasks
-from voltcloud.dispatch.hub import Connection, Outgoing
-from voltcloud.dispatch.models import MobileUnit, Task, TaskStep
-from voltcloud.ordering.lifecycle import Actor, Effects
-from voltcloud.ordering.runtime import PowerUp
+from voltcloud.dispatch.hub import Connection, DispatchHub, Outgoing
+from voltcloud.dispatch.models import Task, TaskStep
+from voltcloud.engine import Engine
+from voltcloud.ordering.api import Actor, Effects, OrderFeed, UnitOfWork
 from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.clock import Clock
+from voltcloud.platform.db import Database
 from voltcloud.platform.enums import WorkerStatus
 from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.geo import parse_box, parse_position
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
-from voltcloud.stations import inventory
+from voltcloud.stations.api import MobileUnit, inventory
 
 WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = (int(s) for s in WorkerStatus)
 
@@ -95,8 +98,33 @@ def _step_input(step: dispatch_pb2.StepUpdate) -> tasks.StepInput:
     )
 
 
+class DispatchRuntime(Protocol):
+    """What the servicer uses of the running power-up (`voltcloud.runtime.PowerUp`, built by server.py)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def hub(self) -> DispatchHub: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def feed(self) -> OrderFeed: ...
+
+    @property
+    def uow(self) -> UnitOfWork: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+
 class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
-    def __init__(self, powerup: PowerUp) -> None:
+    def __init__(self, powerup: DispatchRuntime) -> None:
         self._p = powerup
 
     # ---- the app stream ---------------------------------------------------------------------------------

@@ -21,18 +21,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
-from voltcloud.dispatch.models import MobileUnit, Task, TaskStep
+from voltcloud.dispatch.models import Task, TaskStep
 from voltcloud.engine import Engine
-from voltcloud.ordering import lifecycle
-from voltcloud.ordering.lifecycle import Actor, Effects, Facts
-from voltcloud.ordering.models import Order
-from voltcloud.ordering.states import OrderState
+from voltcloud.ordering.api import Actor, Effects, Facts, Order, OrderState, Place, lifecycle
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import UnitKind
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.stations import inventory
+from voltcloud.stations.api import MobileUnit, inventory
 
 
 class TaskKind(enum.IntEnum):
@@ -69,8 +67,8 @@ class StepStatus(enum.IntEnum):
 
 
 OPEN_TASK_STATES = frozenset({TaskState.OFFERED, TaskState.ACCEPTED, TaskState.IN_PROGRESS})
-UNIT_VAN = 1
-UNIT_SPECIALIST = 2
+UNIT_VAN = int(UnitKind.VAN)
+UNIT_SPECIALIST = int(UnitKind.SPECIALIST)
 
 
 class Notifier(Protocol):
@@ -101,13 +99,6 @@ class StepInput:
 class TaskView:
     task: Task
     steps: list[TaskStep]
-
-
-@dataclass(frozen=True)
-class Place:
-    lat: float
-    lng: float
-    station_id: str | None = None
 
 
 def _steps_for(

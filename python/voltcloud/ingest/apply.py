@@ -13,17 +13,25 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2
-from voltcloud.fleet.models import Vehicle
+from voltcloud.fleet.api import Vehicle
 from voltcloud.ingest.hub import Hub
 from voltcloud.ingest.models import StationEventLog
-from voltcloud.maintenance import workorders
+from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Role
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.limits import optional_datetime
-from voltcloud.stations import packs, sessions, tokens
-from voltcloud.stations.models import Connector, Pack, Station, StationSession
-from voltcloud.stations.twin import TelemetrySource, Twin
+from voltcloud.stations.api import (
+    Connector,
+    Pack,
+    Station,
+    StationSession,
+    TelemetrySource,
+    Twin,
+    packs,
+    sessions,
+    tokens,
+)
 
 log = logging.getLogger(__name__)
 

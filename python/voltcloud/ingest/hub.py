@@ -23,10 +23,18 @@ from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.limits import to_timestamp
-from voltcloud.stations.commands import CommandOutcome
-from voltcloud.stations.models import Connector, Pack, Station
-from voltcloud.stations.sessions import SessionListener
-from voltcloud.stations.twin import ConnectorTwin, LaneTwin, SlotTwin, Twin, TwinStore
+from voltcloud.stations.api import (
+    CommandOutcome,
+    Connector,
+    ConnectorTwin,
+    LaneTwin,
+    Pack,
+    SessionListener,
+    SlotTwin,
+    Station,
+    Twin,
+    TwinStore,
+)
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,9 @@ from voltcloud.platform.errors import (
 )
 from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.platform.rpc import current_principal
-from voltcloud.stations import idempotency, tokens
-from voltcloud.stations.token_models import ChargingToken
+from voltcloud.settlement import api as settlement
+from voltcloud.stations import idempotency
+from voltcloud.stations.api import ChargingToken, tokens
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +399,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             cached = await idempotency.lookup(session, key, digest)
             if cached is not None:
                 return ingest_pb2.RegisterChargingTokenResponse.FromString(cached)
-            token = await tokens.register(session, principal, now, inp)
+            token = await tokens.register(session, principal, now, inp, settlement)
             response = ingest_pb2.RegisterChargingTokenResponse(token=_token_message(token, now))
             idempotency.store(session, key, digest, response.SerializeToString(), now)
         return response

@@ -37,8 +37,7 @@ from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, DomainError
-from voltcloud.stations import inventory
-from voltcloud.stations.inventory import InventoryChange
+from voltcloud.stations.api import InventoryChange, inventory
 
 log = logging.getLogger(__name__)
 

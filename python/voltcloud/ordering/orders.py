@@ -12,10 +12,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
-from voltcloud.dispatch import tasks as dispatch
 from voltcloud.ordering import payments
 from voltcloud.ordering.lifecycle import SYSTEM, Actor, Effects, Facts, UnitOfWork, finish, record
 from voltcloud.ordering.models import RESERVATION_ACTIVE, Order, OrderEvent, Quote, Reservation
+from voltcloud.ordering.ports import Dispatcher, Place
 from voltcloud.ordering.quoting import QuotedOption, hold_amount, options_of, vehicle_for
 from voltcloud.ordering.reservations import overlapping
 from voltcloud.ordering.states import ACTIVE, BEFORE_DISPATCH, Mode, OrderState
@@ -30,7 +30,7 @@ from voltcloud.platform.errors import (
 )
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.stations import inventory
+from voltcloud.stations.api import Station, inventory
 
 
 @dataclass
@@ -38,7 +38,7 @@ class OrderingDeps:
     uow: UnitOfWork
     clock: Clock
     settings: Settings
-    notifier: dispatch.Notifier
+    dispatch: Dispatcher
 
 
 @dataclass(frozen=True)
@@ -275,18 +275,17 @@ async def _create(
         if option.station_id:
             info = deps.uow.engine.station(option.station_id)
             if info is not None:
-                station = dispatch.Place(info.lat, info.lng, info.id)
-        task = await dispatch.create_for_order(
+                station = Place(info.lat, info.lng, info.id)
+        task = await deps.dispatch.create_for_order(
             session,
             effects,
-            deps.notifier,
             order=order,
-            kind=dispatch.TaskKind.VALET if mode is Mode.VALET else dispatch.TaskKind.MOBILE_CHARGE,
+            mode=mode,
             unit_id=option.unit_id,
             operator_id=option.operator_id,
-            vehicle=dispatch.Place(quote.lat, quote.lng),
+            vehicle=Place(quote.lat, quote.lng),
             station=station,
-            back=dispatch.Place(quote.lat, quote.lng),
+            back=Place(quote.lat, quote.lng),
             eta=eta,
             service_s=option.service_s,
             energy_wh=option.energy_wh,
@@ -314,8 +313,6 @@ async def _create(
 
 
 async def _lanes(session: AsyncSession, station_id: str) -> int:
-    from voltcloud.stations.models import Station
-
     station = await session.get(Station, station_id)
     return max(station.lanes if station else 1, 1)
 
@@ -437,7 +434,7 @@ async def cancel_order(
         fee = 0 if free else deps.settings.cancel_fee_minor
         order.cancel_key = idempotency_key
         why = reason or "cancelled by customer"
-        await dispatch.cancel_for_order(session, effects, deps.notifier, order, why, now)
+        await deps.dispatch.cancel_for_order(session, effects, order, why, now)
         await finish(
             session, effects, order, OrderState.CANCELLED, Actor.of(principal), now,
             reason=why, fee_minor=fee, clock=deps.clock,
@@ -463,7 +460,7 @@ async def expire_due(deps: OrderingDeps) -> int:
             )
         )
         for order in due:
-            await dispatch.cancel_for_order(session, effects, deps.notifier, order, "order expired", now)
+            await deps.dispatch.cancel_for_order(session, effects, order, "order expired", now)
             await finish(
                 session, effects, order, OrderState.EXPIRED, SYSTEM, now,
                 reason="service did not start in time", clock=deps.clock,

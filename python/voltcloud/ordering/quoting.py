@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
 from voltcloud.engine import Engine, EngineOption, OptionRequest, VehicleProfile
-from voltcloud.fleet.models import Driver, Vehicle
+from voltcloud.fleet.api import Driver, Vehicle
 from voltcloud.ordering import payments, ranking
 from voltcloud.ordering.lifecycle import UnitOfWork
 from voltcloud.ordering.models import CustomerProfile, Order, Quote

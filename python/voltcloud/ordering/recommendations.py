@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from voltcloud.config import Settings
 from voltcloud.engine import STATION_CHARGING, STATION_SWAP, UNIT_SPECIALIST, UNIT_VAN
-from voltcloud.fleet.models import Vehicle
+from voltcloud.fleet.api import Vehicle
 from voltcloud.ordering import payments
 from voltcloud.ordering.lifecycle import UnitOfWork
 from voltcloud.ordering.quoting import vehicle_for

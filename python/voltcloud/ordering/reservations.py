@@ -25,8 +25,7 @@ from voltcloud.platform.enums import ConnectorStatus, StationKind
 from voltcloud.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.stations import inventory
-from voltcloud.stations.models import Connector, Station
+from voltcloud.stations.api import Connector, Station, inventory
 
 # A connector in one of these states cannot be booked.
 _OUT_OF_SERVICE = (ConnectorStatus.FAULTED, ConnectorStatus.UNAVAILABLE, ConnectorStatus.OFFLINE)

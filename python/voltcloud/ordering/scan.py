@@ -23,9 +23,7 @@ from voltcloud.ordering.states import ACTIVE, Mode, OrderState, ResourceKind
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from voltcloud.platform.ids import new_id
-from voltcloud.stations.commands import CommandOutcome, StationCommands
-from voltcloud.stations.inventory import CONNECTOR_AVAILABLE
-from voltcloud.stations.models import Connector
+from voltcloud.stations.api import CONNECTOR_AVAILABLE, CommandOutcome, Connector, StationCommands
 
 _QR = re.compile(r"^voltcloud://(?P<kind>[cl])/(?P<station>[A-Za-z0-9_.:-]{1,64})/(?P<target>[A-Za-z0-9_.:-]{1,64})$")
 REMOTE_START_TIMEOUT = dt.timedelta(seconds=20)

@@ -6,19 +6,21 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
-from voltcloud.dispatch.models import MobileUnit
+from voltcloud.config import Settings
 from voltcloud.ordering import orders, quoting, recommendations, reservations, roads, scan
-from voltcloud.ordering.lifecycle import events_after
+from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork, events_after
 from voltcloud.ordering.models import Order, OrderEvent, Reservation
-from voltcloud.ordering.runtime import PowerUp
 from voltcloud.ordering.states import TERMINAL, OrderState
+from voltcloud.platform.clock import Clock
+from voltcloud.platform.db import Database
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
+from voltcloud.stations.api import MobileUnit, StationCommands
 
 WATCH_POLL_S = 1.0
 
@@ -112,8 +114,33 @@ def reservation_message(r: Reservation) -> ordering_pb2.Reservation:
     )
 
 
+class OrderingRuntime(Protocol):
+    """What the servicer uses of the running power-up (`voltcloud.runtime.PowerUp`, built by server.py)."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def deps(self) -> orders.OrderingDeps: ...
+
+    @property
+    def feed(self) -> OrderFeed: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def uow(self) -> UnitOfWork: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def station_commands(self) -> StationCommands | None: ...
+
+
 class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
-    def __init__(self, powerup: PowerUp) -> None:
+    def __init__(self, powerup: OrderingRuntime) -> None:
         self._p = powerup
 
     async def QuotePowerUp(

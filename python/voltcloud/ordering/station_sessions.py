@@ -28,9 +28,7 @@ from voltcloud.ordering.states import ACTIVE, Mode, OrderState
 from voltcloud.platform.auth import Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import DomainError
-from voltcloud.stations import tokens
-from voltcloud.stations.models import Station
-from voltcloud.stations.sessions import CHARGE, ENDED, STARTED, SWAP, SessionLink, SessionReport
+from voltcloud.stations.api import CHARGE, ENDED, STARTED, SWAP, SessionLink, SessionReport, Station, tokens
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.fleet.models import Vehicle
+from voltcloud.fleet.api import Vehicle
 from voltcloud.ordering import payments
 from voltcloud.ordering.lifecycle import Actor, Effects, Facts, record
 from voltcloud.ordering.models import Order, Quote
@@ -26,9 +26,7 @@ from voltcloud.platform.auth import Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition
 from voltcloud.platform.ids import new_id
-from voltcloud.stations.models import Connector, Station
-from voltcloud.stations.sessions import SessionReport
-from voltcloud.stations.token_models import ChargingToken
+from voltcloud.stations.api import ChargingToken, Connector, SessionReport, Station
 
 HOLD_TTL = dt.timedelta(hours=30)  # a session may run long; the hold must outlive it
 

@@ -13,6 +13,7 @@ import enum
 from voltcloud.api.v1 import common_pb2 as c
 from voltcloud.api.v1 import dispatch_pb2 as d
 from voltcloud.api.v1 import ordering_pb2 as o
+from voltcloud.api.v1 import stations_pb2 as s
 
 
 class StationKind(enum.IntEnum):
@@ -81,6 +82,11 @@ class ReservationState(enum.IntEnum):
     USED = o.RESERVATION_STATE_USED
     CANCELLED = o.RESERVATION_STATE_CANCELLED
     EXPIRED = o.RESERVATION_STATE_EXPIRED
+
+
+class StationSessionKind(enum.IntEnum):
+    CHARGE = s.STATION_SESSION_KIND_CHARGE
+    SWAP = s.STATION_SESSION_KIND_SWAP
 
 
 class WorkerStatus(enum.IntEnum):

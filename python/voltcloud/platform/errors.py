@@ -1,17 +1,31 @@
-"""One domain error hierarchy, and the one place it becomes a gRPC status.
+"""One domain error hierarchy with platform-neutral codes.
 
-Domain code raises these; it never imports grpc. `to_status` is used by the servicer decorator and the
-interceptor, so every RPC answers with the same codes and details for the same kind of failure.
+Domain code raises these. They know nothing of grpc, so no domain depends on the transport: the one mapping
+from `ErrorCode` to `grpc.StatusCode` and the rich status lives in the interceptor (`platform/rpc.py`).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+
+class ErrorCode(enum.Enum):
+    """What kind of failure, named as the API documents it; the transport chooses its own number."""
+
+    INTERNAL = "INTERNAL"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -23,7 +37,7 @@ class FieldViolation:
 class DomainError(Exception):
     """Base of every error a domain module raises on purpose."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,7 +47,7 @@ class DomainError(Exception):
 class InvalidArgument(DomainError):
     """Bad input. Carries the offending fields for `google.rpc.BadRequest`."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = ErrorCode.INVALID_ARGUMENT
 
     def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
         super().__init__(message)
@@ -51,61 +65,44 @@ class InvalidArgument(DomainError):
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = ErrorCode.NOT_FOUND
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = ErrorCode.ALREADY_EXISTS
 
 
 class FailedPrecondition(DomainError):
     """The target is in the wrong state for this operation (an illegal transition, short funds)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 class Aborted(DomainError):
     """A concurrent writer won the race (optimistic version check failed); the caller may retry."""
 
-    code = grpc.StatusCode.ABORTED
+    code = ErrorCode.ABORTED
 
 
 class ResourceExhausted(DomainError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = ErrorCode.RESOURCE_EXHAUSTED
 
 
 class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class Unimplemented(DomainError):
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = ErrorCode.UNIMPLEMENTED
 
 
 class DeadlineExceeded(DomainError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = ErrorCode.DEADLINE_EXCEEDED
 
 
 class Unavailable(DomainError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-def to_status(error: DomainError) -> status_pb2.Status:
-    """The rich `google.rpc.Status` for a domain error, with BadRequest details for validation errors."""
-    numeric_code: int = error.code.value[0]
-    status = status_pb2.Status(code=numeric_code, message=error.message)
-    if isinstance(error, InvalidArgument) and error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
-            ]
-        )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        status.details.append(detail)
-    return status
+    code = ErrorCode.UNAVAILABLE

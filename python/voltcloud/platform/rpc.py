@@ -18,18 +18,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.trace import Status, StatusCode
 
 from voltcloud.platform.auth import Principal, TokenService
 from voltcloud.platform.errors import (
     DeadlineExceeded,
     DomainError,
+    ErrorCode,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
     Unimplemented,
-    to_status,
 )
 from voltcloud.platform.limits import check_message
 from voltcloud.platform.permissions import PUBLIC_METHOD_PREFIXES, required_roles
@@ -48,10 +50,32 @@ def current_principal() -> Principal:
         raise RuntimeError("current_principal() called outside an authenticated RPC") from None
 
 
+def status_code(code: ErrorCode) -> grpc.StatusCode:
+    """The one mapping from a domain error's neutral code to gRPC's: the names are the API's own."""
+    return grpc.StatusCode[code.name]
+
+
+def to_status(error: DomainError) -> status_pb2.Status:
+    """The rich `google.rpc.Status` for a domain error, with BadRequest details for validation errors."""
+    numeric_code: int = status_code(error.code).value[0]
+    status = status_pb2.Status(code=numeric_code, message=error.message)
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    return status
+
+
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> None:
     status = to_status(error)
     await context.abort(
-        error.code,
+        status_code(error.code),
         error.message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )

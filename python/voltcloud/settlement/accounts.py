@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.dispatch.models import MobileUnit  # read-only: which operator employs a unit
-from voltcloud.fleet.models import Driver, SubFleet  # read-only: fleet membership decides who spends
+from voltcloud.fleet.api import Driver, SubFleet  # read-only: fleet membership decides who spends
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.errors import InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
@@ -19,6 +18,7 @@ from voltcloud.platform.paging import Page
 from voltcloud.settlement.models import LedgerAccount, Posting
 from voltcloud.settlement.money import AccountKind, check_currency
 from voltcloud.settlement.sql import insert_ignore
+from voltcloud.stations.api import MobileUnit  # read-only: which operator employs a unit
 
 # Accounts customers spend from: they may never go below their limit.
 WALLET_KINDS = frozenset({AccountKind.CUSTOMER, AccountKind.FLEET})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.fleet.models import Fleet  # read-only: a fleet's payment mode and credit limit
+from voltcloud.fleet.api import Fleet  # read-only: a fleet's payment mode and credit limit
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument

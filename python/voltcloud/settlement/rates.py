@@ -36,7 +36,7 @@ from voltcloud.settlement.tariff import (
     price,
     validate,
 )
-from voltcloud.stations.models import Station  # read-only: a station's operator and time zone
+from voltcloud.stations.api import Station  # read-only: a station's operator and time zone
 
 BUILTIN_ID = "builtin-default"
 SCOPES = ("customer", "station", "operator", "platform")

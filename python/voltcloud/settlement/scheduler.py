@@ -30,7 +30,7 @@ from voltcloud.settlement.holds import SYSTEM_CLOCK, expire_due_holds
 from voltcloud.settlement.models import LedgerAccount
 from voltcloud.settlement.money import AccountKind
 from voltcloud.settlement.providers import DEFAULT_PROVIDERS, ProviderRegistry
-from voltcloud.stations.models import Station  # read-only: an operator's local time zone
+from voltcloud.stations.api import Station  # read-only: an operator's local time zone
 
 log = logging.getLogger(__name__)
 

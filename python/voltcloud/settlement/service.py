@@ -37,7 +37,7 @@ from voltcloud.settlement.money import AccountKind, check_amount, check_currency
 from voltcloud.settlement.providers import DEFAULT_PROVIDERS, ProviderRegistry
 from voltcloud.settlement.sql import is_lost_race
 from voltcloud.settlement.tariff import Dimension, PriceComponent, Restrictions, Tariff, TariffElement
-from voltcloud.stations.models import Station  # read-only: which operator runs a station
+from voltcloud.stations.api import Station  # read-only: which operator runs a station
 
 DEFAULT_HOLD_TTL = dt.timedelta(minutes=30)
 

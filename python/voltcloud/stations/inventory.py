@@ -18,10 +18,9 @@ import sqlalchemy as sa
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.dispatch.models import MobileUnit
 from voltcloud.platform.enums import ConnectorStatus, PackState, UnitStatus
 from voltcloud.platform.errors import Aborted, FailedPrecondition, NotFound
-from voltcloud.stations.models import Connector, Pack, Station
+from voltcloud.stations.models import Connector, MobileUnit, Pack, Station
 
 # Plain ints for the columns and the engine; the numbers come from voltcloud.platform.enums.
 CONNECTOR_AVAILABLE = int(ConnectorStatus.AVAILABLE)

@@ -159,3 +159,22 @@ class StationIdempotency(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     response: bytes = Field(sa_type=sa.LargeBinary)
     created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class MobileUnit(SQLModel, table=True):
+    """A charging van, a valet specialist or a maintenance engineer, employed by an operator. Owned here, with
+    the operator's other resources, because `inventory` reserves it like a connector or a pack."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    operator_id: str = Field(foreign_key="operator.id", index=True, max_length=64)
+    kind: int = Field(description="1 van, 2 specialist, 3 engineer")
+    name: str = Field(max_length=200)
+    lat: float
+    lng: float
+    energy_wh: int = Field(default=0, ge=0, description="Energy on board (vans)")
+    connector_mask: int = Field(default=0)
+    skills: int = Field(default=0, description="Skill bitmask (engineers)")
+    shift_start_s: int = Field(ge=0, le=86400, description="Seconds after local midnight")
+    shift_end_s: int = Field(ge=0, le=2 * 86400)
+    status: int = Field(default=1)
+    version: int = Field(default=1)

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud import _core, engine
-from voltcloud.maintenance import workorders
+from voltcloud import _core, engine_limits
+from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import PackState
 from voltcloud.platform.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
@@ -180,9 +180,9 @@ _PACK_PATHS = {"pack_type_id": "pack_type_id", "soc_permille": "soc_permille", "
 
 
 def check_engine_limits(*, pack_type_id: int, soc: int, soh: int, cycles: int) -> None:
-    """Refuses pack values outside the engine's limits (`engine.LIMITS`), naming the API field; checked before
+    """Refuses pack values outside the engine's limits (`engine_limits.LIMITS`), naming the API field; checked before
     any lookup, so an id beyond the database's integer range never reaches a query."""
-    problems = engine.pack_problems(pack_type_id=pack_type_id, soc=soc, soh=soh, cycles=cycles, state=READY)
+    problems = engine_limits.pack_problems(pack_type_id=pack_type_id, soc=soc, soh=soh, cycles=cycles, state=READY)
     if problems:
         raise InvalidArgument.for_fields(
             [FieldViolation(f"pack.{_PACK_PATHS.get(column, 'cycle_count')}", reason) for column, reason in problems]
@@ -192,9 +192,9 @@ def check_engine_limits(*, pack_type_id: int, soc: int, soh: int, cycles: int) -
 def _check_slot(station: Station, slot_no: int | None) -> None:
     """Only a swap station's racks hold packs (the engine refuses a pack at a charging station), and only in
     its slots: the station's slot_count, or the engine's slot limit when the count was never configured."""
-    if station.kind != engine.STATION_SWAP:
+    if station.kind != engine_limits.STATION_SWAP:
         raise InvalidArgument.for_field("pack.location.station_slot.station_id", f"{station.id} is not a swap station")
-    slots = station.slot_count or engine.LIMITS.max_slots
+    slots = station.slot_count or engine_limits.LIMITS.max_slots
     if slot_no is not None and not 1 <= slot_no <= slots:
         raise InvalidArgument.for_field("pack.location.station_slot.slot", f"must be within [1, {slots}]")
 

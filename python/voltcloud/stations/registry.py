@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud import engine
+from voltcloud import engine_limits
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import ConnectorStatus
 from voltcloud.platform.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.settlement import api as settlement
 from voltcloud.stations.models import Connector, Operator, Station
+from voltcloud.stations.ports import Settlement
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ async def assign_rate_model(
     customer_account_id: str = "",
     fleet_id: str = "",
     effective_from: dt.datetime | None = None,
+    settlement: Settlement,
 ) -> str:
     """Assigns a rate model to one of the caller's stations (optionally for one customer account or fleet)
     through settlement's public function; another operator's station is NOT_FOUND. Returns the assignment id."""
@@ -144,10 +145,10 @@ _STATION_PATHS = {
 
 
 def check_engine_limits(station: Station, field: str = "station") -> None:
-    """Refuses a station row outside the engine's limits (`engine.LIMITS`), naming the API field. Stored, such a
+    """Refuses a station row outside the engine's limits (`engine_limits.LIMITS`), naming the API field. Stored, such a
     row would be quarantined by the engine: the station would silently not be served."""
-    power = "swap.charging_power_cap_w" if station.kind == engine.STATION_SWAP else "charging.site_power_cap_w"
-    problems = engine.station_problems(
+    power = "swap.charging_power_cap_w" if station.kind == engine_limits.STATION_SWAP else "charging.site_power_cap_w"
+    problems = engine_limits.station_problems(
         kind=station.kind,
         lanes=station.lanes,
         swap_time_s=station.swap_time_s,
@@ -164,7 +165,7 @@ def check_engine_limits(station: Station, field: str = "station") -> None:
 
 def check_connector_limits(connectors: tuple[ConnectorSpec, ...], field: str = "station") -> None:
     """Refuses connectors outside the engine's limits, and more chargers or connectors than a station may have."""
-    limits = engine.LIMITS
+    limits = engine_limits.LIMITS
     violations: list[FieldViolation] = []
     chargers = Counter(c.charger_no for c in connectors)
     if len(chargers) > limits.max_chargers or max(chargers, default=0) > limits.max_chargers:
@@ -191,7 +192,7 @@ def check_connector_limits(connectors: tuple[ConnectorSpec, ...], field: str = "
                     f"{path}.ocpp_connector_number", f"must be within [1, {limits.max_connectors_per_charger}]"
                 )
             )
-        for column, reason in engine.connector_problems(
+        for column, reason in engine_limits.connector_problems(
             standard=c.standard, max_power_w=c.max_power_w, status=ConnectorStatus.AVAILABLE
         ):
             violations.append(FieldViolation(f"{path}.{column}", reason))

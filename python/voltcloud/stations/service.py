@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from voltcloud.api.v1 import common_pb2, stations_pb2, stations_pb2_grpc
-from voltcloud.ingest.hub import hub_for
 from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import parse_box, parse_position
@@ -19,7 +19,8 @@ from voltcloud.platform.paging import Page, next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import idempotency, packs, registry, sessions
 from voltcloud.stations.models import Pack, PackEvent, Station, StationCommandRecord, StationSession
-from voltcloud.stations.twin import Twin
+from voltcloud.stations.ports import Settlement
+from voltcloud.stations.twin import Twin, TwinStore
 
 _KINDS = frozenset(common_pb2.StationKind.values()) - {common_pb2.STATION_KIND_UNSPECIFIED}
 _STANDARDS = frozenset(common_pb2.ConnectorStandard.values()) - {common_pb2.CONNECTOR_STANDARD_UNSPECIFIED}
@@ -328,10 +329,34 @@ def _require_operator_scope(principal: Principal, station: Station) -> None:
         principal.require_tenant("operator", station.operator_id)
 
 
+class LiveTwins(Protocol):
+    """The live twins and command routes of stations, kept by the gateway hub (`ingest.hub.Hub`, wired by
+    server.py): ingest sits above stations, so the servicer gets it rather than importing it."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def twins(self) -> TwinStore: ...
+
+    async def twin(self, station_id: str) -> Twin: ...
+
+    def forget(self, station_id: str) -> None: ...
+
+    async def send_command(
+        self,
+        station_id: str,
+        command: stations_pb2.StationCommand,
+        answer_within: dt.timedelta,
+        command_id: str | None = None,
+    ) -> stations_pb2.StationCommandResult: ...
+
+
 class StationServicer(stations_pb2_grpc.StationServiceServicer):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hub: LiveTwins, settlement: Settlement) -> None:
         self._db = db
-        self.hub = hub_for(db)
+        self.hub = hub
+        self._settlement = settlement
 
     def _now(self) -> dt.datetime:
         return self.hub.clock.now()
@@ -523,6 +548,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
                 customer_account_id=request.customer_account_id,
                 fleet_id=request.fleet_id,
                 effective_from=effective,
+                settlement=self._settlement,
             )
             response = stations_pb2.AssignRateModelResponse(
                 assignment_id=assignment_id, station_id=request.station_id, rate_model_id=request.rate_model_id

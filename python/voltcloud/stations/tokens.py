@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.fleet.models import Driver, SubFleet, Vehicle
-from voltcloud.maintenance import workorders
+from voltcloud.fleet.api import Driver, SubFleet, Vehicle
+from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
-from voltcloud.settlement import api as settlement
 from voltcloud.stations.models import Operator, Station, StationSession
+from voltcloud.stations.ports import Settlement
 from voltcloud.stations.token_models import AbnormalSession, ChargingToken
 
 ID_TAG = re.compile(r"^[A-Za-z0-9._:-]{1,20}$")  # OCPP 1.6 IdToken: CiString20
@@ -112,7 +112,9 @@ async def station_operator(session: AsyncSession, principal: Principal, station_
 # ---- registration and blocking ----
 
 
-async def register(session: AsyncSession, principal: Principal, now: dt.datetime, inp: TokenInput) -> ChargingToken:
+async def register(
+    session: AsyncSession, principal: Principal, now: dt.datetime, inp: TokenInput, settlement: Settlement
+) -> ChargingToken:
     check_id_tag(inp.id_tag)
     if inp.expires_at is not None and inp.expires_at <= now:
         raise InvalidArgument.for_field("expiry_time", "must be in the future")

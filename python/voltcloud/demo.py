@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, ordering_pb2, ordering_pb2_grpc
 from voltcloud.config import Settings
-from voltcloud.fleet.models import Vehicle
+from voltcloud.fleet.api import Vehicle
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.platform.ids import new_id
 from voltcloud.server import Platform

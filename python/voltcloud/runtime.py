@@ -1,5 +1,8 @@
 """The running one-click power-up: engine, order feed, dispatch hub and their background loops.
 
+A composition module beside `server.py` (not inside a room): it wires ordering's `Dispatcher` port to
+dispatch, which sits above ordering.
+
 Built by the composition root (`server.Platform.start`). On start the engine is rebuilt from the database,
 so a restarted server resumes every in-flight order (orders, tasks, offers and reservations all live in the
 database; nothing is kept only in memory).
@@ -16,15 +19,13 @@ from collections.abc import Awaitable, Callable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
-from voltcloud.dispatch import planning
-from voltcloud.dispatch.hub import DispatchHub
+from voltcloud.dispatch.api import DispatchHub, OrderTasks, planning
 from voltcloud.engine import Engine
 from voltcloud.ordering import orders, reservations, roads, station_sessions
 from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
-from voltcloud.stations.commands import StationCommands
-from voltcloud.stations.sessions import SessionLink, SessionReport
+from voltcloud.stations.api import SessionLink, SessionReport, StationCommands
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class PowerUp:
         self.feed = OrderFeed()
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
-        self.deps = orders.OrderingDeps(self.uow, self.clock, settings, self.hub)
+        self.deps = orders.OrderingDeps(self.uow, self.clock, settings, OrderTasks(self.hub))
         self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []
         self._road_seen: set[str] = set()

@@ -1,0 +1,23 @@
+"""Maintenance's public functions for other rooms: raising and clearing alarms."""
+
+from __future__ import annotations
+
+from voltcloud.maintenance.workorders import (
+    ALARM_SOURCE_INSPECTION,
+    ALARM_SOURCE_PLATFORM,
+    ALARM_SOURCE_STATION,
+    WORK_ORDER_SOURCE_INSPECTION,
+    clear_alarms,
+    raise_alarm,
+    raise_alarm_once,
+)
+
+__all__ = [
+    "ALARM_SOURCE_INSPECTION",
+    "ALARM_SOURCE_PLATFORM",
+    "ALARM_SOURCE_STATION",
+    "WORK_ORDER_SOURCE_INSPECTION",
+    "clear_alarms",
+    "raise_alarm",
+    "raise_alarm_once",
+]
