@@ -152,6 +152,7 @@ class Platform:
         # Station sessions reported by gateways move self-service orders (same transaction as the session).
         hub = hub_for(self.db)
         hub.on_session(self.powerup.station_session)
+        hub.on_inventory(self.powerup.engine.apply)  # the engine learns station-reported changes at once
         self.powerup.station_commands = hub  # StartByScan's remote start goes down the gateway stream
         self.settlement_scheduler.start()
         bindings = _bindings(self.db, self.powerup)

@@ -15,6 +15,7 @@ from tests.stationkit import (
     CONNECTOR,
     OPERATOR,
     OTHER_STATION,
+    SWAP_STATION,
     RawUplink,
     event,
     hello,
@@ -24,7 +25,7 @@ from voltcloud.ingest.hub import hub_for
 from voltcloud.ingest.models import GatewayCursor, StationEventLog
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.server import Platform
-from voltcloud.stations.models import StationSession
+from voltcloud.stations.models import Pack, StationSession
 from voltcloud_gateways.uplink import UplinkClient
 
 from .conftest import RunningPlatform, platform_settings
@@ -43,6 +44,12 @@ async def count(running: RunningPlatform, table: type, *where: object) -> int:
         for clause in where:
             query = query.where(clause)  # type: ignore[arg-type]
         return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
+
+
+async def reserved_packs(running: RunningPlatform, station_id: str) -> set[str]:
+    async with running.platform.db.transaction() as session:
+        query = sa.select(Pack.id).where(Pack.station_id == station_id, Pack.state == common_pb2.PACK_STATE_RESERVED)  # type: ignore[arg-type]
+        return set((await session.exec(query)).scalars())  # type: ignore[call-overload]
 
 
 def session_events(seq0: int) -> list[ingest_pb2.GatewayToPlatform]:
@@ -125,6 +132,87 @@ async def test_platform_restart_still_drops_replays(tmp_path: Path, database_url
             assert await count(running, StationSession) == 1
         finally:
             await platform.stop(grace=0)
+
+
+async def test_engine_learns_station_reported_changes_at_once(tmp_path: Path, database_url: str) -> None:
+    """Station events go through the stations domain's writers, whose change events reach the engine after
+    the commit: with the periodic sync off, the engine still sees the connector and the pack change."""
+    platform = Platform(platform_settings(tmp_path, database_url, engine_sync_interval_s=0))
+    port = await platform.start()
+    running = RunningPlatform(platform, f"127.0.0.1:{port}")
+    engine = platform.powerup.engine
+    try:
+        async with platform.db.transaction() as session:
+            pack = (
+                (
+                    await session.exec(sa.select(Pack).where(Pack.station_id == SWAP_STATION, Pack.state == 3))  # type: ignore[arg-type,call-overload]
+                )
+                .scalars()
+                .first()
+            )
+        assert pack is not None and pack.slot_no
+        connector_idx, pack_idx = engine._maps.connector_idx[CONNECTOR], engine._maps.pack_idx[pack.id]
+        assert engine.index.connector(connector_idx)["status"] == common_pb2.CONNECTOR_STATUS_AVAILABLE
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            uplink = RawUplink(channel, gateway_metadata(running))
+            uplink.send(hello(GW, [CHARGING_STATION, SWAP_STATION]))
+            assert (await uplink.read()).ack.acked_seq == 0
+            uplink.send(
+                event(
+                    1,
+                    connector_status=ingest_pb2.ConnectorStatusChanged(
+                        connector_id=CONNECTOR, status=common_pb2.CONNECTOR_STATUS_FAULTED
+                    ),
+                ),
+                event(
+                    2,
+                    SWAP_STATION,
+                    pack_report=ingest_pb2.PackReport(
+                        pack_id=pack.id, slot=pack.slot_no, soc_permille=300, soh_permille=950,
+                        state=common_pb2.PACK_STATE_CHARGING,
+                    ),
+                ),
+            )  # fmt: skip
+            assert await uplink.ack_at_least(2) == 2
+            await uplink.finish()
+        connector = engine.index.connector(connector_idx)
+        assert connector["status"] == common_pb2.CONNECTOR_STATUS_FAULTED and connector["version"] > 0
+        assert engine.index.pack(pack_idx)["state"] == common_pb2.PACK_STATE_CHARGING
+    finally:
+        await platform.stop(grace=0)
+
+
+async def test_engine_learns_a_swap_reservation_and_its_release_at_once(tmp_path: Path, database_url: str) -> None:
+    """A vehicle arriving reserves a pack (chosen by the matcher); a failed swap releases it. The engine sees
+    both without a sync."""
+    platform = Platform(platform_settings(tmp_path, database_url, engine_sync_interval_s=0))
+    port = await platform.start()
+    running = RunningPlatform(platform, f"127.0.0.1:{port}")
+    engine = platform.powerup.engine
+    try:
+        async with platform.db.transaction() as session:
+            out_pack = await session.get(Pack, "pk-0000154")  # in a vehicle, of a type the swap station stocks
+        assert out_pack is not None and out_pack.vehicle_id
+        before = await reserved_packs(running, SWAP_STATION)
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            uplink = RawUplink(channel, gateway_metadata(running))
+            uplink.send(hello(GW, [SWAP_STATION]))
+            assert (await uplink.read()).ack.acked_seq == 0
+            arrived = ingest_pb2.VehicleArrived(lane=1, vehicle_id=out_pack.vehicle_id, pack_out_id=out_pack.id)
+            uplink.send(event(1, SWAP_STATION, vehicle_arrived=arrived))
+            assert await uplink.ack_at_least(1) == 1
+            [reserved] = await reserved_packs(running, SWAP_STATION) - before
+            pack_idx = engine._maps.pack_idx[reserved]
+            assert engine.index.pack(pack_idx)["state"] == common_pb2.PACK_STATE_RESERVED
+            failed = ingest_pb2.SwapCompleted(
+                session_id="swap-1", lane=1, vehicle_id=out_pack.vehicle_id, pack_in_id=reserved, success=False
+            )
+            uplink.send(event(2, SWAP_STATION, swap_completed=failed))
+            assert await uplink.ack_at_least(2) == 2
+            await uplink.finish()
+        assert engine.index.pack(pack_idx)["state"] == common_pb2.PACK_STATE_READY
+    finally:
+        await platform.stop(grace=0)
 
 
 async def test_bad_messages_are_rejected_by_field_and_do_not_block(

@@ -22,12 +22,13 @@ from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.limits import optional_datetime
 from voltcloud.stations.api import (
-    Connector,
+    InventoryChange,
     Pack,
     Station,
     StationSession,
     TelemetrySource,
     Twin,
+    inventory,
     packs,
     sessions,
     tokens,
@@ -48,6 +49,22 @@ class EventContext:
     post: list[PostCommit] = field(default_factory=list)
     twins: dict[str, Twin] = field(default_factory=dict)
     after: list[AfterCommit] = field(default_factory=list)  # awaited after the commit (order transitions)
+    changes: list[InventoryChange] = field(default_factory=list)  # told to the hub's subscribers after commit
+
+    def changed(self, change: InventoryChange | None) -> None:
+        if change is not None:
+            self.changes.append(change)
+
+    def committed(self, now: dt.datetime) -> None:
+        """Applies what the committed events changed: the twins, then the inventory subscribers (engine)."""
+        for effect in self.post:
+            try:
+                effect()
+            except Exception:
+                log.exception("twin update failed")
+        for twin in self.twins.values():
+            twin.commit(now)
+        self.hub.inventory_changed(self.changes)
 
     async def run_after(self) -> None:
         for effect in self.after:
@@ -172,11 +189,7 @@ async def _connector_status(
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
-    connector = await session.get(Connector, body.connector_id)
-    if connector is not None and connector.station_id == twin.station_id and connector.status != body.status:
-        connector.status = body.status
-        connector.version += 1
-        session.add(connector)
+    ctx.changed(await inventory.set_connector_status(session, body.connector_id, twin.station_id, body.status))
     ctx.post.append(lambda: ctx.hub.twins.connector_status(twin, body.connector_id, body.status, body.error_code))
 
 
@@ -303,7 +316,8 @@ async def _swap_completed(
         ctx.post.append(lambda: ctx.hub.twins.lane(twin, body.lane, busy=False))
     if not changed or not body.success:
         if not body.success and body.pack_in_id:
-            await _release_reservation(session, body.pack_in_id, now)
+            released = await packs.release_swap_reservation(session, body.pack_in_id, now)
+            ctx.changed(inventory.pack_change(released) if released is not None else None)
         if changed:
             await _tell(session, ctx, row, sessions.ENDED, success=False)
         return
@@ -320,39 +334,42 @@ async def _swap_completed(
         pack_in_soc=body.pack_in_soc_permille,
     )
     await _tell(session, ctx, row, sessions.ENDED)
+    for moved in (in_pack, out_pack):
+        ctx.changed(inventory.pack_change(moved) if moved is not None else None)
     if in_pack is not None:
         in_id = in_pack.id
         ctx.post.append(lambda: ctx.hub.twins.remove_pack(twin, in_id))
         if in_pack.state in packs.STICKY:
-            station = await session.get(Station, twin.station_id)
-            await workorders.raise_alarm(
+            await _station_alarm(
                 session,
-                now=now,
-                source=workorders.ALARM_SOURCE_STATION,
-                level=4,
-                code="QUARANTINED_PACK_INSTALLED",
-                message=f"station {twin.station_id} installed quarantined pack {in_pack.id} in {body.vehicle_id}",
-                operator_id=station.operator_id if station else None,
-                station_id=twin.station_id,
-                vehicle_id=body.vehicle_id or None,
-                pack_id=in_pack.id,
-            )
-    if out_pack is not None and out_pack.slot_no:
-        o = out_pack
-        slot_no, type_id, state = o.slot_no or 0, o.pack_type_id, o.state
-        soc, soh, temp = o.soc_permille, o.soh_permille, o.temperature_milli_c
-        ctx.post.append(
-            lambda: ctx.hub.twins.place_pack(
                 twin,
-                slot_no,
-                o.id,
-                pack_type_id=type_id,
-                state=state,
-                soc_permille=soc,
-                soh_permille=soh,
-                temperature_milli_c=temp,
+                now,
+                _Alarm(4, "QUARANTINED_PACK_INSTALLED", vehicle_id=body.vehicle_id or None, pack_id=in_pack.id),
+                f"station {twin.station_id} installed quarantined pack {in_pack.id} in {body.vehicle_id}",
             )
+    if out_pack is not None:
+        _place(ctx, twin, out_pack)
+
+
+def _place(ctx: EventContext, twin: Twin, pack: Pack) -> None:
+    """Queues the twin's view of a pack that now sits in one of this station's slots (values read now: the
+    row may change again before the commit)."""
+    if pack.station_id != twin.station_id or not pack.slot_no:
+        return
+    pack_id, slot_no, type_id, state = pack.id, pack.slot_no, pack.pack_type_id, pack.state
+    soc, soh, temp = pack.soc_permille, pack.soh_permille, pack.temperature_milli_c
+    ctx.post.append(
+        lambda: ctx.hub.twins.place_pack(
+            twin,
+            slot_no,
+            pack_id,
+            pack_type_id=type_id,
+            state=state,
+            soc_permille=soc,
+            soh_permille=soh,
+            temperature_milli_c=temp,
         )
+    )
 
 
 async def _tell(
@@ -369,15 +386,6 @@ async def _tell(
             if link.after_commit is not None:
                 ctx.after.append(link.after_commit)
     return settled
-
-
-async def _release_reservation(session: AsyncSession, pack_id: str, now: dt.datetime) -> None:
-    pack = await session.get(Pack, pack_id)
-    if pack is not None and pack.state == packs.RESERVED:
-        pack.state = packs.READY
-        pack.version += 1
-        session.add(pack)
-        packs.record(session, pack, now, "swap failed: reservation released")
 
 
 async def _pack_report(
@@ -400,22 +408,9 @@ async def _pack_report(
         cycles=body.cycle_count or None,
         state=body.state or None,
     )
-    if pack is not None and pack.station_id == twin.station_id and pack.slot_no:
-        p = pack
-        slot_no, type_id, state = p.slot_no or 0, p.pack_type_id, p.state
-        soc, soh, temp = p.soc_permille, p.soh_permille, p.temperature_milli_c
-        ctx.post.append(
-            lambda: ctx.hub.twins.place_pack(
-                twin,
-                slot_no,
-                p.id,
-                pack_type_id=type_id,
-                state=state,
-                soc_permille=soc,
-                soh_permille=soh,
-                temperature_milli_c=temp,
-            )
-        )
+    if pack is not None:
+        ctx.changed(inventory.pack_change(pack))
+        _place(ctx, twin, pack)
 
 
 async def _inspection_defect(
@@ -442,6 +437,7 @@ async def _inspection_defect(
         inspected_at=when,
         actor=packs.ActorRef(ctx.gateway_id, Role.GATEWAY),
     )
+    ctx.changed(inventory.pack_change(outcome.pack))
     pack_id, state = outcome.pack.id, outcome.pack.state
     ctx.post.append(lambda: ctx.hub.twins.pack_state(twin, pack_id, state))
 
@@ -456,20 +452,43 @@ async def _alarm(
 ) -> None:
     if body.cleared:
         return
+    alarm = _Alarm(
+        body.level or common_pb2.ALARM_LEVEL_WARNING,
+        body.code,
+        resource_id=body.resource_id or None,
+        vehicle_id=body.vehicle_id or None,
+        pack_id=body.pack_id or None,
+        open_work_order=body.level >= common_pb2.ALARM_LEVEL_MAJOR,
+    )
+    await _station_alarm(session, twin, now, alarm, body.message)
+
+
+@dataclass(frozen=True)
+class _Alarm:
+    level: int
+    code: str
+    resource_id: str | None = None
+    vehicle_id: str | None = None
+    pack_id: str | None = None
+    open_work_order: bool = True
+
+
+async def _station_alarm(session: AsyncSession, twin: Twin, now: dt.datetime, alarm: _Alarm, message: str) -> None:
+    """An alarm raised by (or about) a station, for the station's operator."""
     station = await session.get(Station, twin.station_id)
     await workorders.raise_alarm(
         session,
         now=now,
         source=workorders.ALARM_SOURCE_STATION,
-        level=body.level or common_pb2.ALARM_LEVEL_WARNING,
-        code=body.code,
-        message=body.message,
+        level=alarm.level,
+        code=alarm.code,
+        message=message,
         operator_id=station.operator_id if station else None,
         station_id=twin.station_id,
-        resource_id=body.resource_id or None,
-        vehicle_id=body.vehicle_id or None,
-        pack_id=body.pack_id or None,
-        open_work_order=body.level >= common_pb2.ALARM_LEVEL_MAJOR,
+        resource_id=alarm.resource_id,
+        vehicle_id=alarm.vehicle_id,
+        pack_id=alarm.pack_id,
+        open_work_order=alarm.open_work_order,
     )
 
 
@@ -497,6 +516,7 @@ async def _vehicle_arrived(
         if chosen is None:
             break
         if await packs.reserve_for_swap(session, chosen, now, f"chosen for {body.vehicle_id or 'vehicle'}"):
+            ctx.changed(inventory.pack_change(chosen))
             reservation_id = new_id("rsv")
             pack_id, lane = chosen.id, body.lane
             command = stations_pb2.StationCommand(
@@ -504,18 +524,11 @@ async def _vehicle_arrived(
             )
             ctx.post.append(functools.partial(_after_reserve, ctx.hub, twin, pack_id, lane, reservation_id, command))
             return
-    station = await session.get(Station, twin.station_id)
-    await workorders.raise_alarm(
-        session,
-        now=now,
-        source=workorders.ALARM_SOURCE_STATION,
-        level=common_pb2.ALARM_LEVEL_WARNING,
-        code="NO_READY_PACK",
-        message=f"no ready pack for {body.vehicle_id or 'vehicle'} in lane {body.lane}",
-        operator_id=station.operator_id if station else None,
-        station_id=twin.station_id,
-        vehicle_id=body.vehicle_id or None,
-        open_work_order=False,
+    alarm = _Alarm(
+        common_pb2.ALARM_LEVEL_WARNING, "NO_READY_PACK", vehicle_id=body.vehicle_id or None, open_work_order=False
+    )
+    await _station_alarm(
+        session, twin, now, alarm, f"no ready pack for {body.vehicle_id or 'vehicle'} in lane {body.lane}"
     )
 
 

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from voltcloud.stations.api import (
     CommandOutcome,
     Connector,
     ConnectorTwin,
+    InventoryChange,
     LaneTwin,
     Pack,
     SessionListener,
@@ -39,6 +40,7 @@ from voltcloud.stations.api import (
 log = logging.getLogger(__name__)
 
 Outbound = ingest_pb2.PlatformToGateway | BaseException | None
+InventoryListener = Callable[[Sequence[InventoryChange]], None]
 
 
 @dataclass
@@ -76,11 +78,28 @@ class Hub:
         self._loading: dict[str, asyncio.Lock] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.session_listeners: list[SessionListener] = []
+        self.inventory_listeners: list[InventoryListener] = []
 
     def on_session(self, listener: SessionListener) -> None:
         """Subscribes to sessions that start or end (called in the session's transaction; see apply.py)."""
         if listener not in self.session_listeners:
             self.session_listeners.append(listener)
+
+    def on_inventory(self, listener: InventoryListener) -> None:
+        """Subscribes to connector and pack changes written by station events (the engine), after commit."""
+        if listener not in self.inventory_listeners:
+            self.inventory_listeners.append(listener)
+
+    def inventory_changed(self, changes: Sequence[InventoryChange]) -> None:
+        """Tells the subscribers of committed changes. A subscriber is a cache that the periodic sync repairs,
+        so its failure is logged, never raised into the uplink."""
+        if not changes:
+            return
+        for listener in self.inventory_listeners:
+            try:
+                listener(changes)
+            except Exception:
+                log.exception("inventory listener failed")
 
     # ---- twins ----
 

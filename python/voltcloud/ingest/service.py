@@ -1,9 +1,8 @@
 """IngestService: the gateways' bidirectional uplink (seq, ack, de-duplication, commands) and PushTelemetry.
 
 Per stream: the first message is a Hello; the platform answers Ack(last applied seq) so the gateway replays
-what follows. Then, in arrival order, each message with seq <= the cursor is a duplicate (dropped, still
-acked); seq == cursor + 1 is applied; a gap aborts the stream (FAILED_PRECONDITION) so the gateway replays
-from the ack. Telemetry goes to the twins in memory. Events are written, together with the new cursor, in
+what follows; the protocol's rules (duplicates, gaps, acks, the cursor) are in `ingest.uplink`, the I/O here.
+Telemetry goes to the twins in memory. Events are written, together with the new cursor, in
 one transaction per drained group of messages, then acked: an acked event is durable and is applied once,
 across platform restarts too (the cursor lives in `gatewaycursor`; the event log is unique per seq).
 A message that cannot be applied is acknowledged and answered with an UplinkRejection naming the field,
@@ -24,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
-from voltcloud.ingest import apply
+from voltcloud.ingest import apply, uplink
 from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
 from voltcloud.ingest.models import GatewayCursor
 from voltcloud.platform.auth import Principal, Role
@@ -32,7 +31,6 @@ from voltcloud.platform.db import Database
 from voltcloud.platform.errors import (
     Aborted,
     DomainError,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -47,7 +45,6 @@ from voltcloud.stations.api import ChargingToken, tokens
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 512  # messages folded into one transaction
-CURSOR_FLUSH_S = 1.0  # telemetry-only progress is persisted at most this late
 
 
 def _check_gateway(principal: Principal, gateway_id: str, field: str) -> None:
@@ -91,11 +88,8 @@ class UplinkStream:
         self.outbox = outbox
         self.link: GatewayLink | None = None
         self.gateway_id = ""
-        self.cursor = 0  # highest contiguous seq applied
-        self.persisted = 0  # highest seq whose progress is in the database
-        self.flushed_at = time.monotonic()
+        self.protocol = uplink.UplinkCursor(flushed_at=time.monotonic())
         self.readings = 0
-        self.duplicates = 0
 
     # ---- hello ----
 
@@ -118,16 +112,14 @@ class UplinkStream:
         self.gateway_id = hello.gateway_id
         now = self.hub.clock.now()
         stored = await _read_cursor(self.db, self.gateway_id, now)
-        self.persisted = stored
-        # The gateway deletes what we acked; an ack we gave but had not yet persisted (telemetry-only
-        # progress) is still authoritative, so start from the higher of the two.
-        self.cursor = max(stored, hello.last_acked_seq)
+        self.protocol = uplink.UplinkCursor.resume(stored, hello.last_acked_seq, time.monotonic())
         for station_id in ids:
             await self.hub.twin(station_id)
         self.link = GatewayLink(self.gateway_id, frozenset(ids), self.outbox)
         self.hub.attach(self.link)
-        self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=self.cursor)))
-        log.info("gateway %s connected: %d stations, cursor %d", self.gateway_id, len(ids), self.cursor)
+        cursor = self.protocol.cursor
+        self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=cursor)))
+        log.info("gateway %s connected: %d stations, cursor %d", self.gateway_id, len(ids), cursor)
 
     # ---- message loop ----
 
@@ -166,18 +158,17 @@ class UplinkStream:
 
     async def process(self, group: list[ingest_pb2.GatewayToPlatform]) -> None:
         events: list[tuple[int, ingest_pb2.StationEvent]] = []
-        start_cursor = self.cursor
+        protocol = self.protocol
+        start_cursor = protocol.cursor
         allowed = self.link.stations if self.link else frozenset()
         error: DomainError | None = None
         for message in group:
             seq = message.seq
-            if seq <= self.cursor:
-                self.duplicates += 1
+            verdict = protocol.admit(seq)
+            if verdict is uplink.Verdict.DUPLICATE:
                 continue
-            if seq != self.cursor + 1:
-                error = FailedPrecondition(
-                    f"seq: expected {self.cursor + 1}, got {seq}; replay from acked seq {self.cursor}"
-                )
+            if verdict is uplink.Verdict.GAP:
+                error = protocol.gap(seq)
                 break
             kind = message.WhichOneof("msg")
             if kind == "telemetry":
@@ -202,12 +193,12 @@ class UplinkStream:
                 self.reject(seq, FieldViolation("msg", "hello is only valid as the first message"))
             else:
                 self.reject(seq, FieldViolation("msg", "no payload set"))
-            self.cursor = seq
+            protocol.applied(seq)
         if events:
             await self.commit_events(events)
         await self.flush_cursor()
-        if self.cursor != start_cursor or self.duplicates:
-            self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=self.cursor)))
+        if protocol.ack_due(start_cursor):
+            self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=protocol.cursor)))
         if error is not None:
             raise error
 
@@ -233,8 +224,8 @@ class UplinkStream:
                 log.exception("gateway %s seq %d could not be applied", self.gateway_id, seq)
                 self.reject(seq, FieldViolation("event", "could not be applied; see the platform log"))
                 async with self.db.transaction("ingest.cursor") as session:
-                    await _advance_cursor(session, self.gateway_id, self.persisted, seq, self.hub.clock.now())
-                self.persisted = seq
+                    await _advance_cursor(session, self.gateway_id, self.protocol.persisted, seq, self.hub.clock.now())
+                self.protocol.persisted_up_to(seq)
                 return
             for single in events:
                 await self.commit_events([single])
@@ -245,26 +236,19 @@ class UplinkStream:
         async with self.db.transaction("ingest.events") as session:
             for seq, event in events:
                 await apply.apply_event(session, ctx, seq, event, now)
-            await _advance_cursor(session, self.gateway_id, self.persisted, last_seq, now)
-        self.persisted = last_seq
-        self.flushed_at = time.monotonic()
-        for effect in ctx.post:
-            try:
-                effect()
-            except Exception:
-                log.exception("twin update failed")
-        for twin in ctx.twins.values():
-            twin.commit(now)
+            await _advance_cursor(session, self.gateway_id, self.protocol.persisted, last_seq, now)
+        self.protocol.persisted_up_to(last_seq, time.monotonic())
+        ctx.committed(now)
         await ctx.run_after()
 
     async def flush_cursor(self, *, force: bool = False) -> None:
-        if self.cursor <= self.persisted or not self.gateway_id:
+        protocol = self.protocol
+        if not self.gateway_id or not protocol.flush_due(time.monotonic(), force=force):
             return
-        if not force and time.monotonic() - self.flushed_at < CURSOR_FLUSH_S:
-            return
+        cursor = protocol.cursor
         try:
             async with self.db.transaction("ingest.cursor") as session:
-                await _advance_cursor(session, self.gateway_id, self.persisted, self.cursor, self.hub.clock.now())
+                await _advance_cursor(session, self.gateway_id, protocol.persisted, cursor, self.hub.clock.now())
         except Aborted:
             if not force:
                 raise
@@ -274,8 +258,7 @@ class UplinkStream:
                 log.warning("gateway %s: cursor not persisted at stream end", self.gateway_id)
                 return
             raise
-        self.persisted = self.cursor
-        self.flushed_at = time.monotonic()
+        protocol.persisted_up_to(cursor, time.monotonic())
 
     def close(self) -> None:
         if self.link is not None:
@@ -342,17 +325,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         now = self.hub.clock.now()
         ctx = apply.EventContext(self.hub, request.gateway_id, None)
         stored = await _read_cursor(self._db, request.gateway_id, now) if request.seq else 0
-        if request.seq and request.seq <= stored:
+        if uplink.push_is_replay(request.seq, stored):
             return ingest_pb2.PushTelemetryResponse(duplicate=True)
         async with self._db.transaction("ingest.push") as session:
             for event in request.events:
                 await apply.apply_event(session, ctx, None, event, now)
             if request.seq:
                 await _advance_cursor(session, request.gateway_id, stored, request.seq, now)
-        for effect in ctx.post:
-            effect()
-        for twin in ctx.twins.values():
-            twin.commit(now)
+        ctx.committed(now)
         await ctx.run_after()
         for sid in known:
             await self.hub.twin(sid)

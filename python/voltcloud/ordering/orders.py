@@ -138,6 +138,27 @@ def _creator(
     return work
 
 
+@dataclass(frozen=True)
+class OrderTimes:
+    eta: dt.datetime  # when the service is expected to start
+    service_by: dt.datetime  # after this the order expires unserved (the reservation window's end)
+
+
+def order_times(option: QuotedOption, now: dt.datetime, grace_s: float) -> OrderTimes:
+    eta = now + dt.timedelta(seconds=option.eta_s)
+    return OrderTimes(eta, eta + dt.timedelta(seconds=option.wait_s + grace_s))
+
+
+def window_clash(mode: Mode, option: QuotedOption, clashes: list[Reservation], lanes: int) -> str | None:
+    """Why the option's reservation window cannot be booked, or None: a connector takes one booking at a
+    time, a swap station as many as it has lanes."""
+    if mode is Mode.CHARGE and clashes:
+        return f"connector {option.connector_id} is booked by reservation {clashes[0].id}"
+    if mode is Mode.SWAP and clashes and len(clashes) >= lanes:
+        return f"every lane of station {option.station_id} is booked in that window"
+    return None
+
+
 async def _create(
     session: AsyncSession,
     effects: Effects,
@@ -148,14 +169,51 @@ async def _create(
     inp: CreateInput,
     now: dt.datetime,
 ) -> Order:
-    settings = deps.settings
+    """One attempt at one option, in the caller's transaction: reserve, hold, record, dispatch (in that order:
+    what is most likely to lose a race comes first)."""
     vehicle = await vehicle_for(session, principal, quote.vehicle_id)
-    order_id = new_id("ord")
-    mode = Mode(option.mode)
-    eta = now + dt.timedelta(seconds=option.eta_s)
-    service_by = eta + dt.timedelta(seconds=option.wait_s + settings.order_grace_s)
-    order = Order(
-        id=order_id,
+    times = order_times(option, now, deps.settings.order_grace_s)
+    order = _new_order(principal, quote, option, inp, (vehicle.id, vehicle.fleet_id), times, now)
+    attempt = _Attempt(session, effects, deps, principal, quote, option, order, times, now)
+    assigned = await _reserve(attempt)
+    await _hold(attempt, inp)
+    session.add(order)
+    await session.flush()
+    await _record_created(attempt)
+    if Mode(order.mode) in (Mode.VALET, Mode.MOBILE_VAN):
+        await _dispatch(attempt)
+    else:
+        await _record_assigned(attempt, assigned)
+    return order
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt at creating `order` for one quoted option, inside its transaction."""
+
+    session: AsyncSession
+    effects: Effects
+    deps: OrderingDeps
+    principal: Principal
+    quote: Quote
+    option: QuotedOption
+    order: Order
+    times: OrderTimes
+    now: dt.datetime
+
+
+def _new_order(
+    principal: Principal,
+    quote: Quote,
+    option: QuotedOption,
+    inp: CreateInput,
+    vehicle: tuple[str, str | None],
+    times: OrderTimes,
+    now: dt.datetime,
+) -> Order:
+    """The new order's row for the option, the request and the vehicle (its id and fleet)."""
+    return Order(
+        id=new_id("ord"),
         quote_id=quote.id,
         option_id=option.option_id,
         option_json=_option_json(option),
@@ -164,11 +222,11 @@ async def _create(
         creator_tenant=str(principal.tenant or ""),
         idempotency_key=inp.idempotency_key,
         request_hash=_request_hash(inp),
-        mode=int(mode),
+        mode=int(Mode(option.mode)),
         state=int(OrderState.CREATED),
-        vehicle_id=vehicle.id,
+        vehicle_id=vehicle[0],
         driver_id=principal.subject if principal.role is Role.DRIVER else None,
-        fleet_id=vehicle.fleet_id,
+        fleet_id=vehicle[1],
         operator_id=option.operator_id,
         station_id=option.station_id or option.pricing_station_id,
         connector_id=option.connector_id,
@@ -180,11 +238,15 @@ async def _create(
         currency=option.currency,
         rate_model_id=option.rate_model_id,
         rate_model_version=option.rate_model_version,
-        service_by=service_by,
+        service_by=times.service_by,
         created_at=now,
         updated_at=now,
     )
-    # 1. Reserve what the option needs (most likely to lose a race, so first).
+
+
+async def _reserve(a: _Attempt) -> list[str]:
+    """Reserves what the option needs and books its window at the station; returns what was assigned."""
+    session, effects, order, option, now = a.session, a.effects, a.order, a.option, a.now
     assigned: list[str] = []
     if option.pack_id:
         effects.changes.append(await inventory.reserve_pack(session, option.pack_id, station_id=option.station_id))
@@ -194,47 +256,48 @@ async def _create(
         assigned.append(f"connector {option.connector_id}")
     if option.unit_id:
         effects.changes.append(await inventory.reserve_unit(session, option.unit_id))
+    mode = Mode(order.mode)
     if option.station_id and mode in (Mode.SWAP, Mode.CHARGE):
-        window_end = service_by
-        clash = await overlapping(
-            session, station_id=option.station_id, connector_id=option.connector_id, start=now, end=window_end
+        clashes = await overlapping(
+            session, station_id=option.station_id, connector_id=option.connector_id, start=now, end=order.service_by
         )
-        if mode is Mode.CHARGE and clash:
-            raise Aborted(f"connector {option.connector_id} is booked by reservation {clash[0].id}")
-        if mode is Mode.SWAP and clash:
-            lanes = await _lanes(session, option.station_id)
-            if len(clash) >= lanes:
-                raise Aborted(f"every lane of station {option.station_id} is booked in that window")
+        lanes = await _lanes(session, option.station_id) if mode is Mode.SWAP and clashes else 1
+        reason = window_clash(mode, option, clashes, lanes)
+        if reason is not None:
+            raise Aborted(reason)
         reservation = Reservation(
             id=new_id("rsv"),
             station_id=option.station_id,
             connector_id=option.connector_id,
             pack_id=option.pack_id,
-            vehicle_id=vehicle.id,
-            order_id=order_id,
+            vehicle_id=order.vehicle_id,
+            order_id=order.id,
             starts_at=now,
-            ends_at=window_end,
+            ends_at=order.service_by,
             state=RESERVATION_ACTIVE,
             holds_resource=True,
-            created_by=principal.subject,
-            idempotency_key=f"order:{order_id}",
+            created_by=order.created_by,
+            idempotency_key=f"order:{order.id}",
             created_at=now,
             currency=option.currency,
         )
         session.add(reservation)
         order.reservation_id = reservation.id
-    # 2. Place the hold on the payer's account (FailedPrecondition when funds are short).
+    return assigned
+
+
+async def _hold(a: _Attempt, inp: CreateInput) -> None:
+    """Places the hold on the payer's account: the named one, else the fleet's, else the driver's
+    (FailedPrecondition when funds are short)."""
+    session, deps, principal, option, order = a.session, a.deps, a.principal, a.option, a.order
     if inp.payer_account_id:
         account_id = await payments.payer_named(session, principal, inp.payer_account_id)
-    elif vehicle.fleet_id:
-        account_id = await payments.customer_account(
-            session, owner_kind="fleet", owner_id=vehicle.fleet_id, currency=option.currency, clock=deps.clock
-        )
     else:
+        owner_kind, owner_id = ("fleet", order.fleet_id) if order.fleet_id else ("driver", principal.subject)
         account_id = await payments.customer_account(
-            session, owner_kind="driver", owner_id=principal.subject, currency=option.currency, clock=deps.clock
+            session, owner_kind=owner_kind, owner_id=owner_id, currency=option.currency, clock=deps.clock
         )
-    amount = hold_amount(option.price_minor, settings.hold_margin_permille)
+    amount = hold_amount(option.price_minor, deps.settings.hold_margin_permille)
     order.payer_account_id = account_id
     order.hold_amount_minor = amount
     order.hold_id = await payments.hold(
@@ -242,74 +305,64 @@ async def _create(
         account_id=account_id,
         amount_minor=amount,
         currency=option.currency,
-        reference=f"order:{order_id}",
+        reference=f"order:{order.id}",
         idempotency_key=f"order-hold:{principal.subject}:{inp.idempotency_key}",
-        expires_at=service_by + dt.timedelta(hours=6),
+        expires_at=order.service_by + dt.timedelta(hours=6),
         clock=deps.clock,
     )
-    # 3. The order and its first events.
-    session.add(order)
-    await session.flush()
-    actor = Actor.of(principal)
-    await record(
+
+
+async def _record_created(a: _Attempt) -> None:
+    quote, option, order = a.quote, a.option, a.order
+    amount = order.hold_amount_minor
+    reason = (
+        f"order created from quote {quote.id} option {option.option_id} "
+        f"({Mode(order.mode).name.lower()}); hold of {amount / 100:.2f} {option.currency} placed"
+    )
+    facts = Facts(
+        reason=reason, lat=quote.lat, lng=quote.lng, amount_minor=amount, currency=option.currency, eta=a.times.eta
+    )
+    await record(a.session, a.effects, order, None, Actor.of(a.principal), a.now, facts)
+
+
+async def _dispatch(a: _Attempt) -> None:
+    """Valet and mobile-van orders: the task is offered to the option's specialist or van."""
+    session, effects, deps, quote, option, order, now = a.session, a.effects, a.deps, a.quote, a.option, a.order, a.now
+    if not option.unit_id:
+        raise FailedPrecondition(f"option {option.option_id} names no specialist or van")
+    station = None
+    if option.station_id:
+        info = deps.uow.engine.station(option.station_id)
+        if info is not None:
+            station = Place(info.lat, info.lng, info.id)
+    task = await deps.dispatch.create_for_order(
         session,
         effects,
-        order,
-        None,
-        actor,
-        now,
-        Facts(
-            reason=f"order created from quote {quote.id} option {option.option_id} "
-            f"({mode.name.lower()}); hold of {amount / 100:.2f} {option.currency} placed",
-            lat=quote.lat,
-            lng=quote.lng,
-            amount_minor=amount,
-            currency=option.currency,
-            eta=eta,
-        ),
+        order=order,
+        mode=Mode(order.mode),
+        unit_id=option.unit_id,
+        operator_id=option.operator_id,
+        vehicle=Place(quote.lat, quote.lng),
+        station=station,
+        back=Place(quote.lat, quote.lng),
+        eta=a.times.eta,
+        service_s=option.service_s,
+        energy_wh=option.energy_wh,
+        now=now,
+        offer_timeout_s=deps.settings.dispatch_offer_timeout_s,
     )
-    if mode in (Mode.VALET, Mode.MOBILE_VAN):
-        if not option.unit_id:
-            raise FailedPrecondition(f"option {option.option_id} names no specialist or van")
-        station = None
-        if option.station_id:
-            info = deps.uow.engine.station(option.station_id)
-            if info is not None:
-                station = Place(info.lat, info.lng, info.id)
-        task = await deps.dispatch.create_for_order(
-            session,
-            effects,
-            order=order,
-            mode=mode,
-            unit_id=option.unit_id,
-            operator_id=option.operator_id,
-            vehicle=Place(quote.lat, quote.lng),
-            station=station,
-            back=Place(quote.lat, quote.lng),
-            eta=eta,
-            service_s=option.service_s,
-            energy_wh=option.energy_wh,
-            now=now,
-            offer_timeout_s=settings.dispatch_offer_timeout_s,
-        )
-        order.task_id = task.id
-        await record(
-            session, effects, order, None, SYSTEM, now, Facts(reason=f"task {task.id} offered to {option.unit_id}")
-        )
-    else:
-        await record(
-            session, effects, order, OrderState.ASSIGNED, SYSTEM, now, Facts(reason=", ".join(assigned) + " reserved")
-        )
-        await record(
-            session,
-            effects,
-            order,
-            OrderState.EN_ROUTE,
-            actor,
-            now,
-            Facts(reason=f"driving to station {option.station_id}", lat=quote.lat, lng=quote.lng, eta=eta),
-        )
-    return order
+    order.task_id = task.id
+    offered = Facts(reason=f"task {task.id} offered to {option.unit_id}")
+    await record(session, effects, order, None, SYSTEM, now, offered)
+
+
+async def _record_assigned(a: _Attempt, assigned: list[str]) -> None:
+    """Swap and charge orders hold their resources already: assigned, and the driver is on the way."""
+    reserved = Facts(reason=", ".join(assigned) + " reserved")
+    await record(a.session, a.effects, a.order, OrderState.ASSIGNED, SYSTEM, a.now, reserved)
+    quote = a.quote
+    facts = Facts(reason=f"driving to station {a.option.station_id}", lat=quote.lat, lng=quote.lng, eta=a.times.eta)
+    await record(a.session, a.effects, a.order, OrderState.EN_ROUTE, Actor.of(a.principal), a.now, facts)
 
 
 async def _lanes(session: AsyncSession, station_id: str) -> int:

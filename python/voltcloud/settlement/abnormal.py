@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -170,18 +171,7 @@ async def settled_amounts(session: AsyncSession, order_id: str) -> tuple[Journal
             )
         )
     ).one()
-    refunded = (
-        await session.exec(
-            select(sa.func.coalesce(sa.func.sum(Posting.amount_minor), 0))
-            .join(JournalEntry, col(JournalEntry.id) == col(Posting.entry_id))
-            .where(
-                JournalEntry.reverses_entry_id == settlement.id,
-                JournalEntry.kind == int(EntryKind.REFUND),
-                Posting.amount_minor > 0,
-            )
-        )
-    ).one()
-    return settlement, int(captured), int(refunded)
+    return settlement, int(captured), await payments.refunded_so_far(session, settlement.id)
 
 
 async def _first_settlement(session: AsyncSession, order_ids: list[str]) -> dict[str, str]:
@@ -191,6 +181,143 @@ async def _first_settlement(session: AsyncSession, order_ids: list[str]) -> dict
         .group_by(col(JournalEntry.order_id))
     )
     return {str(order): str(entry) for order, entry in rows}
+
+
+@dataclass
+class _Findings:
+    """What the checks found so far; later checks read what earlier ones set (the plausible energy, the fair
+    amount)."""
+
+    plausible_wh: int
+    expected: int = 0
+    fair: int = 0
+    model_id: str = ""
+    version: int = 0
+    flags: list[AbnormalFlag] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    related: set[str] = field(default_factory=set)
+
+    def flag(self, flag: AbnormalFlag, detail: str) -> None:
+        self.flags.append(flag)
+        self.details.append(detail)
+
+
+def _check_power(facts: SessionFacts, tolerance_permille: int, found: _Findings) -> None:
+    if not facts.max_power_w:
+        return
+    duration = facts.duration_s
+    limit = facts.max_power_w * duration * (1000 + tolerance_permille) // (3600 * 1000)
+    if facts.energy_wh > limit:
+        found.flag(
+            AbnormalFlag.ENERGY_EXCEEDS_POWER,
+            f"{facts.energy_wh} Wh in {duration} s exceeds {facts.max_power_w} W x duration ({limit} Wh)",
+        )
+        found.plausible_wh = min(found.plausible_wh, facts.max_power_w * duration // 3600)
+
+
+def _check_capacity(facts: SessionFacts, tolerance_permille: int, found: _Findings) -> None:
+    if not facts.capacity_wh:
+        return
+    limit = facts.capacity_wh * (1000 + tolerance_permille) // 1000
+    if facts.energy_wh > limit:
+        found.flag(
+            AbnormalFlag.ENERGY_EXCEEDS_CAPACITY,
+            f"{facts.energy_wh} Wh exceeds the usable capacity {facts.capacity_wh} Wh",
+        )
+        found.plausible_wh = min(found.plausible_wh, facts.capacity_wh)
+
+
+async def _check_amount(session: AsyncSession, facts: SessionFacts, found: _Findings) -> None:
+    """Reprices the reported energy (the expected amount) and the plausible energy (the fair amount)."""
+    found.expected, found.model_id, found.version = await _reprice(session, facts, facts.energy_wh)
+    plausible = found.plausible_wh
+    found.fair = found.expected if plausible == facts.energy_wh else (await _reprice(session, facts, plausible))[0]
+    if facts.amount_minor != found.expected:
+        found.flag(
+            AbnormalFlag.AMOUNT_MISMATCH,
+            f"charged {facts.amount_minor} {facts.currency}, repriced with {found.model_id} v{found.version}: "
+            f"{found.expected} {facts.currency}",
+        )
+
+
+async def _check_ledger(session: AsyncSession, facts: SessionFacts, found: _Findings) -> None:
+    settlement, captured, _ = await settled_amounts(session, facts.order_id)
+    if settlement is not None and captured != facts.amount_minor:
+        found.flag(
+            AbnormalFlag.LEDGER_MISMATCH, f"the order reports {facts.amount_minor}, its settlement captured {captured}"
+        )
+
+
+async def _check_duplicate(session: AsyncSession, facts: SessionFacts, found: _Findings) -> None:
+    """The order that settled first keeps the station session; any other is a duplicate worth nothing."""
+    if not facts.external_session_id:
+        return
+    same = list(
+        await session.exec(
+            select(OrderCheck.order_id).where(
+                OrderCheck.order_id != facts.order_id,
+                OrderCheck.station_id == facts.station_id,
+                OrderCheck.external_session_id == facts.external_session_id,
+            )
+        )
+    )
+    if not same:
+        return
+    group = [facts.order_id, *same]
+    first = await _first_settlement(session, group)
+    original = min(group, key=lambda o: (first.get(o, "~"), o))
+    found.related.update(same)
+    if original != facts.order_id:
+        found.flag(
+            AbnormalFlag.DUPLICATE_SESSION,
+            f"station session {facts.external_session_id} was already charged on {original}",
+        )
+        found.fair = 0
+
+
+async def _check_overlap(session: AsyncSession, facts: SessionFacts, found: _Findings) -> None:
+    overlap: list[sa.ColumnElement[bool]] = []
+    if facts.vehicle_id:
+        overlap.append(col(OrderCheck.vehicle_id) == facts.vehicle_id)
+    if facts.connector_id:
+        overlap.append(
+            sa.and_(col(OrderCheck.connector_id) == facts.connector_id, col(OrderCheck.station_id) == facts.station_id)
+        )
+    if not overlap:
+        return
+    overlapping = list(
+        await session.exec(
+            select(OrderCheck.order_id).where(
+                OrderCheck.order_id != facts.order_id,
+                sa.or_(*overlap),
+                col(OrderCheck.started_at) < facts.ended_at,
+                col(OrderCheck.ended_at) > facts.started_at,
+                # the same station session is a duplicate, not an overlap
+                sa.or_(
+                    col(OrderCheck.external_session_id) != facts.external_session_id,
+                    col(OrderCheck.station_id) != facts.station_id,
+                    sa.literal(facts.external_session_id) == "",
+                ),
+            )
+        )
+    )
+    if overlapping:
+        found.flag(
+            AbnormalFlag.OVERLAPPING_SESSION,
+            f"overlaps the sessions of {', '.join(sorted(overlapping))} (same vehicle or connector)",
+        )
+        found.related.update(overlapping)
+
+
+# The checks in the order they run and report: physics first (they cap the plausible energy the fair amount is
+# priced with), then the amount, then what other records say (a duplicate's fair amount is 0).
+_PHYSICS_CHECKS: tuple[Callable[[SessionFacts, int, _Findings], None], ...] = (_check_power, _check_capacity)
+_RECORD_CHECKS: tuple[Callable[[AsyncSession, SessionFacts, _Findings], Awaitable[None]], ...] = (
+    _check_amount,
+    _check_ledger,
+    _check_duplicate,
+    _check_overlap,
+)
 
 
 async def detect_abnormal(
@@ -205,91 +332,25 @@ async def detect_abnormal(
     _validate(facts)
     if not 0 <= tolerance_permille <= 1000:
         raise InvalidArgument.for_field("tolerance_permille", "must be within [0, 1000]")
-    now = clock.now()
-    flags: list[AbnormalFlag] = []
-    details: list[str] = []
-    related: set[str] = set()
-    duration = facts.duration_s
-    plausible = facts.energy_wh
+    found = _Findings(plausible_wh=facts.energy_wh)
+    for physics in _PHYSICS_CHECKS:
+        physics(facts, tolerance_permille, found)
+    for check in _RECORD_CHECKS:
+        await check(session, facts, found)
+    await _record_check(session, facts, found, clock.now())
+    return AbnormalReport(
+        order_id=facts.order_id,
+        flags=tuple(found.flags),
+        charged_minor=facts.amount_minor,
+        expected_minor=found.expected,
+        fair_minor=found.fair,
+        currency=facts.currency,
+        details=tuple(found.details),
+        related_order_ids=tuple(sorted(found.related)),
+    )
 
-    if facts.max_power_w:
-        limit = facts.max_power_w * duration * (1000 + tolerance_permille) // (3600 * 1000)
-        if facts.energy_wh > limit:
-            flags.append(AbnormalFlag.ENERGY_EXCEEDS_POWER)
-            details.append(
-                f"{facts.energy_wh} Wh in {duration} s exceeds {facts.max_power_w} W x duration ({limit} Wh)"
-            )
-            plausible = min(plausible, facts.max_power_w * duration // 3600)
-    if facts.capacity_wh:
-        limit = facts.capacity_wh * (1000 + tolerance_permille) // 1000
-        if facts.energy_wh > limit:
-            flags.append(AbnormalFlag.ENERGY_EXCEEDS_CAPACITY)
-            details.append(f"{facts.energy_wh} Wh exceeds the usable capacity {facts.capacity_wh} Wh")
-            plausible = min(plausible, facts.capacity_wh)
 
-    expected, model_id, version = await _reprice(session, facts, facts.energy_wh)
-    fair = expected if plausible == facts.energy_wh else (await _reprice(session, facts, plausible))[0]
-    if facts.amount_minor != expected:
-        flags.append(AbnormalFlag.AMOUNT_MISMATCH)
-        details.append(
-            f"charged {facts.amount_minor} {facts.currency}, repriced with {model_id} v{version}: "
-            f"{expected} {facts.currency}"
-        )
-
-    settlement, captured, _ = await settled_amounts(session, facts.order_id)
-    if settlement is not None and captured != facts.amount_minor:
-        flags.append(AbnormalFlag.LEDGER_MISMATCH)
-        details.append(f"the order reports {facts.amount_minor}, its settlement captured {captured}")
-
-    others = OrderCheck.order_id != facts.order_id
-    if facts.external_session_id:
-        same = list(
-            await session.exec(
-                select(OrderCheck.order_id).where(
-                    others,
-                    OrderCheck.station_id == facts.station_id,
-                    OrderCheck.external_session_id == facts.external_session_id,
-                )
-            )
-        )
-        if same:
-            group = [facts.order_id, *same]
-            first = await _first_settlement(session, group)
-            original = min(group, key=lambda o: (first.get(o, "~"), o))
-            related.update(same)
-            if original != facts.order_id:
-                flags.append(AbnormalFlag.DUPLICATE_SESSION)
-                details.append(f"station session {facts.external_session_id} was already charged on {original}")
-                fair = 0
-    overlap: list[sa.ColumnElement[bool]] = []
-    if facts.vehicle_id:
-        overlap.append(col(OrderCheck.vehicle_id) == facts.vehicle_id)
-    if facts.connector_id:
-        overlap.append(
-            sa.and_(col(OrderCheck.connector_id) == facts.connector_id, col(OrderCheck.station_id) == facts.station_id)
-        )
-    if overlap:
-        overlapping = list(
-            await session.exec(
-                select(OrderCheck.order_id).where(
-                    others,
-                    sa.or_(*overlap),
-                    col(OrderCheck.started_at) < facts.ended_at,
-                    col(OrderCheck.ended_at) > facts.started_at,
-                    # the same station session is a duplicate, not an overlap
-                    sa.or_(
-                        col(OrderCheck.external_session_id) != facts.external_session_id,
-                        col(OrderCheck.station_id) != facts.station_id,
-                        sa.literal(facts.external_session_id) == "",
-                    ),
-                )
-            )
-        )
-        if overlapping:
-            flags.append(AbnormalFlag.OVERLAPPING_SESSION)
-            details.append(f"overlaps the sessions of {', '.join(sorted(overlapping))} (same vehicle or connector)")
-            related.update(overlapping)
-
+async def _record_check(session: AsyncSession, facts: SessionFacts, found: _Findings, now: dt.datetime) -> None:
     values: dict[str, Any] = {
         "station_id": facts.station_id,
         "connector_id": facts.connector_id,
@@ -299,13 +360,13 @@ async def detect_abnormal(
         "ended_at": facts.ended_at,
         "energy_wh": facts.energy_wh,
         "charged_minor": facts.amount_minor,
-        "expected_minor": expected,
-        "fair_minor": fair,
+        "expected_minor": found.expected,
+        "fair_minor": found.fair,
         "currency": facts.currency,
-        "rate_model_id": model_id,
-        "rate_model_version": version,
-        "flags": ",".join(f.name for f in flags),
-        "detail": "; ".join(details)[:1000],
+        "rate_model_id": found.model_id,
+        "rate_model_version": found.version,
+        "flags": ",".join(f.name for f in found.flags),
+        "detail": "; ".join(found.details)[:1000],
         "checked_at": now,
     }
     row = (
@@ -318,16 +379,6 @@ async def detect_abnormal(
             setattr(row, name, value)
     session.add(row)
     await session.flush()
-    return AbnormalReport(
-        order_id=facts.order_id,
-        flags=tuple(flags),
-        charged_minor=facts.amount_minor,
-        expected_minor=expected,
-        fair_minor=fair,
-        currency=facts.currency,
-        details=tuple(details),
-        related_order_ids=tuple(sorted(related)),
-    )
 
 
 async def refund_difference(

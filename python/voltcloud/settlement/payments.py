@@ -8,6 +8,7 @@ then operator accounts (locked by `post_entry`); platform and clearing accounts 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -32,7 +33,7 @@ from voltcloud.settlement.ledger import (
 )
 from voltcloud.settlement.models import JournalEntry, LedgerAccount, LedgerHold, Payment, Posting
 from voltcloud.settlement.money import AccountKind, EntryKind, PaymentState, check_amount, round_half_up
-from voltcloud.settlement.providers import DEFAULT_PROVIDERS, ProviderRegistry
+from voltcloud.settlement.providers import DEFAULT_PROVIDERS, ProviderRegistry, ProviderResult
 from voltcloud.settlement.sql import for_update
 
 OFFLINE = "offline"  # the provider whose clearing account is offline-payment clearing
@@ -137,37 +138,15 @@ async def top_up(
     result = adapter.charge(
         amount_minor=amount_minor, currency=currency, token=provider_token, idempotency_key=idempotency_key
     )
-    payment = Payment(
-        id=new_id("pay"),
-        account_id=account_id,
-        direction=1,
-        purpose="top_up",
-        amount_minor=amount_minor,
-        currency=currency,
-        state=int(PaymentState.SUCCEEDED if result.succeeded else PaymentState.FAILED),
-        provider=adapter.name,
-        provider_reference=result.reference,
-        created_at=now,
+
+    async def postings(clearing_id: str, payment_id: str) -> tuple[list[PostingSpec], dict[str, LedgerAccount]]:
+        credit, locked = await _credit_customer(session, wallet, amount_minor, f"top-up {payment_id}")
+        return [PostingSpec(clearing_id, -amount_minor, result.reference), *credit], locked
+
+    transfer = _ProviderTransfer(
+        account_id, 1, "top_up", EntryKind.TOP_UP, "top-up", amount_minor, currency, idempotency_key
     )
-    session.add(payment)
-    if result.succeeded:
-        clearing = await accounts.provider_clearing(session, adapter.name, currency, now)
-        credit, locked = await _credit_customer(session, wallet, amount_minor, f"top-up {payment.id}")
-        entry = await post_entry(
-            session,
-            kind=EntryKind.TOP_UP,
-            postings=[PostingSpec(clearing.id, -amount_minor, result.reference), *credit],
-            now=now,
-            payment_id=payment.id,
-            description=f"top-up via {adapter.name}",
-            actor=actor,
-            idempotency_key=idempotency_key,
-            locked=locked,
-        )
-        payment.entry_id = entry.entry_id
-    await session.flush()
-    await idempotency.complete(session, claim, payment.id)
-    return payment_view(payment)
+    return await _record_provider_result(session, claim, transfer, adapter.name, result, postings, now, actor)
 
 
 async def _record_offline(
@@ -311,39 +290,92 @@ async def withdraw(
     result = adapter.transfer(
         amount_minor=amount_minor, currency=currency, destination=destination, idempotency_key=idempotency_key
     )
+
+    async def postings(clearing_id: str, payment_id: str) -> tuple[list[PostingSpec], dict[str, LedgerAccount]]:
+        return [
+            PostingSpec(account_id, -amount_minor, f"withdrawal {payment_id}"),
+            PostingSpec(clearing_id, amount_minor, result.reference),
+        ], {account_id: account}
+
+    transfer = _ProviderTransfer(
+        account_id, -1, "withdrawal", EntryKind.WITHDRAWAL, "withdrawal", amount_minor, currency, idempotency_key
+    )
+    return await _record_provider_result(session, claim, transfer, adapter.name, result, postings, now, actor)
+
+
+@dataclass(frozen=True)
+class _ProviderTransfer:
+    """Money moved through a provider, in (direction +1) or out (-1) of a customer account."""
+
+    account_id: str
+    direction: int
+    purpose: str
+    kind: EntryKind
+    label: str  # the entry's description: "<label> via <provider>"
+    amount_minor: int
+    currency: str
+    idempotency_key: str  # the caller's: the provider's and the journal entry's key too
+
+
+async def _record_provider_result(
+    session: AsyncSession,
+    claim: idempotency.Claim,
+    transfer: _ProviderTransfer,
+    provider: str,
+    result: ProviderResult,
+    postings: Callable[[str, str], Awaitable[tuple[list[PostingSpec], dict[str, LedgerAccount]]]],
+    now: dt.datetime,
+    actor: Actor,
+) -> PaymentView:
+    """Records the provider's answer as a payment and, when it succeeded, posts it against the provider's
+    clearing account (`postings(clearing account, payment id)`); completes the idempotency claim."""
     payment = Payment(
         id=new_id("pay"),
-        account_id=account_id,
-        direction=-1,
-        purpose="withdrawal",
-        amount_minor=amount_minor,
-        currency=currency,
+        account_id=transfer.account_id,
+        direction=transfer.direction,
+        purpose=transfer.purpose,
+        amount_minor=transfer.amount_minor,
+        currency=transfer.currency,
         state=int(PaymentState.SUCCEEDED if result.succeeded else PaymentState.FAILED),
-        provider=adapter.name,
+        provider=provider,
         provider_reference=result.reference,
         created_at=now,
     )
     session.add(payment)
     if result.succeeded:
-        clearing = await accounts.provider_clearing(session, adapter.name, currency, now)
+        clearing = await accounts.provider_clearing(session, provider, transfer.currency, now)
+        specs, locked = await postings(clearing.id, payment.id)
         entry = await post_entry(
             session,
-            kind=EntryKind.WITHDRAWAL,
-            postings=[
-                PostingSpec(account_id, -amount_minor, f"withdrawal {payment.id}"),
-                PostingSpec(clearing.id, amount_minor, result.reference),
-            ],
+            kind=transfer.kind,
+            postings=specs,
             now=now,
             payment_id=payment.id,
-            description=f"withdrawal via {adapter.name}",
+            description=f"{transfer.label} via {provider}",
             actor=actor,
-            idempotency_key=idempotency_key,
-            locked={account_id: account},
+            idempotency_key=transfer.idempotency_key,
+            locked=locked,
         )
         payment.entry_id = entry.entry_id
     await session.flush()
     await idempotency.complete(session, claim, payment.id)
     return payment_view(payment)
+
+
+async def refunded_so_far(session: AsyncSession, settlement_id: str) -> int:
+    """What the refunds reversing one settlement entry have given back so far."""
+    refunded = (
+        await session.exec(
+            select(sa.func.coalesce(sa.func.sum(Posting.amount_minor), 0))
+            .join(JournalEntry, col(JournalEntry.id) == col(Posting.entry_id))
+            .where(
+                JournalEntry.reverses_entry_id == settlement_id,
+                JournalEntry.kind == int(EntryKind.REFUND),
+                Posting.amount_minor > 0,
+            )
+        )
+    ).one()
+    return int(refunded)
 
 
 async def _refund_order(
@@ -372,18 +404,7 @@ async def _refund_order(
     credits = [p for p in original.postings if p.amount_minor > 0]
     captured = sum(p.amount_minor for p in credits)
     currency = credits[0].currency
-    refunded = (
-        await session.exec(
-            select(sa.func.coalesce(sa.func.sum(Posting.amount_minor), 0))
-            .join(JournalEntry, col(JournalEntry.id) == col(Posting.entry_id))
-            .where(
-                JournalEntry.reverses_entry_id == settlement.id,
-                JournalEntry.kind == int(EntryKind.REFUND),
-                Posting.amount_minor > 0,
-            )
-        )
-    ).one()
-    refundable = captured - int(refunded)
+    refundable = captured - await refunded_so_far(session, settlement.id)
     amount = refundable if amount_minor is None else amount_minor
     if amount <= 0 or amount > refundable:
         raise FailedPrecondition(f"order {order_id}: refundable {refundable} {currency}, requested {amount}")

@@ -130,7 +130,26 @@ async def lock_connector(session: AsyncSession, connector_id: str, expected_vers
     return expected_version + 1
 
 
+async def set_connector_status(
+    session: AsyncSession, connector_id: str, station_id: str, status: int
+) -> InventoryChange | None:
+    """A station's own report of a connector's status, written as reported (the station sees the plug); None
+    when the connector is unknown, belongs to another station or already has that status."""
+    connector = await session.get(Connector, connector_id)
+    if connector is None or connector.station_id != station_id or connector.status == status:
+        return None
+    connector.status = status
+    connector.version += 1
+    session.add(connector)
+    return InventoryChange("connector", connector_id, status, connector.version, station_id=station_id)
+
+
 # ---- packs -----------------------------------------------------------------------------------------------
+
+
+def pack_change(pack: Pack) -> InventoryChange:
+    """The change event for a pack row the caller has just written in its transaction."""
+    return InventoryChange("pack", pack.id, pack.state, pack.version, station_id=pack.station_id)
 
 
 async def reserve_pack(

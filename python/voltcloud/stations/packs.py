@@ -358,6 +358,18 @@ async def reserve_for_swap(session: AsyncSession, pack: Pack, now: dt.datetime, 
     return True
 
 
+async def release_swap_reservation(session: AsyncSession, pack_id: str, now: dt.datetime) -> Pack | None:
+    """A failed swap hands its reserved pack back: RESERVED -> READY. None when it was not reserved."""
+    pack = await session.get(Pack, pack_id)
+    if pack is None or pack.state != RESERVED:
+        return None
+    pack.state = READY
+    pack.version += 1
+    session.add(pack)
+    record(session, pack, now, "swap failed: reservation released")
+    return pack
+
+
 async def apply_report(
     session: AsyncSession,
     now: dt.datetime,
