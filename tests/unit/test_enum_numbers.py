@@ -10,7 +10,7 @@ import pytest
 from google.protobuf.descriptor import EnumDescriptor
 
 from voltcloud import _core, engine, world
-from voltcloud.api.v1 import common_pb2, dispatch_pb2, ordering_pb2, stations_pb2
+from voltcloud.api.v1 import common_pb2, dispatch_pb2, maintenance_pb2, ordering_pb2, stations_pb2
 from voltcloud.platform import auth, enums
 
 PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
@@ -24,6 +24,10 @@ PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.ReservationState: ordering_pb2.ReservationState.DESCRIPTOR,
     enums.WorkerStatus: dispatch_pb2.WorkerStatus.DESCRIPTOR,
     enums.StationSessionKind: stations_pb2.StationSessionKind.DESCRIPTOR,
+    enums.AlarmLevel: common_pb2.AlarmLevel.DESCRIPTOR,
+    enums.AlarmSource: maintenance_pb2.AlarmSource.DESCRIPTOR,
+    enums.AlarmState: maintenance_pb2.AlarmState.DESCRIPTOR,
+    enums.WorkOrderSource: maintenance_pb2.WorkOrderSource.DESCRIPTOR,
     auth.Role: common_pb2.Role.DESCRIPTOR,
 }
 

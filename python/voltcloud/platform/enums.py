@@ -12,6 +12,7 @@ import enum
 
 from voltcloud.api.v1 import common_pb2 as c
 from voltcloud.api.v1 import dispatch_pb2 as d
+from voltcloud.api.v1 import maintenance_pb2 as m
 from voltcloud.api.v1 import ordering_pb2 as o
 from voltcloud.api.v1 import stations_pb2 as s
 
@@ -96,6 +97,34 @@ class WorkerStatus(enum.IntEnum):
     BUSY = d.WORKER_STATUS_BUSY
     ON_BREAK = d.WORKER_STATUS_ON_BREAK
     OFF_SHIFT = d.WORKER_STATUS_OFF_SHIFT
+
+
+class AlarmLevel(enum.IntEnum):
+    INFO = c.ALARM_LEVEL_INFO
+    WARNING = c.ALARM_LEVEL_WARNING
+    MAJOR = c.ALARM_LEVEL_MAJOR
+    CRITICAL = c.ALARM_LEVEL_CRITICAL
+
+
+class AlarmSource(enum.IntEnum):
+    STATION = m.ALARM_SOURCE_STATION
+    VEHICLE = m.ALARM_SOURCE_VEHICLE
+    PACK = m.ALARM_SOURCE_PACK
+    PLATFORM = m.ALARM_SOURCE_PLATFORM
+
+
+class AlarmState(enum.IntEnum):
+    ACTIVE = m.ALARM_STATE_ACTIVE
+    ACKNOWLEDGED = m.ALARM_STATE_ACKNOWLEDGED
+    CLEARED = m.ALARM_STATE_CLEARED
+
+
+class WorkOrderSource(enum.IntEnum):
+    ALARM = m.WORK_ORDER_SOURCE_ALARM
+    INSPECTION = m.WORK_ORDER_SOURCE_INSPECTION
+    PREVENTIVE = m.WORK_ORDER_SOURCE_PREVENTIVE
+    MANUAL = m.WORK_ORDER_SOURCE_MANUAL
+    CUSTOMER = m.WORK_ORDER_SOURCE_CUSTOMER
 
 
 class UnitKind(enum.IntEnum):
