@@ -12,6 +12,10 @@ class InfeasibleError(VoltcloudCoreError): ...
 # pack or unit row may carry into the index (e.g. "max_lanes", "max_connector_power_w", "max_permille").
 # The index enforces them on load; the API and the engine adapter check rows against the same numbers.
 LIMITS: dict[str, int]
+# Every enum number the engine uses (rust_core/src/enums.rs), by enum and member name, e.g.
+# ENUM_NUMBERS["PackState"]["READY"] == 3. Named as in the proto where it has the enum (pinned to it by
+# tests/unit/test_enum_numbers.py); "UnitKind" and "EngineUnitStatus" are the engine's own.
+ENUM_NUMBERS: dict[str, dict[str, int]]
 
 # --- geo -----------------------------------------------------------------------------------------
 def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -24,11 +28,8 @@ def cell_origin(cell: int, cell_size_m: float) -> tuple[float, float]:
     """South-west corner (lat, lng) of a cell id."""
 
 # --- engine: index, traffic, options, batteries (rust_core/src/{index,traffic,options,batteries}.rs)
-# Shared codes: StationKind SWAP=1 CHARGING=2; PackState IN_VEHICLE=1 CHARGING=2 READY=3 RESERVED=4
-# QUARANTINED=5 WITHDRAWN=6 IN_TRANSIT=7; ConnectorStatus AVAILABLE=1 OCCUPIED=2 RESERVED=3 FAULTED=4
-# UNAVAILABLE=5 OFFLINE=6; ConnectorStandard GBT_DC=1 GBT_AC=2 CCS2=3 CHADEMO=4 TYPE2=5 (masks: 1 << code);
-# PowerUpMode SWAP=1 CHARGE=2 VALET=3 MOBILE_VAN=4 (masks: 1 << mode). Unit kind VAN=1 SPECIALIST=2
-# ENGINEER=3; UnitStatus AVAILABLE(IDLE)=1 BUSY=2 OFF_SHIFT=3 RESERVED=4 OFFLINE=5. SOC/SOH permille, Wh, W,
+# Codes (StationKind, PackState, ConnectorStatus, ConnectorStandard with masks 1 << code, PowerUpMode with
+# masks 1 << mode, unit kind and unit status) are the numbers in ENUM_NUMBERS above. SOC/SOH permille, Wh, W,
 # unix seconds UTC. Array arguments take any 1-D array-like; values are range-checked per column.
 from typing import Any as _Any  # noqa: E402
 from typing import Self as _Self  # noqa: E402

@@ -42,18 +42,27 @@ from voltcloud.engine_limits import STATION_CHARGING as STATION_CHARGING  # re-e
 from voltcloud.engine_limits import STATION_SWAP as STATION_SWAP
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.db import Database
+from voltcloud.platform.enums import PowerUpMode, ResourceKind, UnitKind, UnitStatus
 from voltcloud.platform.errors import InvalidArgument, ResourceExhausted, Unimplemented
 from voltcloud.platform.tracing import engine_span
 from voltcloud.stations.api import Connector, InventoryChange, MobileUnit, Pack, PackType, Station
 
 log = logging.getLogger(__name__)
 
-UNIT_VAN = 1
-UNIT_SPECIALIST = 2
+UNIT_VAN = int(UnitKind.VAN)
+UNIT_SPECIALIST = int(UnitKind.SPECIALIST)
 
-# Database MobileUnit.status (1 idle, 2 busy, 3 off shift) → the engine's unit status (1 available,
-# 3 reserved by the engine's own API; we mirror the database instead and use 2 busy, 4 off shift).
-_UNIT_STATUS_TO_ENGINE = {1: 1, 2: 2, 3: 4}
+
+def _unit_status_to_engine() -> tuple[dict[int, int], int]:
+    """MobileUnit.status → the engine's unit status, matched by name (the engine has RESERVED for its own
+    reserve/release, which a stored status must never land on), and the engine's OFFLINE for a status it
+    does not know: such a unit is never offered."""
+    engine = _core.ENUM_NUMBERS["EngineUnitStatus"]
+    names = {UnitStatus.IDLE: "AVAILABLE", UnitStatus.BUSY: "BUSY", UnitStatus.OFF_SHIFT: "OFF_SHIFT"}
+    return {int(s): engine[n] for s, n in names.items()}, engine["OFFLINE"]
+
+
+_UNIT_STATUS_TO_ENGINE, _UNIT_STATUS_UNKNOWN = _unit_status_to_engine()
 
 _core_any: Any = _core  # engine classes whose stubs have not landed in _core.pyi yet
 AC_ONLY_POWER_W = 7_000
@@ -329,7 +338,7 @@ class Engine:
                 self.index.move_unit(info.idx, change.lat, change.lng)
                 maps.unit_by_id[change.id] = _replace_unit(info, lat=change.lat, lng=change.lng)
             if change.status > 0:
-                self.index.set_unit_status(info.idx, _UNIT_STATUS_TO_ENGINE.get(change.status, 4))
+                self.index.set_unit_status(info.idx, _UNIT_STATUS_TO_ENGINE.get(change.status, _UNIT_STATUS_UNKNOWN))
                 maps.unit_by_id[change.id] = _replace_unit(maps.unit_by_id[change.id], status=change.status)
 
     async def sync(self, db: Database) -> int:
@@ -438,10 +447,9 @@ class Engine:
     def nearest_units(
         self, lat: float, lng: float, *, k: int, radius_m: float, kind: int | None = None, idle_only: bool = True
     ) -> list[tuple[UnitInfo, float]]:
+        available = _UNIT_STATUS_TO_ENGINE[UnitStatus.IDLE] if idle_only else None
         with engine_span("nearest_units", k=k, radius_m=radius_m):
-            idx, dist = self.index.nearest_units(
-                lat, lng, k, kind=kind, status=1 if idle_only else None, max_radius_m=radius_m
-            )
+            idx, dist = self.index.nearest_units(lat, lng, k, kind=kind, status=available, max_radius_m=radius_m)
         maps = self._maps
         return [(maps.unit_by_id[maps.unit_by_idx[i]], float(d)) for i, d in zip(idx, dist, strict=True)]
 
@@ -542,16 +550,16 @@ class Engine:
             connector_id = maps.connector_ids[o.connector] if o.connector >= 0 else None
             pack_id = maps.pack_ids[o.pack] if o.pack >= 0 else None
             mode = int(o.mode)
-            if mode == 1:
-                kind, resource = 1, "0"
-            elif mode == 2:
-                kind, resource = 2, connector_id or ""
-            elif mode == 3:
-                kind, resource = 3, unit.id if unit else ""
+            if mode == PowerUpMode.SWAP:
+                kind, resource = int(ResourceKind.SWAP_LANE), "0"
+            elif mode == PowerUpMode.CHARGE:
+                kind, resource = int(ResourceKind.CONNECTOR), connector_id or ""
+            elif mode == PowerUpMode.VALET:
+                kind, resource = int(ResourceKind.SPECIALIST), unit.id if unit else ""
             else:
-                kind, resource = 4, unit.id if unit else ""
+                kind, resource = int(ResourceKind.VAN), unit.id if unit else ""
             operator = (station.operator_id if station else None) or (unit.operator_id if unit else "")
-            at_car = mode in (3, 4)
+            at_car = mode in (PowerUpMode.VALET, PowerUpMode.MOBILE_VAN)
             distance = float(o.distance_m)
             capacity = max(v.usable_capacity_wh, 1)
             used = distance / 1000 * v.consumption_wh_per_km if not at_car else 0.0
@@ -752,7 +760,7 @@ def _load_units(index: Any, maps: _Maps, units: Sequence[MobileUnit]) -> None:
             np.array([maps.operator_handle[u.operator_id] for u in rows], dtype=np.uint32),
             np.array([u.lat for u in rows], dtype=np.float64),
             np.array([u.lng for u in rows], dtype=np.float64),
-            np.array([_UNIT_STATUS_TO_ENGINE.get(u.status, 4) for u in rows], dtype=np.uint8),
+            np.array([_UNIT_STATUS_TO_ENGINE.get(u.status, _UNIT_STATUS_UNKNOWN) for u in rows], dtype=np.uint8),
             energy_wh=np.array([u.energy_wh for u in rows], dtype=np.uint64),
             connector_mask=np.array([u.connector_mask for u in rows], dtype=np.uint32),
             skills=np.array([u.skills for u in rows], dtype=np.uint64),

@@ -2,7 +2,7 @@
 
 Apart from `engine.py` because the domains that write rows (stations: registry, packs) check them at the edge,
 and `engine.py` sits above those domains (it reads their tables to build the index): this module imports
-nothing but `_core`, so it can sit below every room.
+nothing but `_core` and `platform.enums`, so it can sit below every room.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass, fields
 
 from voltcloud import _core
+from voltcloud.platform.enums import StationKind
 
-STATION_SWAP = 1
-STATION_CHARGING = 2
+STATION_SWAP = int(StationKind.SWAP)
+STATION_CHARGING = int(StationKind.CHARGING)
 
 
 @dataclass(frozen=True)

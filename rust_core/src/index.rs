@@ -23,26 +23,44 @@ use std::hash::{BuildHasherDefault, Hasher};
 pub const STATION_SWAP: u8 = 1;
 pub const STATION_CHARGING: u8 = 2;
 
+// Enum numbers: the proto's (common.proto PackState, ConnectorStatus, ConnectorStandard, StationKind) where
+// it has the enum; `_core.ENUM_NUMBERS` exports them and tests/unit/test_enum_numbers.py pins them.
 pub const PACK_IN_VEHICLE: u8 = 1;
 /// `Pack::station` of a pack that is not in a station (in a vehicle or in transit).
 pub const NO_STATION: u32 = u32::MAX;
+pub const PACK_CHARGING: u8 = 2;
 pub const PACK_READY: u8 = 3;
 pub const PACK_RESERVED: u8 = 4;
 pub const PACK_QUARANTINED: u8 = 5;
 pub const PACK_WITHDRAWN: u8 = 6;
-pub const PACK_STATE_MAX: u8 = 7;
+pub const PACK_IN_TRANSIT: u8 = 7;
+pub const PACK_STATE_MAX: u8 = PACK_IN_TRANSIT;
 
 pub const CONN_AVAILABLE: u8 = 1;
+pub const CONN_OCCUPIED: u8 = 2;
 pub const CONN_RESERVED: u8 = 3;
-pub const CONN_STATUS_MAX: u8 = 6;
-pub const STANDARD_MAX: u8 = 5;
+pub const CONN_FAULTED: u8 = 4;
+pub const CONN_UNAVAILABLE: u8 = 5;
+pub const CONN_OFFLINE: u8 = 6;
+pub const CONN_STATUS_MAX: u8 = CONN_OFFLINE;
+pub const STANDARD_GBT_DC: u8 = 1;
+pub const STANDARD_GBT_AC: u8 = 2;
+pub const STANDARD_CCS2: u8 = 3;
+pub const STANDARD_CHADEMO: u8 = 4;
+pub const STANDARD_TYPE2: u8 = 5;
+pub const STANDARD_MAX: u8 = STANDARD_TYPE2;
 
+// The engine's own unit enums (no proto has them): the database's unit status has no RESERVED or OFFLINE,
+// so the engine maps it by name (engine.py).
 pub const UNIT_VAN: u8 = 1;
 pub const UNIT_SPECIALIST: u8 = 2;
 pub const UNIT_ENGINEER: u8 = 3;
 pub const UNIT_AVAILABLE: u8 = 1;
+pub const UNIT_BUSY: u8 = 2;
+pub const UNIT_OFF_SHIFT: u8 = 3;
 pub const UNIT_RESERVED: u8 = 4;
-pub const UNIT_STATUS_MAX: u8 = 5;
+pub const UNIT_OFFLINE: u8 = 5;
+pub const UNIT_STATUS_MAX: u8 = UNIT_OFFLINE;
 
 /// A fast hasher for cell ids and external ids (a 64-bit finaliser; the keys are not attacker-chosen
 /// strings, and SipHash costs more than the rest of a ring lookup).
@@ -240,6 +258,74 @@ impl Grid {
             r += 1;
         }
         r
+    }
+}
+
+/// One optimistic reserve/release step of a resource's status: `from` → `to`, refused (Conflict) when the
+/// caller's version is stale or the resource is not in `from`. `want` and `field` word the refusal.
+pub struct Transition {
+    kind: &'static str,
+    field: &'static str,
+    from: u8,
+    want: &'static str,
+    to: u8,
+}
+
+const RESERVE_CONNECTOR: Transition = Transition {
+    kind: "connector",
+    field: "status",
+    from: CONN_AVAILABLE,
+    want: "available",
+    to: CONN_RESERVED,
+};
+const RELEASE_CONNECTOR: Transition = Transition {
+    kind: "connector",
+    field: "status",
+    from: CONN_RESERVED,
+    want: "reserved",
+    to: CONN_AVAILABLE,
+};
+const RESERVE_PACK: Transition = Transition {
+    kind: "pack",
+    field: "state",
+    from: PACK_READY,
+    want: "READY",
+    to: PACK_RESERVED,
+};
+const RELEASE_PACK: Transition = Transition {
+    kind: "pack",
+    field: "state",
+    from: PACK_RESERVED,
+    want: "RESERVED",
+    to: PACK_READY,
+};
+const RESERVE_UNIT: Transition = Transition {
+    kind: "unit",
+    field: "status",
+    from: UNIT_AVAILABLE,
+    want: "AVAILABLE",
+    to: UNIT_RESERVED,
+};
+const RELEASE_UNIT: Transition = Transition {
+    kind: "unit",
+    field: "status",
+    from: UNIT_RESERVED,
+    want: "RESERVED",
+    to: UNIT_AVAILABLE,
+};
+
+impl Transition {
+    fn apply(&self, idx: u32, status: &mut u8, version: &mut u64, expected: Option<u64>) -> CoreResult<u64> {
+        IndexState::check_version(self.kind, idx, *version, expected)?;
+        if *status != self.from {
+            return Err(CoreError::Conflict(format!(
+                "{} {idx} is not {} ({} {status})",
+                self.kind, self.want, self.field
+            )));
+        }
+        *status = self.to;
+        *version += 1;
+        Ok(*version)
     }
 }
 
@@ -748,90 +834,39 @@ impl IndexState {
 
     pub fn reserve_connector(&mut self, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
         let c = self.connector_mut(idx)?;
-        Self::check_version("connector", idx, c.version, expected)?;
-        if c.status != CONN_AVAILABLE {
-            return Err(CoreError::Conflict(format!(
-                "connector {idx} is not available (status {})",
-                c.status
-            )));
-        }
-        c.status = CONN_RESERVED;
-        c.version += 1;
-        Ok(c.version)
+        RESERVE_CONNECTOR.apply(idx, &mut c.status, &mut c.version, expected)
     }
 
     pub fn release_connector(&mut self, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
         let c = self.connector_mut(idx)?;
-        Self::check_version("connector", idx, c.version, expected)?;
-        if c.status != CONN_RESERVED {
-            return Err(CoreError::Conflict(format!(
-                "connector {idx} is not reserved (status {})",
-                c.status
-            )));
-        }
-        c.status = CONN_AVAILABLE;
-        c.version += 1;
-        Ok(c.version)
+        RELEASE_CONNECTOR.apply(idx, &mut c.status, &mut c.version, expected)
     }
 
     pub fn reserve_pack(&mut self, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
-        let p = self.pack_mut(idx)?;
-        Self::check_version("pack", idx, p.version, expected)?;
-        if p.state != PACK_READY {
-            return Err(CoreError::Conflict(format!(
-                "pack {idx} is not READY (state {})",
-                p.state
-            )));
-        }
-        p.state = PACK_RESERVED;
-        p.version += 1;
-        let (v, t, in_station) = (p.version, p.pack_type as usize, p.station != NO_STATION);
-        self.count_ready(t, in_station, true, false);
-        Ok(v)
+        self.pack_transition(&RESERVE_PACK, idx, expected)
     }
 
     pub fn release_pack(&mut self, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
+        self.pack_transition(&RELEASE_PACK, idx, expected)
+    }
+
+    /// A pack step also moves the pack between the READY counts.
+    fn pack_transition(&mut self, step: &Transition, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
         let p = self.pack_mut(idx)?;
-        Self::check_version("pack", idx, p.version, expected)?;
-        if p.state != PACK_RESERVED {
-            return Err(CoreError::Conflict(format!(
-                "pack {idx} is not RESERVED (state {})",
-                p.state
-            )));
-        }
-        p.state = PACK_READY;
-        p.version += 1;
-        let (v, t, in_station) = (p.version, p.pack_type as usize, p.station != NO_STATION);
-        self.count_ready(t, in_station, false, true);
+        let v = step.apply(idx, &mut p.state, &mut p.version, expected)?;
+        let (t, in_station) = (p.pack_type as usize, p.station != NO_STATION);
+        self.count_ready(t, in_station, step.from == PACK_READY, step.to == PACK_READY);
         Ok(v)
     }
 
     pub fn reserve_unit(&mut self, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
         let u = self.unit_mut(idx)?;
-        Self::check_version("unit", idx, u.version, expected)?;
-        if u.status != UNIT_AVAILABLE {
-            return Err(CoreError::Conflict(format!(
-                "unit {idx} is not AVAILABLE (status {})",
-                u.status
-            )));
-        }
-        u.status = UNIT_RESERVED;
-        u.version += 1;
-        Ok(u.version)
+        RESERVE_UNIT.apply(idx, &mut u.status, &mut u.version, expected)
     }
 
     pub fn release_unit(&mut self, idx: u32, expected: Option<u64>) -> CoreResult<u64> {
         let u = self.unit_mut(idx)?;
-        Self::check_version("unit", idx, u.version, expected)?;
-        if u.status != UNIT_RESERVED {
-            return Err(CoreError::Conflict(format!(
-                "unit {idx} is not RESERVED (status {})",
-                u.status
-            )));
-        }
-        u.status = UNIT_AVAILABLE;
-        u.version += 1;
-        Ok(u.version)
+        RELEASE_UNIT.apply(idx, &mut u.status, &mut u.version, expected)
     }
 
     // --- spatial queries ------------------------------------------------------------------------

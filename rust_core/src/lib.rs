@@ -2,6 +2,7 @@
 
 pub mod batteries;
 pub mod columns;
+pub mod enums;
 pub mod errors;
 pub mod geo;
 pub mod gil;
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NotFoundError", py.get_type::<errors::NotFoundError>())?;
     m.add("ConflictError", py.get_type::<errors::ConflictError>())?;
     m.add("InfeasibleError", py.get_type::<errors::InfeasibleError>())?;
+    enums::register(m)?;
     geo::register(m)?;
     index::register(m)?;
     limits::register(m)?;

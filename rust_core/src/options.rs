@@ -13,8 +13,8 @@ use crate::geo::LatLng;
 use crate::gil::without_gil;
 use crate::index::small;
 use crate::index::{
-    IndexState, ResourceIndex, Visibility, CONN_AVAILABLE, PACK_READY, STATION_CHARGING, STATION_SWAP,
-    UNIT_AVAILABLE, UNIT_SPECIALIST, UNIT_VAN,
+    IndexState, ResourceIndex, Station, Visibility, CONN_AVAILABLE, PACK_READY, STATION_CHARGING,
+    STATION_SWAP, UNIT_AVAILABLE, UNIT_SPECIALIST, UNIT_VAN,
 };
 use crate::traffic::{TrafficState, TravelModel};
 use pyo3::prelude::*;
@@ -189,192 +189,8 @@ fn on_shift(start: i64, end: i64, from: f64, to: f64) -> bool {
 
 pub fn compute_options(idx: &IndexState, tr: &TrafficState, req: &Request) -> CoreResult<Vec<PowerUp>> {
     req.validate()?;
-    let now = req.now as f64;
-    let deadline = req.deadline as f64;
-    let want_valet = req.wants(MODE_VALET);
-    let keep = if want_valet { req.top_n * 2 } else { req.top_n };
-    let want_swap = req.wants(MODE_SWAP) || want_valet;
-    let want_charge = req.wants(MODE_CHARGE) || want_valet;
-    let mut swaps: Vec<PowerUp> = Vec::new();
-    let mut charges: Vec<PowerUp> = Vec::new();
-
-    let budget = req.drive_budget_wh();
-    if (want_swap || want_charge) && budget >= 0.0 {
-        let range_m = budget / req.consumption_wh_per_km * 1000.0;
-        let min_swap = if idx.min_swap_time_s == u32::MAX {
-            0.0
-        } else {
-            idx.min_swap_time_s as f64
-        };
-        let no_ready_pack = idx.ready_per_type[req.pack_type as usize] == 0;
-        // Charging can't be faster than from the current SOC at the highest power any connector has.
-        let p_max = (idx.max_connector_power_w as f64).min(req.max_charge_power_w);
-        let min_charge = charge_time_s(req.capacity_wh, req.soc as f64, req.target_soc as f64, p_max);
-        // (swap search done, charge search done) once nothing at distance >= lb can beat the lists.
-        let done = |lb: f64, swaps: &Vec<PowerUp>, charges: &Vec<PowerUp>| {
-            let eta_lb = now + tr.time_lower_bound(req.pos, lb, req.now);
-            (
-                !want_swap || no_ready_pack || eta_lb + min_swap > worst_finish(swaps, keep).min(deadline),
-                !want_charge || eta_lb + min_charge > worst_finish(charges, keep).min(deadline),
-            )
-        };
-        // Visits one station: a resource check first (no travel call without a usable pack / connector).
-        let visit = |si: u32,
-                     swaps: &mut Vec<PowerUp>,
-                     charges: &mut Vec<PowerUp>,
-                     swap_done: bool,
-                     charge_done: bool,
-                     examined: &mut usize| {
-            let st = &idx.stations[si as usize];
-            if !req.vis.allows(st.operator) {
-                return;
-            }
-            let is_swap = st.kind == STATION_SWAP;
-            if (is_swap && swap_done) || (!is_swap && (charge_done || st.kind != STATION_CHARGING)) {
-                return;
-            }
-            if is_swap {
-                let mut best: Option<u32> = None;
-                for &pi in &st.packs {
-                    let p = &idx.packs[pi as usize];
-                    if p.state != PACK_READY || p.pack_type != req.pack_type || p.soc < req.target_soc {
-                        continue;
-                    }
-                    let better = match best {
-                        None => true,
-                        Some(b) => {
-                            let q = &idx.packs[b as usize];
-                            (p.soc, p.soh) > (q.soc, q.soh)
-                        }
-                    };
-                    if better {
-                        best = Some(pi);
-                    }
-                }
-                let Some(pi) = best else { return };
-                let p = &idx.packs[pi as usize];
-                *examined += 1;
-                let travel = tr.travel(req.pos, st.pos, req.now);
-                if !req.reachable(travel.distance_m) {
-                    return;
-                }
-                let arrival_soc = req.arrival_soc(travel.distance_m);
-                let wait = (st.queue as f64 * st.swap_time_s as f64 / st.lanes.max(1) as f64).ceil();
-                let service = st.swap_time_s as f64;
-                let finish = now + travel.duration_s + wait + service;
-                if finish > deadline {
-                    return;
-                }
-                push_top(
-                    swaps,
-                    PowerUp {
-                        mode: MODE_SWAP,
-                        service_mode: MODE_SWAP,
-                        station: Some(si),
-                        connector: None,
-                        pack: Some(pi),
-                        unit: None,
-                        eta_s: travel.duration_s,
-                        wait_s: wait,
-                        service_s: service,
-                        finish_at: finish,
-                        energy_wh: ((p.soc as f64 - arrival_soc).max(0.0)) * req.capacity_wh / 1000.0,
-                        distance_m: travel.distance_m,
-                        cost_proxy: travel.distance_m,
-                        resource_version: p.version,
-                        unit_version: 0,
-                    },
-                    keep,
-                );
-            } else {
-                let mut best: Option<u32> = None;
-                for &ci in &st.connectors {
-                    let c = &idx.connectors[ci as usize];
-                    if c.status != CONN_AVAILABLE || req.connector_mask & (1u32 << c.standard) == 0 {
-                        continue;
-                    }
-                    if best.is_none_or(|b| c.max_power_w > idx.connectors[b as usize].max_power_w) {
-                        best = Some(ci);
-                    }
-                }
-                let Some(ci) = best else { return };
-                let c = &idx.connectors[ci as usize];
-                *examined += 1;
-                let travel = tr.travel(req.pos, st.pos, req.now);
-                if !req.reachable(travel.distance_m) {
-                    return;
-                }
-                let arrival_soc = req.arrival_soc(travel.distance_m);
-                let power = (c.max_power_w as f64).min(req.max_charge_power_w);
-                let target = req.target_soc as f64;
-                let service = charge_time_s(req.capacity_wh, arrival_soc, target, power);
-                let finish = now + travel.duration_s + service;
-                if finish > deadline {
-                    return;
-                }
-                push_top(
-                    charges,
-                    PowerUp {
-                        mode: MODE_CHARGE,
-                        service_mode: MODE_CHARGE,
-                        station: Some(si),
-                        connector: Some(ci),
-                        pack: None,
-                        unit: None,
-                        eta_s: travel.duration_s,
-                        wait_s: 0.0,
-                        service_s: service,
-                        finish_at: finish,
-                        energy_wh: (target - arrival_soc).max(0.0) * req.capacity_wh / 1000.0,
-                        distance_m: travel.distance_m,
-                        cost_proxy: travel.distance_m,
-                        resource_version: c.version,
-                        unit_version: 0,
-                    },
-                    keep,
-                );
-            }
-        };
-        let grid = &idx.station_grid;
-        let coarse = &idx.station_coarse;
-        let center = grid.cell(req.pos);
-        let max_r = grid.rings_for(center, req.pos.lat, range_m).min(FINE_RINGS);
-        let mut examined = 0usize;
-        // Phase 1: fine rings up to FINE_RINGS; phase 2: coarse rings, skipping stations already seen.
-        let mut finished = false;
-        for r in 0..=max_r {
-            let lb = grid.ring_lower_bound_m(req.pos.lat, r);
-            let (sd, cd) = done(lb, &swaps, &charges);
-            if lb > range_m || examined >= MAX_STATION_CANDIDATES || (sd && cd) {
-                finished = true;
-                break;
-            }
-            grid.for_ring(center, r, |si| {
-                visit(si, &mut swaps, &mut charges, sd, cd, &mut examined)
-            });
-        }
-        if !finished && max_r == FINE_RINGS {
-            let fine_lb = grid.ring_lower_bound_m(req.pos.lat, FINE_RINGS + 1);
-            let c_center = coarse.cell(req.pos);
-            let max_cr = coarse.rings_for(c_center, req.pos.lat, range_m);
-            for r in 0..=max_cr {
-                let lb = coarse.ring_lower_bound_m(req.pos.lat, r).max(fine_lb);
-                let (sd, cd) = done(lb, &swaps, &charges);
-                if lb > range_m || examined >= MAX_STATION_CANDIDATES || (sd && cd) {
-                    break;
-                }
-                coarse.for_ring(c_center, r, |si| {
-                    let fc = grid.cell(idx.stations[si as usize].pos);
-                    if (fc.row - center.row).abs() <= FINE_RINGS && (fc.col - center.col).abs() <= FINE_RINGS
-                    {
-                        return;
-                    }
-                    visit(si, &mut swaps, &mut charges, sd, cd, &mut examined)
-                });
-            }
-        }
-    }
-
+    let s = Search::new(idx, tr, req);
+    let (swaps, charges) = s.stations();
     let mut out: Vec<PowerUp> = Vec::new();
     if req.wants(MODE_SWAP) {
         out.extend(swaps.iter().take(req.top_n).cloned());
@@ -382,120 +198,11 @@ pub fn compute_options(idx: &IndexState, tr: &TrafficState, req: &Request) -> Co
     if req.wants(MODE_CHARGE) {
         out.extend(charges.iter().take(req.top_n).cloned());
     }
-
-    let needed_wh = (req.target_soc as f64 - req.soc as f64).max(0.0) * req.capacity_wh / 1000.0;
-    if req.wants(MODE_MOBILE_VAN) && needed_wh > 0.0 {
-        let vans = idx.nearest_units(
-            req.pos,
-            MAX_UNIT_CANDIDATES,
-            UNIT_RADIUS_M,
-            Some(UNIT_VAN),
-            Some(UNIT_AVAILABLE),
-            &req.vis,
-        );
-        let mut list = Vec::new();
-        for (ui, _) in vans {
-            let u = &idx.units[ui as usize];
-            if u.connector_mask & req.connector_mask == 0
-                || (u.energy_wh as f64) < needed_wh
-                || u.power_w == 0
-            {
-                continue;
-            }
-            let start = now.max(u.busy_until as f64);
-            let travel = tr.travel(u.pos, req.pos, start as i64);
-            let power = (u.power_w as f64).min(req.max_charge_power_w);
-            let service = charge_time_s(req.capacity_wh, req.soc as f64, req.target_soc as f64, power);
-            let finish = start + travel.duration_s + service;
-            if finish > deadline || !on_shift(u.shift_start, u.shift_end, start, finish) {
-                continue;
-            }
-            push_top(
-                &mut list,
-                PowerUp {
-                    mode: MODE_MOBILE_VAN,
-                    service_mode: MODE_MOBILE_VAN,
-                    station: None,
-                    connector: None,
-                    pack: None,
-                    unit: Some(ui),
-                    eta_s: travel.duration_s,
-                    wait_s: start - now,
-                    service_s: service,
-                    finish_at: finish,
-                    energy_wh: needed_wh,
-                    distance_m: travel.distance_m,
-                    cost_proxy: travel.distance_m + LABOUR_M_PER_S * (travel.duration_s + service),
-                    resource_version: 0,
-                    unit_version: u.version,
-                },
-                req.top_n,
-            );
-        }
-        out.extend(list);
+    if req.wants(MODE_MOBILE_VAN) {
+        out.extend(s.vans());
     }
-
-    if want_valet && !(swaps.is_empty() && charges.is_empty()) {
-        let specs = idx.nearest_units(
-            req.pos,
-            MAX_UNIT_CANDIDATES,
-            UNIT_RADIUS_M,
-            Some(UNIT_SPECIALIST),
-            Some(UNIT_AVAILABLE),
-            &req.vis,
-        );
-        // Earliest arrivals at the car first; the best three are combined with every station candidate.
-        let mut arrivals: Vec<(f64, u32, f64, f64)> = Vec::new();
-        for (ui, _) in specs {
-            let u = &idx.units[ui as usize];
-            let start = now.max(u.busy_until as f64);
-            if !on_shift(u.shift_start, u.shift_end, start, start) {
-                continue;
-            }
-            let t = tr.travel(u.pos, req.pos, start as i64);
-            arrivals.push((start + t.duration_s, ui, t.duration_s, t.distance_m));
-        }
-        arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        arrivals.truncate(3);
-        let mut list: Vec<PowerUp> = Vec::new();
-        for &(at_car, ui, spec_s, spec_m) in &arrivals {
-            let u = &idx.units[ui as usize];
-            for c in swaps.iter().chain(charges.iter()) {
-                let st = &idx.stations[c.station.unwrap_or(0) as usize];
-                let done_at = at_car + c.eta_s + c.wait_s + c.service_s;
-                let back = tr.travel(st.pos, req.pos, done_at as i64);
-                let finish = done_at + back.duration_s;
-                if finish > deadline || !on_shift(u.shift_start, u.shift_end, at_car - spec_s, finish) {
-                    continue;
-                }
-                if list.iter().any(|x| x.station == c.station) {
-                    continue;
-                }
-                let labour = finish - (at_car - spec_s);
-                push_top(
-                    &mut list,
-                    PowerUp {
-                        mode: MODE_VALET,
-                        service_mode: c.mode,
-                        station: c.station,
-                        connector: c.connector,
-                        pack: c.pack,
-                        unit: Some(ui),
-                        eta_s: spec_s,
-                        wait_s: (at_car - spec_s - now) + c.wait_s,
-                        service_s: c.eta_s + c.service_s + back.duration_s,
-                        finish_at: finish,
-                        energy_wh: c.energy_wh,
-                        distance_m: spec_m + c.distance_m + back.distance_m,
-                        cost_proxy: spec_m + c.distance_m + back.distance_m + LABOUR_M_PER_S * labour,
-                        resource_version: c.resource_version,
-                        unit_version: u.version,
-                    },
-                    req.top_n,
-                );
-            }
-        }
-        out.extend(list);
+    if s.want_valet && !(swaps.is_empty() && charges.is_empty()) {
+        out.extend(s.valets(&swaps, &charges));
     }
     out.sort_by(|a, b| {
         a.finish_at
@@ -503,6 +210,376 @@ pub fn compute_options(idx: &IndexState, tr: &TrafficState, req: &Request) -> Co
             .then(a.cost_proxy.total_cmp(&b.cost_proxy))
     });
     Ok(out)
+}
+
+/// One query's search: one searcher per mode (stations for SWAP and CHARGE, vans, valets built on the
+/// station candidates), sharing the request and the clock.
+struct Search<'a> {
+    idx: &'a IndexState,
+    tr: &'a TrafficState,
+    req: &'a Request,
+    now: f64,
+    deadline: f64,
+    want_valet: bool,
+    want_swap: bool,
+    want_charge: bool,
+    /// Station candidates kept per list: VALET combines them with specialists, so it needs more.
+    keep: usize,
+}
+
+/// The ring walk's state: candidates so far and how many stations cost a travel call.
+struct StationLists {
+    swaps: Vec<PowerUp>,
+    charges: Vec<PowerUp>,
+    examined: usize,
+}
+
+impl<'a> Search<'a> {
+    fn new(idx: &'a IndexState, tr: &'a TrafficState, req: &'a Request) -> Self {
+        let want_valet = req.wants(MODE_VALET);
+        Search {
+            idx,
+            tr,
+            req,
+            now: req.now as f64,
+            deadline: req.deadline as f64,
+            want_valet,
+            want_swap: req.wants(MODE_SWAP) || want_valet,
+            want_charge: req.wants(MODE_CHARGE) || want_valet,
+            keep: if want_valet { req.top_n * 2 } else { req.top_n },
+        }
+    }
+
+    /// SWAP and CHARGE candidates (best first), walking fine rings then coarse rings outwards.
+    fn stations(&self) -> (Vec<PowerUp>, Vec<PowerUp>) {
+        let mut l = StationLists {
+            swaps: Vec::new(),
+            charges: Vec::new(),
+            examined: 0,
+        };
+        let budget = self.req.drive_budget_wh();
+        if (self.want_swap || self.want_charge) && budget >= 0.0 {
+            let range_m = budget / self.req.consumption_wh_per_km * 1000.0;
+            let bounds = self.service_lower_bounds();
+            if !self.fine_rings(&mut l, range_m, bounds) {
+                self.coarse_rings(&mut l, range_m, bounds);
+            }
+        }
+        (l.swaps, l.charges)
+    }
+
+    /// The shortest swap and the fastest charge any station could offer (for the stopping rule).
+    fn service_lower_bounds(&self) -> (f64, f64) {
+        let (idx, req) = (self.idx, self.req);
+        let min_swap = if idx.min_swap_time_s == u32::MAX {
+            0.0
+        } else {
+            idx.min_swap_time_s as f64
+        };
+        // Charging can't be faster than from the current SOC at the highest power any connector has.
+        let p_max = (idx.max_connector_power_w as f64).min(req.max_charge_power_w);
+        let min_charge = charge_time_s(req.capacity_wh, req.soc as f64, req.target_soc as f64, p_max);
+        (min_swap, min_charge)
+    }
+
+    /// (swap search done, charge search done) once nothing at distance >= lb can beat the lists.
+    fn done(&self, lb: f64, l: &StationLists, (min_swap, min_charge): (f64, f64)) -> (bool, bool) {
+        let req = self.req;
+        let no_ready_pack = self.idx.ready_per_type[req.pack_type as usize] == 0;
+        let eta_lb = self.now + self.tr.time_lower_bound(req.pos, lb, req.now);
+        (
+            !self.want_swap
+                || no_ready_pack
+                || eta_lb + min_swap > worst_finish(&l.swaps, self.keep).min(self.deadline),
+            !self.want_charge || eta_lb + min_charge > worst_finish(&l.charges, self.keep).min(self.deadline),
+        )
+    }
+
+    /// Phase 1: fine rings up to FINE_RINGS. True when the search finished before running out of rings.
+    fn fine_rings(&self, l: &mut StationLists, range_m: f64, bounds: (f64, f64)) -> bool {
+        let grid = &self.idx.station_grid;
+        let center = grid.cell(self.req.pos);
+        let max_r = grid.rings_for(center, self.req.pos.lat, range_m).min(FINE_RINGS);
+        for r in 0..=max_r {
+            let lb = grid.ring_lower_bound_m(self.req.pos.lat, r);
+            let (sd, cd) = self.done(lb, l, bounds);
+            if lb > range_m || l.examined >= MAX_STATION_CANDIDATES || (sd && cd) {
+                return true;
+            }
+            grid.for_ring(center, r, |si| self.visit(si, l, sd, cd));
+        }
+        // Fewer rings than FINE_RINGS cover the whole range: the coarse phase has nothing to add.
+        max_r < FINE_RINGS
+    }
+
+    /// Phase 2: coarse rings, skipping stations the fine rings already covered.
+    fn coarse_rings(&self, l: &mut StationLists, range_m: f64, bounds: (f64, f64)) {
+        let (grid, coarse, pos) = (&self.idx.station_grid, &self.idx.station_coarse, self.req.pos);
+        let center = grid.cell(pos);
+        let fine_lb = grid.ring_lower_bound_m(pos.lat, FINE_RINGS + 1);
+        let c_center = coarse.cell(pos);
+        let max_cr = coarse.rings_for(c_center, pos.lat, range_m);
+        for r in 0..=max_cr {
+            let lb = coarse.ring_lower_bound_m(pos.lat, r).max(fine_lb);
+            let (sd, cd) = self.done(lb, l, bounds);
+            if lb > range_m || l.examined >= MAX_STATION_CANDIDATES || (sd && cd) {
+                break;
+            }
+            coarse.for_ring(c_center, r, |si| {
+                let fc = grid.cell(self.idx.stations[si as usize].pos);
+                if (fc.row - center.row).abs() <= FINE_RINGS && (fc.col - center.col).abs() <= FINE_RINGS {
+                    return;
+                }
+                self.visit(si, l, sd, cd)
+            });
+        }
+    }
+
+    /// Visits one station: a resource check first (no travel call without a usable pack / connector).
+    fn visit(&self, si: u32, l: &mut StationLists, swap_done: bool, charge_done: bool) {
+        let st = &self.idx.stations[si as usize];
+        if !self.req.vis.allows(st.operator) {
+            return;
+        }
+        if st.kind == STATION_SWAP {
+            if !swap_done {
+                if let Some(o) = self.swap_at(si, &mut l.examined) {
+                    push_top(&mut l.swaps, o, self.keep);
+                }
+            }
+        } else if !charge_done && st.kind == STATION_CHARGING {
+            if let Some(o) = self.charge_at(si, &mut l.examined) {
+                push_top(&mut l.charges, o, self.keep);
+            }
+        }
+    }
+
+    /// The ready compatible pack with the highest (SOC, SOH) at a swap station.
+    fn best_pack(&self, st: &Station) -> Option<u32> {
+        let mut best: Option<u32> = None;
+        for &pi in &st.packs {
+            let p = &self.idx.packs[pi as usize];
+            if p.state != PACK_READY || p.pack_type != self.req.pack_type || p.soc < self.req.target_soc {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some(b) => {
+                    let q = &self.idx.packs[b as usize];
+                    (p.soc, p.soh) > (q.soc, q.soh)
+                }
+            };
+            if better {
+                best = Some(pi);
+            }
+        }
+        best
+    }
+
+    fn swap_at(&self, si: u32, examined: &mut usize) -> Option<PowerUp> {
+        let (req, st) = (self.req, &self.idx.stations[si as usize]);
+        let pi = self.best_pack(st)?;
+        let p = &self.idx.packs[pi as usize];
+        *examined += 1;
+        let travel = self.tr.travel(req.pos, st.pos, req.now);
+        if !req.reachable(travel.distance_m) {
+            return None;
+        }
+        let arrival_soc = req.arrival_soc(travel.distance_m);
+        let wait = (st.queue as f64 * st.swap_time_s as f64 / st.lanes.max(1) as f64).ceil();
+        let service = st.swap_time_s as f64;
+        let finish = self.now + travel.duration_s + wait + service;
+        (finish <= self.deadline).then(|| PowerUp {
+            mode: MODE_SWAP,
+            service_mode: MODE_SWAP,
+            station: Some(si),
+            connector: None,
+            pack: Some(pi),
+            unit: None,
+            eta_s: travel.duration_s,
+            wait_s: wait,
+            service_s: service,
+            finish_at: finish,
+            energy_wh: ((p.soc as f64 - arrival_soc).max(0.0)) * req.capacity_wh / 1000.0,
+            distance_m: travel.distance_m,
+            cost_proxy: travel.distance_m,
+            resource_version: p.version,
+            unit_version: 0,
+        })
+    }
+
+    /// The available compatible connector with the highest power at a charging station.
+    fn best_connector(&self, st: &Station) -> Option<u32> {
+        let mut best: Option<u32> = None;
+        for &ci in &st.connectors {
+            let c = &self.idx.connectors[ci as usize];
+            if c.status != CONN_AVAILABLE || self.req.connector_mask & (1u32 << c.standard) == 0 {
+                continue;
+            }
+            if best.is_none_or(|b| c.max_power_w > self.idx.connectors[b as usize].max_power_w) {
+                best = Some(ci);
+            }
+        }
+        best
+    }
+
+    fn charge_at(&self, si: u32, examined: &mut usize) -> Option<PowerUp> {
+        let (req, st) = (self.req, &self.idx.stations[si as usize]);
+        let ci = self.best_connector(st)?;
+        let c = &self.idx.connectors[ci as usize];
+        *examined += 1;
+        let travel = self.tr.travel(req.pos, st.pos, req.now);
+        if !req.reachable(travel.distance_m) {
+            return None;
+        }
+        let arrival_soc = req.arrival_soc(travel.distance_m);
+        let power = (c.max_power_w as f64).min(req.max_charge_power_w);
+        let target = req.target_soc as f64;
+        let service = charge_time_s(req.capacity_wh, arrival_soc, target, power);
+        let finish = self.now + travel.duration_s + service;
+        (finish <= self.deadline).then(|| PowerUp {
+            mode: MODE_CHARGE,
+            service_mode: MODE_CHARGE,
+            station: Some(si),
+            connector: Some(ci),
+            pack: None,
+            unit: None,
+            eta_s: travel.duration_s,
+            wait_s: 0.0,
+            service_s: service,
+            finish_at: finish,
+            energy_wh: (target - arrival_soc).max(0.0) * req.capacity_wh / 1000.0,
+            distance_m: travel.distance_m,
+            cost_proxy: travel.distance_m,
+            resource_version: c.version,
+            unit_version: 0,
+        })
+    }
+
+    /// MOBILE_VAN: the nearest available vans with enough energy and a matching connector.
+    fn vans(&self) -> Vec<PowerUp> {
+        let req = self.req;
+        let needed_wh = (req.target_soc as f64 - req.soc as f64).max(0.0) * req.capacity_wh / 1000.0;
+        let mut list = Vec::new();
+        if needed_wh <= 0.0 {
+            return list;
+        }
+        let vans = self.idx.nearest_units(
+            req.pos,
+            MAX_UNIT_CANDIDATES,
+            UNIT_RADIUS_M,
+            Some(UNIT_VAN),
+            Some(UNIT_AVAILABLE),
+            &req.vis,
+        );
+        for (ui, _) in vans {
+            let u = &self.idx.units[ui as usize];
+            if u.connector_mask & req.connector_mask == 0
+                || (u.energy_wh as f64) < needed_wh
+                || u.power_w == 0
+            {
+                continue;
+            }
+            let start = self.now.max(u.busy_until as f64);
+            let travel = self.tr.travel(u.pos, req.pos, start as i64);
+            let power = (u.power_w as f64).min(req.max_charge_power_w);
+            let service = charge_time_s(req.capacity_wh, req.soc as f64, req.target_soc as f64, power);
+            let finish = start + travel.duration_s + service;
+            if finish > self.deadline || !on_shift(u.shift_start, u.shift_end, start, finish) {
+                continue;
+            }
+            let o = PowerUp {
+                mode: MODE_MOBILE_VAN,
+                service_mode: MODE_MOBILE_VAN,
+                station: None,
+                connector: None,
+                pack: None,
+                unit: Some(ui),
+                eta_s: travel.duration_s,
+                wait_s: start - self.now,
+                service_s: service,
+                finish_at: finish,
+                energy_wh: needed_wh,
+                distance_m: travel.distance_m,
+                cost_proxy: travel.distance_m + LABOUR_M_PER_S * (travel.duration_s + service),
+                resource_version: 0,
+                unit_version: u.version,
+            };
+            push_top(&mut list, o, req.top_n);
+        }
+        list
+    }
+
+    /// Specialists on shift by their arrival at the car: (arrival, unit, travel s, travel m), best three.
+    fn specialist_arrivals(&self) -> Vec<(f64, u32, f64, f64)> {
+        let req = self.req;
+        let specs = self.idx.nearest_units(
+            req.pos,
+            MAX_UNIT_CANDIDATES,
+            UNIT_RADIUS_M,
+            Some(UNIT_SPECIALIST),
+            Some(UNIT_AVAILABLE),
+            &req.vis,
+        );
+        let mut arrivals: Vec<(f64, u32, f64, f64)> = Vec::new();
+        for (ui, _) in specs {
+            let u = &self.idx.units[ui as usize];
+            let start = self.now.max(u.busy_until as f64);
+            if !on_shift(u.shift_start, u.shift_end, start, start) {
+                continue;
+            }
+            let t = self.tr.travel(u.pos, req.pos, start as i64);
+            arrivals.push((start + t.duration_s, ui, t.duration_s, t.distance_m));
+        }
+        arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        arrivals.truncate(3);
+        arrivals
+    }
+
+    /// VALET: the earliest specialists combined with every station candidate, one option per station.
+    fn valets(&self, swaps: &[PowerUp], charges: &[PowerUp]) -> Vec<PowerUp> {
+        let mut list: Vec<PowerUp> = Vec::new();
+        for (at_car, ui, spec_s, spec_m) in self.specialist_arrivals() {
+            for c in swaps.iter().chain(charges.iter()) {
+                if let Some(o) = self.valet(c, at_car, ui, spec_s, spec_m) {
+                    if !list.iter().any(|x| x.station == o.station) {
+                        push_top(&mut list, o, self.req.top_n);
+                    }
+                }
+            }
+        }
+        list
+    }
+
+    /// Specialist `ui` reaches the car at `at_car`, drives it through station candidate `c` and back.
+    fn valet(&self, c: &PowerUp, at_car: f64, ui: u32, spec_s: f64, spec_m: f64) -> Option<PowerUp> {
+        let u = &self.idx.units[ui as usize];
+        let st = &self.idx.stations[c.station.unwrap_or(0) as usize];
+        let done_at = at_car + c.eta_s + c.wait_s + c.service_s;
+        let back = self.tr.travel(st.pos, self.req.pos, done_at as i64);
+        let finish = done_at + back.duration_s;
+        if finish > self.deadline || !on_shift(u.shift_start, u.shift_end, at_car - spec_s, finish) {
+            return None;
+        }
+        let labour = finish - (at_car - spec_s);
+        Some(PowerUp {
+            mode: MODE_VALET,
+            service_mode: c.mode,
+            station: c.station,
+            connector: c.connector,
+            pack: c.pack,
+            unit: Some(ui),
+            eta_s: spec_s,
+            wait_s: (at_car - spec_s - self.now) + c.wait_s,
+            service_s: c.eta_s + c.service_s + back.duration_s,
+            finish_at: finish,
+            energy_wh: c.energy_wh,
+            distance_m: spec_m + c.distance_m + back.distance_m,
+            cost_proxy: spec_m + c.distance_m + back.distance_m + LABOUR_M_PER_S * labour,
+            resource_version: c.resource_version,
+            unit_version: u.version,
+        })
+    }
 }
 
 // --- Python surface -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from voltcloud import _core
 from voltcloud.engine import Engine, OptionRequest, VehicleProfile
 from voltcloud.fleet.models import Vehicle
 from voltcloud.platform.db import Database, upgrade_database_async
+from voltcloud.platform.enums import UnitStatus
 from voltcloud.platform.errors import Aborted
 from voltcloud.seed import seed_demo_if_empty
 from voltcloud.stations import inventory
@@ -93,3 +94,30 @@ async def test_options_name_real_free_resources_also_for_ac_only_cars(db: Databa
                 assert unit is not None and unit.status == 1
             if o.mode == 1:
                 assert vehicle.pack_type_id is not None and o.pack_id
+
+
+async def test_an_off_shift_unit_stays_off_shift_in_the_engine(db: Database) -> None:
+    """A unit going off shift must not land on the engine's RESERVED: releasing it would put it back in service."""
+    engine = Engine()
+    await engine.load(db)
+    async with db.transaction() as session:
+        unit = (
+            await session.exec(
+                select(MobileUnit).where(MobileUnit.status == UnitStatus.IDLE).order_by(col(MobileUnit.id))
+            )
+        ).first()
+        assert unit is not None
+        change = await inventory.set_unit_availability(session, unit.id, False)
+    assert change is not None
+    engine.apply([change])
+    info = engine.unit(unit.id)
+    assert info is not None
+    engine_status = _core.ENUM_NUMBERS["EngineUnitStatus"]
+    assert engine.index.unit(info.idx)["status"] == engine_status["OFF_SHIFT"]
+    with pytest.raises(_core.ConflictError):
+        engine.index.release_unit(info.idx)
+    # The same on a full build from the database.
+    rebuilt = Engine()
+    await rebuilt.load(db)
+    with pytest.raises(_core.ConflictError):
+        rebuilt.index.release_unit(info.idx)

@@ -21,6 +21,7 @@ from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
+from voltcloud.platform.enums import WorkerStatus
 from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.geo import parse_box, parse_position
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
@@ -28,7 +29,7 @@ from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations.api import MobileUnit, inventory
 
-WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = 1, 2, 3, 4
+WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = (int(s) for s in WorkerStatus)
 
 
 def step_message(s: TaskStep) -> dispatch_pb2.TaskStep:

@@ -26,6 +26,7 @@ from voltcloud.engine import Engine
 from voltcloud.ordering.api import Actor, Effects, Facts, Order, OrderState, Place, lifecycle
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import UnitKind
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
@@ -66,8 +67,8 @@ class StepStatus(enum.IntEnum):
 
 
 OPEN_TASK_STATES = frozenset({TaskState.OFFERED, TaskState.ACCEPTED, TaskState.IN_PROGRESS})
-UNIT_VAN = 1
-UNIT_SPECIALIST = 2
+UNIT_VAN = int(UnitKind.VAN)
+UNIT_SPECIALIST = int(UnitKind.SPECIALIST)
 
 
 class Notifier(Protocol):

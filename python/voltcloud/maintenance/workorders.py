@@ -10,16 +10,17 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.maintenance.models import Alarm, WorkOrder
+from voltcloud.platform.enums import AlarmLevel, AlarmSource, AlarmState, WorkOrderSource
 from voltcloud.platform.ids import new_id
 
-# voltcloud.v1 numbers
-ALARM_SOURCE_STATION = 1
-ALARM_SOURCE_INSPECTION = 4
-ALARM_SOURCE_PLATFORM = 4
-ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED, ALARM_STATE_CLEARED = 1, 2, 3
-ALARM_LEVEL_MAJOR = 3
-WORK_ORDER_SOURCE_ALARM = 1
-WORK_ORDER_SOURCE_INSPECTION = 2
+# Plain ints for the columns (numbers from voltcloud.platform.enums). An inspection's alarm is a platform rule.
+ALARM_SOURCE_STATION = int(AlarmSource.STATION)
+ALARM_SOURCE_INSPECTION = int(AlarmSource.PLATFORM)
+ALARM_SOURCE_PLATFORM = int(AlarmSource.PLATFORM)
+ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED, ALARM_STATE_CLEARED = (int(s) for s in AlarmState)
+ALARM_LEVEL_MAJOR = int(AlarmLevel.MAJOR)
+WORK_ORDER_SOURCE_ALARM = int(WorkOrderSource.ALARM)
+WORK_ORDER_SOURCE_INSPECTION = int(WorkOrderSource.INSPECTION)
 
 # SLA by AlarmLevel (1 info .. 4 critical): respond within, resolve within.
 _SLA = {

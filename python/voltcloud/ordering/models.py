@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from voltcloud.platform.db import utc_column
+from voltcloud.platform.enums import ReservationState
 
 
 class Quote(SQLModel, table=True):
@@ -110,11 +111,11 @@ class OrderEvent(SQLModel, table=True):
     eta_time: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
-# Reservation.state values (same numbers as voltcloud.v1.ReservationState).
-RESERVATION_ACTIVE = 1
-RESERVATION_USED = 2
-RESERVATION_CANCELLED = 3
-RESERVATION_EXPIRED = 4
+# Reservation.state values (plain ints for the column).
+RESERVATION_ACTIVE = int(ReservationState.ACTIVE)
+RESERVATION_USED = int(ReservationState.USED)
+RESERVATION_CANCELLED = int(ReservationState.CANCELLED)
+RESERVATION_EXPIRED = int(ReservationState.EXPIRED)
 
 
 class Reservation(SQLModel, table=True):

@@ -18,6 +18,7 @@ from voltcloud.ordering.quoting import vehicle_for
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import ConnectorStatus, PackState
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.geo import parse_position
 from voltcloud.platform.paging import Page
@@ -81,14 +82,14 @@ async def recommend(
             connectors, packs = engine.station_resources(station.id)
             free = [
                 c for c in connectors
-                if c["status"] == 1
+                if c["status"] == ConnectorStatus.AVAILABLE
                 and (vehicle is None or vehicle.connector_mask & (1 << int(c["standard"])))
                 and (not inp.standards or int(c["standard"]) in inp.standards)
                 and int(c["max_power_w"]) >= inp.min_power_w
             ]  # fmt: skip
             ready = [
                 p for p in packs
-                if p["state"] == 3 and (vehicle is None or vehicle.pack_type_id == int(p["pack_type"]))
+                if p["state"] == PackState.READY and (vehicle is None or vehicle.pack_type_id == int(p["pack_type"]))
             ]  # fmt: skip
             if station.kind == STATION_CHARGING and not free:
                 continue

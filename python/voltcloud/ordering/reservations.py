@@ -21,10 +21,14 @@ from voltcloud.ordering.quoting import vehicle_for
 from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import ConnectorStatus, StationKind
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.stations.api import Connector, Station, inventory
+
+# A connector in one of these states cannot be booked.
+_OUT_OF_SERVICE = (ConnectorStatus.FAULTED, ConnectorStatus.UNAVAILABLE, ConnectorStatus.OFFLINE)
 
 MAX_WINDOW = dt.timedelta(hours=4)
 MAX_AHEAD = dt.timedelta(days=14)
@@ -94,7 +98,7 @@ async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
         if station is None:
             raise NotFound(f"station {inp.station_id} not found")
         connector_id: str | None = None
-        if station.kind == 2:
+        if station.kind == StationKind.CHARGING:
             if inp.lane:
                 raise InvalidArgument.for_field("lane", "a charging station has connectors, not lanes")
             connectors = list(await session.exec(select(Connector).where(Connector.station_id == station.id)))
@@ -104,7 +108,7 @@ async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
                     raise NotFound(f"connector {inp.connector_id} not found at station {station.id}")
             free = None
             for connector in sorted(connectors, key=lambda c: c.id):
-                if connector.status in (4, 5, 6):  # faulted, unavailable, offline
+                if connector.status in _OUT_OF_SERVICE:
                     continue
                 if not await overlapping(
                     session, station_id=station.id, connector_id=connector.id, start=start, end=end,

@@ -7,40 +7,13 @@ Numbers are the protobuf `OrderState` values.
 
 from __future__ import annotations
 
-import enum
-
+# Re-exported: ordering's modules import the order enums from here.
+from voltcloud.platform.enums import OrderState as OrderState
+from voltcloud.platform.enums import PowerUpMode
+from voltcloud.platform.enums import ResourceKind as ResourceKind
 from voltcloud.platform.errors import FailedPrecondition
 
-
-class OrderState(enum.IntEnum):
-    CREATED = 1
-    ASSIGNED = 2
-    EN_ROUTE = 3
-    IN_SERVICE = 4
-    COMPLETED = 5
-    CANCELLED = 6
-    FAILED = 7
-    EXPIRED = 8
-
-    @property
-    def label(self) -> str:
-        return self.name.lower().replace("_", " ")
-
-
-class Mode(enum.IntEnum):
-    """PowerUpMode."""
-
-    SWAP = 1
-    CHARGE = 2
-    VALET = 3
-    MOBILE_VAN = 4
-
-
-class ResourceKind(enum.IntEnum):
-    SWAP_LANE = 1
-    CONNECTOR = 2
-    SPECIALIST = 3
-    VAN = 4
+Mode = PowerUpMode  # ordering's name for it
 
 
 S = OrderState

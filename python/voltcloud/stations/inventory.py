@@ -18,21 +18,23 @@ import sqlalchemy as sa
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform.enums import ConnectorStatus, PackState, UnitStatus
 from voltcloud.platform.errors import Aborted, FailedPrecondition, NotFound
 from voltcloud.stations.models import Connector, MobileUnit, Pack, Station
 
-CONNECTOR_AVAILABLE = 1
-CONNECTOR_OCCUPIED = 2
-CONNECTOR_RESERVED = 3
+# Plain ints for the columns and the engine; the numbers come from voltcloud.platform.enums.
+CONNECTOR_AVAILABLE = int(ConnectorStatus.AVAILABLE)
+CONNECTOR_OCCUPIED = int(ConnectorStatus.OCCUPIED)
+CONNECTOR_RESERVED = int(ConnectorStatus.RESERVED)
 
-PACK_IN_VEHICLE = 1
-PACK_CHARGING = 2
-PACK_READY = 3
-PACK_RESERVED = 4
+PACK_IN_VEHICLE = int(PackState.IN_VEHICLE)
+PACK_CHARGING = int(PackState.CHARGING)
+PACK_READY = int(PackState.READY)
+PACK_RESERVED = int(PackState.RESERVED)
 
-UNIT_IDLE = 1
-UNIT_BUSY = 2
-UNIT_OFF_SHIFT = 3
+UNIT_IDLE = int(UnitStatus.IDLE)
+UNIT_BUSY = int(UnitStatus.BUSY)
+UNIT_OFF_SHIFT = int(UnitStatus.OFF_SHIFT)
 
 ResourceType = Literal["connector", "pack", "unit", "station"]
 

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud import _core, engine_limits
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.enums import PackState
 from voltcloud.platform.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
@@ -25,7 +26,7 @@ from voltcloud.platform.tracing import engine_span
 from voltcloud.stations import inventory
 from voltcloud.stations.models import Inspection, Pack, PackEvent, PackType, Station
 
-IN_VEHICLE, CHARGING, READY, RESERVED, QUARANTINED, WITHDRAWN, IN_TRANSIT = 1, 2, 3, 4, 5, 6, 7
+IN_VEHICLE, CHARGING, READY, RESERVED, QUARANTINED, WITHDRAWN, IN_TRANSIT = (int(s) for s in PackState)
 STICKY = frozenset({QUARANTINED, WITHDRAWN})
 STATION_REPORTABLE = frozenset({CHARGING, READY})
 DEFECT_NONE = 1

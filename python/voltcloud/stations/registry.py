@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud import engine_limits
 from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.enums import ConnectorStatus
 from voltcloud.platform.errors import Aborted, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
 from voltcloud.platform.ids import new_id
@@ -192,7 +193,7 @@ def check_connector_limits(connectors: tuple[ConnectorSpec, ...], field: str = "
                 )
             )
         for column, reason in engine_limits.connector_problems(
-            standard=c.standard, max_power_w=c.max_power_w, status=1
+            standard=c.standard, max_power_w=c.max_power_w, status=ConnectorStatus.AVAILABLE
         ):
             violations.append(FieldViolation(f"{path}.{column}", reason))
     if violations:
@@ -259,7 +260,7 @@ async def create_station(session: AsyncSession, principal: Principal, spec: Stat
             connector_no=c.connector_no,
             standard=c.standard,
             max_power_w=c.max_power_w,
-            status=1,
+            status=int(ConnectorStatus.AVAILABLE),
         )
         if any(x.id == connector.id for x in connectors):
             raise InvalidArgument.for_field(

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform.enums import StationSessionKind
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.stations.models import StationSession
 
-CHARGE, SWAP = 1, 2
+CHARGE, SWAP = int(StationSessionKind.CHARGE), int(StationSessionKind.SWAP)
 STARTED, ENDED = "started", "ended"
 
 

@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud.fleet.api import Driver, SubFleet, Vehicle
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
+from voltcloud.platform.enums import AlarmLevel
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.stations.models import Operator, Station, StationSession
@@ -33,7 +34,7 @@ from voltcloud.stations.token_models import AbnormalSession, ChargingToken
 
 ID_TAG = re.compile(r"^[A-Za-z0-9._:-]{1,20}$")  # OCPP 1.6 IdToken: CiString20
 CACHE_TTL = dt.timedelta(seconds=60)  # how long a gateway may reuse an answer: a block takes effect this fast
-ALARM_LEVEL_MAJOR = 3  # voltcloud.v1.AlarmLevel: an unpaid session needs an operator (opens a work order)
+ALARM_LEVEL_MAJOR = int(AlarmLevel.MAJOR)  # an unpaid session needs an operator (opens a work order)
 OPEN, RESOLVED = 1, 2
 
 

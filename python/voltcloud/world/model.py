@@ -17,12 +17,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-# ---- Enums (numbers fixed: they match proto/voltcloud/v1/common.proto) -------------------------------
+# Re-exported: the world's tables carry these numbers.
+from voltcloud.platform.enums import ConnectorStandard as ConnectorStandard
+from voltcloud.platform.enums import ConnectorStatus as ConnectorStatus
+from voltcloud.platform.enums import PackState as PackState
+from voltcloud.platform.enums import StationKind as StationKind
+from voltcloud.platform.enums import UnitKind as UnitKind
+from voltcloud.platform.enums import UnitStatus as UnitStatus
 
-
-class StationKind(IntEnum):
-    SWAP = 1
-    CHARGING = 2
+# ---- Enums (numbers from the proto via voltcloud.platform.enums; PackType's are the seeded pack_type rows) ---
 
 
 class PackType(IntEnum):
@@ -32,45 +35,6 @@ class PackType(IntEnum):
 
 
 PACK_CAPACITY_WH: dict[int, int] = {1: 75_000, 2: 100_000, 3: 150_000}
-
-
-class PackState(IntEnum):
-    IN_VEHICLE = 1
-    CHARGING = 2
-    READY = 3
-    RESERVED = 4
-    QUARANTINED = 5
-    WITHDRAWN = 6
-    IN_TRANSIT = 7
-
-
-class ConnectorStandard(IntEnum):
-    GBT_DC = 1
-    GBT_AC = 2
-    CCS2 = 3
-    CHADEMO = 4
-    TYPE2 = 5
-
-
-class ConnectorStatus(IntEnum):
-    AVAILABLE = 1
-    OCCUPIED = 2
-    RESERVED = 3
-    FAULTED = 4
-    UNAVAILABLE = 5
-    OFFLINE = 6
-
-
-class UnitKind(IntEnum):
-    VAN = 1
-    SPECIALIST = 2
-    ENGINEER = 3
-
-
-class UnitStatus(IntEnum):
-    IDLE = 1
-    BUSY = 2
-    OFF_SHIFT = 3
 
 
 class Skill(IntFlag):

@@ -1,0 +1,144 @@
+"""Enum numbers, one source: the domains' IntEnums, each member's number read from the generated proto enum.
+
+This is the only module besides the servicers and converters that reads the generated enums (`voltcloud.api`):
+domains import their IntEnums from here, so a number is written in the .proto alone. The engine's numbers
+(`_core.ENUM_NUMBERS`) and these are pinned to the proto by tests/unit/test_enum_numbers.py.
+Enums no proto has (the database's unit kind and status) are defined here, once.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from voltcloud.api.v1 import common_pb2 as c
+from voltcloud.api.v1 import dispatch_pb2 as d
+from voltcloud.api.v1 import maintenance_pb2 as m
+from voltcloud.api.v1 import ordering_pb2 as o
+from voltcloud.api.v1 import stations_pb2 as s
+
+
+class StationKind(enum.IntEnum):
+    SWAP = c.STATION_KIND_SWAP
+    CHARGING = c.STATION_KIND_CHARGING
+
+
+class PackState(enum.IntEnum):
+    IN_VEHICLE = c.PACK_STATE_IN_VEHICLE
+    CHARGING = c.PACK_STATE_CHARGING
+    READY = c.PACK_STATE_READY
+    RESERVED = c.PACK_STATE_RESERVED
+    QUARANTINED = c.PACK_STATE_QUARANTINED
+    WITHDRAWN = c.PACK_STATE_WITHDRAWN
+    IN_TRANSIT = c.PACK_STATE_IN_TRANSIT
+
+
+class ConnectorStandard(enum.IntEnum):
+    GBT_DC = c.CONNECTOR_STANDARD_GBT_DC
+    GBT_AC = c.CONNECTOR_STANDARD_GBT_AC
+    CCS2 = c.CONNECTOR_STANDARD_CCS2
+    CHADEMO = c.CONNECTOR_STANDARD_CHADEMO
+    TYPE2 = c.CONNECTOR_STANDARD_TYPE2
+
+
+class ConnectorStatus(enum.IntEnum):
+    AVAILABLE = c.CONNECTOR_STATUS_AVAILABLE
+    OCCUPIED = c.CONNECTOR_STATUS_OCCUPIED
+    RESERVED = c.CONNECTOR_STATUS_RESERVED
+    FAULTED = c.CONNECTOR_STATUS_FAULTED
+    UNAVAILABLE = c.CONNECTOR_STATUS_UNAVAILABLE
+    OFFLINE = c.CONNECTOR_STATUS_OFFLINE
+
+
+class PowerUpMode(enum.IntEnum):
+    SWAP = c.POWER_UP_MODE_SWAP
+    CHARGE = c.POWER_UP_MODE_CHARGE
+    VALET = c.POWER_UP_MODE_VALET
+    MOBILE_VAN = c.POWER_UP_MODE_MOBILE_VAN
+
+
+class OrderState(enum.IntEnum):
+    CREATED = c.ORDER_STATE_CREATED
+    ASSIGNED = c.ORDER_STATE_ASSIGNED
+    EN_ROUTE = c.ORDER_STATE_EN_ROUTE
+    IN_SERVICE = c.ORDER_STATE_IN_SERVICE
+    COMPLETED = c.ORDER_STATE_COMPLETED
+    CANCELLED = c.ORDER_STATE_CANCELLED
+    FAILED = c.ORDER_STATE_FAILED
+    EXPIRED = c.ORDER_STATE_EXPIRED
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class ResourceKind(enum.IntEnum):
+    SWAP_LANE = o.RESOURCE_KIND_SWAP_LANE
+    CONNECTOR = o.RESOURCE_KIND_CONNECTOR
+    SPECIALIST = o.RESOURCE_KIND_SPECIALIST
+    VAN = o.RESOURCE_KIND_VAN
+
+
+class ReservationState(enum.IntEnum):
+    ACTIVE = o.RESERVATION_STATE_ACTIVE
+    USED = o.RESERVATION_STATE_USED
+    CANCELLED = o.RESERVATION_STATE_CANCELLED
+    EXPIRED = o.RESERVATION_STATE_EXPIRED
+
+
+class StationSessionKind(enum.IntEnum):
+    CHARGE = s.STATION_SESSION_KIND_CHARGE
+    SWAP = s.STATION_SESSION_KIND_SWAP
+
+
+class WorkerStatus(enum.IntEnum):
+    """What a worker reports about itself (ReportWorkerStatus); not the stored `UnitStatus`."""
+
+    AVAILABLE = d.WORKER_STATUS_AVAILABLE
+    BUSY = d.WORKER_STATUS_BUSY
+    ON_BREAK = d.WORKER_STATUS_ON_BREAK
+    OFF_SHIFT = d.WORKER_STATUS_OFF_SHIFT
+
+
+class AlarmLevel(enum.IntEnum):
+    INFO = c.ALARM_LEVEL_INFO
+    WARNING = c.ALARM_LEVEL_WARNING
+    MAJOR = c.ALARM_LEVEL_MAJOR
+    CRITICAL = c.ALARM_LEVEL_CRITICAL
+
+
+class AlarmSource(enum.IntEnum):
+    STATION = m.ALARM_SOURCE_STATION
+    VEHICLE = m.ALARM_SOURCE_VEHICLE
+    PACK = m.ALARM_SOURCE_PACK
+    PLATFORM = m.ALARM_SOURCE_PLATFORM
+
+
+class AlarmState(enum.IntEnum):
+    ACTIVE = m.ALARM_STATE_ACTIVE
+    ACKNOWLEDGED = m.ALARM_STATE_ACKNOWLEDGED
+    CLEARED = m.ALARM_STATE_CLEARED
+
+
+class WorkOrderSource(enum.IntEnum):
+    ALARM = m.WORK_ORDER_SOURCE_ALARM
+    INSPECTION = m.WORK_ORDER_SOURCE_INSPECTION
+    PREVENTIVE = m.WORK_ORDER_SOURCE_PREVENTIVE
+    MANUAL = m.WORK_ORDER_SOURCE_MANUAL
+    CUSTOMER = m.WORK_ORDER_SOURCE_CUSTOMER
+
+
+class UnitKind(enum.IntEnum):
+    """MobileUnit.kind (no proto enum); the engine's numbers are the same (pinned by the test)."""
+
+    VAN = 1
+    SPECIALIST = 2
+    ENGINEER = 3
+
+
+class UnitStatus(enum.IntEnum):
+    """MobileUnit.status as stored (no proto enum). The engine's unit status has two more states (RESERVED,
+    OFFLINE): engine.py maps these to `_core.ENUM_NUMBERS["EngineUnitStatus"]` by name, never by number."""
+
+    IDLE = 1
+    BUSY = 2
+    OFF_SHIFT = 3
