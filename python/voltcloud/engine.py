@@ -43,7 +43,7 @@ from voltcloud.engine_limits import STATION_SWAP as STATION_SWAP
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.db import Database
 from voltcloud.platform.enums import PowerUpMode, ResourceKind, UnitKind, UnitStatus
-from voltcloud.platform.errors import InvalidArgument, ResourceExhausted, Unimplemented
+from voltcloud.platform.errors import InvalidArgument, ResourceExhausted
 from voltcloud.platform.tracing import engine_span
 from voltcloud.stations.api import Connector, InventoryChange, MobileUnit, Pack, PackType, Station
 
@@ -510,8 +510,6 @@ class Engine:
 
     def options(self, request: OptionRequest) -> list[EngineOption]:
         """The engine's candidates for one power-up request (`_core.Options.query`), with platform ids."""
-        if not hasattr(_core_any, "Options"):
-            raise Unimplemented("power-up options are not available: the engine's options module is not built")
         if self._options is None or self._options_index is not self.index:
             self._options = _core_any.Options(self.index, self.travel_model)
             self._options_index = self.index

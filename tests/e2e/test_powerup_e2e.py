@@ -27,11 +27,8 @@ from tests.integration.powerup_support import (
     step,
     swappable_vehicle,
 )
-from voltcloud import _core
 from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, ordering_pb2, ordering_pb2_grpc
 from voltcloud.server import Platform
-
-pytestmark = pytest.mark.skipif(not hasattr(_core, "Options"), reason="the engine's options module is not built")
 
 READER = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))

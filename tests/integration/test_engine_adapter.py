@@ -69,7 +69,6 @@ async def test_engine_is_built_from_the_database_and_follows_commits(db: Databas
     assert info is not None and info.status == 2
 
 
-@pytest.mark.skipif(not hasattr(_core, "Options"), reason="the engine's options module is not built")
 async def test_options_name_real_free_resources_also_for_ac_only_cars(db: Database) -> None:
     engine = Engine()
     await engine.load(db)

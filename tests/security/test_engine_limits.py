@@ -29,12 +29,10 @@ from voltcloud.stations.models import Pack, PackType, Station
 
 from .conftest import channel_to, serving
 
-pytestmark = pytest.mark.skipif(not hasattr(_core, "Options"), reason="the engine's options module is not built")
-
 OP = Tenant("operator", OPERATOR)
 INT32_MAX = 2**31 - 1
 # The engine's own limits, read from the engine (not from the platform code under test), and the alarm code.
-LIMITS = SimpleNamespace(**_core.LIMITS) if hasattr(_core, "LIMITS") else SimpleNamespace()
+LIMITS = SimpleNamespace(**_core.LIMITS)
 QUARANTINE_ALARM_CODE = "ENGINE_ROW_QUARANTINED"
 POWER = common_pb2.CONNECTOR_STANDARD_GBT_DC
 

@@ -10,8 +10,10 @@ import pytest
 from google.protobuf.descriptor import EnumDescriptor
 
 from voltcloud import _core, engine, world
-from voltcloud.api.v1 import common_pb2, dispatch_pb2, maintenance_pb2, ordering_pb2, stations_pb2
+from voltcloud.api.v1 import common_pb2, dispatch_pb2, ingest_pb2, maintenance_pb2, ordering_pb2, stations_pb2
+from voltcloud.dispatch import tasks
 from voltcloud.platform import auth, enums
+from voltcloud.stations import tokens, twin
 
 PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.StationKind: common_pb2.StationKind.DESCRIPTOR,
@@ -28,6 +30,12 @@ PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.AlarmSource: maintenance_pb2.AlarmSource.DESCRIPTOR,
     enums.AlarmState: maintenance_pb2.AlarmState.DESCRIPTOR,
     enums.WorkOrderSource: maintenance_pb2.WorkOrderSource.DESCRIPTOR,
+    enums.TaskKind: dispatch_pb2.TaskKind.DESCRIPTOR,
+    enums.TaskState: dispatch_pb2.TaskState.DESCRIPTOR,
+    enums.StepKind: dispatch_pb2.StepKind.DESCRIPTOR,
+    enums.StepStatus: dispatch_pb2.StepStatus.DESCRIPTOR,
+    enums.TagStatus: ingest_pb2.IdTagStatus.DESCRIPTOR,
+    enums.Metric: common_pb2.Metric.DESCRIPTOR,
     auth.Role: common_pb2.Role.DESCRIPTOR,
 }
 
@@ -98,3 +106,15 @@ def test_the_generated_world_uses_the_same_enums() -> None:
     assert world.PackState is enums.PackState
     assert world.ConnectorStatus is enums.ConnectorStatus
     assert world.UnitStatus is enums.UnitStatus
+
+
+def test_the_domains_use_the_one_definition() -> None:
+    # A domain that redefines one of these would restate its numbers; it must re-use the neutral module's class.
+    assert (tasks.TaskKind, tasks.TaskState, tasks.StepKind, tasks.StepStatus) == (
+        enums.TaskKind, enums.TaskState, enums.StepKind, enums.StepStatus)  # fmt: skip
+    assert tokens.TagStatus is enums.TagStatus
+    projected = {"SOC": "SOC_PERMILLE", "SOH": "SOH_PERMILLE", "TEMPERATURE": "TEMPERATURE_MILLI_C",
+                 "POWER_W": "POWER_W", "ENERGY_WH": "ENERGY_WH", "SITE_POWER_W": "SITE_POWER_W"}  # fmt: skip
+    for twin_name, proto_name in projected.items():
+        assert getattr(twin, f"METRIC_{twin_name}") == common_pb2.Metric.Value(f"METRIC_{proto_name}")
+    assert twin.CONNECTOR_STATUS_OFFLINE == common_pb2.CONNECTOR_STATUS_OFFLINE

@@ -10,7 +10,6 @@ WatchOrder sees it. Numbers are the dispatch.proto enums.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import functools
 import json
 from collections.abc import Sequence
@@ -26,45 +25,15 @@ from voltcloud.engine import Engine
 from voltcloud.ordering.api import Actor, Effects, Facts, Order, OrderState, Place, lifecycle
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import StepKind as StepKind  # re-exported: the dispatch room's names for them
+from voltcloud.platform.enums import StepStatus as StepStatus
+from voltcloud.platform.enums import TaskKind as TaskKind
+from voltcloud.platform.enums import TaskState as TaskState
 from voltcloud.platform.enums import UnitKind
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.stations.api import MobileUnit, inventory
-
-
-class TaskKind(enum.IntEnum):
-    VALET = 1
-    MOBILE_CHARGE = 2
-
-
-class TaskState(enum.IntEnum):
-    OFFERED = 1
-    ACCEPTED = 2
-    IN_PROGRESS = 3
-    COMPLETED = 4
-    CANCELLED = 5
-    FAILED = 6
-
-
-class StepKind(enum.IntEnum):
-    GO_TO_VEHICLE = 1
-    PICK_UP_VEHICLE = 2
-    GO_TO_STATION = 3
-    POWER_UP = 4
-    RETURN_VEHICLE = 5
-    HAND_OVER = 6
-    CONNECT = 7
-    DISCONNECT = 8
-
-
-class StepStatus(enum.IntEnum):
-    PENDING = 1
-    STARTED = 2
-    DONE = 3
-    FAILED = 4
-    SKIPPED = 5
-
 
 OPEN_TASK_STATES = frozenset({TaskState.OFFERED, TaskState.ACCEPTED, TaskState.IN_PROGRESS})
 UNIT_VAN = int(UnitKind.VAN)

@@ -22,12 +22,12 @@ ALARM_LEVEL_MAJOR = int(AlarmLevel.MAJOR)
 WORK_ORDER_SOURCE_ALARM = int(WorkOrderSource.ALARM)
 WORK_ORDER_SOURCE_INSPECTION = int(WorkOrderSource.INSPECTION)
 
-# SLA by AlarmLevel (1 info .. 4 critical): respond within, resolve within.
-_SLA = {
-    1: (dt.timedelta(hours=24), dt.timedelta(days=7)),
-    2: (dt.timedelta(hours=8), dt.timedelta(days=3)),
-    3: (dt.timedelta(hours=2), dt.timedelta(hours=24)),
-    4: (dt.timedelta(minutes=30), dt.timedelta(hours=8)),
+# SLA by AlarmLevel: respond within, resolve within.
+_SLA: dict[int, tuple[dt.timedelta, dt.timedelta]] = {
+    AlarmLevel.INFO: (dt.timedelta(hours=24), dt.timedelta(days=7)),
+    AlarmLevel.WARNING: (dt.timedelta(hours=8), dt.timedelta(days=3)),
+    AlarmLevel.MAJOR: (dt.timedelta(hours=2), dt.timedelta(hours=24)),
+    AlarmLevel.CRITICAL: (dt.timedelta(minutes=30), dt.timedelta(hours=8)),
 }
 
 
@@ -69,8 +69,8 @@ async def raise_alarm(
         raised_at=now,
     )
     work_order_id = None
-    if open_work_order or level >= 3:
-        respond, resolve = _SLA.get(level, _SLA[2])
+    if open_work_order or level >= AlarmLevel.MAJOR:
+        respond, resolve = _SLA.get(level, _SLA[AlarmLevel.WARNING])
         order = WorkOrder(
             id=new_id("wo"),
             source=work_order_source,

@@ -12,6 +12,7 @@ import enum
 
 from voltcloud.api.v1 import common_pb2 as c
 from voltcloud.api.v1 import dispatch_pb2 as d
+from voltcloud.api.v1 import ingest_pb2 as i
 from voltcloud.api.v1 import maintenance_pb2 as m
 from voltcloud.api.v1 import ordering_pb2 as o
 from voltcloud.api.v1 import stations_pb2 as s
@@ -97,6 +98,71 @@ class WorkerStatus(enum.IntEnum):
     BUSY = d.WORKER_STATUS_BUSY
     ON_BREAK = d.WORKER_STATUS_ON_BREAK
     OFF_SHIFT = d.WORKER_STATUS_OFF_SHIFT
+
+
+class TaskKind(enum.IntEnum):
+    """All of dispatch.proto's kinds; tasks are created only as VALET or MOBILE_CHARGE (dispatch.api)."""
+
+    VALET = d.TASK_KIND_VALET
+    MOBILE_CHARGE = d.TASK_KIND_MOBILE_CHARGE
+    VAN_REFILL = d.TASK_KIND_VAN_REFILL
+    PACK_TRANSFER = d.TASK_KIND_PACK_TRANSFER
+
+
+class TaskState(enum.IntEnum):
+    OFFERED = d.TASK_STATE_OFFERED
+    ACCEPTED = d.TASK_STATE_ACCEPTED
+    IN_PROGRESS = d.TASK_STATE_IN_PROGRESS
+    COMPLETED = d.TASK_STATE_COMPLETED
+    CANCELLED = d.TASK_STATE_CANCELLED
+    FAILED = d.TASK_STATE_FAILED
+
+
+class StepKind(enum.IntEnum):
+    GO_TO_VEHICLE = d.STEP_KIND_GO_TO_VEHICLE
+    PICK_UP_VEHICLE = d.STEP_KIND_PICK_UP_VEHICLE
+    GO_TO_STATION = d.STEP_KIND_GO_TO_STATION
+    POWER_UP = d.STEP_KIND_POWER_UP
+    RETURN_VEHICLE = d.STEP_KIND_RETURN_VEHICLE
+    HAND_OVER = d.STEP_KIND_HAND_OVER
+    CONNECT = d.STEP_KIND_CONNECT
+    DISCONNECT = d.STEP_KIND_DISCONNECT
+
+
+class StepStatus(enum.IntEnum):
+    PENDING = d.STEP_STATUS_PENDING
+    STARTED = d.STEP_STATUS_STARTED
+    DONE = d.STEP_STATUS_DONE
+    FAILED = d.STEP_STATUS_FAILED
+    SKIPPED = d.STEP_STATUS_SKIPPED
+
+
+class TagStatus(enum.IntEnum):
+    """A charging token's verdict (ingest.proto IdTagStatus); also the stored ChargingToken.status."""
+
+    ACCEPTED = i.ID_TAG_STATUS_ACCEPTED
+    INVALID = i.ID_TAG_STATUS_INVALID
+    BLOCKED = i.ID_TAG_STATUS_BLOCKED
+    EXPIRED = i.ID_TAG_STATUS_EXPIRED
+
+
+class Metric(enum.IntEnum):
+    SOC_PERMILLE = c.METRIC_SOC_PERMILLE
+    SOH_PERMILLE = c.METRIC_SOH_PERMILLE
+    TEMPERATURE_MILLI_C = c.METRIC_TEMPERATURE_MILLI_C
+    VOLTAGE_MV = c.METRIC_VOLTAGE_MV
+    CURRENT_MA = c.METRIC_CURRENT_MA
+    POWER_W = c.METRIC_POWER_W
+    ENERGY_WH = c.METRIC_ENERGY_WH
+    SPEED_M_PER_H = c.METRIC_SPEED_M_PER_H
+    ODOMETER_M = c.METRIC_ODOMETER_M
+    LATITUDE_MICRODEG = c.METRIC_LATITUDE_MICRODEG
+    LONGITUDE_MICRODEG = c.METRIC_LONGITUDE_MICRODEG
+    CELL_VOLTAGE_MAX_MV = c.METRIC_CELL_VOLTAGE_MAX_MV
+    CELL_VOLTAGE_MIN_MV = c.METRIC_CELL_VOLTAGE_MIN_MV
+    TEMPERATURE_MAX_MILLI_C = c.METRIC_TEMPERATURE_MAX_MILLI_C
+    INSULATION_KOHM = c.METRIC_INSULATION_KOHM
+    SITE_POWER_W = c.METRIC_SITE_POWER_W
 
 
 class AlarmLevel(enum.IntEnum):

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud import _core, engine_limits
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.enums import PackState
+from voltcloud.platform.enums import AlarmLevel, PackState
 from voltcloud.platform.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
@@ -296,7 +296,7 @@ async def report_inspection(
             session,
             now=now,
             source=workorders.ALARM_SOURCE_INSPECTION,
-            level=max(level, 2),
+            level=max(level, int(AlarmLevel.WARNING)),
             code=f"DEFECT_{defect}",
             message=f"pack {pack.id} defect {defect}: {notes}"[:1000],
             operator_id=await _operator_of(session, pack),

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from voltcloud.platform.db import utc_column
+from voltcloud.platform.enums import TagStatus
 
 
 class ChargingToken(SQLModel, table=True):
@@ -28,7 +29,7 @@ class ChargingToken(SQLModel, table=True):
     sub_fleet_id: str | None = Field(default=None, max_length=64)
     vehicle_id: str = Field(foreign_key="vehicle.id", max_length=64)
     account_id: str = Field(max_length=64)
-    status: int = Field(default=1, description="IdTagStatus: 1 accepted (active), 3 blocked")
+    status: int = Field(default=int(TagStatus.ACCEPTED), description="IdTagStatus: 1 accepted (active), 3 blocked")
     blocked_by: str | None = Field(default=None, max_length=160, description="Who blocked it: only they may lift it")
     expires_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     issued_by: str = Field(max_length=128, description="Subject that registered it")

@@ -15,7 +15,6 @@ operator or the admin can only be re-activated by them (a customer cannot lift a
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import re
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud.fleet.api import Driver, SubFleet, Vehicle
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.enums import AlarmLevel
+from voltcloud.platform.enums import AlarmLevel, TagStatus
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.stations.models import Operator, Station, StationSession
@@ -35,16 +34,8 @@ from voltcloud.stations.token_models import AbnormalSession, ChargingToken
 ID_TAG = re.compile(r"^[A-Za-z0-9._:-]{1,20}$")  # OCPP 1.6 IdToken: CiString20
 CACHE_TTL = dt.timedelta(seconds=60)  # how long a gateway may reuse an answer: a block takes effect this fast
 ALARM_LEVEL_MAJOR = int(AlarmLevel.MAJOR)  # an unpaid session needs an operator (opens a work order)
+# AbnormalSession.state: no proto has an enum for it (the API never shows the state), so it is defined here, once.
 OPEN, RESOLVED = 1, 2
-
-
-class TagStatus(enum.IntEnum):
-    """Same numbers as voltcloud.v1.IdTagStatus (pinned by tests/conformance/test_ocpp_authorize.py)."""
-
-    ACCEPTED = 1
-    INVALID = 2
-    BLOCKED = 3
-    EXPIRED = 4
 
 
 @dataclass(frozen=True)

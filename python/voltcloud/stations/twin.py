@@ -16,17 +16,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import ConnectorStatus, Metric
 from voltcloud.stations.inventory import PACK_READY
 
-# voltcloud.v1.Metric numbers the twin projects.
-METRIC_SOC = 1
-METRIC_SOH = 2
-METRIC_TEMPERATURE = 3
-METRIC_POWER_W = 6
-METRIC_ENERGY_WH = 7
-METRIC_SITE_POWER_W = 16
+# The voltcloud.v1.Metric numbers the twin projects.
+METRIC_SOC = int(Metric.SOC_PERMILLE)
+METRIC_SOH = int(Metric.SOH_PERMILLE)
+METRIC_TEMPERATURE = int(Metric.TEMPERATURE_MILLI_C)
+METRIC_POWER_W = int(Metric.POWER_W)
+METRIC_ENERGY_WH = int(Metric.ENERGY_WH)
+METRIC_SITE_POWER_W = int(Metric.SITE_POWER_W)
 
-CONNECTOR_STATUS_OFFLINE = 6
+CONNECTOR_STATUS_OFFLINE = int(ConnectorStatus.OFFLINE)
 
 HISTORY = 256  # revisions kept for resume
 
