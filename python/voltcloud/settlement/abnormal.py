@@ -31,6 +31,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.settlement import payments
@@ -40,6 +41,7 @@ from voltcloud.settlement.models import JournalEntry, LedgerHold, OrderCheck, Po
 from voltcloud.settlement.money import EntryKind, check_amount, check_currency
 from voltcloud.settlement.rates import price_estimate
 from voltcloud.settlement.sql import for_update
+from voltcloud.stations.api import Station  # read-only: which operator runs a station
 
 DEFAULT_TOLERANCE_PERMILLE = 20  # meters and nameplates disagree a little: 2 %
 
@@ -319,6 +321,14 @@ _RECORD_CHECKS: tuple[Callable[[AsyncSession, SessionFacts, _Findings], Awaitabl
     _check_duplicate,
     _check_overlap,
 )
+
+
+async def check_station_visible(session: AsyncSession, principal: Principal, station_id: str) -> None:
+    """An operator inspects only its own stations' sessions; another operator's station is NOT_FOUND."""
+    station = await session.get(Station, station_id) if station_id else None
+    own = principal.tenant.id if principal.tenant else ""
+    if station is not None and not principal.is_admin and station.operator_id != own:
+        raise NotFound(f"station {station_id} not found")
 
 
 async def detect_abnormal(
