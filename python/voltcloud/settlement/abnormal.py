@@ -20,6 +20,7 @@ An undercharge is reported, never charged automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,7 @@ from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
-from voltcloud.settlement import payments
+from voltcloud.settlement import accounts, payments
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.ledger import SYSTEM, Actor, JournalEntryRef, load_entry
 from voltcloud.settlement.models import JournalEntry, LedgerHold, OrderCheck, Posting
@@ -329,6 +330,17 @@ async def check_station_visible(session: AsyncSession, principal: Principal, sta
     own = principal.tenant.id if principal.tenant else ""
     if station is not None and not principal.is_admin and station.operator_id != own:
         raise NotFound(f"station {station_id} not found")
+
+
+async def inspect_order(
+    session: AsyncSession, principal: Principal, facts: SessionFacts, *, account_id: str, clock: Clock = SYSTEM_CLOCK
+) -> AbnormalReport:
+    """A caller's inspection of a session: only of its own stations' sessions; the customer (whose discounts
+    and history count) is the owner of the paying account, when one is named."""
+    await check_station_visible(session, principal, facts.station_id)
+    customer_kind, customer_id = await accounts.customer_of(session, account_id)
+    facts = dataclasses.replace(facts, customer_kind=customer_kind, customer_id=customer_id)
+    return await detect_abnormal(session, facts, clock=clock)
 
 
 async def detect_abnormal(

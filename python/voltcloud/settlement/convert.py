@@ -362,3 +362,31 @@ def abnormal_response(report: abnormal.AbnormalReport) -> settlement_pb2.DetectA
         details=list(report.details),
         related_order_ids=list(report.related_order_ids),
     )
+
+
+def session_facts(request: settlement_pb2.DetectAbnormalOrderRequest) -> abnormal.SessionFacts:
+    """The session to inspect, as reported; the customer is filled in from the paying account by the domain."""
+    start, end = optional_datetime(request, "start_time"), optional_datetime(request, "end_time")
+    if start is None:
+        raise InvalidArgument.for_field("start_time", "is required")
+    if end is None:
+        raise InvalidArgument.for_field("end_time", "is required")
+    amount, currency = parse_amount(request, "amount", allow_zero=True)
+    return abnormal.SessionFacts(
+        order_id=request.order_id,
+        station_id=request.station_id,
+        started_at=start,
+        ended_at=end,
+        energy_wh=request.energy_wh,
+        amount_minor=amount,
+        currency=currency,
+        max_power_w=request.max_power_w,
+        capacity_wh=request.capacity_wh,
+        rate_model_id=request.rate_model_id,
+        rate_model_version=request.rate_model_version,
+        vehicle_id=request.vehicle_id,
+        connector_id=request.connector_id,
+        external_session_id=request.external_session_id,
+        parking_s=request.parking_duration.seconds,
+        discount_minor=request.discount.amount_minor if request.HasField("discount") else 0,
+    )

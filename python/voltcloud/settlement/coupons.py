@@ -118,6 +118,16 @@ async def issuer(
     return own, funding_account_id
 
 
+async def estimate_discount(
+    session: AsyncSession, code: str, *, amount_minor: int, at: dt.datetime, mode: int, currency: str
+) -> int:
+    """What a coupon code would take off an estimate (0 without a code); an unknown code is an error."""
+    if not code:
+        return 0
+    coupon = await find(session, code)
+    return discount_for(coupon, amount_minor=amount_minor, at=at, mode=mode, currency=currency)
+
+
 async def create_coupon(
     session: AsyncSession, spec: CouponSpec, *, idempotency_key: str, clock: Clock = SYSTEM_CLOCK
 ) -> Coupon:

@@ -90,6 +90,15 @@ async def get_payment(session: AsyncSession, payment_id: str) -> PaymentView:
     return payment_view(await _payment(session, payment_id))
 
 
+async def visible_payment(session: AsyncSession, principal: Principal, payment_id: str) -> PaymentView:
+    """The payment if the caller sees its account; NOT_FOUND otherwise."""
+    if not payment_id:
+        raise InvalidArgument.for_field("payment_id", "is required")
+    payment = await get_payment(session, payment_id)
+    await accounts.visible(session, principal, payment.account_id, field="payment_id")
+    return payment
+
+
 async def _credit_customer(
     session: AsyncSession, wallet: LedgerAccount, amount: int, memo: str
 ) -> tuple[list[PostingSpec], dict[str, LedgerAccount]]:

@@ -371,12 +371,14 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
                 parking_s=request.parking_duration.seconds,
                 power_w=request.power_w,
             )
-            discount = 0
-            if request.coupon_code:
-                coupon = await coupons.find(session, request.coupon_code)
-                discount = coupons.discount_for(
-                    coupon, amount_minor=quote.amount_minor, at=start, mode=request.mode, currency=quote.currency
-                )
+            discount = await coupons.estimate_discount(
+                session,
+                request.coupon_code,
+                amount_minor=quote.amount_minor,
+                at=start,
+                mode=request.mode,
+                currency=quote.currency,
+            )
         return convert.price_estimate_response(quote, discount)
 
     async def CreateCoupon(
@@ -537,39 +539,10 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         self, request: settlement_pb2.DetectAbnormalOrderRequest, context: Any
     ) -> settlement_pb2.DetectAbnormalOrderResponse:
         principal = current_principal()
-        start, end = optional_datetime(request, "start_time"), optional_datetime(request, "end_time")
-        if start is None:
-            raise InvalidArgument.for_field("start_time", "is required")
-        if end is None:
-            raise InvalidArgument.for_field("end_time", "is required")
-        amount, currency = convert.parse_amount(request, "amount", allow_zero=True)
-        discount = request.discount.amount_minor if request.HasField("discount") else 0
+        facts = convert.session_facts(request)
         async with self._tx("detect_abnormal_order") as session:
-            await abnormal.check_station_visible(session, principal, request.station_id)
-            customer_kind, customer_id = await accounts.customer_of(session, request.account_id)
-            report = await abnormal.detect_abnormal(
-                session,
-                abnormal.SessionFacts(
-                    order_id=request.order_id,
-                    station_id=request.station_id,
-                    started_at=start,
-                    ended_at=end,
-                    energy_wh=request.energy_wh,
-                    amount_minor=amount,
-                    currency=currency,
-                    max_power_w=request.max_power_w,
-                    capacity_wh=request.capacity_wh,
-                    rate_model_id=request.rate_model_id,
-                    rate_model_version=request.rate_model_version,
-                    customer_kind=customer_kind,
-                    customer_id=customer_id,
-                    vehicle_id=request.vehicle_id,
-                    connector_id=request.connector_id,
-                    external_session_id=request.external_session_id,
-                    parking_s=request.parking_duration.seconds,
-                    discount_minor=discount,
-                ),
-                clock=self._clock,
+            report = await abnormal.inspect_order(
+                session, principal, facts, account_id=request.account_id, clock=self._clock
             )
         return convert.abnormal_response(report)
 
@@ -601,10 +574,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
         principal = current_principal()
         key = convert.scoped_key(principal, request.idempotency_key)
         async with self._tx("verify_offline_payment") as session:
-            if not request.payment_id:
-                raise InvalidArgument.for_field("payment_id", "is required")
-            pending = await payments.get_payment(session, request.payment_id)
-            await accounts.visible(session, principal, pending.account_id, field="payment_id")
+            await payments.visible_payment(session, principal, request.payment_id)
             payment = await payments.verify_offline_payment(
                 session,
                 payment_id=request.payment_id,
