@@ -14,7 +14,14 @@ from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.settlement import abnormal, accounts, billing, coupons, holds, ledger, payments, rates, trace
 from voltcloud.settlement.models import Coupon, Payout, StatementLine
 from voltcloud.settlement.money import DEFAULT_CURRENCY, check_amount, check_currency
-from voltcloud.settlement.tariff import Dimension, PriceComponent, Restrictions, Tariff, TariffElement
+from voltcloud.settlement.tariff import (
+    DEFAULT_TIME_ZONE,
+    Dimension,
+    PriceComponent,
+    Restrictions,
+    Tariff,
+    TariffElement,
+)
 
 
 def money_message(amount: int, currency: str) -> common_pb2.Money:
@@ -135,7 +142,7 @@ def parse_tariff(message: common_pb2.RateModel) -> Tariff:
     return Tariff(
         currency=message.currency,
         elements=tuple(elements),
-        time_zone=message.time_zone or "Asia/Shanghai",
+        time_zone=message.time_zone or DEFAULT_TIME_ZONE,
         min_price_minor=message.min_price.amount_minor if message.HasField("min_price") else None,
         max_price_minor=message.max_price.amount_minor if message.HasField("max_price") else None,
     )
