@@ -20,6 +20,7 @@ An undercharge is reported, never charged automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Awaitable, Callable
@@ -31,15 +32,17 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
-from voltcloud.settlement import payments
+from voltcloud.settlement import accounts, payments
 from voltcloud.settlement.holds import SYSTEM_CLOCK
 from voltcloud.settlement.ledger import SYSTEM, Actor, JournalEntryRef, load_entry
 from voltcloud.settlement.models import JournalEntry, LedgerHold, OrderCheck, Posting
 from voltcloud.settlement.money import EntryKind, check_amount, check_currency
 from voltcloud.settlement.rates import price_estimate
 from voltcloud.settlement.sql import for_update
+from voltcloud.stations.api import Station  # read-only: which operator runs a station
 
 DEFAULT_TOLERANCE_PERMILLE = 20  # meters and nameplates disagree a little: 2 %
 
@@ -319,6 +322,25 @@ _RECORD_CHECKS: tuple[Callable[[AsyncSession, SessionFacts, _Findings], Awaitabl
     _check_duplicate,
     _check_overlap,
 )
+
+
+async def check_station_visible(session: AsyncSession, principal: Principal, station_id: str) -> None:
+    """An operator inspects only its own stations' sessions; another operator's station is NOT_FOUND."""
+    station = await session.get(Station, station_id) if station_id else None
+    own = principal.tenant.id if principal.tenant else ""
+    if station is not None and not principal.is_admin and station.operator_id != own:
+        raise NotFound(f"station {station_id} not found")
+
+
+async def inspect_order(
+    session: AsyncSession, principal: Principal, facts: SessionFacts, *, account_id: str, clock: Clock = SYSTEM_CLOCK
+) -> AbnormalReport:
+    """A caller's inspection of a session: only of its own stations' sessions; the customer (whose discounts
+    and history count) is the owner of the paying account, when one is named."""
+    await check_station_visible(session, principal, facts.station_id)
+    customer_kind, customer_id = await accounts.customer_of(session, account_id)
+    facts = dataclasses.replace(facts, customer_kind=customer_kind, customer_id=customer_id)
+    return await detect_abnormal(session, facts, clock=clock)
 
 
 async def detect_abnormal(

@@ -16,7 +16,7 @@ from voltcloud.platform.errors import InvalidArgument, NotFound, PermissionDenie
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.settlement.models import LedgerAccount, Posting
-from voltcloud.settlement.money import AccountKind, check_currency
+from voltcloud.settlement.money import DEFAULT_CURRENCY, AccountKind, check_currency
 from voltcloud.settlement.sql import insert_ignore
 from voltcloud.stations.api import MobileUnit  # read-only: which operator employs a unit
 
@@ -286,6 +286,109 @@ async def spendable(
     return account
 
 
+async def scope(session: AsyncSession, principal: Principal, account_id: str) -> list[str] | None:
+    """The accounts a listing covers: the one named (if the caller sees it), else all the caller sees
+    (None: every account, for the admin)."""
+    if account_id:
+        await visible(session, principal, account_id)
+        return [account_id]
+    return await tenant_account_ids(session, principal)
+
+
+async def withdrawable(session: AsyncSession, principal: Principal, account_id: str) -> LedgerAccount:
+    """The account if the caller may withdraw from it: withdrawing spends the account, so seeing it (an
+    operator sees its specialists' accounts) is not enough: its own payable or a wallet it may spend."""
+    account = await visible(session, principal, account_id)
+    if not own_payable(principal, account) and not await may_spend(session, principal, account):
+        raise PermissionDenied(f"{principal.subject} may not withdraw from account {account_id}")
+    return account
+
+
+async def operator_account(session: AsyncSession, account_id: str, *, field: str) -> LedgerAccount:
+    """The operator account a capture pays: any other kind is a caller's mistake, not a missing row."""
+    account = await load(session, account_id, field=field)
+    if account.kind != AccountKind.OPERATOR:
+        raise InvalidArgument.for_field(field, "is not an operator account")
+    return account
+
+
+async def customer_of(session: AsyncSession, account_id: str) -> tuple[str, str]:
+    """(owner_kind, owner_id) of the paying account, or ("", "") when none is named."""
+    if not account_id:
+        return "", ""
+    account = await load(session, account_id)
+    return account.owner_kind, account.owner_id
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """An account a caller asked to open, after the creation policy: who owns it and in which tenant."""
+
+    kind: AccountKind
+    owner_kind: str
+    owner_id: str
+    tenant: str | None
+    currency: str
+
+
+# Kinds a caller may open, and the owner kind each implies; the rest are opened by the ledger itself.
+_OWNER_KIND = {
+    AccountKind.CUSTOMER: "driver",
+    AccountKind.OPERATOR: "operator",
+    AccountKind.PROVIDER_CLEARING: "provider",
+    AccountKind.PLATFORM_REVENUE: "platform",
+    AccountKind.PROMOTIONS: "platform",
+}
+
+
+def _owner(principal: Principal, kind: AccountKind, owner_id: str) -> tuple[str, str, str | None]:
+    """(owner_kind, owner_id, tenant) of a new account of `kind` asked for by `principal`."""
+    tenant_id = principal.tenant.id if principal.tenant else ""
+    owner_id = owner_id or tenant_id
+    if kind is AccountKind.FLEET:
+        # A manager opening an account for another fleet id opens one of its sub-fleets' allocations.
+        owner_kind = "fleet" if principal.is_admin or owner_id == tenant_id else "subfleet"
+        return owner_kind, owner_id, f"fleet:{tenant_id}" if owner_kind == "subfleet" else None
+    if kind is AccountKind.SPECIALIST:
+        return "specialist", owner_id, f"operator:{tenant_id}" if tenant_id else ""
+    if kind not in _OWNER_KIND:
+        raise InvalidArgument.for_field("kind", f"{kind.name.lower()} accounts are created by the ledger itself")
+    owner_kind = _OWNER_KIND[kind]
+    return owner_kind, (owner_id or "platform") if owner_kind == "platform" else owner_id, None
+
+
+def plan_account(
+    principal: Principal, kind: int, owner_id: str, currency: str, *, sets_credit_limit: bool
+) -> NewAccount:
+    """Who may create which account: the platform admin any kind; an operator its own operator and specialist
+    accounts; a fleet manager fleet accounts. Credit limits are the admin's alone. (Which owner ids are inside
+    the caller's tenant needs the tables: `may_create_for`.)"""
+    currency = check_currency("currency", currency or DEFAULT_CURRENCY)
+    try:
+        account_kind = AccountKind(kind)
+    except ValueError:
+        raise InvalidArgument.for_field("kind", f"unknown account kind {kind}") from None
+    owner_kind, owner_id, tenant = _owner(principal, account_kind, owner_id)
+    allowed = principal.is_admin or (
+        (principal.role is Role.OPERATOR and account_kind in (AccountKind.OPERATOR, AccountKind.SPECIALIST))
+        or (principal.role is Role.FLEET_MANAGER and account_kind is AccountKind.FLEET)
+    )
+    if not allowed:
+        kind_name = account_kind.name.lower()
+        raise PermissionDenied(f"{principal.subject} may not create a {kind_name} account for {owner_id}")
+    if sets_credit_limit and not principal.is_admin:
+        raise PermissionDenied("only the platform admin sets credit limits")
+    return NewAccount(account_kind, owner_kind, owner_id, tenant, currency)
+
+
+async def check_may_create(session: AsyncSession, principal: Principal, plan: NewAccount) -> None:
+    if not await may_create_for(session, principal, plan.owner_kind, plan.owner_id):
+        raise PermissionDenied(
+            f"{principal.subject} may not create a {plan.kind.name.lower()} account "
+            f"for {plan.owner_kind} {plan.owner_id}"
+        )
+
+
 async def may_create_for(session: AsyncSession, principal: Principal, owner_kind: str, owner_id: str) -> bool:
     """Whether `principal` may open an account owned by (owner_kind, owner_id) (issue 9, finding 6): only for
     owners inside the caller's own tenant. A fleet manager for the fleet and its own sub-fleets; an operator
@@ -342,3 +445,10 @@ async def tenant_account_ids(session: AsyncSession, principal: Principal) -> lis
     else:
         return []
     return list(await session.exec(select(LedgerAccount.id).where(LedgerAccount.tenant == tenant)))
+
+
+async def check_sees_entry(session: AsyncSession, principal: Principal, entry_id: str, account_ids: set[str]) -> None:
+    """A journal entry is visible to whoever sees one of its postings' accounts; NOT_FOUND otherwise."""
+    visible_ids = await tenant_account_ids(session, principal)
+    if visible_ids is not None and not account_ids & set(visible_ids):
+        raise NotFound(f"journal entry {entry_id} not found")

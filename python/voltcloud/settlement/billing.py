@@ -18,6 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
@@ -47,6 +48,16 @@ async def get_bill(session: AsyncSession, bill_id: str) -> BillView:
     if bill is None:
         raise NotFound(f"bill {bill_id} not found")
     return await _view(session, bill)
+
+
+async def visible_bill(session: AsyncSession, principal: Principal, bill_id: str) -> BillView:
+    """The bill if the caller sees its account; NOT_FOUND otherwise, so bill ids cannot be probed."""
+    if not bill_id:
+        raise InvalidArgument.for_field("bill_id", "is required")
+    view = await get_bill(session, bill_id)
+    if not accounts.can_see(principal, await accounts.load(session, view.bill.account_id)):
+        raise NotFound(f"bill {bill_id} not found")
+    return view
 
 
 async def generate_bill(

@@ -11,8 +11,9 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.settlement import accounts
 from voltcloud.settlement.holds import SYSTEM_CLOCK
@@ -91,6 +92,40 @@ async def find(session: AsyncSession, code: str, *, lock: bool = False) -> Coupo
     if row is None:
         raise NotFound(f"coupon {code} not found")
     return row
+
+
+async def issuer(
+    session: AsyncSession,
+    principal: Principal,
+    operator_id: str,
+    funding_account_id: str,
+    currency: str,
+    now: dt.datetime,
+) -> tuple[str, str]:
+    """(operator_id, funding_account_id) of a new coupon: the platform admin issues for anyone from any
+    account; an operator issues for itself only and funds its coupons from its own payable account, never
+    from a specialist's (its payable account by default)."""
+    if principal.is_admin:
+        return operator_id, funding_account_id
+    own = principal.tenant.id if principal.tenant else ""
+    if operator_id and operator_id != own:
+        raise PermissionDenied(f"{principal.subject} may not issue coupons for operator {operator_id}")
+    if not funding_account_id:
+        return own, (await accounts.operator_payable(session, own, currency, now)).id
+    account = await accounts.visible(session, principal, funding_account_id, field="coupon.funding_account_id")
+    if not accounts.own_payable(principal, account):
+        raise PermissionDenied(f"coupons of {own} are funded from {own}'s operator account only")
+    return own, funding_account_id
+
+
+async def estimate_discount(
+    session: AsyncSession, code: str, *, amount_minor: int, at: dt.datetime, mode: int, currency: str
+) -> int:
+    """What a coupon code would take off an estimate (0 without a code); an unknown code is an error."""
+    if not code:
+        return 0
+    coupon = await find(session, code)
+    return discount_for(coupon, amount_minor=amount_minor, at=at, mode=mode, currency=currency)
 
 
 async def create_coupon(

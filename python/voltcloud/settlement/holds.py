@@ -37,6 +37,25 @@ from voltcloud.settlement.sql import for_update
 DEFAULT_PLATFORM_FEE_BP = 500  # 5% of the captured amount when the caller gives no breakdown
 PLATFORM_FEE_KEY = "platform_fee"
 SYSTEM_CLOCK: Clock = SystemClock()
+DEFAULT_HOLD_TTL = dt.timedelta(minutes=30)  # how long a hold lives when the caller names no ttl
+
+
+def expiry(now: dt.datetime, ttl: dt.timedelta | None) -> dt.datetime:
+    ttl = DEFAULT_HOLD_TTL if ttl is None else ttl
+    if ttl <= dt.timedelta(0):
+        raise InvalidArgument.for_field("ttl", "must be positive")
+    return now + ttl
+
+
+def fee_breakdown(amount_minor: int, platform_fee_bp: int) -> dict[str, int] | None:
+    """The capture's split when the caller names a platform fee (basis points of the amount, rounded half up);
+    None leaves the default split to `capture_hold`."""
+    if not 0 <= platform_fee_bp <= 10_000:
+        raise InvalidArgument.for_field("platform_fee_basis_points", "must be within [0, 10000]")
+    if not platform_fee_bp:
+        return None
+    fee = round_half_up(amount_minor * platform_fee_bp, 10_000)
+    return {PLATFORM_FEE_KEY: fee, "order revenue": amount_minor - fee}
 
 
 @dataclass(frozen=True)

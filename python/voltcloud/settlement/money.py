@@ -13,6 +13,8 @@ import re
 from voltcloud.platform.errors import InvalidArgument
 
 MICROS_PER_MAJOR = 1_000_000
+# The currency of an account or coupon whose request names none: the platform's home market.
+DEFAULT_CURRENCY = "CNY"
 
 # ISO 4217 minor-unit exponents that differ from 2.
 _EXPONENTS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}

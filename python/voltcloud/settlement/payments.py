@@ -16,8 +16,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.settlement import accounts
 from voltcloud.settlement.accounts import WALLET_KINDS
@@ -87,6 +88,15 @@ async def _payment(session: AsyncSession, payment_id: str, *, lock: bool = False
 
 async def get_payment(session: AsyncSession, payment_id: str) -> PaymentView:
     return payment_view(await _payment(session, payment_id))
+
+
+async def visible_payment(session: AsyncSession, principal: Principal, payment_id: str) -> PaymentView:
+    """The payment if the caller sees its account; NOT_FOUND otherwise."""
+    if not payment_id:
+        raise InvalidArgument.for_field("payment_id", "is required")
+    payment = await get_payment(session, payment_id)
+    await accounts.visible(session, principal, payment.account_id, field="payment_id")
+    return payment
 
 
 async def _credit_customer(
@@ -598,3 +608,14 @@ async def order_tenants(session: AsyncSession, order_id: str) -> set[str]:
         )
     )
     return set(rows)
+
+
+async def check_may_refund(session: AsyncSession, principal: Principal, order_id: str, *, payment_id: str = "") -> None:
+    """Who may refund: the platform admin anything; a tenant an order whose settlement credited it, and only
+    to the customer's wallet (refunding to the payment method, by payment id, is the admin's alone)."""
+    if principal.is_admin:
+        return
+    if payment_id:
+        raise PermissionDenied("only the platform admin refunds payments to their payment method")
+    if str(principal.tenant) not in await order_tenants(session, order_id):
+        raise NotFound(f"no settled payment for order {order_id}")

@@ -19,8 +19,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
+from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.settlement.holds import SYSTEM_CLOCK
@@ -97,6 +98,30 @@ def model_view(row: RateModelVersion) -> RateModelView:
         display_text=row.display_text,
         created_at=row.created_at,
     )
+
+
+def pricing_operator(principal: Principal, operator_id: str, *, platform_default: bool) -> str:
+    """The operator a new rate model prices for: an operator prices for itself only (an empty id means
+    itself) and never sets the platform default; the platform admin prices for anyone."""
+    if principal.is_admin:
+        return operator_id
+    own = principal.tenant.id if principal.tenant else ""
+    if operator_id and operator_id != own:
+        raise PermissionDenied(f"{principal.subject} may not price for operator {operator_id}")
+    if platform_default:
+        raise PermissionDenied("only the platform admin sets the platform default")
+    return own
+
+
+def visible_operators(principal: Principal, operator_id: str) -> list[str] | None:
+    """Whose rate models a listing shows (None: all): an operator sees its own and the platform's ("")
+    models, and nothing when it asks for another operator's."""
+    if principal.role is not Role.OPERATOR:
+        return [operator_id] if operator_id else None
+    own = principal.tenant.id if principal.tenant else ""
+    if operator_id and operator_id != own:
+        return []
+    return [own] if operator_id == own else [own, ""]
 
 
 async def create_rate_model(

@@ -77,11 +77,15 @@ class TariffElement:
     restrictions: Restrictions | None = None
 
 
+# Where a tariff's local times (restrictions' hours, days) are read when it names no zone.
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+
+
 @dataclass(frozen=True)
 class Tariff:
     currency: str
     elements: tuple[TariffElement, ...]
-    time_zone: str = "Asia/Shanghai"
+    time_zone: str = DEFAULT_TIME_ZONE
     min_price_minor: int | None = None
     max_price_minor: int | None = None
 

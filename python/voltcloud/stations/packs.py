@@ -259,6 +259,16 @@ class InspectionOutcome:
     pack: Pack
 
 
+async def inspection_station(session: AsyncSession, pack: Pack, station_id: str) -> str | None:
+    """Where an inspection took place: the station the inspector names (which must exist), else where the
+    pack is."""
+    if not station_id:
+        return pack.station_id
+    if await session.get(Station, station_id) is None:
+        raise InvalidArgument.for_field("station_id", f"unknown station {station_id}")
+    return station_id
+
+
 async def report_inspection(
     session: AsyncSession,
     now: dt.datetime,

@@ -737,9 +737,7 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             if (replay := idempotency.replayed(claim, stations_pb2.ReportInspectionResponse.FromString)) is not None:
                 return replay
             pack = await packs.load_pack(session, principal, request.pack_id, lock=True)
-            station_id = request.station_id or pack.station_id
-            if request.station_id and await session.get(Station, request.station_id) is None:
-                raise InvalidArgument.for_field("station_id", f"unknown station {request.station_id}")
+            station_id = await packs.inspection_station(session, pack, request.station_id)
             outcome = await packs.report_inspection(
                 session,
                 now,
