@@ -122,51 +122,54 @@ def record(
     )
 
 
-async def register_pack(
-    session: AsyncSession,
-    principal: Principal,
-    now: dt.datetime,
-    *,
-    pack_id: str,
-    pack_type_id: int,
-    operator_id: str,
-    station_id: str | None,
-    slot_no: int | None,
-    vehicle_id: str | None,
-    soc_permille: int,
-    soh_permille: int,
-    cycles: int,
-    temperature_milli_c: int,
-) -> Pack:
+@dataclass(frozen=True)
+class NewPack:
+    """A pack to register, as the caller described it."""
+
+    pack_id: str
+    pack_type_id: int
+    operator_id: str
+    station_id: str | None
+    slot_no: int | None
+    vehicle_id: str | None
+    soc_permille: int
+    soh_permille: int
+    cycles: int
+    temperature_milli_c: int
+
+
+async def register_pack(session: AsyncSession, principal: Principal, now: dt.datetime, new: NewPack) -> Pack:
     if principal.role is not Role.PLATFORM_ADMIN:
-        principal.require_tenant("operator", operator_id)
-    check_engine_limits(pack_type_id=pack_type_id, soc=soc_permille, soh=soh_permille, cycles=cycles)
-    if await session.get(PackType, pack_type_id) is None:
-        raise InvalidArgument.for_field("pack.pack_type_id", f"unknown pack type {pack_type_id}")
-    if station_id is not None:
-        station = await session.get(Station, station_id)
-        if station is None or station.operator_id != operator_id:
-            raise InvalidArgument.for_field("pack.location.station_slot.station_id", f"unknown station {station_id}")
-        _check_slot(station, slot_no)
-    if await session.get(Pack, pack_id) is not None:
-        raise AlreadyExists(f"pack {pack_id} already registered")
-    if station_id is not None:
-        state = READY if soc_permille >= MIN_SWAP_SOC_PERMILLE else CHARGING
-    elif vehicle_id is not None:
+        principal.require_tenant("operator", new.operator_id)
+    check_engine_limits(pack_type_id=new.pack_type_id, soc=new.soc_permille, soh=new.soh_permille, cycles=new.cycles)
+    if await session.get(PackType, new.pack_type_id) is None:
+        raise InvalidArgument.for_field("pack.pack_type_id", f"unknown pack type {new.pack_type_id}")
+    if new.station_id is not None:
+        station = await session.get(Station, new.station_id)
+        if station is None or station.operator_id != new.operator_id:
+            raise InvalidArgument.for_field(
+                "pack.location.station_slot.station_id", f"unknown station {new.station_id}"
+            )
+        _check_slot(station, new.slot_no)
+    if await session.get(Pack, new.pack_id) is not None:
+        raise AlreadyExists(f"pack {new.pack_id} already registered")
+    if new.station_id is not None:
+        state = READY if new.soc_permille >= MIN_SWAP_SOC_PERMILLE else CHARGING
+    elif new.vehicle_id is not None:
         state = IN_VEHICLE
     else:
         state = IN_TRANSIT
     pack = Pack(
-        id=pack_id,
-        pack_type_id=pack_type_id,
-        operator_id=operator_id,
-        station_id=station_id,
-        slot_no=slot_no,
-        vehicle_id=vehicle_id,
-        soc_permille=soc_permille,
-        soh_permille=soh_permille,
-        cycles=cycles,
-        temperature_milli_c=temperature_milli_c,
+        id=new.pack_id,
+        pack_type_id=new.pack_type_id,
+        operator_id=new.operator_id,
+        station_id=new.station_id,
+        slot_no=new.slot_no,
+        vehicle_id=new.vehicle_id,
+        soc_permille=new.soc_permille,
+        soh_permille=new.soh_permille,
+        cycles=new.cycles,
+        temperature_milli_c=new.temperature_milli_c,
         state=state,
         transit_id=None,
     )
@@ -199,18 +202,18 @@ def _check_slot(station: Station, slot_no: int | None) -> None:
         raise InvalidArgument.for_field("pack.location.station_slot.slot", f"must be within [1, {slots}]")
 
 
-async def list_packs(
-    session: AsyncSession,
-    principal: Principal,
-    page: Page,
-    *,
-    operator_id: str | None,
-    station_id: str | None,
-    states: list[int],
-    pack_type_id: int | None,
-    max_soh_permille: int,
-) -> list[Pack]:
+@dataclass(frozen=True)
+class PackFilter:
+    operator_id: str | None
+    station_id: str | None
+    states: list[int]
+    pack_type_id: int | None
+    max_soh_permille: int
+
+
+async def list_packs(session: AsyncSession, principal: Principal, page: Page, where: PackFilter) -> list[Pack]:
     query = select(Pack).order_by(col(Pack.id)).limit(page.size)
+    operator_id = where.operator_id
     scope = _scope(principal)
     if scope is not None:
         if operator_id and operator_id != scope:
@@ -219,14 +222,14 @@ async def list_packs(
     if operator_id:
         own_stations = select(Station.id).where(Station.operator_id == operator_id)
         query = query.where(sa.or_(col(Pack.operator_id) == operator_id, col(Pack.station_id).in_(own_stations)))
-    if station_id:
-        query = query.where(Pack.station_id == station_id)
-    if states:
-        query = query.where(col(Pack.state).in_(states))
-    if pack_type_id is not None:
-        query = query.where(Pack.pack_type_id == pack_type_id)
-    if max_soh_permille:
-        query = query.where(col(Pack.soh_permille) < max_soh_permille)
+    if where.station_id:
+        query = query.where(Pack.station_id == where.station_id)
+    if where.states:
+        query = query.where(col(Pack.state).in_(where.states))
+    if where.pack_type_id is not None:
+        query = query.where(Pack.pack_type_id == where.pack_type_id)
+    if where.max_soh_permille:
+        query = query.where(col(Pack.soh_permille) < where.max_soh_permille)
     if page.after is not None:
         query = query.where(col(Pack.id) > page.after)
     return list(await session.exec(query))

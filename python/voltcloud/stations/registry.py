@@ -17,7 +17,8 @@ from voltcloud.platform.errors import Aborted, FieldViolation, InvalidArgument, 
 from voltcloud.platform.geo import Box
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
-from voltcloud.stations.models import Connector, Operator, Station
+from voltcloud.stations import sessions
+from voltcloud.stations.models import Connector, Operator, Station, StationSession
 from voltcloud.stations.ports import Settlement
 
 
@@ -331,3 +332,22 @@ async def update_station(
         raise Aborted(f"station {station_id} changed concurrently; reload and retry")
     await session.refresh(station)
     return StationView(station, view.connectors)
+
+
+async def list_visible_sessions(
+    session: AsyncSession, principal: Principal, page: Page, *, station_id: str | None, order_id: str | None
+) -> list[StationSession]:
+    """The sessions of a station or an order that the caller may see: those at stations visible to them."""
+    if station_id:
+        await get_station(session, principal, station_id)
+    rows = await sessions.list_sessions(session, page, station_id=station_id, order_id=order_id)
+    if station_id or principal.role is Role.PLATFORM_ADMIN:
+        return rows
+    visible = []
+    for row in rows:
+        try:
+            await get_station(session, principal, row.station_id)
+        except NotFound:
+            continue
+        visible.append(row)
+    return visible
