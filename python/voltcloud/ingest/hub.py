@@ -18,6 +18,7 @@ from typing import Any
 from sqlmodel import select
 
 from voltcloud.api.v1 import ingest_pb2, stations_pb2
+from voltcloud.ingest.events import ReserveCommand
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import Aborted, NotFound
@@ -221,6 +222,15 @@ class Hub:
         result = await self.send_command(station_id, command, answer_within)
         name = stations_pb2.CommandStatus.Name(result.status).removeprefix("COMMAND_STATUS_").lower()
         return CommandOutcome(result.status == stations_pb2.COMMAND_STATUS_ACCEPTED, name, result.detail)
+
+    async def reserve(
+        self, station_id: str, command: ReserveCommand, answer_within: dt.timedelta
+    ) -> stations_pb2.StationCommandResult:
+        """Tells a swap station which pack to hand out (apply.py, after a VehicleArrived)."""
+        reserve = stations_pb2.ReserveCommand(
+            reservation_id=command.reservation_id, lane=command.lane, pack_id=command.pack_id
+        )
+        return await self.send_command(station_id, stations_pb2.StationCommand(reserve=reserve), answer_within)
 
     def deliver_result(self, link: GatewayLink, result: ingest_pb2.CommandResult) -> bool:
         future = link.pending.get(result.result.command_id)

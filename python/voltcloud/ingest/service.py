@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
-from voltcloud.ingest import apply, uplink
+from voltcloud.ingest import apply, convert, uplink
+from voltcloud.ingest.events import StationEvent
 from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
 from voltcloud.ingest.models import GatewayCursor
 from voltcloud.platform import idempotency
@@ -157,7 +158,7 @@ class UplinkStream:
         await self.flush_cursor(force=True)
 
     async def process(self, group: list[ingest_pb2.GatewayToPlatform]) -> None:
-        events: list[tuple[int, ingest_pb2.StationEvent]] = []
+        queued: list[tuple[int, StationEvent]] = []
         protocol = self.protocol
         start_cursor = protocol.cursor
         allowed = self.link.stations if self.link else frozenset()
@@ -172,20 +173,21 @@ class UplinkStream:
                 break
             kind = message.WhichOneof("msg")
             if kind == "telemetry":
-                if events:
-                    await self.commit_events(events)
-                    events = []
-                violation = apply.validate_telemetry(message.telemetry)
+                if queued:
+                    await self.commit_events(queued)
+                    queued = []
+                batch = convert.telemetry(message.telemetry)
+                violation = apply.validate_telemetry(batch)
                 if violation is not None:
                     self.reject(seq, violation)
                 else:
-                    self.readings += apply.apply_telemetry(self.hub, message.telemetry, allowed)
+                    self.readings += apply.apply_telemetry(self.hub, batch, allowed)
             elif kind == "event":
-                violation = apply.validate_event(message.event, allowed)
-                if violation is not None:
-                    self.reject(seq, violation)
+                event, violation = _decode_event(message.event, allowed)
+                if event is None:
+                    self.reject(seq, violation or FieldViolation("event", "could not be decoded"))
                 else:
-                    events.append((seq, message.event))
+                    queued.append((seq, event))
             elif kind == "command_result":
                 if self.link is not None:
                     self.hub.deliver_result(self.link, message.command_result)
@@ -194,8 +196,8 @@ class UplinkStream:
             else:
                 self.reject(seq, FieldViolation("msg", "no payload set"))
             protocol.applied(seq)
-        if events:
-            await self.commit_events(events)
+        if queued:
+            await self.commit_events(queued)
         await self.flush_cursor()
         if protocol.ack_due(start_cursor):
             self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=protocol.cursor)))
@@ -210,7 +212,7 @@ class UplinkStream:
             )
         )
 
-    async def commit_events(self, events: list[tuple[int, ingest_pb2.StationEvent]]) -> None:
+    async def commit_events(self, events: list[tuple[int, StationEvent]]) -> None:
         """Writes the events and the cursor in one transaction, then applies their twin changes. When the
         group fails, each event is retried alone so one bad event is rejected and the rest still apply."""
         last_seq = events[-1][0]
@@ -230,7 +232,7 @@ class UplinkStream:
             for single in events:
                 await self.commit_events([single])
 
-    async def _commit(self, events: list[tuple[int, ingest_pb2.StationEvent]], last_seq: int) -> None:
+    async def _commit(self, events: list[tuple[int, StationEvent]], last_seq: int) -> None:
         ctx = apply.EventContext(self.hub, self.gateway_id, self.link.stations if self.link else frozenset())
         now = self.hub.clock.now()
         async with self.db.transaction("ingest.events") as session:
@@ -304,10 +306,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.PushTelemetryResponse:
         principal = current_principal()
         _check_gateway(principal, request.gateway_id, "gateway_id")
-        violation = apply.validate_telemetry(request.telemetry)
+        batch = convert.telemetry(request.telemetry)
+        violation = apply.validate_telemetry(batch)
         if violation is not None:
             raise InvalidArgument.for_fields([violation])
-        for i, event in enumerate(request.events):
+        decoded = [convert.station_event(e) for e in request.events]
+        for i, event in enumerate(decoded):
             violation = apply.validate_event(event, None)
             if violation is not None:
                 raise InvalidArgument.for_fields(
@@ -328,7 +332,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if uplink.push_is_replay(request.seq, stored):
             return ingest_pb2.PushTelemetryResponse(duplicate=True)
         async with self._db.transaction("ingest.push") as session:
-            for event in request.events:
+            for event in decoded:
                 await apply.apply_event(session, ctx, None, event, now)
             if request.seq:
                 await _advance_cursor(session, request.gateway_id, stored, request.seq, now)
@@ -336,7 +340,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         await ctx.run_after()
         for sid in known:
             await self.hub.twin(sid)
-        readings = apply.apply_telemetry(self.hub, request.telemetry, None)
+        readings = apply.apply_telemetry(self.hub, batch, None)
         return ingest_pb2.PushTelemetryResponse(readings_accepted=readings, events_accepted=len(request.events))
 
     # ---- charging tokens (issue 9 finding 4: no free energy over OCPP) ----
@@ -411,6 +415,19 @@ def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.Chargin
     if token.expires_at is not None:
         message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
     return message
+
+
+def _decode_event(
+    message: ingest_pb2.StationEvent, allowed: frozenset[str]
+) -> tuple[StationEvent | None, FieldViolation | None]:
+    """The event, or why it is rejected. An invalid time is found while decoding (named `event.time`), before
+    the event reaches its transaction."""
+    try:
+        event = convert.station_event(message)
+    except InvalidArgument as error:
+        return None, (error.violations or (None,))[0]
+    violation = apply.validate_event(event, allowed)
+    return (None, violation) if violation is not None else (event, None)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
