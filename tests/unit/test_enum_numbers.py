@@ -28,6 +28,7 @@ PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.AlarmSource: maintenance_pb2.AlarmSource.DESCRIPTOR,
     enums.AlarmState: maintenance_pb2.AlarmState.DESCRIPTOR,
     enums.WorkOrderSource: maintenance_pb2.WorkOrderSource.DESCRIPTOR,
+    enums.CommandStatus: stations_pb2.CommandStatus.DESCRIPTOR,
     auth.Role: common_pb2.Role.DESCRIPTOR,
 }
 

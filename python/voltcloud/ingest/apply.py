@@ -528,7 +528,7 @@ def _after_reserve(hub: Hub, twin: Twin, command: events.ReserveCommand) -> None
     hub.twins.pack_state(twin, command.pack_id, packs.RESERVED)
     if command.lane:
         hub.twins.lane_reserved(twin, command.lane, command.reservation_id)
-    hub.spawn(hub.reserve(twin.station_id, command, SWAP_RESERVE_TIMEOUT))
+    hub.spawn(hub.send_command(twin.station_id, command, SWAP_RESERVE_TIMEOUT))
 
 
 _HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {

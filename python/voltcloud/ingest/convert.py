@@ -7,7 +7,9 @@ import dataclasses
 
 from voltcloud.api.v1 import ingest_pb2, stations_pb2
 from voltcloud.ingest import events
-from voltcloud.platform.limits import optional_datetime
+from voltcloud.platform.errors import InvalidArgument
+from voltcloud.platform.limits import optional_datetime, to_timestamp
+from voltcloud.stations.api import CommandResult
 
 # The oneof name of StationEvent.event -> the domain body it decodes to (kinds not listed carry no body).
 _BODIES: dict[str, type[events.EventBody]] = {
@@ -52,9 +54,42 @@ def telemetry(batch: ingest_pb2.TelemetryBatch) -> events.TelemetryBatch:
     )
 
 
-def reserve_command(command: events.ReserveCommand) -> stations_pb2.StationCommand:
-    return stations_pb2.StationCommand(
-        reserve=stations_pb2.ReserveCommand(
+def command_result(message: ingest_pb2.CommandResult) -> CommandResult:
+    result = message.result
+    try:
+        when = optional_datetime(result, "result_time", "command_result.result.result_time", zero="unset")
+    except InvalidArgument:  # a gateway's clock must not end its stream: the hub stamps the arrival instead
+        when = None
+    return CommandResult(result.command_id, result.status, result.detail, when)
+
+
+def downlink(item: events.Downlink) -> ingest_pb2.PlatformToGateway:
+    if isinstance(item, events.Ack):
+        return ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=item.seq))
+    if isinstance(item, events.Rejection):
+        rejection = ingest_pb2.UplinkRejection(seq=item.seq, field=item.field, description=item.description)
+        return ingest_pb2.PlatformToGateway(rejection=rejection)
+    command = ingest_pb2.Command(
+        command_id=item.command_id,
+        station_id=item.station_id,
+        command=_station_command(item.command),
+        deadline=to_timestamp(item.deadline),
+    )
+    return ingest_pb2.PlatformToGateway(command=command)
+
+
+def _station_command(command: object) -> stations_pb2.StationCommand:
+    """The platform's own commands are encoded here; an operator's (StationService) is already a message."""
+    if isinstance(command, events.ReserveCommand):
+        reserve = stations_pb2.ReserveCommand(
             reservation_id=command.reservation_id, lane=command.lane, pack_id=command.pack_id
         )
-    )
+        return stations_pb2.StationCommand(reserve=reserve)
+    if isinstance(command, events.RemoteStartCommand):
+        start = stations_pb2.RemoteStartCommand(
+            connector_id=command.connector_id, order_id=command.order_id, id_tag=command.id_tag
+        )
+        return stations_pb2.StationCommand(remote_start=start)
+    if isinstance(command, stations_pb2.StationCommand):
+        return command
+    raise TypeError(f"not a station command: {type(command).__name__}")

@@ -154,3 +154,41 @@ class ReserveCommand:
     reservation_id: str
     lane: int
     pack_id: str
+
+
+@dataclass(frozen=True)
+class RemoteStartCommand:
+    """Asks a charging station to start a session for an order (StartByScan)."""
+
+    connector_id: str
+    order_id: str
+    id_tag: str
+
+
+# ---- down the uplink stream (the servicer encodes them with `ingest.convert.downlink`) ----
+
+
+@dataclass(frozen=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    seq: int
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class GatewayCommand:
+    """A command routed to a station's gateway. The hub never reads `command`: a ReserveCommand or
+    RemoteStartCommand of the platform's own, or a command an operator sent (passed through as received)."""
+
+    command_id: str
+    station_id: str
+    command: object
+    deadline: dt.datetime
+
+
+Downlink = Ack | Rejection | GatewayCommand

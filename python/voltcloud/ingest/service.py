@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
 from voltcloud.ingest import apply, convert, uplink
-from voltcloud.ingest.events import StationEvent
+from voltcloud.ingest.events import Ack, Rejection, StationEvent
 from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
 from voltcloud.ingest.models import GatewayCursor
 from voltcloud.platform import idempotency
@@ -119,7 +119,7 @@ class UplinkStream:
         self.link = GatewayLink(self.gateway_id, frozenset(ids), self.outbox)
         self.hub.attach(self.link)
         cursor = self.protocol.cursor
-        self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=cursor)))
+        self.outbox.put_nowait(Ack(cursor))
         log.info("gateway %s connected: %d stations, cursor %d", self.gateway_id, len(ids), cursor)
 
     # ---- message loop ----
@@ -190,7 +190,7 @@ class UplinkStream:
                     queued.append((seq, event))
             elif kind == "command_result":
                 if self.link is not None:
-                    self.hub.deliver_result(self.link, message.command_result)
+                    self.hub.deliver_result(self.link, convert.command_result(message.command_result))
             elif kind == "hello":
                 self.reject(seq, FieldViolation("msg", "hello is only valid as the first message"))
             else:
@@ -200,17 +200,13 @@ class UplinkStream:
             await self.commit_events(queued)
         await self.flush_cursor()
         if protocol.ack_due(start_cursor):
-            self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=protocol.cursor)))
+            self.outbox.put_nowait(Ack(protocol.cursor))
         if error is not None:
             raise error
 
     def reject(self, seq: int, violation: FieldViolation) -> None:
         log.warning("gateway %s seq %d rejected: %s: %s", self.gateway_id, seq, violation.field, violation.description)
-        self.outbox.put_nowait(
-            ingest_pb2.PlatformToGateway(
-                rejection=ingest_pb2.UplinkRejection(seq=seq, field=violation.field, description=violation.description)
-            )
-        )
+        self.outbox.put_nowait(Rejection(seq, violation.field, violation.description))
 
     async def commit_events(self, events: list[tuple[int, StationEvent]]) -> None:
         """Writes the events and the cursor in one transaction, then applies their twin changes. When the
@@ -295,7 +291,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     if isinstance(item, asyncio.CancelledError):
                         break
                     raise item
-                yield item
+                yield convert.downlink(item)
         finally:
             stream.close()
             task.cancel()
