@@ -183,11 +183,11 @@ class UplinkStream:
                 else:
                     self.readings += apply.apply_telemetry(self.hub, batch, allowed)
             elif kind == "event":
-                event, violation = _decode_event(message.event, allowed)
-                if event is None:
-                    self.reject(seq, violation or FieldViolation("event", "could not be decoded"))
+                decoded = _decode_event(message.event, allowed)
+                if isinstance(decoded, FieldViolation):
+                    self.reject(seq, decoded)
                 else:
-                    queued.append((seq, event))
+                    queued.append((seq, decoded))
             elif kind == "command_result":
                 if self.link is not None:
                     self.hub.deliver_result(self.link, convert.command_result(message.command_result))
@@ -413,17 +413,14 @@ def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.Chargin
     return message
 
 
-def _decode_event(
-    message: ingest_pb2.StationEvent, allowed: frozenset[str]
-) -> tuple[StationEvent | None, FieldViolation | None]:
+def _decode_event(message: ingest_pb2.StationEvent, allowed: frozenset[str]) -> StationEvent | FieldViolation:
     """The event, or why it is rejected. An invalid time is found while decoding (named `event.time`), before
     the event reaches its transaction."""
     try:
         event = convert.station_event(message)
     except InvalidArgument as error:
-        return None, (error.violations or (None,))[0]
-    violation = apply.validate_event(event, allowed)
-    return (None, violation) if violation is not None else (event, None)
+        return error.violations[0] if error.violations else FieldViolation("event", str(error))
+    return apply.validate_event(event, allowed) or event
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
