@@ -36,6 +36,7 @@ PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.StepStatus: dispatch_pb2.StepStatus.DESCRIPTOR,
     enums.TagStatus: ingest_pb2.IdTagStatus.DESCRIPTOR,
     enums.Metric: common_pb2.Metric.DESCRIPTOR,
+    enums.CommandStatus: stations_pb2.CommandStatus.DESCRIPTOR,
     auth.Role: common_pb2.Role.DESCRIPTOR,
 }
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.api.v1 import common_pb2, ingest_pb2, stations_pb2
 from voltcloud.fleet.api import Vehicle
+from voltcloud.ingest import events
 from voltcloud.ingest.hub import Hub
 from voltcloud.ingest.models import StationEventLog
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Role
+from voltcloud.platform.enums import AlarmLevel
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
-from voltcloud.platform.limits import optional_datetime
 from voltcloud.stations.api import (
     InventoryChange,
     Pack,
@@ -74,22 +74,18 @@ class EventContext:
                 log.exception("after-commit effect failed")
 
 
-def _when(event: ingest_pb2.StationEvent, now: dt.datetime) -> dt.datetime:
-    return optional_datetime(event, "time", "event.time", zero="unset") or now
-
-
 # ---- validation (pure) ----
 
 
-def validate_event(event: ingest_pb2.StationEvent, allowed: frozenset[str] | None) -> FieldViolation | None:
-    kind = event.WhichOneof("event")
-    if kind is None:
+def validate_event(event: events.StationEvent, allowed: frozenset[str] | None) -> FieldViolation | None:
+    kind = event.kind
+    if not kind:
         return FieldViolation("event.event", "no event kind set")
     if not event.station_id:
         return FieldViolation("event.station_id", "is required")
     if allowed is not None and event.station_id not in allowed:
         return FieldViolation("event.station_id", f"station {event.station_id} is not served by this gateway")
-    body = getattr(event, kind)
+    body = event.body
     required: dict[str, tuple[str, ...]] = {
         "connector_status": ("connector_id",),
         "session_started": ("session_id", "connector_id"),
@@ -107,12 +103,12 @@ def validate_event(event: ingest_pb2.StationEvent, allowed: frozenset[str] | Non
             value = getattr(body, name)
             if not 0 <= value <= 1000:
                 return FieldViolation(f"event.pack_report.{name}", f"must be 0..1000, got {value}")
-    if kind == "inspection_defect" and body.defect == stations_pb2.DEFECT_KIND_UNSPECIFIED:
+    if isinstance(body, events.InspectionDefect) and not body.defect:  # DEFECT_KIND_UNSPECIFIED
         return FieldViolation("event.inspection_defect.defect", "is required")
     return None
 
 
-def validate_telemetry(batch: ingest_pb2.TelemetryBatch) -> FieldViolation | None:
+def validate_telemetry(batch: events.TelemetryBatch) -> FieldViolation | None:
     n = len(batch.col_source_index)
     for name in ("col_metric", "col_offset_ms", "col_int_value"):
         if len(getattr(batch, name)) != n:
@@ -125,7 +121,7 @@ def validate_telemetry(batch: ingest_pb2.TelemetryBatch) -> FieldViolation | Non
 # ---- telemetry (fast path, memory only) ----
 
 
-def apply_telemetry(hub: Hub, batch: ingest_pb2.TelemetryBatch, allowed: frozenset[str] | None) -> int:
+def apply_telemetry(hub: Hub, batch: events.TelemetryBatch, allowed: frozenset[str] | None) -> int:
     """Applies the latest value per (source, metric) of the batch to the twins. Later readings in a batch
     supersede earlier ones. Returns the number of readings in the batch."""
     sources = [
@@ -139,8 +135,8 @@ def apply_telemetry(hub: Hub, batch: ingest_pb2.TelemetryBatch, allowed: frozens
         latest = {}
     if batch.readings:
         rows: dict[tuple[int, int], int] = dict(latest)
-        for r in batch.readings:
-            rows[r.source_index, r.metric] = r.int_value or int(r.double_value)
+        for source_index, metric, value in batch.readings:
+            rows[source_index, metric] = value
         latest = rows
     _, touched = hub.twins.apply_latest(sources, latest)
     now = hub.clock.now()
@@ -154,12 +150,12 @@ def apply_telemetry(hub: Hub, batch: ingest_pb2.TelemetryBatch, allowed: frozens
 
 
 async def apply_event(
-    session: AsyncSession, ctx: EventContext, seq: int | None, event: ingest_pb2.StationEvent, now: dt.datetime
+    session: AsyncSession, ctx: EventContext, seq: int | None, event: events.StationEvent, now: dt.datetime
 ) -> None:
     """Persists one validated event in the caller's transaction; twin changes are queued in ctx.post.
     `seq` is the uplink seq for the event log (None for unary pushes, which are not logged)."""
-    kind = event.WhichOneof("event") or ""
-    when = _when(event, now)
+    kind = event.kind
+    when = event.time or now
     if seq is not None:
         session.add(
             StationEventLog(
@@ -169,7 +165,7 @@ async def apply_event(
                 kind=kind,
                 event_time=when,
                 received_at=now,
-                payload=event.SerializeToString(),
+                payload=event.payload,
             )
         )
     twin = await ctx.hub.twin(event.station_id)
@@ -178,14 +174,14 @@ async def apply_event(
     ctx.post.append(lambda: twins.mark_seen(twin, heartbeat=kind == "heartbeat"))
     handler = _HANDLERS.get(kind)
     if handler is not None:
-        await handler(session, ctx, twin, getattr(event, kind), when, now)
+        await handler(session, ctx, twin, event.body, when, now)
 
 
 async def _connector_status(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.ConnectorStatusChanged,
+    body: events.ConnectorStatusChanged,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -197,7 +193,7 @@ async def _session_started(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.SessionStarted,
+    body: events.SessionStarted,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -228,7 +224,7 @@ async def _session_stopped(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.SessionStopped,
+    body: events.SessionStopped,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -259,7 +255,7 @@ async def _swap_started(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.SwapStarted,
+    body: events.SwapStarted,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -292,7 +288,7 @@ async def _swap_completed(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.SwapCompleted,
+    body: events.SwapCompleted,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -392,7 +388,7 @@ async def _pack_report(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.PackReport,
+    body: events.PackReport,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -417,7 +413,7 @@ async def _inspection_defect(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.InspectionDefect,
+    body: events.InspectionDefect,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -431,7 +427,7 @@ async def _inspection_defect(
         pack=pack,
         station_id=twin.station_id,
         defect=body.defect,
-        level=body.level or common_pb2.ALARM_LEVEL_MAJOR,
+        level=body.level or AlarmLevel.MAJOR,
         notes=body.notes,
         attachment_uris=[],
         inspected_at=when,
@@ -446,19 +442,19 @@ async def _alarm(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.AlarmReport,
+    body: events.AlarmReport,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
     if body.cleared:
         return
     alarm = _Alarm(
-        body.level or common_pb2.ALARM_LEVEL_WARNING,
+        body.level or AlarmLevel.WARNING,
         body.code,
         resource_id=body.resource_id or None,
         vehicle_id=body.vehicle_id or None,
         pack_id=body.pack_id or None,
-        open_work_order=body.level >= common_pb2.ALARM_LEVEL_MAJOR,
+        open_work_order=body.level >= AlarmLevel.MAJOR,
     )
     await _station_alarm(session, twin, now, alarm, body.message)
 
@@ -496,7 +492,7 @@ async def _vehicle_arrived(
     session: AsyncSession,
     ctx: EventContext,
     twin: Twin,
-    body: ingest_pb2.VehicleArrived,
+    body: events.VehicleArrived,
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
@@ -519,25 +515,19 @@ async def _vehicle_arrived(
             ctx.changed(inventory.pack_change(chosen))
             reservation_id = new_id("rsv")
             pack_id, lane = chosen.id, body.lane
-            command = stations_pb2.StationCommand(
-                reserve=stations_pb2.ReserveCommand(reservation_id=reservation_id, lane=lane, pack_id=pack_id)
-            )
-            ctx.post.append(functools.partial(_after_reserve, ctx.hub, twin, pack_id, lane, reservation_id, command))
+            command = events.ReserveCommand(reservation_id=reservation_id, lane=lane, pack_id=pack_id)
+            ctx.post.append(functools.partial(_after_reserve, ctx.hub, twin, command))
             return
-    alarm = _Alarm(
-        common_pb2.ALARM_LEVEL_WARNING, "NO_READY_PACK", vehicle_id=body.vehicle_id or None, open_work_order=False
-    )
+    alarm = _Alarm(AlarmLevel.WARNING, "NO_READY_PACK", vehicle_id=body.vehicle_id or None, open_work_order=False)
     await _station_alarm(
         session, twin, now, alarm, f"no ready pack for {body.vehicle_id or 'vehicle'} in lane {body.lane}"
     )
 
 
-def _after_reserve(
-    hub: Hub, twin: Twin, pack_id: str, lane: int, reservation_id: str, command: stations_pb2.StationCommand
-) -> None:
-    hub.twins.pack_state(twin, pack_id, packs.RESERVED)
-    if lane:
-        hub.twins.lane_reserved(twin, lane, reservation_id)
+def _after_reserve(hub: Hub, twin: Twin, command: events.ReserveCommand) -> None:
+    hub.twins.pack_state(twin, command.pack_id, packs.RESERVED)
+    if command.lane:
+        hub.twins.lane_reserved(twin, command.lane, command.reservation_id)
     hub.spawn(hub.send_command(twin.station_id, command, SWAP_RESERVE_TIMEOUT))
 
 

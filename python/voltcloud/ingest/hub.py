@@ -8,6 +8,7 @@ answered OFFLINE at once, one without an answer before its deadline TIMEOUT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import weakref
@@ -17,14 +18,15 @@ from typing import Any
 
 from sqlmodel import select
 
-from voltcloud.api.v1 import ingest_pb2, stations_pb2
+from voltcloud.ingest.events import Downlink, GatewayCommand, RemoteStartCommand
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
+from voltcloud.platform.enums import CommandStatus
 from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.platform.ids import new_id
-from voltcloud.platform.limits import to_timestamp
 from voltcloud.stations.api import (
     CommandOutcome,
+    CommandResult,
     Connector,
     ConnectorTwin,
     InventoryChange,
@@ -39,7 +41,7 @@ from voltcloud.stations.api import (
 
 log = logging.getLogger(__name__)
 
-Outbound = ingest_pb2.PlatformToGateway | BaseException | None
+Outbound = Downlink | BaseException | None
 InventoryListener = Callable[[Sequence[InventoryChange]], None]
 
 
@@ -50,7 +52,7 @@ class GatewayLink:
     gateway_id: str
     stations: frozenset[str]
     outbox: asyncio.Queue[Outbound]
-    pending: dict[str, asyncio.Future[stations_pb2.StationCommandResult]] = field(default_factory=dict)
+    pending: dict[str, asyncio.Future[CommandResult]] = field(default_factory=dict)
     closed: bool = False
 
     def close(self, reason: BaseException | None = None) -> None:
@@ -60,11 +62,7 @@ class GatewayLink:
         self.outbox.put_nowait(reason)
         for command_id, future in self.pending.items():
             if not future.done():
-                future.set_result(
-                    stations_pb2.StationCommandResult(
-                        command_id=command_id, status=stations_pb2.COMMAND_STATUS_OFFLINE, detail="gateway disconnected"
-                    )
-                )
+                future.set_result(CommandResult(command_id, CommandStatus.OFFLINE, "gateway disconnected"))
         self.pending.clear()
 
 
@@ -176,38 +174,25 @@ class Hub:
     async def send_command(
         self,
         station_id: str,
-        command: stations_pb2.StationCommand,
+        command: object,
         answer_within: dt.timedelta,
         command_id: str | None = None,
-    ) -> stations_pb2.StationCommandResult:
+    ) -> CommandResult:
+        """Routes `command` (not read here; see events.GatewayCommand) to the station's gateway."""
         command_id = command_id or new_id("cmd")
         link = self.station_links.get(station_id)
         if link is None or link.closed:
-            return stations_pb2.StationCommandResult(
-                command_id=command_id,
-                status=stations_pb2.COMMAND_STATUS_OFFLINE,
-                detail=f"no gateway connected for station {station_id}",
-                result_time=to_timestamp(self.clock.now()),
-            )
-        future: asyncio.Future[stations_pb2.StationCommandResult] = asyncio.get_running_loop().create_future()
+            detail = f"no gateway connected for station {station_id}"
+            return CommandResult(command_id, CommandStatus.OFFLINE, detail, self.clock.now())
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         link.pending[command_id] = future
         deadline = self.clock.now() + answer_within
-        link.outbox.put_nowait(
-            ingest_pb2.PlatformToGateway(
-                command=ingest_pb2.Command(
-                    command_id=command_id, station_id=station_id, command=command, deadline=to_timestamp(deadline)
-                )
-            )
-        )
+        link.outbox.put_nowait(GatewayCommand(command_id, station_id, command, deadline))
         try:
             return await asyncio.wait_for(asyncio.shield(future), answer_within.total_seconds())
         except TimeoutError:
-            return stations_pb2.StationCommandResult(
-                command_id=command_id,
-                status=stations_pb2.COMMAND_STATUS_TIMEOUT,
-                detail=f"no answer within {answer_within.total_seconds():g}s",
-                result_time=to_timestamp(self.clock.now()),
-            )
+            detail = f"no answer within {answer_within.total_seconds():g}s"
+            return CommandResult(command_id, CommandStatus.TIMEOUT, detail, self.clock.now())
         finally:
             link.pending.pop(command_id, None)
 
@@ -215,22 +200,19 @@ class Hub:
         self, station_id: str, connector_id: str, order_id: str, id_tag: str, answer_within: dt.timedelta
     ) -> CommandOutcome:
         """`stations.commands.StationCommands`: a RemoteStart down the station's gateway stream."""
-        command = stations_pb2.StationCommand(
-            remote_start=stations_pb2.RemoteStartCommand(connector_id=connector_id, order_id=order_id, id_tag=id_tag)
-        )
+        command = RemoteStartCommand(connector_id=connector_id, order_id=order_id, id_tag=id_tag)
         result = await self.send_command(station_id, command, answer_within)
-        name = stations_pb2.CommandStatus.Name(result.status).removeprefix("COMMAND_STATUS_").lower()
-        return CommandOutcome(result.status == stations_pb2.COMMAND_STATUS_ACCEPTED, name, result.detail)
+        known = result.status in CommandStatus._value2member_map_  # a gateway may answer 0 (unspecified)
+        name = CommandStatus(result.status).name.lower() if known else "unspecified"
+        return CommandOutcome(result.status == CommandStatus.ACCEPTED, name, result.detail)
 
-    def deliver_result(self, link: GatewayLink, result: ingest_pb2.CommandResult) -> bool:
-        future = link.pending.get(result.result.command_id)
+    def deliver_result(self, link: GatewayLink, result: CommandResult) -> bool:
+        future = link.pending.get(result.command_id)
         if future is None or future.done():
             return False  # late (after the timeout) or unknown: ignored
-        answer = stations_pb2.StationCommandResult()
-        answer.CopyFrom(result.result)
-        if not answer.HasField("result_time"):
-            answer.result_time.CopyFrom(to_timestamp(self.clock.now()))
-        future.set_result(answer)
+        if result.result_time is None:
+            result = dataclasses.replace(result, result_time=self.clock.now())
+        future.set_result(result)
         return True
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:

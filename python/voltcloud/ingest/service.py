@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
-from voltcloud.ingest import apply, uplink
+from voltcloud.ingest import apply, convert, uplink
+from voltcloud.ingest.events import Ack, Rejection, StationEvent
 from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
 from voltcloud.ingest.models import GatewayCursor
 from voltcloud.platform import idempotency
@@ -118,7 +119,7 @@ class UplinkStream:
         self.link = GatewayLink(self.gateway_id, frozenset(ids), self.outbox)
         self.hub.attach(self.link)
         cursor = self.protocol.cursor
-        self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=cursor)))
+        self.outbox.put_nowait(Ack(cursor))
         log.info("gateway %s connected: %d stations, cursor %d", self.gateway_id, len(ids), cursor)
 
     # ---- message loop ----
@@ -157,7 +158,7 @@ class UplinkStream:
         await self.flush_cursor(force=True)
 
     async def process(self, group: list[ingest_pb2.GatewayToPlatform]) -> None:
-        events: list[tuple[int, ingest_pb2.StationEvent]] = []
+        queued: list[tuple[int, StationEvent]] = []
         protocol = self.protocol
         start_cursor = protocol.cursor
         allowed = self.link.stations if self.link else frozenset()
@@ -172,45 +173,42 @@ class UplinkStream:
                 break
             kind = message.WhichOneof("msg")
             if kind == "telemetry":
-                if events:
-                    await self.commit_events(events)
-                    events = []
-                violation = apply.validate_telemetry(message.telemetry)
+                if queued:
+                    await self.commit_events(queued)
+                    queued = []
+                batch = convert.telemetry(message.telemetry)
+                violation = apply.validate_telemetry(batch)
                 if violation is not None:
                     self.reject(seq, violation)
                 else:
-                    self.readings += apply.apply_telemetry(self.hub, message.telemetry, allowed)
+                    self.readings += apply.apply_telemetry(self.hub, batch, allowed)
             elif kind == "event":
-                violation = apply.validate_event(message.event, allowed)
-                if violation is not None:
-                    self.reject(seq, violation)
+                decoded = _decode_event(message.event, allowed)
+                if isinstance(decoded, FieldViolation):
+                    self.reject(seq, decoded)
                 else:
-                    events.append((seq, message.event))
+                    queued.append((seq, decoded))
             elif kind == "command_result":
                 if self.link is not None:
-                    self.hub.deliver_result(self.link, message.command_result)
+                    self.hub.deliver_result(self.link, convert.command_result(message.command_result))
             elif kind == "hello":
                 self.reject(seq, FieldViolation("msg", "hello is only valid as the first message"))
             else:
                 self.reject(seq, FieldViolation("msg", "no payload set"))
             protocol.applied(seq)
-        if events:
-            await self.commit_events(events)
+        if queued:
+            await self.commit_events(queued)
         await self.flush_cursor()
         if protocol.ack_due(start_cursor):
-            self.outbox.put_nowait(ingest_pb2.PlatformToGateway(ack=ingest_pb2.Ack(acked_seq=protocol.cursor)))
+            self.outbox.put_nowait(Ack(protocol.cursor))
         if error is not None:
             raise error
 
     def reject(self, seq: int, violation: FieldViolation) -> None:
         log.warning("gateway %s seq %d rejected: %s: %s", self.gateway_id, seq, violation.field, violation.description)
-        self.outbox.put_nowait(
-            ingest_pb2.PlatformToGateway(
-                rejection=ingest_pb2.UplinkRejection(seq=seq, field=violation.field, description=violation.description)
-            )
-        )
+        self.outbox.put_nowait(Rejection(seq, violation.field, violation.description))
 
-    async def commit_events(self, events: list[tuple[int, ingest_pb2.StationEvent]]) -> None:
+    async def commit_events(self, events: list[tuple[int, StationEvent]]) -> None:
         """Writes the events and the cursor in one transaction, then applies their twin changes. When the
         group fails, each event is retried alone so one bad event is rejected and the rest still apply."""
         last_seq = events[-1][0]
@@ -230,7 +228,7 @@ class UplinkStream:
             for single in events:
                 await self.commit_events([single])
 
-    async def _commit(self, events: list[tuple[int, ingest_pb2.StationEvent]], last_seq: int) -> None:
+    async def _commit(self, events: list[tuple[int, StationEvent]], last_seq: int) -> None:
         ctx = apply.EventContext(self.hub, self.gateway_id, self.link.stations if self.link else frozenset())
         now = self.hub.clock.now()
         async with self.db.transaction("ingest.events") as session:
@@ -293,7 +291,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     if isinstance(item, asyncio.CancelledError):
                         break
                     raise item
-                yield item
+                yield convert.downlink(item)
         finally:
             stream.close()
             task.cancel()
@@ -304,10 +302,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> ingest_pb2.PushTelemetryResponse:
         principal = current_principal()
         _check_gateway(principal, request.gateway_id, "gateway_id")
-        violation = apply.validate_telemetry(request.telemetry)
+        batch = convert.telemetry(request.telemetry)
+        violation = apply.validate_telemetry(batch)
         if violation is not None:
             raise InvalidArgument.for_fields([violation])
-        for i, event in enumerate(request.events):
+        decoded = [convert.station_event(e) for e in request.events]
+        for i, event in enumerate(decoded):
             violation = apply.validate_event(event, None)
             if violation is not None:
                 raise InvalidArgument.for_fields(
@@ -328,7 +328,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if uplink.push_is_replay(request.seq, stored):
             return ingest_pb2.PushTelemetryResponse(duplicate=True)
         async with self._db.transaction("ingest.push") as session:
-            for event in request.events:
+            for event in decoded:
                 await apply.apply_event(session, ctx, None, event, now)
             if request.seq:
                 await _advance_cursor(session, request.gateway_id, stored, request.seq, now)
@@ -336,7 +336,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         await ctx.run_after()
         for sid in known:
             await self.hub.twin(sid)
-        readings = apply.apply_telemetry(self.hub, request.telemetry, None)
+        readings = apply.apply_telemetry(self.hub, batch, None)
         return ingest_pb2.PushTelemetryResponse(readings_accepted=readings, events_accepted=len(request.events))
 
     # ---- charging tokens (issue 9 finding 4: no free energy over OCPP) ----
@@ -411,6 +411,16 @@ def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.Chargin
     if token.expires_at is not None:
         message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
     return message
+
+
+def _decode_event(message: ingest_pb2.StationEvent, allowed: frozenset[str]) -> StationEvent | FieldViolation:
+    """The event, or why it is rejected. An invalid time is found while decoding (named `event.time`), before
+    the event reaches its transaction."""
+    try:
+        event = convert.station_event(message)
+    except InvalidArgument as error:
+        return error.violations[0] if error.violations else FieldViolation("event", str(error))
+    return apply.validate_event(event, allowed) or event
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

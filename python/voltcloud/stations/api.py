@@ -10,7 +10,7 @@ value types below. Registry, twin internals, the servicer and the idempotency ta
 from __future__ import annotations
 
 from voltcloud.stations import inventory, packs, sessions, tokens
-from voltcloud.stations.commands import CommandOutcome, StationCommands
+from voltcloud.stations.commands import CommandOutcome, CommandResult, StationCommands
 from voltcloud.stations.inventory import CONNECTOR_AVAILABLE, PACK_READY, InventoryChange
 from voltcloud.stations.models import Connector, MobileUnit, Pack, PackType, Station, StationSession
 from voltcloud.stations.sessions import CHARGE, ENDED, STARTED, SWAP, SessionLink, SessionListener, SessionReport
@@ -26,6 +26,7 @@ __all__ = [
     "SWAP",
     "ChargingToken",
     "CommandOutcome",
+    "CommandResult",
     "Connector",
     "ConnectorTwin",
     "InventoryChange",

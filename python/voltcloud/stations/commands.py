@@ -25,6 +25,16 @@ class CommandOutcome:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class CommandResult:
+    """A station's answer to a command, or the platform's when none came (offline, timeout)."""
+
+    command_id: str
+    status: int  # platform.enums.CommandStatus
+    detail: str = ""
+    result_time: dt.datetime | None = None  # None: not reported
+
+
 class StationCommands(Protocol):
     async def remote_start(
         self, station_id: str, connector_id: str, order_id: str, id_tag: str, answer_within: dt.timedelta

@@ -17,6 +17,7 @@ from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import commands, convert, packs, registry
+from voltcloud.stations.commands import CommandResult
 from voltcloud.stations.ports import Settlement
 from voltcloud.stations.twin import Twin, TwinStore
 
@@ -41,7 +42,7 @@ class LiveTwins(Protocol):
         command: stations_pb2.StationCommand,
         answer_within: dt.timedelta,
         command_id: str | None = None,
-    ) -> stations_pb2.StationCommandResult: ...
+    ) -> CommandResult: ...  # the command is passed through to the gateway as is
 
 
 class StationServicer(stations_pb2_grpc.StationServiceServicer):
@@ -231,11 +232,17 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             external_id = await commands.record_command(session, principal, self._now(), command_id, checked)
         command = convert.command_to_station(request.command, external_id)
         try:
-            result = await self.hub.send_command(request.station_id, command, timeout, command_id)
+            answer = await self.hub.send_command(request.station_id, command, timeout, command_id)
         except BaseException:  # cancelled: free the key, or its retries would be ABORTED for ever
             async with self._db.transaction() as session:
                 await idempotency.abandon(session, claim)
             raise
+        result = stations_pb2.StationCommandResult(
+            command_id=answer.command_id,
+            status=answer.status,  # type: ignore[arg-type]
+            detail=answer.detail,
+            result_time=to_timestamp(answer.result_time),
+        )
         response = stations_pb2.SendStationCommandResponse(command_id=command_id, result=result)
         async with self._db.transaction() as session:
             await commands.record_result(session, command_id, result.status, result.detail, self._now())
