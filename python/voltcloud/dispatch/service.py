@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.api.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
+from voltcloud.api.v1 import dispatch_pb2, dispatch_pb2_grpc
 from voltcloud.config import Settings
 from voltcloud.dispatch import planning, tasks
+from voltcloud.dispatch.convert import (
+    reoptimize_region,
+    reoptimize_response,
+    step_input,
+    task_filter,
+    task_message,
+    task_of,
+    time_budget_ms,
+)
 from voltcloud.dispatch.hub import Connection, DispatchHub, Outgoing
-from voltcloud.dispatch.models import Task, TaskStep
+from voltcloud.dispatch.models import Task
 from voltcloud.engine import Engine
 from voltcloud.ordering.api import Actor, Effects, OrderFeed, UnitOfWork
 from voltcloud.platform import idempotency
@@ -23,80 +31,13 @@ from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
 from voltcloud.platform.enums import WorkerStatus
 from voltcloud.platform.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from voltcloud.platform.geo import parse_box, parse_position
-from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
+from voltcloud.platform.geo import parse_position
+from voltcloud.platform.limits import to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations.api import MobileUnit, inventory
 
 WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = (int(s) for s in WorkerStatus)
-
-
-def step_message(s: TaskStep) -> dispatch_pb2.TaskStep:
-    message = dispatch_pb2.TaskStep(
-        index=s.index,
-        kind=s.kind,  # type: ignore[arg-type]
-        position=common_pb2.LatLng(lat=s.lat, lng=s.lng),
-        station_id=s.station_id or "",
-        service_duration=to_duration(s.service_s),
-        status=s.status,  # type: ignore[arg-type]
-    )
-    if s.window_start is not None and s.window_end is not None:
-        message.window.CopyFrom(
-            common_pb2.TimeWindow(start=to_timestamp(s.window_start), end=to_timestamp(s.window_end))
-        )
-    if s.planned_arrival is not None:
-        message.planned_arrival_time.CopyFrom(to_timestamp(s.planned_arrival))
-    if s.status_time is not None:
-        message.status_time.CopyFrom(to_timestamp(s.status_time))
-    return message
-
-
-def task_message(view: tasks.TaskView, unit_kind: int | None = None) -> dispatch_pb2.Task:
-    t = view.task
-    worker = t.unit_id or t.offered_to or ""
-    is_van = t.kind == tasks.TaskKind.MOBILE_CHARGE
-    notes = t.notes
-    proofs = {s.index: json.loads(s.proof_refs) for s in view.steps if s.proof_refs != "[]"}
-    if proofs:
-        notes = (notes + " " if notes else "") + "proofs: " + json.dumps(proofs)
-    return dispatch_pb2.Task(
-        task_id=t.id,
-        kind=t.kind,  # type: ignore[arg-type]
-        state=t.state,  # type: ignore[arg-type]
-        order_id=t.order_id or "",
-        specialist_id="" if is_van else worker,
-        van_id=worker if is_van else "",
-        vehicle_id=t.vehicle_id or "",
-        steps=[step_message(s) for s in view.steps],
-        energy_wh=t.energy_wh,
-        operator_id=t.operator_id,
-        version=t.version,
-        create_time=to_timestamp(t.created_at),
-        update_time=to_timestamp(t.updated_at),
-        notes=notes,
-    )
-
-
-def _step_input(step: dispatch_pb2.StepUpdate) -> tasks.StepInput:
-    if not step.task_id:
-        raise InvalidArgument.for_field("step.task_id", "is required")
-    lat = lng = None
-    if step.HasField("position"):
-        position = parse_position("step.position", step.position.lat, step.position.lng)
-        lat, lng = position.lat, position.lng
-    return tasks.StepInput(
-        task_id=step.task_id,
-        step_index=step.step_index,
-        status=int(step.status),
-        lat=lat,
-        lng=lng,
-        at=optional_datetime(step, "time", "step.time"),
-        note=step.note,
-        photo_uris=tuple(step.photo_uris),
-        energy_wh=int(step.energy_wh),
-        soc_permille=int(step.soc_permille),
-    )
 
 
 class DispatchRuntime(Protocol):
@@ -227,7 +168,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 task_id = await self._handle(principal, unit, message)
             except DomainError as error:
                 if not task_id:
-                    task_id = _task_of(message)
+                    task_id = task_of(message)
                 if not task_id:
                     raise
                 # The stream stays up; the app learns why through an update of that task.
@@ -287,7 +228,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             await p.uow.run("dispatch.decline", decline)
             return task_id
         if kind == "step":
-            step = _step_input(message.step)
+            step = step_input(message.step)
             await self._report(unit.id, step, actor)
             return step.task_id
         if kind == "hello":
@@ -309,13 +250,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
 
     async def ListTasks(self, request: dispatch_pb2.ListTasksRequest, context: Any) -> dispatch_pb2.ListTasksResponse:
         page = parse_page(request.page_size, request.page_token)
-        filters = tasks.TaskFilter(
-            unit_id=request.specialist_id or request.van_id or None,
-            order_id=request.order_id or None,
-            operator_id=request.operator_id or None,
-            states=frozenset(int(s) for s in request.states),
-            kinds=frozenset(int(k) for k in request.kinds),
-        )
+        filters = task_filter(request)
         async with self._p.db.transaction("dispatch.tasks.list") as session:
             found = await tasks.list_tasks(session, current_principal(), filters, page)
         last = found[-1].task.id if found else None
@@ -334,7 +269,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         self, request: dispatch_pb2.ReportTaskStepRequest, context: Any
     ) -> dispatch_pb2.ReportTaskStepResponse:
         principal = current_principal()
-        step = _step_input(request.step)
+        step = step_input(request.step)
         async with self._p.db.transaction("dispatch.tasks.owner") as session:
             task = await session.get(Task, step.task_id)
         if task is None or not (principal.is_admin or principal.subject in (task.unit_id, task.offered_to)):
@@ -364,38 +299,11 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             raise InvalidArgument.for_field("operator_id", "is required")
         if operator_id:
             principal.require_tenant("operator", operator_id)
-        region = None
-        if request.HasField("region"):
-            sw, ne = request.region.south_west, request.region.north_east
-            region = parse_box(
-                "region",
-                parse_position("region.south_west", sw.lat, sw.lng),
-                parse_position("region.north_east", ne.lat, ne.lng),
-            )
-        budget_ms = 200
-        if request.HasField("time_budget"):
-            budget_ms = int(request.time_budget.ToMilliseconds())
-            if not 1 <= budget_ms <= 10_000:
-                raise InvalidArgument.for_field("time_budget", "must be within [1 ms, 10 s]")
+        region = reoptimize_region(request)
+        budget_ms = time_budget_ms(request)
         p = self._p
         outcome = await planning.reoptimize(
             p.uow, p.clock, p.settings, p.hub, operator_id=operator_id or None, region=region, time_limit_ms=budget_ms,
             idempotency_key=request.idempotency_key, caller=principal.subject,
         )  # fmt: skip
-        return dispatch_pb2.ReoptimizeNowResponse(
-            tasks_changed=outcome.tasks_changed,
-            tasks_unassigned=outcome.tasks_unassigned,
-            travel_time_before=to_duration(outcome.travel_before_s),
-            travel_time_after=to_duration(outcome.travel_after_s),
-        )
-
-
-def _task_of(message: dispatch_pb2.ConnectRequest) -> str:
-    kind = message.WhichOneof("msg")
-    if kind == "accept":
-        return message.accept.task_id
-    if kind == "decline":
-        return message.decline.task_id
-    if kind == "step":
-        return message.step.task_id
-    return ""
+        return reoptimize_response(outcome)

@@ -9,6 +9,8 @@ from typing import Any
 
 from voltcloud.api.v1 import common_pb2, settlement_pb2
 from voltcloud.platform.auth import Principal
+from voltcloud.platform.convert import money_message as money_message  # re-exported: settlement.service uses it
+from voltcloud.platform.convert import money_value
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.settlement import abnormal, accounts, billing, coupons, holds, ledger, payments, rates, trace
@@ -24,17 +26,13 @@ from voltcloud.settlement.tariff import (
 )
 
 
-def money_message(amount: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount, currency=currency)
-
-
 def parse_amount(message: Any, name: str, *, allow_zero: bool = False) -> tuple[int, str]:
     if not message.HasField(name):
         raise InvalidArgument.for_field(name, "is required")
-    money = getattr(message, name)
-    check_amount(name, money.amount_minor, allow_zero=allow_zero)
-    check_currency(f"{name}.currency", money.currency)
-    return int(money.amount_minor), str(money.currency)
+    amount, currency = money_value(getattr(message, name))
+    check_amount(name, amount, allow_zero=allow_zero)
+    check_currency(f"{name}.currency", currency)
+    return amount, currency
 
 
 def actor_of(principal: Principal) -> ledger.Actor:
