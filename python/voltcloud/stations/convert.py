@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from voltcloud.api.v1 import common_pb2, stations_pb2
 from voltcloud.platform.auth import Principal
+from voltcloud.platform.convert import lat_lng_message
 from voltcloud.platform.errors import FieldViolation, InvalidArgument
 from voltcloud.platform.geo import parse_box, parse_position
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timedelta, to_timestamp
@@ -27,7 +28,7 @@ def station_message(view: registry.StationView) -> stations_pb2.Station:
         operator_id=s.operator_id,
         kind=s.kind,  # type: ignore[arg-type]
         name=s.name,
-        position=common_pb2.LatLng(lat=s.lat, lng=s.lng),
+        position=lat_lng_message(s.lat, s.lng),
         time_zone=s.timezone,
         address=s.address,
         gateway_id=s.gateway_id or "",
