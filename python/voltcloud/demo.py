@@ -45,13 +45,18 @@ async def run(settings: Settings, say: Callable[[str], None] = print) -> int:
 
 
 async def _flow(platform: Platform, say: Callable[[str], None]) -> int:
-    driver = "demo-driver"
     async with platform.db.transaction("demo.setup") as session:
-        query = select(Vehicle).where(col(Vehicle.pack_type_id).is_not(None), col(Vehicle.fleet_id).is_(None))
+        # The car's registered owner drives: only the owner may order for a private car.
+        query = select(Vehicle).where(
+            col(Vehicle.pack_type_id).is_not(None),
+            col(Vehicle.fleet_id).is_(None),
+            col(Vehicle.owner_driver_id).is_not(None),
+        )
         vehicle = (await session.exec(query.order_by(col(Vehicle.id)))).first()
-        if vehicle is None:
+        if vehicle is None or vehicle.owner_driver_id is None:
             say("no swappable private vehicle in the database; run on an empty data directory")
             return 1
+        driver = vehicle.owner_driver_id
         account = await settlement.ensure_customer_account(session, owner_kind="driver", owner_id=driver)
         await settlement.top_up(
             session, account_id=account, amount_minor=50_000, currency="CNY", provider="simulated",
