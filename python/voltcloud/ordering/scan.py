@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.fleet.api import Vehicle
 from voltcloud.ordering import orders, payments
 from voltcloud.ordering.lifecycle import SYSTEM, Effects, finish
 from voltcloud.ordering.models import Order, Quote
@@ -34,6 +35,54 @@ class ScanTarget:
     station_id: str
     connector_id: str = ""
     lane: int = 0
+
+
+@dataclass(frozen=True)
+class ChargePlace:
+    """Where a walk-up charge happens: the station (engine view or row) and the connector."""
+
+    station_id: str
+    operator_id: str
+    lat: float
+    lng: float
+    connector_id: str | None
+    connector_power_w: int
+
+
+async def walk_up_charge(
+    session: AsyncSession,
+    place: ChargePlace,
+    vehicle: Vehicle,
+    *,
+    target_soc_permille: int,
+    customer: tuple[str, str],
+    start: dt.datetime,
+) -> QuotedOption:
+    """The one option of a charge started at the connector (a scan, or a charger's idTag): the vehicle charged to
+    `target_soc_permille` of its capacity at the slower of connector and car, priced at the rate in force at `start`."""
+    energy = max(vehicle.usable_capacity_wh * target_soc_permille // 1000, 1000)
+    power = max(min(place.connector_power_w, vehicle.max_dc_power_w), 1000)
+    service_s = max(energy * 3600 // power, 60)
+    customer_kind, customer_id = customer
+    price = await payments.estimate(
+        session,
+        station_id=place.station_id,
+        customer_kind=customer_kind,
+        customer_id=customer_id,
+        start=start,
+        energy_wh=energy,
+        duration_s=service_s,
+    )
+    return QuotedOption(
+        option_id="o1", rank=1, rank_reason=0, mode=int(Mode.CHARGE),
+        resource_kind=int(ResourceKind.CONNECTOR), resource_id=place.connector_id or "",
+        operator_id=place.operator_id, station_id=place.station_id, connector_id=place.connector_id, pack_id=None,
+        unit_id=None, eta_s=0, wait_s=0, service_s=service_s,
+        finish_at=(start + dt.timedelta(seconds=service_s)).isoformat(), energy_wh=energy, distance_m=0,
+        arrival_soc_permille=0, service_lat=place.lat, service_lng=place.lng, price_minor=price.amount_minor,
+        currency=price.currency, rate_model_id=price.rate_model_id, rate_model_version=price.rate_model_version,
+        pricing_station_id=place.station_id,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,28 +149,15 @@ async def start_by_scan(
             raise FailedPrecondition(f"connector {connector.id} does not fit vehicle {vehicle.id}")
         if connector.status != CONNECTOR_AVAILABLE:
             raise FailedPrecondition(f"connector {connector.id} is not available (status {connector.status})")
-        energy = max(vehicle.usable_capacity_wh * (inp.target_soc_permille or 1000) // 1000, 1000)
-        power = max(min(connector.max_power_w, vehicle.max_dc_power_w), 1000)
-        service_s = max(energy * 3600 // power, 60)
         customer_kind, customer_id = ("fleet", vehicle.fleet_id) if vehicle.fleet_id else ("driver", principal.subject)
-        price = await payments.estimate(
+        option = await walk_up_charge(
             session,
-            station_id=station.id,
-            customer_kind=customer_kind,
-            customer_id=customer_id,
+            ChargePlace(station.id, station.operator_id, station.lat, station.lng, connector.id, connector.max_power_w),
+            vehicle,
+            target_soc_permille=inp.target_soc_permille or 1000,
+            customer=(customer_kind, customer_id),
             start=now,
-            energy_wh=energy,
-            duration_s=service_s,
         )
-        option = QuotedOption(
-            option_id="o1", rank=1, rank_reason=0, mode=int(Mode.CHARGE),
-            resource_kind=int(ResourceKind.CONNECTOR), resource_id=connector.id, operator_id=station.operator_id,
-            station_id=station.id, connector_id=connector.id, pack_id=None, unit_id=None, eta_s=0, wait_s=0,
-            service_s=service_s, finish_at=(now + dt.timedelta(seconds=service_s)).isoformat(), energy_wh=energy,
-            distance_m=0, arrival_soc_permille=0, service_lat=station.lat, service_lng=station.lng,
-            price_minor=price.amount_minor, currency=price.currency, rate_model_id=price.rate_model_id,
-            rate_model_version=price.rate_model_version, pricing_station_id=station.id,
-        )  # fmt: skip
         quote_id = new_id("qt")
         session.add(
             Quote(

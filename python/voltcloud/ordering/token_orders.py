@@ -20,8 +20,8 @@ from voltcloud.fleet.api import Vehicle
 from voltcloud.ordering import payments
 from voltcloud.ordering.lifecycle import Actor, Effects, Facts, record
 from voltcloud.ordering.models import Order, Quote
-from voltcloud.ordering.quoting import QuotedOption
-from voltcloud.ordering.states import Mode, OrderState, ResourceKind
+from voltcloud.ordering.scan import ChargePlace, walk_up_charge
+from voltcloud.ordering.states import Mode, OrderState
 from voltcloud.platform.auth import Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import FailedPrecondition
@@ -47,29 +47,14 @@ async def open_order(
     if station is None or vehicle is None:
         raise FailedPrecondition(f"token {token.id}: station or vehicle is gone")
     connector = await session.get(Connector, report.connector_id) if report.connector_id else None
-    start = report.started_at
-    energy = max(vehicle.usable_capacity_wh, 1000)
-    power = max(min(connector.max_power_w if connector else 0, vehicle.max_dc_power_w), 1000)
-    service_s = max(energy * 3600 // power, 60)
     kind, customer_id, fleet_id = customer(token)
-    price = await payments.estimate(
-        session,
-        station_id=station.id,
-        customer_kind=kind,
-        customer_id=customer_id,
-        start=start,
-        energy_wh=energy,
-        duration_s=service_s,
+    power = connector.max_power_w if connector else 0
+    place = ChargePlace(station.id, station.operator_id, station.lat, station.lng, report.connector_id, power)
+    # The hold is the estimate for a full charge: how far the driver will charge is not known at the start.
+    option = await walk_up_charge(
+        session, place, vehicle, target_soc_permille=1000, customer=(kind, customer_id), start=report.started_at
     )
-    option = QuotedOption(
-        option_id="o1", rank=1, rank_reason=0, mode=int(Mode.CHARGE), resource_kind=int(ResourceKind.CONNECTOR),
-        resource_id=report.connector_id or "", operator_id=station.operator_id, station_id=station.id,
-        connector_id=report.connector_id, pack_id=None, unit_id=None, eta_s=0, wait_s=0, service_s=service_s,
-        finish_at=(start + dt.timedelta(seconds=service_s)).isoformat(), energy_wh=energy, distance_m=0,
-        arrival_soc_permille=0, service_lat=station.lat, service_lng=station.lng, price_minor=price.amount_minor,
-        currency=price.currency, rate_model_id=price.rate_model_id, rate_model_version=price.rate_model_version,
-        pricing_station_id=station.id,
-    )  # fmt: skip
+    start = report.started_at
     now = clock.now()
     # A driver sees his token's orders as his own; a fleet's are seen through the order's fleet.
     created_by = token.owner_id if token.owner_kind == "driver" else f"token:{token.id}"
@@ -88,14 +73,14 @@ async def open_order(
         vehicle_id=vehicle.id, driver_id=token.owner_id if token.owner_kind == "driver" else None,
         fleet_id=fleet_id, operator_id=station.operator_id, station_id=station.id,
         connector_id=report.connector_id, payer_account_id=token.account_id, hold_id="",
-        hold_amount_minor=max(price.amount_minor, 1), currency=price.currency, rate_model_id=price.rate_model_id,
-        rate_model_version=price.rate_model_version, service_by=start + HOLD_TTL, created_at=now, updated_at=now,
+        hold_amount_minor=max(option.price_minor, 1), currency=option.currency, rate_model_id=option.rate_model_id,
+        rate_model_version=option.rate_model_version, service_by=start + HOLD_TTL, created_at=now, updated_at=now,
     )  # fmt: skip
     order.hold_id = await payments.hold(
         session,
         account_id=token.account_id,
         amount_minor=order.hold_amount_minor,
-        currency=price.currency,
+        currency=option.currency,
         reference=f"order:{order_id}",
         idempotency_key=f"order-hold:{key}",
         expires_at=start + HOLD_TTL,
@@ -106,7 +91,7 @@ async def open_order(
     actor = Actor(report.gateway_id or f"station:{station.id}", int(Role.GATEWAY), f"operator:{station.operator_id}")
     reason = (
         f"order opened for idTag {token.id_tag} (token {token.id}) on charging session {report.external_id}; "
-        f"hold of {order.hold_amount_minor / 100:.2f} {price.currency} on account {token.account_id}"
+        f"hold of {order.hold_amount_minor / 100:.2f} {option.currency} on account {token.account_id}"
     )
     await record(
         session, effects, order, None, actor, start, Facts(reason=reason, amount_minor=order.hold_amount_minor)
