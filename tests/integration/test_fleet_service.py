@@ -25,7 +25,9 @@ VIN = "1M8GDM9AXKP042788"  # a real VIN with a valid check digit ('X')
 VIN_BAD = "1M8GDM9A1KP042788"  # the same with its check digit changed
 
 
-def _md(running: RunningPlatform, subject: str, role: Role, tenant: Tenant | None = None) -> tuple[tuple[str, str], ...]:
+def _md(
+    running: RunningPlatform, subject: str, role: Role, tenant: Tenant | None = None
+) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {running.platform.tokens.mint(subject, role, tenant)}"),)
 
 
@@ -192,7 +194,9 @@ async def test_a_driver_applies_and_the_manager_decides(running: RunningPlatform
         metadata=applicant,
     )
     assert applied.driver.status == fleet_pb2.DRIVER_STATUS_PENDING and not applied.driver.fleet_id
-    hidden = await _error(fleets.GetVehicle(fleet_pb2.GetVehicleRequest(vehicle_id=vehicle.vehicle_id), metadata=applicant))
+    hidden = await _error(
+        fleets.GetVehicle(fleet_pb2.GetVehicleRequest(vehicle_id=vehicle.vehicle_id), metadata=applicant)
+    )
     assert hidden.code() == grpc.StatusCode.NOT_FOUND  # an applicant is not a member yet
 
     pending = await fleets.ListDrivers(
@@ -215,7 +219,8 @@ async def test_a_driver_applies_and_the_manager_decides(running: RunningPlatform
     # A rejected applicant keeps no membership and learns why.
     other = _md(running, "drv-late", Role.DRIVER)
     await fleets.RegisterDriver(
-        fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name="Zhao Lei", fleet_id=fleet.fleet_id)), metadata=other
+        fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name="Zhao Lei", fleet_id=fleet.fleet_id)),
+        metadata=other,
     )
     rejected = await fleets.ReviewDriver(
         fleet_pb2.ReviewDriverRequest(fleet_id=fleet.fleet_id, driver_id="drv-late", reason="licence expired"),

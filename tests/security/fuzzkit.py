@@ -39,7 +39,7 @@ SERVICE_MODULES: list[ModuleType] = [
     maintenance_pb2,
     ingest_pb2,
 ]
-NOT_BUILT = frozenset({"voltcloud.v1.FleetService", "voltcloud.v1.MaintenanceService"})
+NOT_BUILT = frozenset({"voltcloud.v1.MaintenanceService"})
 NEVER = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 
 # Real ids of the demo world, so generated requests also get past the lookups into the servicers' rules.

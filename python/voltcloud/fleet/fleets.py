@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from sqlmodel import col, select
@@ -17,6 +18,9 @@ from voltcloud.platform.errors import InvalidArgument, PermissionDenied
 from voltcloud.platform.ids import new_id
 
 DEFAULT_CURRENCY = "CNY"
+# fleet.credit_limit_minor and subfleet.credit_limit_minor are INTEGER columns (21 million CNY).
+MAX_CREDIT_LIMIT_MINOR = 2**31 - 1
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 INHERIT = 0  # a sub-fleet's payment mode when it follows its fleet's
 
 
@@ -38,8 +42,8 @@ class Allocation:
 def _check_terms(terms: PaymentTerms, currency: str, *, effective_mode: int) -> None:
     if terms.credit_currency and terms.credit_currency != currency:
         raise InvalidArgument.for_field("credit_limit.currency", f"must be the fleet's currency {currency}")
-    if terms.credit_limit_minor < 0:
-        raise InvalidArgument.for_field("credit_limit.amount_minor", "must not be negative")
+    if not 0 <= terms.credit_limit_minor <= MAX_CREDIT_LIMIT_MINOR:
+        raise InvalidArgument.for_field("credit_limit.amount_minor", f"must be in [0, {MAX_CREDIT_LIMIT_MINOR}]")
     if terms.credit_limit_minor and effective_mode != PaymentMode.POST_SETTLEMENT:
         raise InvalidArgument.for_field("credit_limit", "a credit limit needs PAYMENT_MODE_POST_SETTLEMENT")
 
@@ -58,6 +62,8 @@ async def create_fleet(
         raise InvalidArgument.for_field("name", "is required")
     mode = terms.mode or PaymentMode.REAL_TIME
     currency = currency or DEFAULT_CURRENCY
+    if not _CURRENCY.match(currency):
+        raise InvalidArgument.for_field("currency", f"must be an ISO 4217 code like 'CNY', got {currency!r}")
     _check_terms(terms, currency, effective_mode=mode)
     fleet = Fleet(
         id=new_id("fl"),

@@ -89,6 +89,10 @@ async def _owner(
 ) -> tuple[str | None, str | None, str | None]:
     """(fleet, sub-fleet, private owner) of a new vehicle: a manager registers into their fleet, a driver their
     own private car; the admin either."""
+    if principal.role is Role.DRIVER and new.fleet_id:
+        raise PermissionDenied("a driver registers only their own car; the fleet's manager registers its vehicles")
+    if principal.role is Role.FLEET_MANAGER and new.owner_driver_id:
+        raise PermissionDenied("a fleet manager registers the fleet's vehicles, not private cars")
     if new.fleet_id or principal.role is Role.FLEET_MANAGER:
         if new.owner_driver_id:
             raise InvalidArgument.for_field("vehicle.owner_driver_id", "a fleet vehicle has no private owner")
