@@ -175,6 +175,20 @@ async def test_a_fleet_is_onboarded_from_the_api_alone(running: RunningPlatform,
         metadata=_md(running, driver.driver_id, Role.DRIVER),
     )
     assert quote.quote_id and quote.options
+    # ... and orders it, paid from the sub-fleet's allocation: the hold lands on that account.
+    order = await ordering_pb2_grpc.OrderingServiceStub(channel).CreateOrder(
+        ordering_pb2.CreateOrderRequest(
+            idempotency_key="o1",
+            quote_id=quote.quote_id,
+            option_id=quote.options[0].option_id,
+            allow_fallback=True,
+            payer=common_pb2.Payer(account_id=sub.account_id),
+        ),
+        metadata=_md(running, driver.driver_id, Role.DRIVER),
+    )
+    assert order.order.order_id
+    held = await money.GetAccount(settlement_pb2.GetAccountRequest(account_id=sub.account_id), metadata=manager)
+    assert held.account.held.amount_minor > 0
 
 
 async def test_a_driver_applies_and_the_manager_decides(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
