@@ -3,6 +3,8 @@ its driver quotes a power-up for the new vehicle on the demo world's stations; t
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -311,3 +313,26 @@ async def test_vehicles_move_and_fleets_stay_apart(running: RunningPlatform, cha
         fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vehicle.vehicle_id), metadata=manager_a)
     )
     assert state.code() == grpc.StatusCode.FAILED_PRECONDITION and "telemetry" in (state.details() or "")
+
+
+async def test_one_vin_one_vehicle_even_when_registered_at_once(
+    running: RunningPlatform, channel: grpc.aio.Channel
+) -> None:
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    admin = _md(running, "admin", Role.PLATFORM_ADMIN)
+    fleet = (await fleets.CreateFleet(fleet_pb2.CreateFleetRequest(name="Racers"), metadata=admin)).fleet
+    manager = _md(running, "mgr", Role.FLEET_MANAGER, Tenant("fleet", fleet.fleet_id))
+
+    async def register(key: str) -> str:
+        try:
+            await fleets.RegisterVehicle(
+                fleet_pb2.RegisterVehicleRequest(idempotency_key=key, vehicle=_vehicle(VIN)), metadata=manager
+            )
+        except grpc.aio.AioRpcError as err:
+            return str(err.code().name)
+        return "OK"
+
+    outcomes = await asyncio.gather(*(register(f"k{i}") for i in range(4)))
+    assert sorted(outcomes) == ["ALREADY_EXISTS"] * 3 + ["OK"], outcomes
+    listed = await fleets.ListVehicles(fleet_pb2.ListVehiclesRequest(vin=VIN.lower()), metadata=manager)
+    assert len(listed.vehicles) == 1

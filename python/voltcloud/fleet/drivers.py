@@ -19,7 +19,7 @@ from voltcloud.fleet.models import Driver, Fleet, Vehicle
 from voltcloud.fleet.ports import Ledger
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import DriverStatus
-from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 
@@ -106,7 +106,10 @@ async def _apply(session: AsyncSession, principal: Principal, new: NewDriver, *,
     driver.name, driver.phone = new.name.strip(), new.phone or driver.phone
     driver.status, driver.applied_fleet_id, driver.rejection_reason = int(DriverStatus.PENDING), new.fleet_id, None
     session.add(driver)
-    await session.flush()
+    try:
+        await session.flush()
+    except sa.exc.IntegrityError as exc:  # the same driver's first application, committed meanwhile
+        raise Aborted(f"driver {driver.id} applied concurrently; retry") from exc
     return driver
 
 

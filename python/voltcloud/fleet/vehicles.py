@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -121,7 +122,7 @@ async def register_vehicle(
     pack_type_id = await _pack_type(session, pack_types, new.pack_type_id)
     fleet_id, sub_fleet_id, owner = await _owner(session, principal, new)
     if (await session.exec(select(Vehicle.id).where(Vehicle.vin == vin))).first() is not None:
-        raise AlreadyExists(f"vehicle.vin: a vehicle with VIN {vin} is already registered")
+        raise _vin_taken(vin)
     vehicle = Vehicle(
         id=new_id("veh"),
         vin=vin,
@@ -139,8 +140,17 @@ async def register_vehicle(
         created_at=now,
     )
     session.add(vehicle)
-    await session.flush()
+    try:
+        await session.flush()
+    except sa.exc.IntegrityError as exc:
+        # A concurrent registration of the same VIN committed between our check and our insert (PostgreSQL);
+        # the fleet, sub-fleet and pack type were read in this transaction, so the unique VIN is what broke.
+        raise _vin_taken(vin) from exc
     return vehicle
+
+
+def _vin_taken(vin: str) -> AlreadyExists:
+    return AlreadyExists(f"vehicle.vin: a vehicle with VIN {vin} is already registered")
 
 
 async def sees(session: AsyncSession, principal: Principal, vehicle: Vehicle) -> bool:
