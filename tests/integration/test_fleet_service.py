@@ -163,6 +163,25 @@ async def test_a_fleet_is_onboarded_from_the_api_alone(running: RunningPlatform,
     assert overdraw.code() == grpc.StatusCode.FAILED_PRECONDITION
     sub_account = await money.GetAccount(settlement_pb2.GetAccountRequest(account_id=sub.account_id), metadata=manager)
     assert sub_account.account.balance.amount_minor == 15_000  # the refused move left nothing behind
+    # Credit the admin extends to the sub-fleet is spent on orders, never passed back as the fleet's cash.
+    await fleets.SetPaymentMode(
+        fleet_pb2.SetPaymentModeRequest(
+            fleet_id=fleet.fleet_id,
+            sub_fleet_id=sub.sub_fleet_id,
+            payment_mode=fleet_pb2.PAYMENT_MODE_POST_SETTLEMENT,
+            credit_limit=_cny(10_000),
+        ),
+        metadata=admin,
+    )
+    credit_back = await _error(
+        fleets.AllocateBalance(
+            fleet_pb2.AllocateBalanceRequest(
+                idempotency_key="a4", fleet_id=fleet.fleet_id, sub_fleet_id=sub.sub_fleet_id, amount=_cny(-15_001)
+            ),
+            metadata=manager,
+        )
+    )
+    assert credit_back.code() == grpc.StatusCode.FAILED_PRECONDITION
 
     # The new driver quotes for the new vehicle on the demo world's stations.
     station = (

@@ -14,7 +14,7 @@ from voltcloud.fleet.models import Fleet, SubFleet
 from voltcloud.fleet.ports import Ledger
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.enums import PaymentMode
-from voltcloud.platform.errors import InvalidArgument, PermissionDenied
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from voltcloud.platform.ids import new_id
 
 DEFAULT_CURRENCY = "CNY"
@@ -171,6 +171,12 @@ async def allocate_balance(
         idempotency_key=f"fleet-allocate:{principal.subject}:{idempotency_key}",
         actor_subject=principal.subject,
     )
+    if source_after < 0:
+        # Allocation moves money, not credit: a credit limit is extended to one account by the admin, and
+        # passing it on would let a sub-fleet's credit become the fleet's cash (the transaction rolls back).
+        raise FailedPrecondition(
+            f"insufficient balance: allocation moves only the balance of account {source}, not its credit"
+        )
     fleet_after, sub_after = (source_after, target_after) if amount_minor > 0 else (target_after, source_after)
     return Allocation(entry_id, fleet_after, sub_after, fleet.currency)
 
