@@ -19,6 +19,7 @@ from voltcloud.api.v1 import (
     stations_pb2,
     stations_pb2_grpc,
 )
+from voltcloud.fleet.vin import check_digit
 from voltcloud.platform.auth import Role, Tenant
 
 from .conftest import RunningPlatform, field_violations
@@ -355,3 +356,58 @@ async def test_one_vin_one_vehicle_even_when_registered_at_once(
     assert sorted(outcomes) == ["ALREADY_EXISTS"] * 3 + ["OK"], outcomes
     listed = await fleets.ListVehicles(fleet_pb2.ListVehiclesRequest(vin=VIN.lower()), metadata=manager)
     assert len(listed.vehicles) == 1
+
+
+def _vin(serial: int) -> str:
+    """A valid VIN per serial number (the check digit computed as GB 16735 says)."""
+    body = f"LFV2A21K07{serial:07d}"
+    return body[:8] + check_digit(body) + body[9:]
+
+
+async def test_lists_page_and_bad_terms_name_their_field(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    admin = _md(running, "admin", Role.PLATFORM_ADMIN)
+    fleet = (await fleets.CreateFleet(fleet_pb2.CreateFleetRequest(name="Pager"), metadata=admin)).fleet
+    manager = _md(running, "mgr", Role.FLEET_MANAGER, Tenant("fleet", fleet.fleet_id))
+    registered = set()
+    for serial in range(3):
+        reply = await fleets.RegisterVehicle(
+            fleet_pb2.RegisterVehicleRequest(vehicle=_vehicle(_vin(serial))), metadata=manager
+        )
+        registered.add(reply.vehicle.vehicle_id)
+    first = await fleets.ListVehicles(fleet_pb2.ListVehiclesRequest(page_size=2), metadata=manager)
+    assert len(first.vehicles) == 2 and first.next_page_token
+    second = await fleets.ListVehicles(
+        fleet_pb2.ListVehiclesRequest(page_size=2, page_token=first.next_page_token), metadata=manager
+    )
+    assert len(second.vehicles) == 1 and not second.next_page_token
+    assert {v.vehicle_id for v in [*first.vehicles, *second.vehicles]} == registered
+    bad_token = await _error(fleets.ListVehicles(fleet_pb2.ListVehiclesRequest(page_token="nope"), metadata=manager))
+    assert field_violations(bad_token) == ["page_token"]
+
+    cases = [
+        (fleet_pb2.CreateFleetRequest(name="X", currency="yuan"), "currency"),
+        (fleet_pb2.CreateFleetRequest(name="X", credit_limit=_cny(5)), "credit_limit"),
+        (fleet_pb2.CreateFleetRequest(name=" "), "name"),
+    ]
+    for request, field in cases:
+        err = await _error(fleets.CreateFleet(request, metadata=admin))
+        assert field_violations(err) == [field], (request, err.details())
+    for vehicle, field in [
+        (_vehicle(_vin(9), connector_standards=[]), "vehicle.connector_standards"),
+        (_vehicle(_vin(9), battery_capacity_wh=0), "vehicle.battery_capacity_wh"),
+        (_vehicle(_vin(9), consumption_wh_per_km=90_000), "vehicle.consumption_wh_per_km"),
+        (_vehicle(_vin(9), max_dc_power_w=0), "vehicle.max_dc_power_w"),
+        (_vehicle(_vin(9), pack_type_id="999"), "vehicle.pack_type_id"),
+        (_vehicle(_vin(9), plate="!"), "vehicle.plate"),
+        (_vehicle("1M8GDM9AXKP04278"), "vehicle.vin"),
+    ]:
+        err = await _error(fleets.RegisterVehicle(fleet_pb2.RegisterVehicleRequest(vehicle=vehicle), metadata=manager))
+        assert field_violations(err) == [field], (field, err.details())
+    phone = await _error(
+        fleets.RegisterDriver(
+            fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name="A", phone="12345", fleet_id=fleet.fleet_id)),
+            metadata=manager,
+        )
+    )
+    assert field_violations(phone) == ["driver.phone"]
