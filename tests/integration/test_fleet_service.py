@@ -411,3 +411,48 @@ async def test_lists_page_and_bad_terms_name_their_field(running: RunningPlatfor
         )
     )
     assert field_violations(phone) == ["driver.phone"]
+
+
+async def test_concurrent_allocations_conserve_money(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    money = settlement_pb2_grpc.SettlementServiceStub(channel)
+    admin = _md(running, "admin", Role.PLATFORM_ADMIN)
+    fleet = (await fleets.CreateFleet(fleet_pb2.CreateFleetRequest(name="Busy"), metadata=admin)).fleet
+    manager = _md(running, "mgr", Role.FLEET_MANAGER, Tenant("fleet", fleet.fleet_id))
+    subs = [
+        (
+            await fleets.CreateSubFleet(
+                fleet_pb2.CreateSubFleetRequest(fleet_id=fleet.fleet_id, name=n), metadata=manager
+            )
+        ).sub_fleet
+        for n in ("east", "west")
+    ]
+    await money.TopUp(
+        settlement_pb2.TopUpRequest(
+            idempotency_key="t",
+            account_id=fleet.account_id,
+            amount=_cny(1_000),
+            provider="simulated",
+            provider_token="x",
+        ),
+        metadata=manager,
+    )
+
+    async def allocate(i: int) -> str:
+        request = fleet_pb2.AllocateBalanceRequest(
+            idempotency_key=f"c{i}", fleet_id=fleet.fleet_id, sub_fleet_id=subs[i % 2].sub_fleet_id, amount=_cny(100)
+        )
+        try:
+            await fleets.AllocateBalance(request, metadata=manager)
+        except grpc.aio.AioRpcError as err:
+            return str(err.code().name)
+        return "OK"
+
+    outcomes = await asyncio.gather(*(allocate(i) for i in range(12)))
+    assert set(outcomes) <= {"OK", "FAILED_PRECONDITION", "ABORTED"}, outcomes
+    balances = []
+    for account_id in (fleet.account_id, subs[0].account_id, subs[1].account_id):
+        reply = await money.GetAccount(settlement_pb2.GetAccountRequest(account_id=account_id), metadata=manager)
+        balances.append(reply.account.balance.amount_minor)
+    assert sum(balances) == 1_000 and min(balances) >= 0, balances  # conserved, nothing overdrawn
+    assert balances[1] + balances[2] == 100 * outcomes.count("OK")
