@@ -54,7 +54,9 @@ async def _serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
 
 
 @pytest.fixture
-async def two_replicas(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Platform, list[str]]]:
+async def two_replicas(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[Platform, list[str], list[asyncio.subprocess.Process]]]:
     """Processes A and B (A first: it migrates and seeds), and a local, unstarted view of the database.
     PostgreSQL, and SQLite with both processes on one file."""
     env = {
@@ -72,7 +74,7 @@ async def two_replicas(tmp_path: Path, database_url: str) -> AsyncIterator[tuple
             processes.append(process)
             targets.append(target)
         local = Platform(platform_settings(tmp_path, database_url, seed_demo=False))
-        yield local, targets
+        yield local, targets, processes
         await local.db.dispose()
     finally:
         for process in processes:
@@ -154,9 +156,9 @@ def _unlock(key: str, timeout_s: int) -> stations_pb2.SendStationCommandRequest:
 
 
 async def test_a_gateway_on_one_replica_is_commanded_and_watched_from_the_other(
-    two_replicas: tuple[Platform, list[str]],
+    two_replicas: tuple[Platform, list[str], list[asyncio.subprocess.Process]],
 ) -> None:
-    local, (target_a, target_b) = two_replicas
+    local, (target_a, target_b), processes = two_replicas
     operator = (("authorization", f"Bearer {local.tokens.mint('ops', Role.OPERATOR, Tenant('operator', OPERATOR))}"),)
     gateway_md = (("authorization", f"Bearer {local.tokens.mint(GW, Role.GATEWAY, Tenant('operator', OPERATOR))}"),)
     await fund(local, "driver", DRIVER)
@@ -216,4 +218,25 @@ async def test_a_gateway_on_one_replica_is_commanded_and_watched_from_the_other(
         offline = await stations_b.SendStationCommand(_unlock("u2", 300), metadata=operator, timeout=WAIT_S)
         assert offline.result.status == stations_pb2.COMMAND_STATUS_OFFLINE
         assert len(gateway.commands) == 2
+
+        # The gateway is back on A, and A is killed: B stops routing to it once A's links expire (15 s after
+        # A was last heard from), answering OFFLINE at once from then on.
+        back = Gateway(RawUplink(channel_a, gateway_md), seq=gateway.seq)
+        back.uplink.send(hello(GW, [CHARGING_STATION], last_acked=gateway.seq))
+        await back.uplink.ack_at_least(gateway.seq)
+        await watch.until(lambda twin: twin.online)
+        processes[0].kill()
+        await processes[0].wait()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 60
+        statuses = []
+        while loop.time() < give_up:
+            answer = await stations_b.SendStationCommand(
+                _unlock(f"k{len(statuses)}", 1), metadata=operator, timeout=WAIT_S
+            )
+            statuses.append(answer.result.status)
+            if answer.result.status == stations_pb2.COMMAND_STATUS_OFFLINE:
+                break
+        assert statuses[-1] == stations_pb2.COMMAND_STATUS_OFFLINE, statuses
+        assert set(statuses[:-1]) <= {stations_pb2.COMMAND_STATUS_TIMEOUT}  # sent to A before the expiry
         watch.call.cancel()
