@@ -112,6 +112,14 @@ class Gateway:
         self.seq += 1
         self.uplink.send(event(self.seq, **kind))
 
+    def power(self, watts: int) -> None:
+        self.seq += 1
+        batch = ingest_pb2.TelemetryBatch(
+            sources=[ingest_pb2.TelemetrySource(station_id=CHARGING_STATION, resource_id=CONNECTOR)],
+            col_source_index=[0], col_metric=[common_pb2.METRIC_POWER_W], col_offset_ms=[0], col_int_value=[watts],
+        )  # fmt: skip
+        self.uplink.send(ingest_pb2.GatewayToPlatform(seq=self.seq, telemetry=batch))
+
 
 class Watch:
     """WatchStation on one replica, read in the background."""
@@ -129,7 +137,7 @@ class Watch:
         return await asyncio.wait_for(wait(), WAIT_S)
 
 
-def _connector(twin: stations_pb2.StationTwin) -> stations_pb2.ConnectorTwin:
+def _connector(twin: stations_pb2.StationTwin) -> stations_pb2.ConnectorState:
     return next(c for c in twin.connectors if c.connector_id == CONNECTOR)
 
 
@@ -189,6 +197,8 @@ async def test_a_gateway_on_one_replica_is_commanded_and_watched_from_the_other(
             )
         )
         await watch.until(lambda twin: _connector(twin).status == common_pb2.CONNECTOR_STATUS_AVAILABLE)
+        gateway.power(7_000)  # telemetry: memory only on A, published (coalesced) for the other replicas
+        await watch.until(lambda twin: _connector(twin).power_w == 7_000)
 
         # A command sent on B reaches the gateway on A, and the gateway's answer comes back to B.
         sent = await stations_b.SendStationCommand(_unlock("u1", 10), metadata=operator, timeout=WAIT_S)
