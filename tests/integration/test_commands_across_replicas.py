@@ -249,4 +249,15 @@ async def test_a_gateway_on_one_replica_is_commanded_and_watched_from_the_other(
                 break
         assert statuses[-1] == stations_pb2.COMMAND_STATUS_OFFLINE, statuses
         assert set(statuses[:-1]) <= {stations_pb2.COMMAND_STATUS_TIMEOUT}  # sent to A before the expiry
+
+        # The gateway reconnects to B, as a real one would: commands on B reach it there.
+        moved = Gateway(RawUplink(channel_b, gateway_md), seq=back.seq)
+        moved.uplink.send(hello(GW, [CHARGING_STATION], last_acked=back.seq))
+        await moved.uplink.ack_at_least(0)
+        moving = asyncio.ensure_future(moved.serve())
+        again = await stations_b.SendStationCommand(_unlock("m1", 10), metadata=operator, timeout=WAIT_S)
+        assert again.result.status == stations_pb2.COMMAND_STATUS_ACCEPTED
+        assert [c.command_id for c in moved.commands] == [again.command_id]
+        moved.uplink.close()
+        await asyncio.wait_for(moving, WAIT_S)
         watch.call.cancel()

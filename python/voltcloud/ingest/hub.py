@@ -104,6 +104,7 @@ class GatewayLink:
     pending: dict[str, asyncio.Future[CommandResult]] = field(default_factory=dict)
     closed: bool = False
     link_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    announced: bool = False  # its attach change came back from the feed: later ones there are newer streams
 
     def close(self, reason: BaseException | None = None) -> None:
         if self.closed:
@@ -270,9 +271,10 @@ class Hub:
         for station_id in link.stations:
             if self.station_links.get(station_id) is link:
                 del self.station_links[station_id]
+                holder = self.station_holders.get(station_id)
                 twin = self.twins.get(station_id)
-                if twin is not None:
-                    self.twins.set_connected(twin, link.gateway_id, False)
+                if twin is not None and (holder is None or holder.replica == self.replica):
+                    self.twins.set_connected(twin, link.gateway_id, False)  # not reconnected elsewhere
         self._release(link.gateway_id, self.replica, link.link_id)
 
     async def announce(self, link: GatewayLink) -> None:
@@ -473,8 +475,9 @@ class Hub:
             if replica == self.replica:
                 continue
             self._seen(replica, change)
-            if event == "hello" and self.links:
-                self.spawn(self._announce(list(self.links.values()), attached=True))
+            held = [link for link in self.links.values() if self._holds(link)]
+            if event == "hello" and held:
+                self.spawn(self._announce(held, attached=True))
             elif event == "stopping":
                 self._forget_replica(replica)
 
@@ -487,17 +490,34 @@ class Hub:
                 detail = "the replica holding the gateway stopped"
                 future.set_result(CommandResult(command_id, CommandStatus.OFFLINE, detail, self.clock.now()))
 
+    def _holds(self, link: GatewayLink) -> bool:
+        holder = self.holders.get(link.gateway_id)
+        return holder is not None and holder.replica == self.replica and holder.link_id == link.link_id
+
     def _on_link(self, changes: list[feed.Change]) -> None:
+        """Every replica applies the attach/detach changes in feed order, its own included, so all agree on
+        which stream of a gateway is the newest."""
         for change in changes:
             p = change.payload
             holder = LinkHolder(str(p["gateway_id"]), str(p["replica"]), str(p["link_id"]), frozenset(p["stations"]))
             if holder.replica == self.replica:
-                continue  # attach/detach already applied it here
+                self._own_link(holder, attached=bool(p["attached"]))
+                continue
             self._seen(holder.replica, change)
             self._remote_link(holder, attached=bool(p["attached"]))
 
+    def _own_link(self, holder: LinkHolder, *, attached: bool) -> None:
+        link = self.links.get(holder.gateway_id)
+        if not attached or link is None or link.link_id != holder.link_id:
+            return  # detached here already, or superseded by a newer stream on this replica
+        link.announced = True
+        self._hold(holder)  # again: another replica's attach that came earlier in the feed arrived after ours
+
     def _remote_link(self, holder: LinkHolder, *, attached: bool) -> None:
         if attached:
+            local = self.links.get(holder.gateway_id)
+            if local is not None and local.announced:  # the gateway opened a newer stream on another replica
+                local.close(Aborted(f"gateway {holder.gateway_id} opened a newer uplink stream on another replica"))
             self._hold(holder)
         elif self._release(holder.gateway_id, holder.replica, holder.link_id) is None:
             return
