@@ -32,7 +32,7 @@ from voltcloud.server import Platform
 from voltcloud.stations.models import Connector
 
 from ..stationkit import CHARGING_STATION, CONNECTOR, OPERATOR, RawUplink, event, hello
-from .conftest import JWT_KEY, platform_settings
+from .conftest import JWT_KEY, channel_to, platform_settings, serving
 from .powerup_support import driver_md, fund
 
 GW = "gw-replicas"
@@ -261,3 +261,30 @@ async def test_a_gateway_on_one_replica_is_commanded_and_watched_from_the_other(
         moved.uplink.close()
         await asyncio.wait_for(moving, WAIT_S)
         watch.call.cancel()
+
+
+async def test_a_newer_stream_on_another_replica_ends_the_older_one(tmp_path: Path, database_url: str) -> None:
+    """Two replicas in one process (each hub has its own name on the feed): the gateway opens a second stream
+    on B while its stream on A is still open (A has not noticed the first is dead). A ends the older stream,
+    as one replica does for a second stream of the same gateway, and routes its commands to B."""
+    async with serving(tmp_path, database_url) as a, serving(tmp_path, database_url, seed_demo=False) as b:
+        gateway_md = (("authorization", f"Bearer {a.tokens.mint(GW, Role.GATEWAY, Tenant('operator', OPERATOR))}"),)
+        operator = (("authorization", f"Bearer {a.tokens.mint('ops', Role.OPERATOR, Tenant('operator', OPERATOR))}"),)
+        async with channel_to(a) as channel_a, channel_to(b) as channel_b:
+            old = RawUplink(channel_a, gateway_md)
+            old.send(hello(GW, [CHARGING_STATION]))
+            await old.ack_at_least(0)
+            new = Gateway(RawUplink(channel_b, gateway_md))
+            new.uplink.send(hello(GW, [CHARGING_STATION]))
+            await new.uplink.ack_at_least(0)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    await asyncio.wait_for(old.call.read(), WAIT_S)
+            assert ended.value.code() == grpc.StatusCode.ABORTED
+            serving_new = asyncio.ensure_future(new.serve())
+            stations_a = stations_pb2_grpc.StationServiceStub(channel_a)
+            sent = await stations_a.SendStationCommand(_unlock("n1", 10), metadata=operator, timeout=WAIT_S)
+            assert sent.result.status == stations_pb2.COMMAND_STATUS_ACCEPTED
+            assert [c.command_id for c in new.commands] == [sent.command_id]
+            new.uplink.close()
+            await asyncio.wait_for(serving_new, WAIT_S)
