@@ -447,8 +447,10 @@ class Hub:
             self._alive_task = None
         if self.following:
             self.following = False
-            with contextlib.suppress(Exception):
-                await self._say("stopping")
+            with contextlib.suppress(Exception):  # a database that is away must not hold up the shutdown
+                await asyncio.wait_for(self._say("stopping"), 2.0)
+        for task in list(self.background):
+            task.cancel()
 
     async def _say(self, event: str) -> None:
         async with self.db.transaction("hub.replica") as session:
