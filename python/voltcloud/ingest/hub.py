@@ -135,6 +135,7 @@ class Hub:
         self.twin_changes = _Recent()
         self._telemetry: dict[str, tuple[set[str], set[int]]] = {}  # station -> resources not yet published
         self._alive_task: asyncio.Task[None] | None = None
+        self._arriving: dict[str, list[twin_ops.TwinOp]] = {}  # twin ops from the feed for twins being loaded
         self.clock: Clock = clock or SystemClock()
         self.twins = TwinStore(self.clock)
         self.links: dict[str, GatewayLink] = {}
@@ -175,7 +176,14 @@ class Hub:
         async with lock:
             twin = self.twins.get(station_id)
             if twin is None:
-                twin = self.twins.put(await self._load(station_id))
+                self._arriving[station_id] = []
+                try:
+                    twin = self.twins.put(await self._load(station_id))
+                finally:
+                    arrived = self._arriving.pop(station_id)
+                for op in arrived:  # committed while the rows were read: replaying one already read is harmless
+                    self.twins.apply(twin, op)
+                twin.commit(self.clock.now())
                 holder = self.station_holders.get(station_id)
                 if holder is not None and station_id not in self.station_links and self._alive(holder):
                     self.twins.set_connected(twin, holder.gateway_id, True)  # its stream is on another replica
@@ -552,6 +560,8 @@ class Hub:
                 continue
             twin = self.twins.get(change.key)
             if twin is None:
+                if change.key in self._arriving:
+                    self._arriving[change.key].extend(change.payload.get("ops", ()))
                 continue  # not cached here: loaded from the tables when first needed
             for op in change.payload.get("ops", ()):
                 try:
