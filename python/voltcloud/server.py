@@ -166,6 +166,7 @@ class Platform:
         hub.on_session(self.powerup.station_session)
         hub.on_inventory(self.powerup.engine.apply)  # the engine learns station-reported changes at once
         self.powerup.station_commands = hub  # StartByScan's remote start goes down the gateway stream
+        await hub.follow(self.feed)  # twins, gateway links and commands across replicas
         self.settlement_scheduler.start()
         bindings = _bindings(self.db, self.powerup)
         check_table_covers([b.name for b in bindings])
@@ -193,6 +194,9 @@ class Platform:
             await self.interceptor.activity.wait_quiet(self.settings.drain_s, grace / 2)
         await self.server.stop(max(grace - (loop_time() - started), 0.0))
         await self.settlement_scheduler.stop()
+        from voltcloud.ingest.hub import hub_for
+
+        await hub_for(self.db).stop()
         await self.powerup.stop()
         await self.feed.stop()
         await self.db.dispose()

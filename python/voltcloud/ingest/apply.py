@@ -33,6 +33,7 @@ from voltcloud.stations.api import (
     sessions,
     tokens,
 )
+from voltcloud.stations.api import twin as twin_ops
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ class EventContext:
     hub: Hub
     gateway_id: str
     stations: frozenset[str] | None  # None: any station (admin / unary push)
-    post: list[PostCommit] = field(default_factory=list)
+    post: list[PostCommit] = field(default_factory=list)  # after the commit, after the twin ops
     twins: dict[str, Twin] = field(default_factory=dict)
+    ops: dict[str, list[twin_ops.TwinOp]] = field(default_factory=dict)  # station -> twin ops, in order
     after: list[AfterCommit] = field(default_factory=list)  # awaited after the commit (order transitions)
     changes: list[InventoryChange] = field(default_factory=list)  # told to the hub's subscribers after commit
 
@@ -55,13 +57,30 @@ class EventContext:
         if change is not None:
             self.changes.append(change)
 
+    def op(self, twin: Twin, *op: object) -> None:
+        """Queues a twin update, applied here after the commit and by every other replica from the feed."""
+        self.twins[twin.station_id] = twin
+        self.ops.setdefault(twin.station_id, []).append(list(op))
+
+    async def publish(self, session: AsyncSession) -> None:
+        """Announces the queued twin ops in the events' transaction (call last, inside it)."""
+        for station_id, ops in self.ops.items():
+            await self.hub.publish_twin(session, station_id, ops)
+
     def committed(self, now: dt.datetime) -> None:
         """Applies what the committed events changed: the twins, then the inventory subscribers (engine)."""
+        store = self.hub.twins
+        for station_id, ops in self.ops.items():
+            for op in ops:
+                try:
+                    store.apply(self.twins[station_id], op)
+                except Exception:
+                    log.exception("twin update failed")
         for effect in self.post:
             try:
                 effect()
             except Exception:
-                log.exception("twin update failed")
+                log.exception("post-commit effect failed")
         for twin in self.twins.values():
             twin.commit(now)
         self.hub.inventory_changed(self.changes)
@@ -142,7 +161,9 @@ def apply_telemetry(hub: Hub, batch: events.TelemetryBatch, allowed: frozenset[s
     now = hub.clock.now()
     for twin in touched:
         twin.last_seen = now
-        twin.commit(now)
+        change = twin.history[-1] if twin.commit(now) else None
+        if change is not None:
+            hub.telemetry_changed(twin, change.connectors, change.slots)
     return len(batch.readings) + len(batch.col_source_index)
 
 
@@ -169,9 +190,7 @@ async def apply_event(
             )
         )
     twin = await ctx.hub.twin(event.station_id)
-    twins = ctx.hub.twins
-    ctx.twins[twin.station_id] = twin
-    ctx.post.append(lambda: twins.mark_seen(twin, heartbeat=kind == "heartbeat"))
+    ctx.op(twin, "seen", kind == "heartbeat")
     handler = _HANDLERS.get(kind)
     if handler is not None:
         await handler(session, ctx, twin, event.body, when, now)
@@ -186,7 +205,7 @@ async def _connector_status(
     now: dt.datetime,
 ) -> None:
     ctx.changed(await inventory.set_connector_status(session, body.connector_id, twin.station_id, body.status))
-    ctx.post.append(lambda: ctx.hub.twins.connector_status(twin, body.connector_id, body.status, body.error_code))
+    ctx.op(twin, "connector_status", body.connector_id, body.status, body.error_code)
 
 
 async def _session_started(
@@ -212,12 +231,7 @@ async def _session_started(
     if created:
         await _tell(session, ctx, row, sessions.STARTED)
     if row.ended_at is None:
-        session_id = row.id
-        ctx.post.append(
-            lambda: ctx.hub.twins.session_started(
-                twin, body.connector_id, session_id, body.meter_start_wh, body.reservation_id
-            )
-        )
+        ctx.op(twin, "session_started", body.connector_id, row.id, body.meter_start_wh, body.reservation_id)
 
 
 async def _session_stopped(
@@ -247,8 +261,7 @@ async def _session_stopped(
         settled = await _tell(session, ctx, row, sessions.ENDED)
         if row.energy_wh > 0 and not settled:
             await tokens.flag_unpaid(session, now, row)  # no free energy: an operator must resolve it
-    connector_id, session_id = body.connector_id or (row.connector_id or ""), row.id
-    ctx.post.append(lambda: ctx.hub.twins.session_stopped(twin, connector_id, session_id))
+    ctx.op(twin, "session_stopped", body.connector_id or (row.connector_id or ""), row.id)
 
 
 async def _swap_started(
@@ -277,11 +290,8 @@ async def _swap_started(
     )
     if started:
         await _tell(session, ctx, row, sessions.STARTED)
-    session_id = row.id
     if body.lane:
-        ctx.post.append(
-            lambda: ctx.hub.twins.lane(twin, body.lane, busy=True, session_id=session_id, vehicle_id=body.vehicle_id)
-        )
+        ctx.op(twin, *twin_ops.lane_op(body.lane, True, row.id, body.vehicle_id))
 
 
 async def _swap_completed(
@@ -309,7 +319,7 @@ async def _swap_completed(
         gateway_id=ctx.gateway_id,
     )
     if body.lane:
-        ctx.post.append(lambda: ctx.hub.twins.lane(twin, body.lane, busy=False))
+        ctx.op(twin, *twin_ops.lane_op(body.lane, False))
     if not changed or not body.success:
         if not body.success and body.pack_in_id:
             released = await packs.release_swap_reservation(session, body.pack_in_id, now)
@@ -333,8 +343,7 @@ async def _swap_completed(
     for moved in (in_pack, out_pack):
         ctx.changed(inventory.pack_change(moved) if moved is not None else None)
     if in_pack is not None:
-        in_id = in_pack.id
-        ctx.post.append(lambda: ctx.hub.twins.remove_pack(twin, in_id))
+        ctx.op(twin, "remove_pack", in_pack.id)
         if in_pack.state in packs.STICKY:
             await _station_alarm(
                 session,
@@ -352,20 +361,11 @@ def _place(ctx: EventContext, twin: Twin, pack: Pack) -> None:
     row may change again before the commit)."""
     if pack.station_id != twin.station_id or not pack.slot_no:
         return
-    pack_id, slot_no, type_id, state = pack.id, pack.slot_no, pack.pack_type_id, pack.state
-    soc, soh, temp = pack.soc_permille, pack.soh_permille, pack.temperature_milli_c
-    ctx.post.append(
-        lambda: ctx.hub.twins.place_pack(
-            twin,
-            slot_no,
-            pack_id,
-            pack_type_id=type_id,
-            state=state,
-            soc_permille=soc,
-            soh_permille=soh,
-            temperature_milli_c=temp,
-        )
-    )
+    op = twin_ops.place_pack_op(
+        pack.slot_no, pack.id, pack.pack_type_id, pack.state, pack.soc_permille, pack.soh_permille,
+        pack.temperature_milli_c,
+    )  # fmt: skip
+    ctx.op(twin, *op)
 
 
 async def _tell(
@@ -434,8 +434,7 @@ async def _inspection_defect(
         actor=packs.ActorRef(ctx.gateway_id, Role.GATEWAY),
     )
     ctx.changed(inventory.pack_change(outcome.pack))
-    pack_id, state = outcome.pack.id, outcome.pack.state
-    ctx.post.append(lambda: ctx.hub.twins.pack_state(twin, pack_id, state))
+    ctx.op(twin, "pack_state", outcome.pack.id, outcome.pack.state)
 
 
 async def _alarm(
@@ -514,8 +513,10 @@ async def _vehicle_arrived(
         if await packs.reserve_for_swap(session, chosen, now, f"chosen for {body.vehicle_id or 'vehicle'}"):
             ctx.changed(inventory.pack_change(chosen))
             reservation_id = new_id("rsv")
-            pack_id, lane = chosen.id, body.lane
-            command = events.ReserveCommand(reservation_id=reservation_id, lane=lane, pack_id=pack_id)
+            command = events.ReserveCommand(reservation_id=reservation_id, lane=body.lane, pack_id=chosen.id)
+            ctx.op(twin, "pack_state", chosen.id, packs.RESERVED)
+            if command.lane:
+                ctx.op(twin, "lane_reserved", command.lane, reservation_id)
             ctx.post.append(functools.partial(_after_reserve, ctx.hub, twin, command))
             return
     alarm = _Alarm(AlarmLevel.WARNING, "NO_READY_PACK", vehicle_id=body.vehicle_id or None, open_work_order=False)
@@ -525,9 +526,6 @@ async def _vehicle_arrived(
 
 
 def _after_reserve(hub: Hub, twin: Twin, command: events.ReserveCommand) -> None:
-    hub.twins.pack_state(twin, command.pack_id, packs.RESERVED)
-    if command.lane:
-        hub.twins.lane_reserved(twin, command.lane, command.reservation_id)
     hub.spawn(hub.send_command(twin.station_id, command, SWAP_RESERVE_TIMEOUT))
 
 

@@ -93,3 +93,13 @@ def _station_command(command: object) -> stations_pb2.StationCommand:
     if isinstance(command, stations_pb2.StationCommand):
         return command
     raise TypeError(f"not a station command: {type(command).__name__}")
+
+
+def command_bytes(command: object) -> bytes:
+    """A command as it travels between replicas on the change feed (the wire form the gateway receives)."""
+    return _station_command(command).SerializeToString()
+
+
+def command_from_bytes(data: bytes) -> object:
+    """The command `command_bytes` encoded, ready for `downlink` on the replica holding the gateway's stream."""
+    return stations_pb2.StationCommand.FromString(data)

@@ -118,6 +118,7 @@ class UplinkStream:
             await self.hub.twin(station_id)
         self.link = GatewayLink(self.gateway_id, frozenset(ids), self.outbox)
         self.hub.attach(self.link)
+        await self.hub.announce(self.link)  # before the ack: a command from any replica can reach it now
         cursor = self.protocol.cursor
         self.outbox.put_nowait(Ack(cursor))
         log.info("gateway %s connected: %d stations, cursor %d", self.gateway_id, len(ids), cursor)
@@ -235,6 +236,7 @@ class UplinkStream:
             for seq, event in events:
                 await apply.apply_event(session, ctx, seq, event, now)
             await _advance_cursor(session, self.gateway_id, self.protocol.persisted, last_seq, now)
+            await ctx.publish(session)
         self.protocol.persisted_up_to(last_seq, time.monotonic())
         ctx.committed(now)
         await ctx.run_after()
@@ -332,6 +334,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 await apply.apply_event(session, ctx, None, event, now)
             if request.seq:
                 await _advance_cursor(session, request.gateway_id, stored, request.seq, now)
+            await ctx.publish(session)
         ctx.committed(now)
         await ctx.run_after()
         for sid in known:

@@ -9,7 +9,7 @@ value types below. Registry, twin internals, the servicer and the idempotency ta
 
 from __future__ import annotations
 
-from voltcloud.stations import inventory, packs, sessions, tokens
+from voltcloud.stations import inventory, packs, sessions, tokens, twin
 from voltcloud.stations.commands import CommandOutcome, CommandResult, StationCommands
 from voltcloud.stations.inventory import CONNECTOR_AVAILABLE, PACK_READY, InventoryChange
 from voltcloud.stations.models import Connector, MobileUnit, Pack, PackType, Station, StationSession
@@ -48,4 +48,5 @@ __all__ = [
     "packs",
     "sessions",
     "tokens",
+    "twin",
 ]

@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from voltcloud.api.v1 import stations_pb2, stations_pb2_grpc
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock
@@ -19,7 +21,7 @@ from voltcloud.platform.rpc import current_principal
 from voltcloud.stations import commands, convert, packs, registry
 from voltcloud.stations.commands import CommandResult
 from voltcloud.stations.ports import Settlement
-from voltcloud.stations.twin import Twin, TwinStore
+from voltcloud.stations.twin import Twin, TwinOp, TwinStore
 
 
 class LiveTwins(Protocol):
@@ -35,6 +37,10 @@ class LiveTwins(Protocol):
     async def twin(self, station_id: str) -> Twin: ...
 
     def forget(self, station_id: str) -> None: ...
+
+    async def publish_reload(self, session: AsyncSession, station_id: str) -> None: ...
+
+    async def publish_twin(self, session: AsyncSession, station_id: str, ops: list[TwinOp]) -> None: ...
 
     async def send_command(
         self,
@@ -126,6 +132,8 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             )
             response = stations_pb2.UpdateStationResponse(station=convert.station_message(view))
             await idempotency.complete(session, claim, response.SerializeToString())
+            if paths & {"lane_count", "slot_count"}:
+                await self.hub.publish_reload(session, request.station.station_id)
         if paths & {"lane_count", "slot_count"}:
             self.hub.forget(request.station.station_id)
         return response
@@ -264,6 +272,8 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             await session.flush()
             response = stations_pb2.RegisterPackResponse(pack=convert.pack_message(await packs.view(session, pack)))
             await idempotency.complete(session, claim, response.SerializeToString())
+            if pack.station_id:
+                await self.hub.publish_reload(session, pack.station_id)
         if pack.station_id:
             self.hub.forget(pack.station_id)
         return response
@@ -327,10 +337,13 @@ class StationServicer(stations_pb2_grpc.StationServiceServicer):
             pack_message = convert.pack_message(await packs.view(session, outcome.pack))
             response = convert.inspection_response(outcome, report, principal, pack_message)
             await idempotency.complete(session, claim, response.SerializeToString())
+            op: TwinOp = ["pack_state", outcome.pack.id, outcome.pack.state]
+            if outcome.pack.station_id:
+                await self.hub.publish_twin(session, outcome.pack.station_id, [op])
         if outcome.pack.station_id:
             twin = self.hub.twins.get(outcome.pack.station_id)
             if twin is not None:
-                self.hub.twins.pack_state(twin, outcome.pack.id, outcome.pack.state)
+                self.hub.twins.apply(twin, op)
                 twin.commit(now)
         return response
 

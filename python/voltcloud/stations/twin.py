@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from voltcloud.platform.clock import Clock
@@ -30,6 +30,12 @@ METRIC_SITE_POWER_W = int(Metric.SITE_POWER_W)
 CONNECTOR_STATUS_OFFLINE = int(ConnectorStatus.OFFLINE)
 
 HISTORY = 256  # revisions kept for resume
+
+# The change feed's topic of twin updates (platform/feed.py): payload {"ops": [op, ...], "replica": writer} or
+# {"reload": true}. An op is a list [name, *arguments] naming a TwinStore method below (`TwinStore.apply`), so
+# every replica replays on its cached twin what the writer's replica applied to its own.
+TOPIC = "twin"
+TwinOp = list[object]
 
 
 @dataclass
@@ -282,6 +288,40 @@ class TwinStore:
             slot.pack_state = state
             twin.touch(slots=[slot.slot])
 
+    # ---- replicated updates ----
+
+    def apply(self, twin: Twin, op: TwinOp) -> None:
+        """Replays one op of a "twin" change (see TOPIC). Unknown ops are skipped: a newer replica may send
+        ops an older one does not know, which then shows its twin slightly behind rather than failing."""
+        name, args = op[0], op[1:]
+        method = _OPS.get(str(name))
+        if method is not None:
+            method(self, twin, *args)
+
+    def seen(self, twin: Twin, heartbeat: bool) -> None:
+        self.mark_seen(twin, heartbeat=heartbeat)
+
+    def connector_values(self, twin: Twin, connector_id: str, power_w: int, meter_wh: int, energy_wh: int) -> None:
+        c = twin.connectors.get(connector_id)
+        if c is not None:
+            c.power_w, c.meter_wh, c.session_energy_wh = power_w, meter_wh, energy_wh
+            twin.touch(connectors=[connector_id])
+
+    def slot_values(self, twin: Twin, slot_no: int, soc: int, soh: int, temperature: int, power_w: int) -> None:
+        slot = twin.slots.get(slot_no)
+        if slot is not None:
+            slot.soc_permille, slot.soh_permille, slot.temperature_milli_c, slot.power_w = (
+                soc,
+                soh,
+                temperature,
+                power_w,
+            )
+            twin.touch(slots=[slot_no])
+
+    def site_power(self, twin: Twin, power_w: int) -> None:
+        twin.site_power_w = power_w
+        twin.touch()
+
     # ---- telemetry (fast path) ----
 
     def apply_latest(
@@ -351,3 +391,55 @@ class TwinStore:
             return False
         twin.touch(slots=[resource.slot])
         return True
+
+
+def lane_op(lane: int, busy: bool, session_id: str = "", vehicle_id: str = "") -> TwinOp:
+    return ["lane", lane, busy, session_id, vehicle_id]
+
+
+def place_pack_op(slot_no: int, pack_id: str, type_id: int, state: int, soc: int, soh: int, temp: int) -> TwinOp:
+    return ["place_pack", slot_no, pack_id, type_id, state, soc, soh, temp]
+
+
+def values_ops(twin: Twin, connectors: Iterable[str], slots: Iterable[int]) -> list[TwinOp]:
+    """The current telemetry values of the given resources, as ops (a follower's twin takes them as they are)."""
+    ops: list[TwinOp] = [["site_power", twin.site_power_w]]
+    for connector_id in connectors:
+        c = twin.connectors.get(connector_id)
+        if c is not None:
+            ops.append(["connector_values", connector_id, c.power_w, c.meter_wh, c.session_energy_wh])
+    for slot_no in slots:
+        s = twin.slots.get(slot_no)
+        if s is not None:
+            ops.append(["slot_values", slot_no, s.soc_permille, s.soh_permille, s.temperature_milli_c, s.power_w])
+    return ops
+
+
+def _lane(store: TwinStore, twin: Twin, lane: int, busy: bool, session_id: str, vehicle_id: str) -> None:
+    store.lane(twin, lane, busy=busy, session_id=session_id, vehicle_id=vehicle_id)
+
+
+def _place_pack(
+    store: TwinStore, twin: Twin, slot_no: int, pack_id: str, type_id: int, state: int, soc: int, soh: int, temp: int
+) -> None:
+    store.place_pack(
+        twin, slot_no, pack_id, pack_type_id=type_id, state=state, soc_permille=soc, soh_permille=soh,
+        temperature_milli_c=temp,
+    )  # fmt: skip
+
+
+_OPS: dict[str, Callable[..., None]] = {
+    "seen": TwinStore.seen,
+    "connector_status": TwinStore.connector_status,
+    "session_started": TwinStore.session_started,
+    "session_stopped": TwinStore.session_stopped,
+    "reservation": TwinStore.reservation,
+    "lane": _lane,
+    "lane_reserved": TwinStore.lane_reserved,
+    "place_pack": _place_pack,
+    "remove_pack": TwinStore.remove_pack,
+    "pack_state": TwinStore.pack_state,
+    "connector_values": TwinStore.connector_values,
+    "slot_values": TwinStore.slot_values,
+    "site_power": TwinStore.site_power,
+}
