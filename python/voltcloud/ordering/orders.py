@@ -184,8 +184,7 @@ async def _create(
     attempt = _Attempt(session, effects, deps, principal, quote, option, order, times, now)
     assigned = await _reserve(attempt)
     await _hold(attempt, inp)
-    session.add(order)
-    await session.flush()
+    session.add(order)  # inserted once, with its final state and version, when the transaction flushes
     await _record_created(attempt)
     if Mode(order.mode) in (Mode.VALET, Mode.MOBILE_VAN):
         await _dispatch(attempt)

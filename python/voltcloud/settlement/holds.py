@@ -163,8 +163,9 @@ async def place_hold(
     claim = await idempotency.claim(session, "place_hold", idempotency_key, request, now=now)
     if claim.is_replay:
         return hold_view(await get_hold(session, claim.replay_of or ""))
-    await accounts.load(session, account_id)
-    account = (await lock_accounts(session, [account_id]))[account_id]
+    if not account_id:
+        raise InvalidArgument.for_field("account_id", "is required")
+    account = (await lock_accounts(session, [account_id]))[account_id]  # NotFound if missing; no second read
     if account.currency != currency:
         raise InvalidArgument.for_field("currency", f"account {account_id} holds {account.currency}, not {currency}")
     if account.frozen:
