@@ -48,12 +48,46 @@ JWT_KEY = "create-order-bench-key-0123456789abcdef0123456789"
 
 async def _setup(url: str, data_dir: Path, n: int) -> tuple[Any, list[tuple[Any, str]]]:
     """A started platform on a seeded city and n (principal, quote id) pairs, one driver each."""
+    from voltcloud.config import Settings
+    from voltcloud.server import Platform
+
+    pairs = await prepare(url, n)
+    settings = Settings(  # type: ignore[call-arg]
+        listen="127.0.0.1:0", data_dir=data_dir, database_url=url, jwt_key=JWT_KEY, seed_demo=False,
+        reoptimize_interval_s=0, sweep_interval_s=3600, engine_sync_interval_s=0,
+    )  # fmt: skip
+    plat = Platform(settings)
+    await plat.start()
+    return plat, pairs
+
+
+async def prepare(url: str, n: int, world: str = "city") -> list[tuple[Any, str]]:
+    """Migrates and seeds an empty database with `world`, then gives n drivers a private car, a funded wallet
+    and a one-option quote each (a free connector or a ready pack, alternately); returns (principal, quote
+    id) pairs. Used by this bench and the kill drill (bench/drills/)."""
+
+    from voltcloud.engine import Engine
+    from voltcloud.platform.db import Database, upgrade_database_async
+    from voltcloud.seed import seed_world
+    from voltcloud.world import generate_world
+
+    await upgrade_database_async(url)
+    db = Database(url)
+    await seed_world(db, generate_world(world, seed=0))
+    engine = Engine()
+    await engine.load(db)
+    try:
+        return await _quotes(db, engine, n)
+    finally:
+        await db.dispose()
+
+
+async def _quotes(db: Any, engine: Any, n: int) -> list[tuple[Any, str]]:
     import datetime as dt
     from dataclasses import asdict
 
     from sqlmodel import col, select
 
-    from voltcloud.config import Settings
     from voltcloud.engine import EngineOption
     from voltcloud.fleet.models import Vehicle
     from voltcloud.ordering import payments
@@ -61,23 +95,8 @@ async def _setup(url: str, data_dir: Path, n: int) -> tuple[Any, list[tuple[Any,
     from voltcloud.ordering.quoting import _quoted
     from voltcloud.ordering.states import Mode, ResourceKind
     from voltcloud.platform.auth import Principal, Role
-    from voltcloud.platform.db import Database, upgrade_database_async
-    from voltcloud.seed import seed_world
-    from voltcloud.server import Platform
     from voltcloud.settlement import api as settlement
-    from voltcloud.world import generate_world
 
-    await upgrade_database_async(url)
-    db = Database(url)
-    await seed_world(db, generate_world("city", seed=0))
-    await db.dispose()
-    settings = Settings(  # type: ignore[call-arg]
-        listen="127.0.0.1:0", data_dir=data_dir, database_url=url, jwt_key=JWT_KEY, seed_demo=False,
-        reoptimize_interval_s=0, sweep_interval_s=3600, engine_sync_interval_s=0,
-    )  # fmt: skip
-    plat = Platform(settings)
-    await plat.start()
-    engine = plat.powerup.engine
     now = dt.datetime.now(dt.UTC)
     resources: list[tuple[str, Any]] = []  # (mode, engine station, resource id)
     for station in engine._maps.station_by_id.values():
@@ -87,7 +106,7 @@ async def _setup(url: str, data_dir: Path, n: int) -> tuple[Any, list[tuple[Any,
     charge = [r for r in resources if r[0] == "charge"]
     swap = [r for r in resources if r[0] == "swap"]
     mixed = [r for pair in zip(charge, swap, strict=False) for r in pair]
-    async with plat.db.transaction() as session:
+    async with db.transaction() as session:
         query = select(Vehicle).where(col(Vehicle.fleet_id).is_(None)).order_by(col(Vehicle.id))
         cars = list((await session.exec(query)).all())
     if len(cars) < n or len(mixed) < n:
@@ -95,7 +114,7 @@ async def _setup(url: str, data_dir: Path, n: int) -> tuple[Any, list[tuple[Any,
     pairs = []
     for i in range(n):
         driver, car, (mode, station, resource) = f"drv-bench-{i:05d}", cars[i], mixed[i]
-        async with plat.db.transaction() as session:
+        async with db.transaction() as session:
             car = await session.get(Vehicle, car.id)
             car.owner_driver_id = driver
             session.add(car)
@@ -127,7 +146,7 @@ async def _setup(url: str, data_dir: Path, n: int) -> tuple[Any, list[tuple[Any,
                 )
             )  # fmt: skip
         pairs.append((Principal(subject=driver, role=Role.DRIVER, tenant=None), quote_id))
-    return plat, pairs
+    return pairs
 
 
 async def _child(args: argparse.Namespace) -> dict[str, Any]:
