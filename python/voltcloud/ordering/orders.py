@@ -312,7 +312,7 @@ async def _hold(a: _Attempt, inp: CreateInput) -> None:
         amount_minor=amount,
         currency=option.currency,
         reference=f"order:{order.id}",
-        idempotency_key=f"order-hold:{principal.subject}:{inp.idempotency_key}",
+        idempotency_key=None,  # the order's own key, claimed in this transaction, makes the hold idempotent
         expires_at=order.service_by + dt.timedelta(hours=6),
         clock=deps.clock,
     )
