@@ -61,6 +61,7 @@ class Report:
     drivers: int = 0
     acknowledged_before_kill: int = 0
     in_flight_at_kill: int = 0  # clients waiting for an answer when the server was killed
+    committed_unanswered_at_kill: int = 0  # of those, orders already committed (their retry is a replay)
     refused_before_kill: dict[str, int] = field(default_factory=dict)
     retried_after_restart: int = 0
     orders: int = 0
@@ -138,6 +139,14 @@ async def load(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return {"answered": answered, "refused": refused, "in_flight_at_kill": len(pending)}
+
+
+async def count_orders(url: str) -> int:
+    engine = create_async_engine(url)
+    async with engine.connect() as c:
+        count = int((await c.execute(sa.text("SELECT count(*) FROM powerup_order"))).scalar_one())
+    await engine.dispose()
+    return count
 
 
 async def check(url: str, calls: list[tuple[str, str, str]], acked: dict[str, str], final: dict[str, str]) -> Report:
@@ -253,6 +262,7 @@ async def drill(drivers: int, clients: int, kill_at: int, base_url: str = POSTGR
             first = await load(target, calls, clients, kill_at, kill)
             killed_at = time.perf_counter()
             acked = dict(first["answered"])
+            at_kill = await count_orders(url)
             process, target = await start_server(url, Path(tmp))
             ready_s = time.perf_counter() - killed_at
             retry = [c for c in calls if c[2] not in acked]
@@ -269,6 +279,7 @@ async def drill(drivers: int, clients: int, kill_at: int, base_url: str = POSTGR
         report = await check(url, calls, acked, final)
         report.acknowledged_before_kill = len(acked)
         report.in_flight_at_kill = first["in_flight_at_kill"]
+        report.committed_unanswered_at_kill = at_kill - len(acked)
         refused: dict[str, int] = {}
         for code in first["refused"].values():
             refused[code] = refused.get(code, 0) + 1
