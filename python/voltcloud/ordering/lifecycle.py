@@ -187,21 +187,31 @@ class OrderFeed:
             self.move(change.key, float(p["lat"]), float(p["lng"]), None, at)
 
 
+_PENDING_ORDER_CHANGES = "ordering.pending_order_changes"
+
+
 async def publish_order(session: AsyncSession, order: Order) -> None:
     """The one writer of topic "order": what a subscriber needs to act without reading the order (who made
-    it, for which vehicle and fleet, its state) and `seq`, its last event, to tell news from a repeat."""
-    await feed.publish(
-        session,
-        ORDER_TOPIC,
-        order.id,
-        {
-            "order_id": order.id,
-            "state": int(order.state),
-            "created_by": order.created_by,
-            "vehicle_id": order.vehicle_id,
-            "fleet_id": order.fleet_id,
-            "seq": order.last_event_seq,
-        },
+    it, for which vehicle and fleet, its state) and `seq`, its last event, to tell news from a repeat.
+
+    One change per order and flush: a transaction that moves an order several times before writing (CreateOrder:
+    created, assigned, en route) brings its pending change up to date instead of adding another row."""
+    payload = {
+        "order_id": order.id,
+        "state": int(order.state),
+        "created_by": order.created_by,
+        "vehicle_id": order.vehicle_id,
+        "fleet_id": order.fleet_id,
+        "seq": order.last_event_seq,
+    }
+    pending: dict[str, feed.ChangeEvent] = session.info.setdefault(_PENDING_ORDER_CHANGES, {})
+    row = pending.get(order.id)
+    if row is not None and row in session.new:
+        row.payload = json.dumps(payload, separators=(",", ":"))
+        return
+    await feed.publish(session, ORDER_TOPIC, order.id, payload)
+    pending[order.id] = next(
+        r for r in session.new if isinstance(r, feed.ChangeEvent) and r.topic == ORDER_TOPIC and r.key == order.id
     )
 
 
