@@ -145,6 +145,7 @@ class ChangeFeed:
         self._tasks: list[asyncio.Task[None]] = []
         self._reading = asyncio.Lock()
         self._listening = False
+        self._stopping = False
         db.after_commit(self._on_commit)
 
     def subscribe(self, topic: str, handler: Handler) -> None:
@@ -163,6 +164,7 @@ class ChangeFeed:
             connection = await session.connection()
             last = (await connection.execute(sa.select(sa.func.max(ChangeEvent.__table__.c.id)))).scalar_one_or_none()  # type: ignore[attr-defined]
         self.position = int(last or 0)
+        self._stopping = False
         self._tasks.append(asyncio.create_task(self._follow(), name="feed.follow"))
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="feed.prune"))
         if self.db.dialect == "postgresql":
@@ -174,6 +176,9 @@ class ChangeFeed:
                 self._tasks.append(asyncio.create_task(self._watch_sqlite(path), name="feed.sqlite"))
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for can swallow a cancellation that coincides with the wake-up it waits for; the
+        # flag ends the follower then anyway (else stop() waited for a task that had lost its cancellation).
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -252,7 +257,7 @@ class ChangeFeed:
         self.delivered += len(changes)
 
     async def _follow(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.catch_up_s if self._gaps else self._idle_wait())
             self._wake.clear()
