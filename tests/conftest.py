@@ -83,3 +83,13 @@ async def no_stray_tasks() -> AsyncIterator[None]:
         task.cancel()
     if stray:
         await asyncio.wait(stray, timeout=5)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `slow` (the drills) run only when asked for with `-m slow` (pyproject's marker promise)."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -40,7 +40,7 @@ class PowerUp:
         self.changes = feed or ChangeFeed(db)  # the change feed this replica follows
         self.clock: Clock = clock or SystemClock()
         self.engine = Engine()
-        self.feed = OrderFeed()
+        self.feed = OrderFeed(self.changes)  # WatchOrder streams follow the feed's order topics
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
         self.deps = orders.OrderingDeps(self.uow, self.clock, settings, OrderTasks(self.hub))

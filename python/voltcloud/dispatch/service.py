@@ -186,12 +186,15 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             energy = int(message.position.van_energy_wh) if unit.kind == tasks.UNIT_VAN else None
 
             async def moved(session: AsyncSession, effects: Effects) -> list[str]:
-                return await tasks.move_worker(
+                served = await tasks.move_worker(
                     session, effects, p.feed, unit_id=unit.id, lat=pos.lat, lng=pos.lng, energy_wh=energy
                 )
+                for order_id in served:  # other replicas' watchers of these orders
+                    await p.feed.publish_position(session, order_id, pos.lat, pos.lng, now)
+                return served
 
             for order_id in await p.uow.run("dispatch.position", moved):
-                await p.feed.move(order_id, pos.lat, pos.lng, None)
+                p.feed.move(order_id, pos.lat, pos.lng, None, now)
             return ""
         if kind == "status":
             status = int(message.status.status)

@@ -2,8 +2,10 @@
 
 Ordering's services and the dispatch domain move orders only through these functions, so every state change
 is checked against `states.TRANSITIONS` and leaves one `OrderEvent` row (who, when, where, energy, amount,
-why). Functions take the caller's session and an `Effects` collector; `UnitOfWork.run` commits and then
-applies the effects (engine view, watcher wake-ups, dispatch offers) — never before the commit.
+why) and one change on the feed (topic "order", `publish_order`, the one writer of it), so every replica's
+watchers learn of it at commit. Functions take the caller's session and an `Effects` collector;
+`UnitOfWork.run` commits and then applies the effects (engine view, this process's watcher wake-ups, dispatch
+offers) — never before the commit.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from voltcloud.ordering.models import (
     Reservation,
 )
 from voltcloud.ordering.states import OrderState, check_transition
+from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
@@ -65,41 +68,151 @@ class Effects:
     """What to do once the transaction has committed."""
 
     changes: list[InventoryChange] = field(default_factory=list)
-    orders: set[str] = field(default_factory=set)
+    orders: dict[str, int] = field(default_factory=dict)  # order id -> its last event seq
     callbacks: list[Callable[[], None]] = field(default_factory=list)
 
 
+ORDER_TOPIC = "order"  # one change per OrderEvent; payload: see `publish_order`
+POSITION_TOPIC = "order_position"  # a specialist's or van's position while serving an order
+POSITION_EVERY_S = 1.0  # at most one position change per order and second per replica: apps report often
+
+
+@dataclass
+class _Watched:
+    """What this process knows of one watched order; `generation` grows with every news of it."""
+
+    watchers: int = 0
+    generation: int = 0
+    seq: int = 0  # the highest event seq announced
+    position: tuple[float, float, dt.datetime | None] | None = None
+    position_at: dt.datetime | None = None
+    news: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class OrderFeed:
-    """Wakes WatchOrder streams of this process when an order's history grows or its specialist moves.
+    """Wakes this process's WatchOrder streams when an order's history grows or its specialist moves, on any
+    replica: it follows the change feed's "order" and "order_position" topics (`follow`), and this process's
+    own commits wake watchers at once (`notify` / `move` after commit; the feed's copy is then a no-op)."""
 
-    Other replicas' events reach watchers through the watchers' periodic database poll.
-    """
+    def __init__(self, changes: feed.ChangeFeed | None = None, *, position_every_s: float = POSITION_EVERY_S) -> None:
+        self.position_every_s = position_every_s
+        self._watched: dict[str, _Watched] = {}
+        self._position_sent: dict[str, float] = {}  # order id -> loop time of its last published position
+        if changes is not None:
+            self.follow(changes)
 
-    def __init__(self) -> None:
-        self._conditions: dict[str, asyncio.Condition] = {}
-        self._positions: dict[str, tuple[float, float, dt.datetime | None]] = {}
+    def follow(self, changes: feed.ChangeFeed) -> None:
+        changes.subscribe(ORDER_TOPIC, self._on_orders)
+        changes.subscribe(POSITION_TOPIC, self._on_positions)
 
-    def condition(self, order_id: str) -> asyncio.Condition:
-        return self._conditions.setdefault(order_id, asyncio.Condition())
+    def watch(self, order_id: str) -> int:
+        """Registers a watcher; returns the generation to read from (call `forget` when done)."""
+        watched = self._watched.setdefault(order_id, _Watched())
+        watched.watchers += 1
+        return watched.generation
 
     def forget(self, order_id: str) -> None:
-        condition = self._conditions.get(order_id)
-        if condition is not None and not condition._waiters:
-            self._conditions.pop(order_id, None)
+        watched = self._watched.get(order_id)
+        if watched is not None:
+            watched.watchers -= 1
+            if watched.watchers <= 0:
+                del self._watched[order_id]
 
-    async def notify(self, order_id: str) -> None:
-        condition = self._conditions.get(order_id)
-        if condition is None:
+    def generation(self, order_id: str) -> int:
+        watched = self._watched.get(order_id)
+        return watched.generation if watched is not None else 0
+
+    async def changed(self, order_id: str, seen: int) -> int:
+        """Waits until there is news of a watched order after generation `seen`; returns the new generation.
+        No timer: the feed delivers every committed change (and repairs a lost notification by itself)."""
+        watched = self._watched.setdefault(order_id, _Watched())
+        while watched.generation == seen:
+            await watched.news.wait()
+        return watched.generation
+
+    def notify(self, order_id: str, seq: int | None = None) -> None:
+        """News of an order (its event `seq`, if known: an event already announced is not news again)."""
+        watched = self._watched.get(order_id)
+        if watched is None:
             return
-        async with condition:
-            condition.notify_all()
+        if seq is not None:
+            if seq <= watched.seq:
+                return
+            watched.seq = seq
+        self._bump(watched)
 
     def position(self, order_id: str) -> tuple[float, float, dt.datetime | None] | None:
-        return self._positions.get(order_id)
+        watched = self._watched.get(order_id)
+        return watched.position if watched is not None else None
 
-    async def move(self, order_id: str, lat: float, lng: float, eta: dt.datetime | None) -> None:
-        self._positions[order_id] = (lat, lng, eta)
-        await self.notify(order_id)
+    def move(self, order_id: str, lat: float, lng: float, eta: dt.datetime | None, at: dt.datetime) -> None:
+        """The specialist/van serving the order was at (lat, lng) at `at`; an older report changes nothing."""
+        watched = self._watched.get(order_id)
+        if watched is None or (watched.position_at is not None and at <= watched.position_at):
+            return
+        watched.position = (lat, lng, eta)
+        watched.position_at = at
+        self._bump(watched)
+
+    @staticmethod
+    def _bump(watched: _Watched) -> None:
+        watched.generation += 1
+        watched.news.set()
+        watched.news = asyncio.Event()
+
+    async def publish_position(
+        self, session: AsyncSession, order_id: str, lat: float, lng: float, at: dt.datetime
+    ) -> bool:
+        """Puts a serving unit's position on the feed for other replicas' watchers, throttled per order (this
+        replica's own watchers get every position through `move`); True when published."""
+        now = asyncio.get_running_loop().time()
+        last = self._position_sent.get(order_id)
+        if last is not None and now - last < self.position_every_s:
+            return False
+        if len(self._position_sent) > 10_000:  # forget orders not moved lately, so the map stays small
+            horizon = now - self.position_every_s
+            self._position_sent = {k: t for k, t in self._position_sent.items() if t > horizon}
+        self._position_sent[order_id] = now
+        await feed.publish(session, POSITION_TOPIC, order_id, {"order_id": order_id, "lat": lat, "lng": lng, "at": at})
+        return True
+
+    def _on_orders(self, changes: list[feed.Change]) -> None:
+        for change in changes:
+            self.notify(change.key, int(change.payload.get("seq", 0)) or None)
+
+    def _on_positions(self, changes: list[feed.Change]) -> None:
+        for change in changes:
+            p = change.payload
+            at = dt.datetime.fromisoformat(p["at"]) if p.get("at") else change.at
+            self.move(change.key, float(p["lat"]), float(p["lng"]), None, at)
+
+
+_PENDING_ORDER_CHANGES = "ordering.pending_order_changes"
+
+
+async def publish_order(session: AsyncSession, order: Order) -> None:
+    """The one writer of topic "order": what a subscriber needs to act without reading the order (who made
+    it, for which vehicle and fleet, its state) and `seq`, its last event, to tell news from a repeat.
+
+    One change per order and flush: a transaction that moves an order several times before writing (CreateOrder:
+    created, assigned, en route) brings its pending change up to date instead of adding another row."""
+    payload = {
+        "order_id": order.id,
+        "state": int(order.state),
+        "created_by": order.created_by,
+        "vehicle_id": order.vehicle_id,
+        "fleet_id": order.fleet_id,
+        "seq": order.last_event_seq,
+    }
+    pending: dict[str, feed.ChangeEvent] = session.info.setdefault(_PENDING_ORDER_CHANGES, {})
+    row = pending.get(order.id)
+    if row is not None and row in session.new:
+        row.payload = json.dumps(payload, separators=(",", ":"))
+        return
+    await feed.publish(session, ORDER_TOPIC, order.id, payload)
+    pending[order.id] = next(
+        r for r in session.new if isinstance(r, feed.ChangeEvent) and r.topic == ORDER_TOPIC and r.key == order.id
+    )
 
 
 class UnitOfWork:
@@ -134,8 +247,8 @@ class UnitOfWork:
             self.engine.apply(effects.changes)
         except Exception:  # the engine is a cache: log, the periodic sync repairs it
             log.exception("engine update after commit failed")
-        for order_id in effects.orders:
-            await self.feed.notify(order_id)
+        for order_id, seq in effects.orders.items():
+            self.feed.notify(order_id, seq)
         for callback in effects.callbacks:
             try:
                 callback()
@@ -195,8 +308,8 @@ async def record(
     )
     session.add(order)
     session.add(event)
-    await session.flush()
-    effects.orders.add(order.id)
+    await publish_order(session, order)
+    effects.orders[order.id] = order.last_event_seq
     return event
 
 
@@ -357,6 +470,8 @@ def at_or_now(clock: Clock, at: dt.datetime | None) -> dt.datetime:
 
 
 __all__ = [
+    "ORDER_TOPIC",
+    "POSITION_TOPIC",
     "SYSTEM",
     "Actor",
     "DomainError",
@@ -368,6 +483,7 @@ __all__ = [
     "customer_of",
     "events_after",
     "finish",
+    "publish_order",
     "record",
     "release_resources",
 ]

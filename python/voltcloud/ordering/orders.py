@@ -184,8 +184,7 @@ async def _create(
     attempt = _Attempt(session, effects, deps, principal, quote, option, order, times, now)
     assigned = await _reserve(attempt)
     await _hold(attempt, inp)
-    session.add(order)
-    await session.flush()
+    session.add(order)  # inserted once, with its final state and version, when the transaction flushes
     await _record_created(attempt)
     if Mode(order.mode) in (Mode.VALET, Mode.MOBILE_VAN):
         await _dispatch(attempt)
@@ -313,7 +312,7 @@ async def _hold(a: _Attempt, inp: CreateInput) -> None:
         amount_minor=amount,
         currency=option.currency,
         reference=f"order:{order.id}",
-        idempotency_key=f"order-hold:{principal.subject}:{inp.idempotency_key}",
+        idempotency_key=None,  # the order's own key, claimed in this transaction, makes the hold idempotent
         expires_at=order.service_by + dt.timedelta(hours=6),
         clock=deps.clock,
     )

@@ -74,11 +74,12 @@ async def hold(
     amount_minor: int,
     currency: str,
     reference: str,
-    idempotency_key: str,
+    idempotency_key: str | None,
     expires_at: dt.datetime,
     clock: Clock = _SYSTEM,
 ) -> str:
-    """Places a hold; FailedPrecondition (from settlement) when funds are short. Returns the hold id."""
+    """Places a hold; FailedPrecondition (from settlement) when funds are short. Returns the hold id.
+    `idempotency_key` None: the caller's transaction already claimed a key of its own (settlement's)."""
     placed = await settlement.place_hold(
         session,
         account_id=account_id,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -37,8 +35,6 @@ from voltcloud.platform.limits import to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 from voltcloud.stations.api import MobileUnit, StationCommands
-
-WATCH_POLL_S = 1.0
 
 
 class OrderingRuntime(Protocol):
@@ -121,7 +117,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             await orders.get_order(session, principal, request.order_id, events=False)
         after = request.after_event_seq
         last_position: tuple[float, float] | None = None
-        condition = feed.condition(request.order_id)
+        seen = feed.watch(request.order_id)  # before the first read: news from then on is not missed
         try:
             while True:
                 async with db.transaction("ordering.watch.read") as session:
@@ -146,9 +142,7 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
                     yield ordering_pb2.WatchOrderResponse(event=live, order=snapshot)
                 if OrderState(order.state) in TERMINAL and after >= order.last_event_seq:
                     return
-                async with condition:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(condition.wait(), WATCH_POLL_S)
+                seen = await feed.changed(request.order_id, seen)  # pushed by the change feed; no timer
         finally:
             feed.forget(request.order_id)
 

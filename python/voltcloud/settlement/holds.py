@@ -142,12 +142,14 @@ async def place_hold(
     amount_minor: int,
     currency: str,
     reference: str,
-    idempotency_key: str,
+    idempotency_key: str | None,
     expires_at: dt.datetime,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Hold:
     """Reserves `amount_minor` of the account's available balance (credit limit included for post-settlement
-    fleets). FailedPrecondition "insufficient funds ..." when short."""
+    fleets). FailedPrecondition "insufficient funds ..." when short. `idempotency_key` None: the caller's
+    transaction is idempotent by a key of its own, claimed in the same transaction (CreateOrder's), so a
+    second claim for the hold would be two statements that can never change the outcome."""
     check_amount("amount", amount_minor)
     check_currency("currency", currency)
     now = clock.now()
@@ -160,11 +162,14 @@ async def place_hold(
         "reference": reference,
         "expires_at": expires_at,
     }
-    claim = await idempotency.claim(session, "place_hold", idempotency_key, request, now=now)
-    if claim.is_replay:
-        return hold_view(await get_hold(session, claim.replay_of or ""))
-    await accounts.load(session, account_id)
-    account = (await lock_accounts(session, [account_id]))[account_id]
+    claim = None
+    if idempotency_key is not None:
+        claim = await idempotency.claim(session, "place_hold", idempotency_key, request, now=now)
+        if claim.is_replay:
+            return hold_view(await get_hold(session, claim.replay_of or ""))
+    if not account_id:
+        raise InvalidArgument.for_field("account_id", "is required")
+    account = (await lock_accounts(session, [account_id]))[account_id]  # NotFound if missing; no second read
     if account.currency != currency:
         raise InvalidArgument.for_field("currency", f"account {account_id} holds {account.currency}, not {currency}")
     if account.frozen:
@@ -192,8 +197,9 @@ async def place_hold(
         created_at=now,
     )
     session.add_all([account, hold])
-    await session.flush()
-    await idempotency.complete(session, claim, hold.id)
+    if claim is not None:
+        await session.flush()
+        await idempotency.complete(session, claim, hold.id)
     return hold_view(hold)
 
 
