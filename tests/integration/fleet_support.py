@@ -13,6 +13,7 @@ from voltcloud.platform.auth import Role, Tenant
 from .conftest import RunningPlatform
 
 VIN = "1M8GDM9AXKP042788"  # a real VIN with a valid check digit ('X')
+OTHER_VIN = "1HGCM82633A004352"  # another real one (check digit 3)
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -37,7 +38,7 @@ class OnboardedFleet:
 
 
 async def onboard(
-    running: RunningPlatform, channel: grpc.aio.Channel, *, funded: int, allocated: int, tag: str = "f"
+    running: RunningPlatform, channel: grpc.aio.Channel, *, funded: int, allocated: int, tag: str = "f", vin: str = VIN
 ) -> OnboardedFleet:
     """A fleet with `funded` minor units on its account, `allocated` of them moved to its one sub-fleet, a
     vehicle in that sub-fleet and an approved driver assigned to it."""
@@ -56,7 +57,7 @@ async def onboard(
         )
     ).sub_fleet
     vehicle = fleet_pb2.Vehicle(
-        vin=VIN,
+        vin=vin,
         model_id="e-van 2",
         fleet_id=fleet.fleet_id,
         sub_fleet_id=sub.sub_fleet_id,

@@ -8,7 +8,18 @@ settlement reads it, and `SubFleet`, to decide who spends a fleet's money.
 from __future__ import annotations
 
 from voltcloud.fleet.models import Driver, Fleet, SubFleet, Vehicle
-from voltcloud.fleet.ports import Ledger, PackTypes
+from voltcloud.fleet.ports import ChargingTokens, Ledger, PackTypes, TokenIssue, TokenView
 from voltcloud.fleet.vin import normalise_vin
 
-__all__ = ["Driver", "Fleet", "Ledger", "PackTypes", "SubFleet", "Vehicle", "normalise_vin"]
+__all__ = [
+    "ChargingTokens",
+    "Driver",
+    "Fleet",
+    "Ledger",
+    "PackTypes",
+    "SubFleet",
+    "TokenIssue",
+    "TokenView",
+    "Vehicle",
+    "normalise_vin",
+]

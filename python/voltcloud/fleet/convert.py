@@ -4,13 +4,14 @@ read here; what a value may be (VIN, ranges, whose fleet) is the domain modules'
 from __future__ import annotations
 
 from voltcloud.api.v1 import common_pb2, fleet_pb2
-from voltcloud.fleet.api import Driver, Fleet, SubFleet, Vehicle
+from voltcloud.fleet.api import Driver, Fleet, SubFleet, TokenView, Vehicle
 from voltcloud.fleet.drivers import DriverFilter, NewDriver
 from voltcloud.fleet.fleets import PaymentTerms
+from voltcloud.fleet.tokens import NewToken
 from voltcloud.fleet.vehicles import NewVehicle, VehicleFilter
 from voltcloud.platform.convert import money_message, money_value
 from voltcloud.platform.errors import InvalidArgument
-from voltcloud.platform.limits import to_timestamp
+from voltcloud.platform.limits import optional_datetime, to_timestamp
 
 _STANDARDS = [s for s in common_pb2.ConnectorStandard.values() if s != common_pb2.CONNECTOR_STANDARD_UNSPECIFIED]
 
@@ -127,4 +128,34 @@ def driver_message(driver: Driver) -> fleet_pb2.Driver:
     )
     if driver.created_at is not None:
         message.create_time.CopyFrom(to_timestamp(driver.created_at))
+    return message
+
+
+def new_token(request: fleet_pb2.IssueChargingTokenRequest) -> NewToken:
+    if not request.idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    return NewToken(
+        fleet_id=request.fleet_id,
+        sub_fleet_id=request.sub_fleet_id,
+        driver_id=request.driver_id,
+        vehicle_id=request.vehicle_id,
+        id_tag=request.id_tag,
+        operator_id=request.operator_id,
+        expires_at=optional_datetime(request, "expiry_time", zero="invalid"),
+    )
+
+
+def token_message(token: TokenView) -> fleet_pb2.FleetChargingToken:
+    message = fleet_pb2.FleetChargingToken(
+        token_id=token.token_id,
+        id_tag=token.id_tag,
+        operator_id=token.operator_id,
+        fleet_id=token.fleet_id,
+        sub_fleet_id=token.sub_fleet_id,
+        vehicle_id=token.vehicle_id,
+        account_id=token.account_id,
+        status=token.status,  # type: ignore[arg-type]
+    )
+    if token.expires_at is not None:
+        message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
     return message

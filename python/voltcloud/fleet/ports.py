@@ -3,15 +3,20 @@
 Fleet sits at the bottom of the room graph (settlement and stations read its rows through `fleet.api`), so it
 cannot import them: a new fleet or sub-fleet needs its settlement account, an allocation is a journal entry, a
 credit limit lives on the account, and whether a pack type exists is stations' to say. `settlement.api` (the
-module itself) is the `Ledger`; `server.py` gives the `PackTypes` check.
+module itself) is the `Ledger`; `server.py` gives the `PackTypes` check. Charging tokens are stations' rows
+(the OCPP gateways authorise against them): `stations.api.FleetTokens` is the `ChargingTokens` port.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from voltcloud.platform.auth import Principal
 
 
 class Ledger(Protocol):
@@ -42,3 +47,62 @@ class Ledger(Protocol):
 
 
 PackTypes = Callable[[AsyncSession, int], Awaitable[bool]]  # whether a pack type id exists
+
+
+@dataclass(frozen=True)
+class TokenIssue:
+    """A token to issue for a fleet, after fleet has checked the fleet, sub-fleet and vehicle are the caller's."""
+
+    fleet_id: str
+    sub_fleet_id: str
+    vehicle_id: str
+    id_tag: str
+    operator_id: str
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class TokenView:
+    token_id: str
+    id_tag: str
+    operator_id: str
+    fleet_id: str
+    sub_fleet_id: str
+    vehicle_id: str
+    account_id: str
+    status: int  # IdTagStatus: the verdict now (ACCEPTED, BLOCKED, EXPIRED)
+    expires_at: dt.datetime | None
+
+
+class ChargingTokens(Protocol):
+    """Stations' side of a fleet's charging tokens; joins the caller's transaction. A token id that is not the
+    named fleet's is NOT_FOUND."""
+
+    async def issue(
+        self, session: AsyncSession, principal: Principal, now: dt.datetime, new: TokenIssue
+    ) -> TokenView: ...
+
+    async def set_blocked(
+        self, session: AsyncSession, principal: Principal, now: dt.datetime, fleet_id: str, token_id: str, blocked: bool
+    ) -> TokenView: ...
+
+    async def set_expiry(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        now: dt.datetime,
+        fleet_id: str,
+        token_id: str,
+        expires_at: dt.datetime | None,
+    ) -> TokenView: ...
+
+    async def list_tokens(
+        self,
+        session: AsyncSession,
+        now: dt.datetime,
+        fleet_id: str,
+        sub_fleet_id: str,
+        *,
+        after: str | None,
+        limit: int,
+    ) -> list[TokenView]: ...

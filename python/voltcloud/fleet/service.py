@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc
-from voltcloud.fleet import convert, drivers, fleets, state, vehicles
-from voltcloud.fleet.ports import Ledger, PackTypes
+from voltcloud.fleet import convert, drivers, fleets, state, tokens, vehicles
+from voltcloud.fleet.ports import ChargingTokens, Ledger, PackTypes
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.convert import money_message
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import InvalidArgument
+from voltcloud.platform.limits import optional_datetime
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 
@@ -23,10 +24,18 @@ R = TypeVar("R", bound=idempotency.Response)
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, db: Database, ledger: Ledger, pack_types: PackTypes, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ledger: Ledger,
+        pack_types: PackTypes,
+        charging_tokens: ChargingTokens,
+        clock: Clock | None = None,
+    ) -> None:
         self._db = db
         self._ledger = ledger
         self._pack_types = pack_types
+        self._tokens = charging_tokens
         self._clock: Clock = clock or SystemClock()
 
     async def _keyed(
@@ -225,4 +234,67 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         return fleet_pb2.ListDriversResponse(
             drivers=[convert.driver_message(d) for d in rows],
             next_page_token=next_page_token(rows[-1].id if rows else None, len(rows), page),
+        )
+
+    # charging tokens ------------------------------------------------------------------------------------------
+
+    async def IssueChargingToken(
+        self, request: fleet_pb2.IssueChargingTokenRequest, context: Any
+    ) -> fleet_pb2.IssueChargingTokenResponse:
+        new = convert.new_token(request)
+
+        async def work(session: AsyncSession) -> fleet_pb2.IssueChargingTokenResponse:
+            token = await tokens.issue(session, self._tokens, current_principal(), new, now=self._clock.now())
+            return fleet_pb2.IssueChargingTokenResponse(token=convert.token_message(token))
+
+        return await self._keyed("IssueChargingToken", request, fleet_pb2.IssueChargingTokenResponse, work)
+
+    async def BlockChargingToken(
+        self, request: fleet_pb2.BlockChargingTokenRequest, context: Any
+    ) -> fleet_pb2.BlockChargingTokenResponse:
+        async with self._db.transaction("fleet.BlockChargingToken") as session:
+            token = await tokens.set_blocked(
+                session,
+                self._tokens,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                token_id=request.token_id,
+                blocked=request.blocked,
+                now=self._clock.now(),
+            )
+        return fleet_pb2.BlockChargingTokenResponse(token=convert.token_message(token))
+
+    async def SetChargingTokenExpiry(
+        self, request: fleet_pb2.SetChargingTokenExpiryRequest, context: Any
+    ) -> fleet_pb2.SetChargingTokenExpiryResponse:
+        expires_at = optional_datetime(request, "expiry_time", zero="invalid")
+        async with self._db.transaction("fleet.SetChargingTokenExpiry") as session:
+            token = await tokens.set_expiry(
+                session,
+                self._tokens,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                token_id=request.token_id,
+                expires_at=expires_at,
+                now=self._clock.now(),
+            )
+        return fleet_pb2.SetChargingTokenExpiryResponse(token=convert.token_message(token))
+
+    async def ListChargingTokens(
+        self, request: fleet_pb2.ListChargingTokensRequest, context: Any
+    ) -> fleet_pb2.ListChargingTokensResponse:
+        page = parse_page(request.page_size, request.page_token)
+        async with self._db.transaction("fleet.ListChargingTokens") as session:
+            rows = await tokens.list_tokens(
+                session,
+                self._tokens,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                sub_fleet_id=request.sub_fleet_id,
+                page=page,
+                now=self._clock.now(),
+            )
+        return fleet_pb2.ListChargingTokensResponse(
+            tokens=[convert.token_message(t) for t in rows],
+            next_page_token=next_page_token(rows[-1].token_id if rows else None, len(rows), page),
         )

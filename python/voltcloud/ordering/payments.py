@@ -67,16 +67,13 @@ async def fleet_payer(
 ) -> str:
     """The account a fleet vehicle's order is paid from when the caller names none: the vehicle's sub-fleet
     allocation, else the ordering driver's sub-fleet's, else the fleet's own account. Paying from the
-    allocation is what makes it a limit: the hold is refused when the allocation (plus its credit) is short."""
+    allocation is what makes it a limit: the hold is refused when the allocation (plus its credit) is short.
+    A sub-fleet without an account (written by the demo seed, before FleetService) was never given an
+    allocation, so its orders stay on the fleet's account."""
     sub_fleet = await _sub_fleet_of(session, fleet_id=fleet_id, vehicle_id=vehicle_id, driver_id=driver_id)
-    if sub_fleet is None:
-        return await customer_account(session, owner_kind="fleet", owner_id=fleet_id, currency=currency, clock=clock)
-    if sub_fleet.account_id:
+    if sub_fleet is not None and sub_fleet.account_id:
         return sub_fleet.account_id
-    # A sub-fleet written before FleetService opened accounts: opened now, without credit (the admin grants it).
-    return await settlement.ensure_sub_fleet_account(
-        session, fleet_id=fleet_id, sub_fleet_id=sub_fleet.id, currency=currency, credit_limit_minor=0, clock=clock
-    )
+    return await customer_account(session, owner_kind="fleet", owner_id=fleet_id, currency=currency, clock=clock)
 
 
 async def _sub_fleet_of(session: AsyncSession, *, fleet_id: str, vehicle_id: str, driver_id: str) -> SubFleet | None:

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from voltcloud.api.v1 import common_pb2 as _common_pb2
+from voltcloud.api.v1 import ingest_pb2 as _ingest_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1292,3 +1293,307 @@ class MoveVehicleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MoveVehicleResponse: _TypeAlias = MoveVehicleResponse  # noqa: Y015
+
+@_typing.final
+class FleetChargingToken(_message.Message):
+    """A charging token of a fleet: sessions started with it become orders for its vehicle, charged to its account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """Token id."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters."""
+    operator_id: _builtins.str
+    """Operator whose stations accept it."""
+    fleet_id: _builtins.str
+    """Fleet that owns it."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet whose allocation pays its sessions; empty = the fleet's account."""
+    vehicle_id: _builtins.str
+    """Vehicle its sessions are ordered for."""
+    account_id: _builtins.str
+    """Account its sessions are charged to."""
+    status: _ingest_pb2.IdTagStatus.ValueType
+    """Current verdict (ACCEPTED, BLOCKED; EXPIRED once past expiry)."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """Expiry, if any."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        status: _ingest_pb2.IdTagStatus.ValueType = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "expiry_time", b"expiry_time", "fleet_id", b"fleet_id", "id_tag", b"id_tag", "operator_id", b"operator_id", "status", b"status", "sub_fleet_id", b"sub_fleet_id", "token_id", b"token_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetChargingToken: _TypeAlias = FleetChargingToken  # noqa: Y015
+
+@_typing.final
+class IssueChargingTokenRequest(_message.Message):
+    """IssueChargingToken request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Retry key (required): the same key and request return the first token."""
+    fleet_id: _builtins.str
+    """Fleet."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet whose allocation pays; empty = the driver's sub-fleet (if a driver is named), else the fleet."""
+    driver_id: _builtins.str
+    """Driver of the fleet the card is handed to; their assigned vehicle and sub-fleet are the defaults."""
+    vehicle_id: _builtins.str
+    """Vehicle of the fleet its sessions are ordered for; required unless the driver has an assigned vehicle."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters [A-Za-z0-9._:-]; unique per operator."""
+    operator_id: _builtins.str
+    """Operator whose stations accept it."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """Expiry, optional (must be in the future)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "expiry_time", b"expiry_time", "fleet_id", b"fleet_id", "id_tag", b"id_tag", "idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueChargingTokenRequest: _TypeAlias = IssueChargingTokenRequest  # noqa: Y015
+
+@_typing.final
+class IssueChargingTokenResponse(_message.Message):
+    """IssueChargingToken response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___FleetChargingToken:
+        """The token."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___FleetChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueChargingTokenResponse: _TypeAlias = IssueChargingTokenResponse  # noqa: Y015
+
+@_typing.final
+class BlockChargingTokenRequest(_message.Message):
+    """BlockChargingToken request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    BLOCKED_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    token_id: _builtins.str
+    """Token id."""
+    blocked: _builtins.bool
+    """True: block; false: re-activate (only whoever blocked it, or the admin)."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        blocked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked", b"blocked", "fleet_id", b"fleet_id", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockChargingTokenRequest: _TypeAlias = BlockChargingTokenRequest  # noqa: Y015
+
+@_typing.final
+class BlockChargingTokenResponse(_message.Message):
+    """BlockChargingToken response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___FleetChargingToken:
+        """The token after the change."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___FleetChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockChargingTokenResponse: _TypeAlias = BlockChargingTokenResponse  # noqa: Y015
+
+@_typing.final
+class SetChargingTokenExpiryRequest(_message.Message):
+    """SetChargingTokenExpiry request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    token_id: _builtins.str
+    """Token id."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """New expiry (a past time expires it now); absent = never expires."""
+
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time", "fleet_id", b"fleet_id", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChargingTokenExpiryRequest: _TypeAlias = SetChargingTokenExpiryRequest  # noqa: Y015
+
+@_typing.final
+class SetChargingTokenExpiryResponse(_message.Message):
+    """SetChargingTokenExpiry response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___FleetChargingToken:
+        """The token after the change."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___FleetChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChargingTokenExpiryResponse: _TypeAlias = SetChargingTokenExpiryResponse  # noqa: Y015
+
+@_typing.final
+class ListChargingTokensRequest(_message.Message):
+    """ListChargingTokens request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    sub_fleet_id: _builtins.str
+    """Only this sub-fleet's tokens; empty = all."""
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "page_size", b"page_size", "page_token", b"page_token", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChargingTokensRequest: _TypeAlias = ListChargingTokensRequest  # noqa: Y015
+
+@_typing.final
+class ListChargingTokensResponse(_message.Message):
+    """ListChargingTokens response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetChargingToken]:
+        """Tokens, by id."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___FleetChargingToken] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChargingTokensResponse: _TypeAlias = ListChargingTokensResponse  # noqa: Y015
