@@ -95,6 +95,22 @@ async def test_a_fleet_card_charges_at_a_real_charge_point(setup: Setup, channel
     assert await balance(channel, sub.account_id, manager) == (200_000 - amount, 0)  # the allocation paid
     assert await balance(channel, fleet.account_id, manager) == (300_000, 0)
 
+    # The manager's statement shows the settled order on the sub-fleet's line.
+    request = fleet_pb2.GetFleetStatementRequest(fleet_id=fleet.fleet_id)
+    request.period.start.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    request.period.end.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    statement = await fleets.GetFleetStatement(request, metadata=manager)
+    [line] = statement.lines
+    assert (line.sub_fleet_id, line.order_count, line.amount.amount_minor) == (sub.sub_fleet_id, 1, amount)
+    assert statement.total_amount.amount_minor == amount
+    assert statement.closing_balance.amount_minor == 500_000 - amount
+    [settled] = [e for e in statement.entries if e.kind == "order_settlement"]
+    assert (settled.order_id, settled.sub_fleet_id, settled.amount.amount_minor) == (
+        order.order_id,
+        sub.sub_fleet_id,
+        -amount,
+    )
+
 
 async def test_fleet_token_rules(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
     ours = await onboard(running, channel, funded=0, allocated=0, tag="a")

@@ -8,15 +8,25 @@ settlement reads it, and `SubFleet`, to decide who spends a fleet's money.
 from __future__ import annotations
 
 from voltcloud.fleet.models import Driver, Fleet, SubFleet, Vehicle
-from voltcloud.fleet.ports import ChargingTokens, Ledger, PackTypes, TokenIssue, TokenView
+from voltcloud.fleet.ports import (
+    AccountStatement,
+    ChargingTokens,
+    Ledger,
+    PackTypes,
+    StatementEntry,
+    TokenIssue,
+    TokenView,
+)
 from voltcloud.fleet.vin import normalise_vin
 
 __all__ = [
+    "AccountStatement",
     "ChargingTokens",
     "Driver",
     "Fleet",
     "Ledger",
     "PackTypes",
+    "StatementEntry",
     "SubFleet",
     "TokenIssue",
     "TokenView",

@@ -3,10 +3,13 @@ read here; what a value may be (VIN, ranges, whose fleet) is the domain modules'
 
 from __future__ import annotations
 
+import datetime as dt
+
 from voltcloud.api.v1 import common_pb2, fleet_pb2
 from voltcloud.fleet.api import Driver, Fleet, SubFleet, TokenView, Vehicle
 from voltcloud.fleet.drivers import DriverFilter, NewDriver
 from voltcloud.fleet.fleets import PaymentTerms
+from voltcloud.fleet.statements import FleetStatement
 from voltcloud.fleet.tokens import NewToken
 from voltcloud.fleet.vehicles import NewVehicle, VehicleFilter
 from voltcloud.platform.convert import money_message, money_value
@@ -159,3 +162,42 @@ def token_message(token: TokenView) -> fleet_pb2.FleetChargingToken:
     if token.expires_at is not None:
         message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
     return message
+
+
+def statement_message(done: FleetStatement, next_page_token: str) -> fleet_pb2.GetFleetStatementResponse:
+    s, subs = done.statement, done.sub_fleet_of_account
+    total = sum(amount for _, amount in s.order_spend.values())
+    return fleet_pb2.GetFleetStatementResponse(
+        lines=[
+            fleet_pb2.FleetStatementLine(
+                sub_fleet_id=subs.get(account_id, ""), order_count=count, amount=money_message(amount, s.currency)
+            )
+            for account_id, (count, amount) in sorted(s.order_spend.items(), key=lambda item: subs.get(item[0], ""))
+        ],
+        total_amount=money_message(total, s.currency),
+        opening_balance=money_message(s.opening_minor, s.currency),
+        closing_balance=money_message(s.closing_minor, s.currency),
+        total_credits=money_message(s.credits_minor, s.currency),
+        total_debits=money_message(s.debits_minor, s.currency),
+        entries=[
+            fleet_pb2.FleetStatementEntry(
+                entry_id=e.entry_id,
+                posted_at=to_timestamp(e.posted_at),
+                kind=e.kind,
+                description=e.description,
+                order_id=e.order_id,
+                sub_fleet_id=subs.get(e.account_id, ""),
+                amount=money_message(e.amount_minor, s.currency),
+                balance_after=money_message(e.balance_after_minor, s.currency),
+            )
+            for e in s.entries
+        ],
+        next_page_token=next_page_token,
+    )
+
+
+def period(request: fleet_pb2.GetFleetStatementRequest) -> tuple[dt.datetime | None, dt.datetime | None]:
+    if not request.HasField("period"):
+        return None, None
+    window = request.period
+    return optional_datetime(window, "start", "period.start"), optional_datetime(window, "end", "period.end")

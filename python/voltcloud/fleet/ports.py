@@ -10,13 +10,37 @@ module itself) is the `Ledger`; `server.py` gives the `PackTypes` check. Chargin
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform.auth import Principal
+
+
+@dataclass(frozen=True)
+class StatementEntry:
+    posting_id: int
+    entry_id: str
+    posted_at: dt.datetime
+    kind: str  # the journal entry kind, lower case
+    description: str
+    order_id: str
+    account_id: str
+    amount_minor: int  # positive: into the account
+    balance_after_minor: int  # of all the statement's accounts together
+
+
+@dataclass(frozen=True)
+class AccountStatement:
+    currency: str
+    opening_minor: int
+    closing_minor: int
+    credits_minor: int
+    debits_minor: int  # positive
+    order_spend: Mapping[str, tuple[int, int]]  # account id -> (orders, net amount paid for them)
+    entries: Sequence[StatementEntry]  # this page
 
 
 class Ledger(Protocol):
@@ -44,6 +68,19 @@ class Ledger(Protocol):
         ...
 
     async def set_credit_limit(self, session: AsyncSession, *, account_id: str, credit_limit_minor: int) -> None: ...
+
+    async def account_statement(
+        self,
+        session: AsyncSession,
+        *,
+        account_ids: Sequence[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        after: int | None,
+        limit: int,
+    ) -> AccountStatement:
+        """The postings on these accounts in [start, end), paged by posting id, with the period's totals."""
+        ...
 
 
 PackTypes = Callable[[AsyncSession, int], Awaitable[bool]]  # whether a pack type id exists

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc
-from voltcloud.fleet import convert, drivers, fleets, state, tokens, vehicles
+from voltcloud.fleet import convert, drivers, fleets, state, statements, tokens, vehicles
 from voltcloud.fleet.ports import ChargingTokens, Ledger, PackTypes
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
@@ -142,10 +142,21 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def GetFleetStatement(
         self, request: fleet_pb2.GetFleetStatementRequest, context: Any
     ) -> fleet_pb2.GetFleetStatementResponse:
-        parse_page(request.page_size, request.page_token)
+        page = parse_page(request.page_size, request.page_token)
+        period = convert.period(request)
         async with self._db.transaction("fleet.GetFleetStatement") as session:
-            missing = await state.fleet_statement(session, current_principal(), request.fleet_id, request.sub_fleet_id)
-        raise missing
+            done = await statements.fleet_statement(
+                session,
+                self._ledger,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                sub_fleet_id=request.sub_fleet_id,
+                period=period,
+                page=page,
+            )
+        entries = done.statement.entries
+        last = str(entries[-1].posting_id) if entries else None
+        return convert.statement_message(done, next_page_token(last, len(entries), page))
 
     # vehicles -------------------------------------------------------------------------------------------------
 

@@ -1086,7 +1086,9 @@ Global___GetFleetStatementRequest: _TypeAlias = GetFleetStatementRequest  # noqa
 
 @_typing.final
 class GetFleetStatementResponse(_message.Message):
-    """GetFleetStatement response."""
+    """GetFleetStatement response. Totals and balances cover the whole period and every account of the statement
+    (the fleet's and its sub-fleets', or the one sub-fleet's); entries are paged.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1095,21 +1097,43 @@ class GetFleetStatementResponse(_message.Message):
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
     CLOSING_BALANCE_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPENING_BALANCE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TOTAL_CREDITS_FIELD_NUMBER: _builtins.int
+    TOTAL_DEBITS_FIELD_NUMBER: _builtins.int
     total_energy_wh: _builtins.int
-    """Total energy, Wh."""
+    """Total energy, Wh (not filled yet: see lines)."""
     next_page_token: _builtins.str
-    """Next page token."""
+    """Next page token (of entries)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetStatementLine]:
-        """Lines per sub-fleet and vehicle."""
+        """Lines per account: the fleet's own (sub_fleet_id empty) and each sub-fleet's; vehicle_id and energy_wh
+        are not filled (the ledger knows orders, not vehicles).
+        """
 
     @_builtins.property
     def total_amount(self) -> _common_pb2.Money:
-        """Total amount."""
+        """Net amount paid for orders (settlements and cancellation fees less refunds)."""
 
     @_builtins.property
     def closing_balance(self) -> _common_pb2.Money:
         """Balance at period end."""
+
+    @_builtins.property
+    def opening_balance(self) -> _common_pb2.Money:
+        """Balance at period start."""
+
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetStatementEntry]:
+        """Every posting on the statement's accounts in the period, in posting order."""
+
+    @_builtins.property
+    def total_credits(self) -> _common_pb2.Money:
+        """Sum of money in (positive postings)."""
+
+    @_builtins.property
+    def total_debits(self) -> _common_pb2.Money:
+        """Sum of money out (negative postings), as a positive amount."""
 
     def __init__(
         self,
@@ -1119,14 +1143,74 @@ class GetFleetStatementResponse(_message.Message):
         total_amount: _common_pb2.Money | None = ...,
         closing_balance: _common_pb2.Money | None = ...,
         next_page_token: _builtins.str = ...,
+        opening_balance: _common_pb2.Money | None = ...,
+        entries: _abc.Iterable[Global___FleetStatementEntry] | None = ...,
+        total_credits: _common_pb2.Money | None = ...,
+        total_debits: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "total_amount", b"total_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "lines", b"lines", "next_page_token", b"next_page_token", "total_amount", b"total_amount", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "entries", b"entries", "lines", b"lines", "next_page_token", b"next_page_token", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFleetStatementResponse: _TypeAlias = GetFleetStatementResponse  # noqa: Y015
+
+@_typing.final
+class FleetStatementEntry(_message.Message):
+    """One posting of a fleet statement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    POSTED_AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    """Journal entry."""
+    kind: _builtins.str
+    """Journal entry kind, lower case ("order_settlement", "allocation", "top_up", ...)."""
+    description: _builtins.str
+    """The journal entry's description."""
+    order_id: _builtins.str
+    """Order, if the entry settles one."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet whose account it is on; empty = the fleet's own account."""
+    @_builtins.property
+    def posted_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was posted."""
+
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """Signed amount: positive increases the account's balance."""
+
+    @_builtins.property
+    def balance_after(self) -> _common_pb2.Money:
+        """Balance of the statement's accounts after it."""
+
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        posted_at: _timestamp_pb2.Timestamp | None = ...,
+        kind: _builtins.str = ...,
+        description: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        balance_after: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "posted_at", b"posted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "description", b"description", "entry_id", b"entry_id", "kind", b"kind", "order_id", b"order_id", "posted_at", b"posted_at", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetStatementEntry: _TypeAlias = FleetStatementEntry  # noqa: Y015
 
 @_typing.final
 class GetVehicleStateRequest(_message.Message):
