@@ -72,6 +72,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
     from voltcloud.ingest.service import IngestServicer
+    from voltcloud.ordering import fleet_reports
     from voltcloud.ordering.service import OrderingServicer
     from voltcloud.settlement import api as settlement
     from voltcloud.settlement.service import SettlementServicer
@@ -102,8 +103,8 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
-            # fleet's ports: ledger, pack types, charging tokens
-            _servicer(FleetServicer, db, settlement, _pack_type_exists, FleetTokens(settlement)),
+            # fleet's ports: ledger, pack types, charging tokens, ordering's facts for reports
+            _servicer(FleetServicer, db, settlement, _pack_type_exists, FleetTokens(settlement), fleet_reports),
             fleet_pb2_grpc.add_FleetServiceServicer_to_server,
         ),
         ServiceBinding(

@@ -4,7 +4,9 @@ order settled on the sub-fleet allocation the card belongs to; blocked and expir
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import grpc
 import pytest
@@ -104,6 +106,18 @@ async def test_a_fleet_card_charges_at_a_real_charge_point(setup: Setup, channel
     assert (line.sub_fleet_id, line.order_count, line.amount.amount_minor) == (sub.sub_fleet_id, 1, amount)
     assert statement.total_amount.amount_minor == amount
     assert statement.closing_balance.amount_minor == 500_000 - amount
+    # ... and the day's report, the charged energy and cost on the vehicle's line, also as CSV.
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    report = await fleets.GetFleetDailyReport(
+        fleet_pb2.GetFleetDailyReportRequest(fleet_id=fleet.fleet_id, date=today, time_zone="UTC"), metadata=manager
+    )
+    [day] = report.lines
+    assert (day.vehicle_id, day.order_count, day.completed_count) == (onboarded.vehicle.vehicle_id, 1, 1)
+    assert (day.swap_energy_wh, day.charge_energy_wh, day.cost.amount_minor) == (0, 12_000, amount)
+    rows = list(csv.DictReader(io.StringIO(report.csv)))
+    assert [(r["vehicle_id"], r["charge_energy_wh"], r["cost_minor"]) for r in rows] == [
+        (onboarded.vehicle.vehicle_id, "12000", str(amount))
+    ]
     [settled] = [e for e in statement.entries if e.kind == "order_settlement"]
     assert (settled.order_id, settled.sub_fleet_id, settled.amount.amount_minor) == (
         order.order_id,

@@ -3,12 +3,14 @@ sub-fleet account by default, and an order beyond the allocation is refused with
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 import pytest
 
-from voltcloud.api.v1 import fleet_pb2_grpc, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
 
-from .conftest import RunningPlatform
+from .conftest import RunningPlatform, field_violations
 from .fleet_support import OnboardedFleet, allocate, balance, onboard
 
 
@@ -63,3 +65,21 @@ async def test_orders_are_paid_from_the_sub_fleet_allocation(
     sub_balance, sub_held = await balance(channel, sub.account_id, onboarded.manager)
     assert sub_held > 0 and sub_balance == 200_001
     assert await balance(channel, fleet.account_id, onboarded.manager) == (299_999, 0)  # the fleet's untouched
+
+    # The manager's day: one order for the vehicle, not served yet, so no energy and no cost so far.
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    report = await fleets.GetFleetDailyReport(
+        fleet_pb2.GetFleetDailyReportRequest(fleet_id=fleet.fleet_id, date=today, time_zone="UTC"),
+        metadata=onboarded.manager,
+    )
+    assert [(d.vehicle_id, d.order_count, d.completed_count, d.cost.amount_minor) for d in report.lines] == [
+        (onboarded.vehicle.vehicle_id, 1, 0, 0)
+    ]
+    assert report.csv.splitlines()[0].startswith("vehicle_id,plate,sub_fleet_id,orders")
+    with pytest.raises(grpc.aio.AioRpcError) as bad_day:
+        await fleets.GetFleetDailyReport(
+            fleet_pb2.GetFleetDailyReportRequest(fleet_id=fleet.fleet_id, date="03/12/2026"),
+            metadata=onboarded.manager,
+        )
+    assert field_violations(bad_day.value) == ["date"]

@@ -1021,6 +1021,13 @@ FLEET_ROWS = [
         lambda c: fleet_pb2.ListChargingTokensRequest(fleet_id=c.side.fleet_id, page_size=5),
         _OWN_FLEET,
     ),
+    Row(
+        "FleetService/GetFleetDailyReport",
+        lambda c: fleet_pb2.GetFleetDailyReportRequest(
+            fleet_id=c.side.fleet_id, date=dt.datetime.now(dt.UTC).date().isoformat(), time_zone="UTC"
+        ),
+        _OWN_FLEET,
+    ),
 ]
 
 # ---- MaintenanceService: not built yet ----------------------------------------------------------------------

@@ -12,10 +12,12 @@ from voltcloud.fleet.ports import (
     AccountStatement,
     ChargingTokens,
     Ledger,
+    OrderFacts,
     PackTypes,
     StatementEntry,
     TokenIssue,
     TokenView,
+    VehicleDay,
 )
 from voltcloud.fleet.vin import normalise_vin
 
@@ -25,11 +27,13 @@ __all__ = [
     "Driver",
     "Fleet",
     "Ledger",
+    "OrderFacts",
     "PackTypes",
     "StatementEntry",
     "SubFleet",
     "TokenIssue",
     "TokenView",
     "Vehicle",
+    "VehicleDay",
     "normalise_vin",
 ]

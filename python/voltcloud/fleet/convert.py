@@ -9,6 +9,7 @@ from voltcloud.api.v1 import common_pb2, fleet_pb2
 from voltcloud.fleet.api import Driver, Fleet, SubFleet, TokenView, Vehicle
 from voltcloud.fleet.drivers import DriverFilter, NewDriver
 from voltcloud.fleet.fleets import PaymentTerms
+from voltcloud.fleet.reports import DailyReport, to_csv
 from voltcloud.fleet.statements import FleetStatement
 from voltcloud.fleet.tokens import NewToken
 from voltcloud.fleet.vehicles import NewVehicle, VehicleFilter
@@ -201,3 +202,23 @@ def period(request: fleet_pb2.GetFleetStatementRequest) -> tuple[dt.datetime | N
         return None, None
     window = request.period
     return optional_datetime(window, "start", "period.start"), optional_datetime(window, "end", "period.end")
+
+
+def daily_report_message(report: DailyReport) -> fleet_pb2.GetFleetDailyReportResponse:
+    return fleet_pb2.GetFleetDailyReportResponse(
+        lines=[
+            fleet_pb2.VehicleDayLine(
+                vehicle_id=line.vehicle.id,
+                sub_fleet_id=line.vehicle.sub_fleet_id or "",
+                plate=line.vehicle.plate or "",
+                order_count=line.day.orders,
+                completed_count=line.day.completed,
+                swap_energy_wh=line.day.swap_energy_wh,
+                charge_energy_wh=line.day.charge_energy_wh,
+                cost=money_message(line.day.cost_minor, report.currency),
+            )
+            for line in report.lines
+        ],
+        total_cost=money_message(report.total_cost_minor, report.currency),
+        csv=to_csv(report),
+    )

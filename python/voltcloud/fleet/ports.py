@@ -143,3 +143,24 @@ class ChargingTokens(Protocol):
         after: str | None,
         limit: int,
     ) -> list[TokenView]: ...
+
+
+@dataclass(frozen=True)
+class VehicleDay:
+    """A vehicle's orders created in a window: ordering's facts for fleet's daily report."""
+
+    vehicle_id: str
+    orders: int
+    completed: int
+    swap_energy_wh: int
+    charge_energy_wh: int
+    cost_minor: int
+    currency: str
+
+
+class OrderFacts(Protocol):
+    """Ordering's side of fleet reports (`ordering.fleet_reports`); joins the caller's transaction."""
+
+    async def vehicle_days(
+        self, session: AsyncSession, *, fleet_id: str, vehicle_ids: Sequence[str], start: dt.datetime, end: dt.datetime
+    ) -> list[VehicleDay]: ...

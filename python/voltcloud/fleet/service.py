@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc
-from voltcloud.fleet import convert, drivers, fleets, state, statements, tokens, vehicles
-from voltcloud.fleet.ports import ChargingTokens, Ledger, PackTypes
+from voltcloud.fleet import convert, drivers, fleets, reports, state, statements, tokens, vehicles
+from voltcloud.fleet.ports import ChargingTokens, Ledger, OrderFacts, PackTypes
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.convert import money_message
@@ -30,12 +30,14 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         ledger: Ledger,
         pack_types: PackTypes,
         charging_tokens: ChargingTokens,
+        order_facts: OrderFacts,
         clock: Clock | None = None,
     ) -> None:
         self._db = db
         self._ledger = ledger
         self._pack_types = pack_types
         self._tokens = charging_tokens
+        self._order_facts = order_facts
         self._clock: Clock = clock or SystemClock()
 
     async def _keyed(
@@ -309,3 +311,19 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             tokens=[convert.token_message(t) for t in rows],
             next_page_token=next_page_token(rows[-1].token_id if rows else None, len(rows), page),
         )
+
+    # reports --------------------------------------------------------------------------------------------------
+
+    async def GetFleetDailyReport(
+        self, request: fleet_pb2.GetFleetDailyReportRequest, context: Any
+    ) -> fleet_pb2.GetFleetDailyReportResponse:
+        async with self._db.transaction("fleet.GetFleetDailyReport") as session:
+            report = await reports.daily_report(
+                session,
+                self._order_facts,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                sub_fleet_id=request.sub_fleet_id,
+                window=reports.day_window(request.date, request.time_zone),
+            )
+        return convert.daily_report_message(report)

@@ -109,6 +109,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/BlockChargingToken": FLEET,
     "voltcloud.v1.FleetService/SetChargingTokenExpiry": FLEET,
     "voltcloud.v1.FleetService/ListChargingTokens": FLEET,
+    "voltcloud.v1.FleetService/GetFleetDailyReport": FLEET,
     # MaintenanceService: engineers and operators.
     "voltcloud.v1.MaintenanceService/ListAlarms": STAFF,
     "voltcloud.v1.MaintenanceService/AcknowledgeAlarm": STAFF,

@@ -1681,3 +1681,123 @@ class ListChargingTokensResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListChargingTokensResponse: _TypeAlias = ListChargingTokensResponse  # noqa: Y015
+
+@_typing.final
+class GetFleetDailyReportRequest(_message.Message):
+    """GetFleetDailyReport request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    sub_fleet_id: _builtins.str
+    """Only this sub-fleet's vehicles; empty = all the fleet's."""
+    date: _builtins.str
+    """The day, YYYY-MM-DD, in time_zone."""
+    time_zone: _builtins.str
+    """IANA time zone of the day; empty = Asia/Shanghai."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "fleet_id", b"fleet_id", "sub_fleet_id", b"sub_fleet_id", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetDailyReportRequest: _TypeAlias = GetFleetDailyReportRequest  # noqa: Y015
+
+@_typing.final
+class VehicleDayLine(_message.Message):
+    """One vehicle's day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    PLATE_FIELD_NUMBER: _builtins.int
+    ORDER_COUNT_FIELD_NUMBER: _builtins.int
+    COMPLETED_COUNT_FIELD_NUMBER: _builtins.int
+    SWAP_ENERGY_WH_FIELD_NUMBER: _builtins.int
+    CHARGE_ENERGY_WH_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    vehicle_id: _builtins.str
+    """Vehicle."""
+    sub_fleet_id: _builtins.str
+    """Its sub-fleet; empty = the fleet itself."""
+    plate: _builtins.str
+    """Plate."""
+    order_count: _builtins.int
+    """Orders created that day (any state)."""
+    completed_count: _builtins.int
+    """Of those, completed."""
+    swap_energy_wh: _builtins.int
+    """Energy delivered by swaps, Wh."""
+    charge_energy_wh: _builtins.int
+    """Energy delivered by charging (at a charger, valet or mobile van), Wh."""
+    @_builtins.property
+    def cost(self) -> _common_pb2.Money:
+        """What the orders cost (final amounts and cancellation fees)."""
+
+    def __init__(
+        self,
+        *,
+        vehicle_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        plate: _builtins.str = ...,
+        order_count: _builtins.int = ...,
+        completed_count: _builtins.int = ...,
+        swap_energy_wh: _builtins.int = ...,
+        charge_energy_wh: _builtins.int = ...,
+        cost: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "completed_count", b"completed_count", "cost", b"cost", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VehicleDayLine: _TypeAlias = VehicleDayLine  # noqa: Y015
+
+@_typing.final
+class GetFleetDailyReportResponse(_message.Message):
+    """GetFleetDailyReport response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
+    csv: _builtins.str
+    """The lines as CSV (RFC 4180, header row first; energy in Wh, cost in minor units)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___VehicleDayLine]:
+        """One line per vehicle of the fleet (or sub-fleet), by vehicle id; vehicles without orders included."""
+
+    @_builtins.property
+    def total_cost(self) -> _common_pb2.Money:
+        """Sum of the lines' cost."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___VehicleDayLine] | None = ...,
+        total_cost: _common_pb2.Money | None = ...,
+        csv: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total_cost", b"total_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "lines", b"lines", "total_cost", b"total_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetDailyReportResponse: _TypeAlias = GetFleetDailyReportResponse  # noqa: Y015

@@ -125,6 +125,11 @@ class FleetServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensResponse.FromString,
                 _registered_method=True)
+        self.GetFleetDailyReport = channel.unary_unary(
+                '/voltcloud.v1.FleetService/GetFleetDailyReport',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -257,6 +262,13 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleetDailyReport(self, request, context):
+        """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -349,6 +361,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ListChargingTokens,
                     request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensResponse.SerializeToString,
+            ),
+            'GetFleetDailyReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetDailyReport,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -838,6 +855,33 @@ class FleetService:
             '/voltcloud.v1.FleetService/ListChargingTokens',
             voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensRequest.SerializeToString,
             voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetDailyReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/GetFleetDailyReport',
+            voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,8 @@ class FleetServiceStub:
     """Sets or clears the expiry of one of the fleet's charging tokens."""
     ListChargingTokens: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ListChargingTokensRequest, _fleet_pb2.ListChargingTokensResponse]
     """Lists the fleet's charging tokens."""
+    GetFleetDailyReport: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetDailyReportRequest, _fleet_pb2.GetFleetDailyReportResponse]
+    """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -111,6 +113,8 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Sets or clears the expiry of one of the fleet's charging tokens."""
     ListChargingTokens: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ListChargingTokensRequest, _fleet_pb2.ListChargingTokensResponse]  # type: ignore[assignment]
     """Lists the fleet's charging tokens."""
+    GetFleetDailyReport: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetDailyReportRequest, _fleet_pb2.GetFleetDailyReportResponse]  # type: ignore[assignment]
+    """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fleet tenants and their vehicles and drivers."""
@@ -258,5 +262,13 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.ListChargingTokensResponse, _abc.Awaitable[_fleet_pb2.ListChargingTokensResponse]]:
         """Lists the fleet's charging tokens."""
+
+    @_abc_1.abstractmethod
+    def GetFleetDailyReport(
+        self,
+        request: _fleet_pb2.GetFleetDailyReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.GetFleetDailyReportResponse, _abc.Awaitable[_fleet_pb2.GetFleetDailyReportResponse]]:
+        """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
