@@ -72,9 +72,11 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
     from voltcloud.ingest.service import IngestServicer
+    from voltcloud.ordering import fleet_reports
     from voltcloud.ordering.service import OrderingServicer
     from voltcloud.settlement import api as settlement
     from voltcloud.settlement.service import SettlementServicer
+    from voltcloud.stations.fleet_tokens import FleetTokens
     from voltcloud.stations.service import StationServicer
 
     # Services whose domain is not built yet are the generated base classes: they answer UNIMPLEMENTED.
@@ -101,7 +103,8 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
-            _servicer(FleetServicer, db, settlement, _pack_type_exists),  # fleet's ports: ledger, pack types
+            # fleet's ports: ledger, pack types, charging tokens, ordering's facts for reports
+            _servicer(FleetServicer, db, settlement, _pack_type_exists, FleetTokens(settlement), fleet_reports),
             fleet_pb2_grpc.add_FleetServiceServicer_to_server,
         ),
         ServiceBinding(

@@ -876,8 +876,20 @@ async def _review(c: Call) -> Message:
     )
 
 
+async def _fleet_token_block(c: Call) -> Message:
+    token_id = await c.fresh.charging_token(c.side, "fleet")
+    return fleet_pb2.BlockChargingTokenRequest(fleet_id=c.side.fleet_id, token_id=token_id, blocked=True)
+
+
+async def _fleet_token_expiry(c: Call) -> Message:
+    token_id = await c.fresh.charging_token(c.side, "fleet")
+    return fleet_pb2.SetChargingTokenExpiryRequest(
+        fleet_id=c.side.fleet_id, token_id=token_id, expiry_time=_ts(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    )
+
+
 _OWN_FLEET: Mapping[Role, Cell] = {A: both(OK), FM: cell(OK, NF)}
-_NOT_YET = ex(FP, why="no statement/telemetry yet: FAILED_PRECONDITION once access is checked")
+_NOT_YET = ex(FP, why="no telemetry yet: FAILED_PRECONDITION once access is checked")
 _MEMBER = ex(FP, why="the fleet driver already belongs to a fleet; only a driver without one applies")
 
 FLEET_ROWS = [
@@ -982,13 +994,39 @@ FLEET_ROWS = [
     ),
     Row(
         "FleetService/GetFleetStatement",
-        lambda c: fleet_pb2.GetFleetStatementRequest(fleet_id=c.side.fleet_id),
-        {A: both(_NOT_YET), FM: cell(_NOT_YET, NF)},
+        lambda c: fleet_pb2.GetFleetStatementRequest(fleet_id=c.side.fleet_id, period=_window(-60, 60)),
+        _OWN_FLEET,
     ),
     Row(
         "FleetService/GetVehicleState",
         lambda c: fleet_pb2.GetVehicleStateRequest(vehicle_id=c.side.vehicle_id),
         {A: both(_NOT_YET), FM: cell(_NOT_YET, NF), DR: cell(_NOT_YET, NF)},
+    ),
+    Row(
+        "FleetService/IssueChargingToken",
+        lambda c: fleet_pb2.IssueChargingTokenRequest(
+            idempotency_key=c.key,
+            fleet_id=c.side.fleet_id,
+            driver_id=c.side.driver_id,
+            vehicle_id=c.side.vehicle_id,
+            id_tag=_id_tag(c),
+            operator_id=c.home.operator_id,
+        ),
+        _OWN_FLEET,
+    ),
+    Row("FleetService/BlockChargingToken", _fleet_token_block, _OWN_FLEET),
+    Row("FleetService/SetChargingTokenExpiry", _fleet_token_expiry, _OWN_FLEET),
+    Row(
+        "FleetService/ListChargingTokens",
+        lambda c: fleet_pb2.ListChargingTokensRequest(fleet_id=c.side.fleet_id, page_size=5),
+        _OWN_FLEET,
+    ),
+    Row(
+        "FleetService/GetFleetDailyReport",
+        lambda c: fleet_pb2.GetFleetDailyReportRequest(
+            fleet_id=c.side.fleet_id, date=dt.datetime.now(dt.UTC).date().isoformat(), time_zone="UTC"
+        ),
+        _OWN_FLEET,
     ),
 ]
 

@@ -8,7 +8,32 @@ settlement reads it, and `SubFleet`, to decide who spends a fleet's money.
 from __future__ import annotations
 
 from voltcloud.fleet.models import Driver, Fleet, SubFleet, Vehicle
-from voltcloud.fleet.ports import Ledger, PackTypes
+from voltcloud.fleet.ports import (
+    AccountStatement,
+    ChargingTokens,
+    Ledger,
+    OrderFacts,
+    PackTypes,
+    StatementEntry,
+    TokenIssue,
+    TokenView,
+    VehicleDay,
+)
 from voltcloud.fleet.vin import normalise_vin
 
-__all__ = ["Driver", "Fleet", "Ledger", "PackTypes", "SubFleet", "Vehicle", "normalise_vin"]
+__all__ = [
+    "AccountStatement",
+    "ChargingTokens",
+    "Driver",
+    "Fleet",
+    "Ledger",
+    "OrderFacts",
+    "PackTypes",
+    "StatementEntry",
+    "SubFleet",
+    "TokenIssue",
+    "TokenView",
+    "Vehicle",
+    "VehicleDay",
+    "normalise_vin",
+]

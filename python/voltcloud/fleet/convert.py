@@ -3,14 +3,19 @@ read here; what a value may be (VIN, ranges, whose fleet) is the domain modules'
 
 from __future__ import annotations
 
+import datetime as dt
+
 from voltcloud.api.v1 import common_pb2, fleet_pb2
-from voltcloud.fleet.api import Driver, Fleet, SubFleet, Vehicle
+from voltcloud.fleet.api import Driver, Fleet, SubFleet, TokenView, Vehicle
 from voltcloud.fleet.drivers import DriverFilter, NewDriver
 from voltcloud.fleet.fleets import PaymentTerms
+from voltcloud.fleet.reports import DailyReport, to_csv
+from voltcloud.fleet.statements import FleetStatement
+from voltcloud.fleet.tokens import NewToken
 from voltcloud.fleet.vehicles import NewVehicle, VehicleFilter
 from voltcloud.platform.convert import money_message, money_value
 from voltcloud.platform.errors import InvalidArgument
-from voltcloud.platform.limits import to_timestamp
+from voltcloud.platform.limits import optional_datetime, to_timestamp
 
 _STANDARDS = [s for s in common_pb2.ConnectorStandard.values() if s != common_pb2.CONNECTOR_STANDARD_UNSPECIFIED]
 
@@ -128,3 +133,92 @@ def driver_message(driver: Driver) -> fleet_pb2.Driver:
     if driver.created_at is not None:
         message.create_time.CopyFrom(to_timestamp(driver.created_at))
     return message
+
+
+def new_token(request: fleet_pb2.IssueChargingTokenRequest) -> NewToken:
+    if not request.idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    return NewToken(
+        fleet_id=request.fleet_id,
+        sub_fleet_id=request.sub_fleet_id,
+        driver_id=request.driver_id,
+        vehicle_id=request.vehicle_id,
+        id_tag=request.id_tag,
+        operator_id=request.operator_id,
+        expires_at=optional_datetime(request, "expiry_time", zero="invalid"),
+    )
+
+
+def token_message(token: TokenView) -> fleet_pb2.FleetChargingToken:
+    message = fleet_pb2.FleetChargingToken(
+        token_id=token.token_id,
+        id_tag=token.id_tag,
+        operator_id=token.operator_id,
+        fleet_id=token.fleet_id,
+        sub_fleet_id=token.sub_fleet_id,
+        vehicle_id=token.vehicle_id,
+        account_id=token.account_id,
+        status=token.status,  # type: ignore[arg-type]
+    )
+    if token.expires_at is not None:
+        message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
+    return message
+
+
+def statement_message(done: FleetStatement, next_page_token: str) -> fleet_pb2.GetFleetStatementResponse:
+    s, subs = done.statement, done.sub_fleet_of_account
+    total = sum(amount for _, amount in s.order_spend.values())
+    return fleet_pb2.GetFleetStatementResponse(
+        lines=[
+            fleet_pb2.FleetStatementLine(
+                sub_fleet_id=subs.get(account_id, ""), order_count=count, amount=money_message(amount, s.currency)
+            )
+            for account_id, (count, amount) in sorted(s.order_spend.items(), key=lambda item: subs.get(item[0], ""))
+        ],
+        total_amount=money_message(total, s.currency),
+        opening_balance=money_message(s.opening_minor, s.currency),
+        closing_balance=money_message(s.closing_minor, s.currency),
+        total_credits=money_message(s.credits_minor, s.currency),
+        total_debits=money_message(s.debits_minor, s.currency),
+        entries=[
+            fleet_pb2.FleetStatementEntry(
+                entry_id=e.entry_id,
+                posted_at=to_timestamp(e.posted_at),
+                kind=e.kind,
+                description=e.description,
+                order_id=e.order_id,
+                sub_fleet_id=subs.get(e.account_id, ""),
+                amount=money_message(e.amount_minor, s.currency),
+                balance_after=money_message(e.balance_after_minor, s.currency),
+            )
+            for e in s.entries
+        ],
+        next_page_token=next_page_token,
+    )
+
+
+def period(request: fleet_pb2.GetFleetStatementRequest) -> tuple[dt.datetime | None, dt.datetime | None]:
+    if not request.HasField("period"):
+        return None, None
+    window = request.period
+    return optional_datetime(window, "start", "period.start"), optional_datetime(window, "end", "period.end")
+
+
+def daily_report_message(report: DailyReport) -> fleet_pb2.GetFleetDailyReportResponse:
+    return fleet_pb2.GetFleetDailyReportResponse(
+        lines=[
+            fleet_pb2.VehicleDayLine(
+                vehicle_id=line.vehicle.id,
+                sub_fleet_id=line.vehicle.sub_fleet_id or "",
+                plate=line.vehicle.plate or "",
+                order_count=line.day.orders,
+                completed_count=line.day.completed,
+                swap_energy_wh=line.day.swap_energy_wh,
+                charge_energy_wh=line.day.charge_energy_wh,
+                cost=money_message(line.day.cost_minor, report.currency),
+            )
+            for line in report.lines
+        ],
+        total_cost=money_message(report.total_cost_minor, report.currency),
+        csv=to_csv(report),
+    )

@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc
-from voltcloud.fleet import convert, drivers, fleets, state, vehicles
-from voltcloud.fleet.ports import Ledger, PackTypes
+from voltcloud.fleet import convert, drivers, fleets, reports, state, statements, tokens, vehicles
+from voltcloud.fleet.ports import ChargingTokens, Ledger, OrderFacts, PackTypes
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.convert import money_message
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import InvalidArgument
+from voltcloud.platform.limits import optional_datetime
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
 
@@ -23,10 +24,20 @@ R = TypeVar("R", bound=idempotency.Response)
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, db: Database, ledger: Ledger, pack_types: PackTypes, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ledger: Ledger,
+        pack_types: PackTypes,
+        charging_tokens: ChargingTokens,
+        order_facts: OrderFacts,
+        clock: Clock | None = None,
+    ) -> None:
         self._db = db
         self._ledger = ledger
         self._pack_types = pack_types
+        self._tokens = charging_tokens
+        self._order_facts = order_facts
         self._clock: Clock = clock or SystemClock()
 
     async def _keyed(
@@ -133,10 +144,21 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def GetFleetStatement(
         self, request: fleet_pb2.GetFleetStatementRequest, context: Any
     ) -> fleet_pb2.GetFleetStatementResponse:
-        parse_page(request.page_size, request.page_token)
+        page = parse_page(request.page_size, request.page_token)
+        period = convert.period(request)
         async with self._db.transaction("fleet.GetFleetStatement") as session:
-            missing = await state.fleet_statement(session, current_principal(), request.fleet_id, request.sub_fleet_id)
-        raise missing
+            done = await statements.fleet_statement(
+                session,
+                self._ledger,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                sub_fleet_id=request.sub_fleet_id,
+                period=period,
+                page=page,
+            )
+        entries = done.statement.entries
+        last = str(entries[-1].posting_id) if entries else None
+        return convert.statement_message(done, next_page_token(last, len(entries), page))
 
     # vehicles -------------------------------------------------------------------------------------------------
 
@@ -226,3 +248,82 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             drivers=[convert.driver_message(d) for d in rows],
             next_page_token=next_page_token(rows[-1].id if rows else None, len(rows), page),
         )
+
+    # charging tokens ------------------------------------------------------------------------------------------
+
+    async def IssueChargingToken(
+        self, request: fleet_pb2.IssueChargingTokenRequest, context: Any
+    ) -> fleet_pb2.IssueChargingTokenResponse:
+        new = convert.new_token(request)
+
+        async def work(session: AsyncSession) -> fleet_pb2.IssueChargingTokenResponse:
+            token = await tokens.issue(session, self._tokens, current_principal(), new, now=self._clock.now())
+            return fleet_pb2.IssueChargingTokenResponse(token=convert.token_message(token))
+
+        return await self._keyed("IssueChargingToken", request, fleet_pb2.IssueChargingTokenResponse, work)
+
+    async def BlockChargingToken(
+        self, request: fleet_pb2.BlockChargingTokenRequest, context: Any
+    ) -> fleet_pb2.BlockChargingTokenResponse:
+        async with self._db.transaction("fleet.BlockChargingToken") as session:
+            token = await tokens.set_blocked(
+                session,
+                self._tokens,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                token_id=request.token_id,
+                blocked=request.blocked,
+                now=self._clock.now(),
+            )
+        return fleet_pb2.BlockChargingTokenResponse(token=convert.token_message(token))
+
+    async def SetChargingTokenExpiry(
+        self, request: fleet_pb2.SetChargingTokenExpiryRequest, context: Any
+    ) -> fleet_pb2.SetChargingTokenExpiryResponse:
+        expires_at = optional_datetime(request, "expiry_time", zero="invalid")
+        async with self._db.transaction("fleet.SetChargingTokenExpiry") as session:
+            token = await tokens.set_expiry(
+                session,
+                self._tokens,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                token_id=request.token_id,
+                expires_at=expires_at,
+                now=self._clock.now(),
+            )
+        return fleet_pb2.SetChargingTokenExpiryResponse(token=convert.token_message(token))
+
+    async def ListChargingTokens(
+        self, request: fleet_pb2.ListChargingTokensRequest, context: Any
+    ) -> fleet_pb2.ListChargingTokensResponse:
+        page = parse_page(request.page_size, request.page_token)
+        async with self._db.transaction("fleet.ListChargingTokens") as session:
+            rows = await tokens.list_tokens(
+                session,
+                self._tokens,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                sub_fleet_id=request.sub_fleet_id,
+                page=page,
+                now=self._clock.now(),
+            )
+        return fleet_pb2.ListChargingTokensResponse(
+            tokens=[convert.token_message(t) for t in rows],
+            next_page_token=next_page_token(rows[-1].token_id if rows else None, len(rows), page),
+        )
+
+    # reports --------------------------------------------------------------------------------------------------
+
+    async def GetFleetDailyReport(
+        self, request: fleet_pb2.GetFleetDailyReportRequest, context: Any
+    ) -> fleet_pb2.GetFleetDailyReportResponse:
+        async with self._db.transaction("fleet.GetFleetDailyReport") as session:
+            report = await reports.daily_report(
+                session,
+                self._order_facts,
+                current_principal(),
+                fleet_id=request.fleet_id,
+                sub_fleet_id=request.sub_fleet_id,
+                window=reports.day_window(request.date, request.time_zone),
+            )
+        return convert.daily_report_message(report)

@@ -293,15 +293,23 @@ async def _reserve(a: _Attempt) -> list[str]:
 
 
 async def _hold(a: _Attempt, inp: CreateInput) -> None:
-    """Places the hold on the payer's account: the named one, else the fleet's, else the driver's
-    (FailedPrecondition when funds are short)."""
+    """Places the hold on the payer's account: the named one, else the fleet's (its sub-fleet allocation when
+    the vehicle or driver is in one), else the driver's (FailedPrecondition when funds are short)."""
     session, deps, principal, option, order = a.session, a.deps, a.principal, a.option, a.order
     if inp.payer_account_id:
         account_id = await payments.payer_named(session, principal, inp.payer_account_id)
+    elif order.fleet_id:
+        account_id = await payments.fleet_payer(
+            session,
+            fleet_id=order.fleet_id,
+            vehicle_id=order.vehicle_id,
+            driver_id=principal.subject,
+            currency=option.currency,
+            clock=deps.clock,
+        )
     else:
-        owner_kind, owner_id = ("fleet", order.fleet_id) if order.fleet_id else ("driver", principal.subject)
         account_id = await payments.customer_account(
-            session, owner_kind=owner_kind, owner_id=owner_id, currency=option.currency, clock=deps.clock
+            session, owner_kind="driver", owner_id=principal.subject, currency=option.currency, clock=deps.clock
         )
     amount = hold_amount(option.price_minor, deps.settings.hold_margin_permille)
     order.payer_account_id = account_id

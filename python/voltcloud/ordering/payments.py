@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.fleet.api import Driver, SubFleet, Vehicle
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.settlement import api as settlement
@@ -59,6 +60,33 @@ async def customer_account(
     return await settlement.ensure_customer_account(
         session, owner_kind=owner_kind, owner_id=owner_id, currency=currency, clock=clock
     )
+
+
+async def fleet_payer(
+    session: AsyncSession, *, fleet_id: str, vehicle_id: str, driver_id: str, currency: str, clock: Clock = _SYSTEM
+) -> str:
+    """The account a fleet vehicle's order is paid from when the caller names none: the vehicle's sub-fleet
+    allocation, else the ordering driver's sub-fleet's, else the fleet's own account. Paying from the
+    allocation is what makes it a limit: the hold is refused when the allocation (plus its credit) is short.
+    A sub-fleet without an account (written by the demo seed, before FleetService) was never given an
+    allocation, so its orders stay on the fleet's account."""
+    sub_fleet = await _sub_fleet_of(session, fleet_id=fleet_id, vehicle_id=vehicle_id, driver_id=driver_id)
+    if sub_fleet is not None and sub_fleet.account_id:
+        return sub_fleet.account_id
+    return await customer_account(session, owner_kind="fleet", owner_id=fleet_id, currency=currency, clock=clock)
+
+
+async def _sub_fleet_of(session: AsyncSession, *, fleet_id: str, vehicle_id: str, driver_id: str) -> SubFleet | None:
+    vehicle = await session.get(Vehicle, vehicle_id)
+    driver = await session.get(Driver, driver_id)
+    for sub_fleet_id in (
+        vehicle.sub_fleet_id if vehicle is not None else None,
+        driver.sub_fleet_id if driver is not None and driver.fleet_id == fleet_id else None,
+    ):
+        sub_fleet = await session.get(SubFleet, sub_fleet_id) if sub_fleet_id else None
+        if sub_fleet is not None and sub_fleet.fleet_id == fleet_id:
+            return sub_fleet
+    return None
 
 
 async def payer_named(session: AsyncSession, principal: Principal, account_id: str) -> str:

@@ -104,6 +104,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/SetPaymentMode": FLEET,
     "voltcloud.v1.FleetService/GetFleetStatement": FLEET,
     "voltcloud.v1.FleetService/GetVehicleState": FLEET | {Role.DRIVER},
+    # A fleet's charging tokens (RFID cards): its manager issues, blocks, expires and lists them.
+    "voltcloud.v1.FleetService/IssueChargingToken": FLEET,
+    "voltcloud.v1.FleetService/BlockChargingToken": FLEET,
+    "voltcloud.v1.FleetService/SetChargingTokenExpiry": FLEET,
+    "voltcloud.v1.FleetService/ListChargingTokens": FLEET,
+    "voltcloud.v1.FleetService/GetFleetDailyReport": FLEET,
     # MaintenanceService: engineers and operators.
     "voltcloud.v1.MaintenanceService/ListAlarms": STAFF,
     "voltcloud.v1.MaintenanceService/AcknowledgeAlarm": STAFF,

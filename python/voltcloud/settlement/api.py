@@ -29,6 +29,7 @@ from voltcloud.settlement.ledger import Actor, JournalEntryRef, PostingView, che
 from voltcloud.settlement.money import AccountKind, HoldState, check_amount
 from voltcloud.settlement.payments import PaymentView, RefundResult, allocate, refund, top_up, verify_offline_payment
 from voltcloud.settlement.rates import PriceQuote, assign_rate_model, price_estimate
+from voltcloud.settlement.statements import account_statement
 from voltcloud.settlement.tariff import PriceLine
 
 POST_SETTLEMENT = 2  # Fleet.payment_mode: monthly bill with a credit limit
@@ -142,6 +143,7 @@ __all__ = [
     "Redemption",
     "RefundResult",
     "SessionFacts",
+    "account_statement",
     "allocate",
     "assign_rate_model",
     "capture_hold",

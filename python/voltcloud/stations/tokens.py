@@ -114,14 +114,17 @@ async def register(
     operator = await session.get(Operator, inp.operator_id) if inp.operator_id else None
     if operator is None:
         raise NotFound(f"operator {inp.operator_id} not found")
+    sub_account_id = None
     if inp.sub_fleet_id:
         sub = await session.get(SubFleet, inp.sub_fleet_id)
         if owner_kind != "fleet" or sub is None or sub.fleet_id != owner_id:
             raise NotFound(f"sub-fleet {inp.sub_fleet_id} not found")
+        sub_account_id = sub.account_id
     vehicle_id = await _vehicle(session, owner_kind, owner_id, inp.vehicle_id)
     if await find(session, operator.id, inp.id_tag) is not None:
         raise FailedPrecondition(f"id_tag {inp.id_tag} is already registered at operator {operator.id}")
-    account_id = await settlement.ensure_customer_account(
+    # A sub-fleet's token spends its allocation (the limit its manager set), like its drivers' app orders.
+    account_id = sub_account_id or await settlement.ensure_customer_account(
         session, owner_kind=owner_kind, owner_id=owner_id, currency=operator.currency
     )
     token = ChargingToken(
@@ -224,6 +227,34 @@ async def set_blocked(
     session.add(token)
     await session.flush()
     return token
+
+
+async def set_expiry(
+    session: AsyncSession, principal: Principal, now: dt.datetime, token_id: str, expires_at: dt.datetime | None
+) -> ChargingToken:
+    """Sets (None: clears) a token's expiry; a past time expires it at once (expiry is a time, not a status)."""
+    token = await session.get(ChargingToken, token_id) if token_id else None
+    if token is None or not _may_manage(principal, token):
+        raise NotFound(f"charging token {token_id} not found")
+    if token.expires_at != expires_at:
+        token.expires_at = expires_at
+        token.updated_at = now
+        token.version += 1
+        session.add(token)
+        await session.flush()
+    return token
+
+
+async def fleet_tokens(
+    session: AsyncSession, fleet_id: str, sub_fleet_id: str, *, after: str | None, limit: int
+) -> list[ChargingToken]:
+    """A fleet's tokens (only a sub-fleet's, if named), by id, after the id `after`."""
+    query = select(ChargingToken).where(ChargingToken.owner_kind == "fleet", ChargingToken.owner_id == fleet_id)
+    if sub_fleet_id:
+        query = query.where(ChargingToken.sub_fleet_id == sub_fleet_id)
+    if after:
+        query = query.where(ChargingToken.id > after)
+    return list((await session.exec(query.order_by(ChargingToken.id).limit(limit))).all())
 
 
 # ---- the no-free-energy rule ----

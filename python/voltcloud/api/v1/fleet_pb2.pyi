@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from voltcloud.api.v1 import common_pb2 as _common_pb2
+from voltcloud.api.v1 import ingest_pb2 as _ingest_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -1085,7 +1086,9 @@ Global___GetFleetStatementRequest: _TypeAlias = GetFleetStatementRequest  # noqa
 
 @_typing.final
 class GetFleetStatementResponse(_message.Message):
-    """GetFleetStatement response."""
+    """GetFleetStatement response. Totals and balances cover the whole period and every account of the statement
+    (the fleet's and its sub-fleets', or the one sub-fleet's); entries are paged.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1094,21 +1097,43 @@ class GetFleetStatementResponse(_message.Message):
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
     CLOSING_BALANCE_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPENING_BALANCE_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TOTAL_CREDITS_FIELD_NUMBER: _builtins.int
+    TOTAL_DEBITS_FIELD_NUMBER: _builtins.int
     total_energy_wh: _builtins.int
-    """Total energy, Wh."""
+    """Total energy, Wh (not filled yet: see lines)."""
     next_page_token: _builtins.str
-    """Next page token."""
+    """Next page token (of entries)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetStatementLine]:
-        """Lines per sub-fleet and vehicle."""
+        """Lines per account: the fleet's own (sub_fleet_id empty) and each sub-fleet's; vehicle_id and energy_wh
+        are not filled (the ledger knows orders, not vehicles).
+        """
 
     @_builtins.property
     def total_amount(self) -> _common_pb2.Money:
-        """Total amount."""
+        """Net amount paid for orders (settlements and cancellation fees less refunds)."""
 
     @_builtins.property
     def closing_balance(self) -> _common_pb2.Money:
         """Balance at period end."""
+
+    @_builtins.property
+    def opening_balance(self) -> _common_pb2.Money:
+        """Balance at period start."""
+
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetStatementEntry]:
+        """Every posting on the statement's accounts in the period, in posting order."""
+
+    @_builtins.property
+    def total_credits(self) -> _common_pb2.Money:
+        """Sum of money in (positive postings)."""
+
+    @_builtins.property
+    def total_debits(self) -> _common_pb2.Money:
+        """Sum of money out (negative postings), as a positive amount."""
 
     def __init__(
         self,
@@ -1118,14 +1143,74 @@ class GetFleetStatementResponse(_message.Message):
         total_amount: _common_pb2.Money | None = ...,
         closing_balance: _common_pb2.Money | None = ...,
         next_page_token: _builtins.str = ...,
+        opening_balance: _common_pb2.Money | None = ...,
+        entries: _abc.Iterable[Global___FleetStatementEntry] | None = ...,
+        total_credits: _common_pb2.Money | None = ...,
+        total_debits: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "total_amount", b"total_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "lines", b"lines", "next_page_token", b"next_page_token", "total_amount", b"total_amount", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "entries", b"entries", "lines", b"lines", "next_page_token", b"next_page_token", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFleetStatementResponse: _TypeAlias = GetFleetStatementResponse  # noqa: Y015
+
+@_typing.final
+class FleetStatementEntry(_message.Message):
+    """One posting of a fleet statement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    POSTED_AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    """Journal entry."""
+    kind: _builtins.str
+    """Journal entry kind, lower case ("order_settlement", "allocation", "top_up", ...)."""
+    description: _builtins.str
+    """The journal entry's description."""
+    order_id: _builtins.str
+    """Order, if the entry settles one."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet whose account it is on; empty = the fleet's own account."""
+    @_builtins.property
+    def posted_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was posted."""
+
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """Signed amount: positive increases the account's balance."""
+
+    @_builtins.property
+    def balance_after(self) -> _common_pb2.Money:
+        """Balance of the statement's accounts after it."""
+
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        posted_at: _timestamp_pb2.Timestamp | None = ...,
+        kind: _builtins.str = ...,
+        description: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        amount: _common_pb2.Money | None = ...,
+        balance_after: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "posted_at", b"posted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "description", b"description", "entry_id", b"entry_id", "kind", b"kind", "order_id", b"order_id", "posted_at", b"posted_at", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetStatementEntry: _TypeAlias = FleetStatementEntry  # noqa: Y015
 
 @_typing.final
 class GetVehicleStateRequest(_message.Message):
@@ -1292,3 +1377,427 @@ class MoveVehicleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MoveVehicleResponse: _TypeAlias = MoveVehicleResponse  # noqa: Y015
+
+@_typing.final
+class FleetChargingToken(_message.Message):
+    """A charging token of a fleet: sessions started with it become orders for its vehicle, charged to its account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """Token id."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters."""
+    operator_id: _builtins.str
+    """Operator whose stations accept it."""
+    fleet_id: _builtins.str
+    """Fleet that owns it."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet whose allocation pays its sessions; empty = the fleet's account."""
+    vehicle_id: _builtins.str
+    """Vehicle its sessions are ordered for."""
+    account_id: _builtins.str
+    """Account its sessions are charged to."""
+    status: _ingest_pb2.IdTagStatus.ValueType
+    """Current verdict (ACCEPTED, BLOCKED; EXPIRED once past expiry)."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """Expiry, if any."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        status: _ingest_pb2.IdTagStatus.ValueType = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "expiry_time", b"expiry_time", "fleet_id", b"fleet_id", "id_tag", b"id_tag", "operator_id", b"operator_id", "status", b"status", "sub_fleet_id", b"sub_fleet_id", "token_id", b"token_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetChargingToken: _TypeAlias = FleetChargingToken  # noqa: Y015
+
+@_typing.final
+class IssueChargingTokenRequest(_message.Message):
+    """IssueChargingToken request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    ID_TAG_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Retry key (required): the same key and request return the first token."""
+    fleet_id: _builtins.str
+    """Fleet."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet whose allocation pays; empty = the driver's sub-fleet (if a driver is named), else the fleet."""
+    driver_id: _builtins.str
+    """Driver of the fleet the card is handed to; their assigned vehicle and sub-fleet are the defaults."""
+    vehicle_id: _builtins.str
+    """Vehicle of the fleet its sessions are ordered for; required unless the driver has an assigned vehicle."""
+    id_tag: _builtins.str
+    """The idTag, 1..20 characters [A-Za-z0-9._:-]; unique per operator."""
+    operator_id: _builtins.str
+    """Operator whose stations accept it."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """Expiry, optional (must be in the future)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        id_tag: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "expiry_time", b"expiry_time", "fleet_id", b"fleet_id", "id_tag", b"id_tag", "idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueChargingTokenRequest: _TypeAlias = IssueChargingTokenRequest  # noqa: Y015
+
+@_typing.final
+class IssueChargingTokenResponse(_message.Message):
+    """IssueChargingToken response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___FleetChargingToken:
+        """The token."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___FleetChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueChargingTokenResponse: _TypeAlias = IssueChargingTokenResponse  # noqa: Y015
+
+@_typing.final
+class BlockChargingTokenRequest(_message.Message):
+    """BlockChargingToken request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    BLOCKED_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    token_id: _builtins.str
+    """Token id."""
+    blocked: _builtins.bool
+    """True: block; false: re-activate (only whoever blocked it, or the admin)."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        blocked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked", b"blocked", "fleet_id", b"fleet_id", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockChargingTokenRequest: _TypeAlias = BlockChargingTokenRequest  # noqa: Y015
+
+@_typing.final
+class BlockChargingTokenResponse(_message.Message):
+    """BlockChargingToken response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___FleetChargingToken:
+        """The token after the change."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___FleetChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockChargingTokenResponse: _TypeAlias = BlockChargingTokenResponse  # noqa: Y015
+
+@_typing.final
+class SetChargingTokenExpiryRequest(_message.Message):
+    """SetChargingTokenExpiry request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    EXPIRY_TIME_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    token_id: _builtins.str
+    """Token id."""
+    @_builtins.property
+    def expiry_time(self) -> _timestamp_pb2.Timestamp:
+        """New expiry (a past time expires it now); absent = never expires."""
+
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        expiry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiry_time", b"expiry_time", "fleet_id", b"fleet_id", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChargingTokenExpiryRequest: _TypeAlias = SetChargingTokenExpiryRequest  # noqa: Y015
+
+@_typing.final
+class SetChargingTokenExpiryResponse(_message.Message):
+    """SetChargingTokenExpiry response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___FleetChargingToken:
+        """The token after the change."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___FleetChargingToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetChargingTokenExpiryResponse: _TypeAlias = SetChargingTokenExpiryResponse  # noqa: Y015
+
+@_typing.final
+class ListChargingTokensRequest(_message.Message):
+    """ListChargingTokens request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    sub_fleet_id: _builtins.str
+    """Only this sub-fleet's tokens; empty = all."""
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "page_size", b"page_size", "page_token", b"page_token", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChargingTokensRequest: _TypeAlias = ListChargingTokensRequest  # noqa: Y015
+
+@_typing.final
+class ListChargingTokensResponse(_message.Message):
+    """ListChargingTokens response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetChargingToken]:
+        """Tokens, by id."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___FleetChargingToken] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChargingTokensResponse: _TypeAlias = ListChargingTokensResponse  # noqa: Y015
+
+@_typing.final
+class GetFleetDailyReportRequest(_message.Message):
+    """GetFleetDailyReport request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet."""
+    sub_fleet_id: _builtins.str
+    """Only this sub-fleet's vehicles; empty = all the fleet's."""
+    date: _builtins.str
+    """The day, YYYY-MM-DD, in time_zone."""
+    time_zone: _builtins.str
+    """IANA time zone of the day; empty = Asia/Shanghai."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        date: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "fleet_id", b"fleet_id", "sub_fleet_id", b"sub_fleet_id", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetDailyReportRequest: _TypeAlias = GetFleetDailyReportRequest  # noqa: Y015
+
+@_typing.final
+class VehicleDayLine(_message.Message):
+    """One vehicle's day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    PLATE_FIELD_NUMBER: _builtins.int
+    ORDER_COUNT_FIELD_NUMBER: _builtins.int
+    COMPLETED_COUNT_FIELD_NUMBER: _builtins.int
+    SWAP_ENERGY_WH_FIELD_NUMBER: _builtins.int
+    CHARGE_ENERGY_WH_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    vehicle_id: _builtins.str
+    """Vehicle."""
+    sub_fleet_id: _builtins.str
+    """Its sub-fleet; empty = the fleet itself."""
+    plate: _builtins.str
+    """Plate."""
+    order_count: _builtins.int
+    """Orders created that day (any state)."""
+    completed_count: _builtins.int
+    """Of those, completed."""
+    swap_energy_wh: _builtins.int
+    """Energy delivered by swaps, Wh."""
+    charge_energy_wh: _builtins.int
+    """Energy delivered by charging (at a charger, valet or mobile van), Wh."""
+    @_builtins.property
+    def cost(self) -> _common_pb2.Money:
+        """What the orders cost (final amounts and cancellation fees)."""
+
+    def __init__(
+        self,
+        *,
+        vehicle_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        plate: _builtins.str = ...,
+        order_count: _builtins.int = ...,
+        completed_count: _builtins.int = ...,
+        swap_energy_wh: _builtins.int = ...,
+        charge_energy_wh: _builtins.int = ...,
+        cost: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "completed_count", b"completed_count", "cost", b"cost", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VehicleDayLine: _TypeAlias = VehicleDayLine  # noqa: Y015
+
+@_typing.final
+class GetFleetDailyReportResponse(_message.Message):
+    """GetFleetDailyReport response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
+    csv: _builtins.str
+    """The lines as CSV (RFC 4180, header row first; energy in Wh, cost in minor units)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___VehicleDayLine]:
+        """One line per vehicle of the fleet (or sub-fleet), by vehicle id; vehicles without orders included."""
+
+    @_builtins.property
+    def total_cost(self) -> _common_pb2.Money:
+        """Sum of the lines' cost."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___VehicleDayLine] | None = ...,
+        total_cost: _common_pb2.Money | None = ...,
+        csv: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total_cost", b"total_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "lines", b"lines", "total_cost", b"total_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFleetDailyReportResponse: _TypeAlias = GetFleetDailyReportResponse  # noqa: Y015

@@ -105,6 +105,31 @@ class FleetServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleResponse.FromString,
                 _registered_method=True)
+        self.IssueChargingToken = channel.unary_unary(
+                '/voltcloud.v1.FleetService/IssueChargingToken',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.IssueChargingTokenRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.IssueChargingTokenResponse.FromString,
+                _registered_method=True)
+        self.BlockChargingToken = channel.unary_unary(
+                '/voltcloud.v1.FleetService/BlockChargingToken',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.BlockChargingTokenRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.BlockChargingTokenResponse.FromString,
+                _registered_method=True)
+        self.SetChargingTokenExpiry = channel.unary_unary(
+                '/voltcloud.v1.FleetService/SetChargingTokenExpiry',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetChargingTokenExpiryRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetChargingTokenExpiryResponse.FromString,
+                _registered_method=True)
+        self.ListChargingTokens = channel.unary_unary(
+                '/voltcloud.v1.FleetService/ListChargingTokens',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensResponse.FromString,
+                _registered_method=True)
+        self.GetFleetDailyReport = channel.unary_unary(
+                '/voltcloud.v1.FleetService/GetFleetDailyReport',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -209,6 +234,41 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueChargingToken(self, request, context):
+        """Issues a charging token (RFID card / OCPP idTag) to the fleet, one of its sub-fleets or one of its drivers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlockChargingToken(self, request, context):
+        """Blocks or re-activates one of the fleet's charging tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetChargingTokenExpiry(self, request, context):
+        """Sets or clears the expiry of one of the fleet's charging tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChargingTokens(self, request, context):
+        """Lists the fleet's charging tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFleetDailyReport(self, request, context):
+        """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +341,31 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.MoveVehicle,
                     request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleResponse.SerializeToString,
+            ),
+            'IssueChargingToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueChargingToken,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.IssueChargingTokenRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.IssueChargingTokenResponse.SerializeToString,
+            ),
+            'BlockChargingToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockChargingToken,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.BlockChargingTokenRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.BlockChargingTokenResponse.SerializeToString,
+            ),
+            'SetChargingTokenExpiry': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetChargingTokenExpiry,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetChargingTokenExpiryRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetChargingTokenExpiryResponse.SerializeToString,
+            ),
+            'ListChargingTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChargingTokens,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensResponse.SerializeToString,
+            ),
+            'GetFleetDailyReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetDailyReport,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +747,141 @@ class FleetService:
             '/voltcloud.v1.FleetService/MoveVehicle',
             voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleRequest.SerializeToString,
             voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueChargingToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/IssueChargingToken',
+            voltcloud_dot_v1_dot_fleet__pb2.IssueChargingTokenRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.IssueChargingTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockChargingToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/BlockChargingToken',
+            voltcloud_dot_v1_dot_fleet__pb2.BlockChargingTokenRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.BlockChargingTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetChargingTokenExpiry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/SetChargingTokenExpiry',
+            voltcloud_dot_v1_dot_fleet__pb2.SetChargingTokenExpiryRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.SetChargingTokenExpiryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChargingTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/ListChargingTokens',
+            voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.ListChargingTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetDailyReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/GetFleetDailyReport',
+            voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

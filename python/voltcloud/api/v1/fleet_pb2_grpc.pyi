@@ -61,6 +61,16 @@ class FleetServiceStub:
     """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
     MoveVehicle: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.MoveVehicleRequest, _fleet_pb2.MoveVehicleResponse]
     """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself."""
+    IssueChargingToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.IssueChargingTokenRequest, _fleet_pb2.IssueChargingTokenResponse]
+    """Issues a charging token (RFID card / OCPP idTag) to the fleet, one of its sub-fleets or one of its drivers."""
+    BlockChargingToken: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.BlockChargingTokenRequest, _fleet_pb2.BlockChargingTokenResponse]
+    """Blocks or re-activates one of the fleet's charging tokens."""
+    SetChargingTokenExpiry: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetChargingTokenExpiryRequest, _fleet_pb2.SetChargingTokenExpiryResponse]
+    """Sets or clears the expiry of one of the fleet's charging tokens."""
+    ListChargingTokens: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ListChargingTokensRequest, _fleet_pb2.ListChargingTokensResponse]
+    """Lists the fleet's charging tokens."""
+    GetFleetDailyReport: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetDailyReportRequest, _fleet_pb2.GetFleetDailyReportResponse]
+    """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -95,6 +105,16 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
     MoveVehicle: _aio.UnaryUnaryMultiCallable[_fleet_pb2.MoveVehicleRequest, _fleet_pb2.MoveVehicleResponse]  # type: ignore[assignment]
     """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself."""
+    IssueChargingToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.IssueChargingTokenRequest, _fleet_pb2.IssueChargingTokenResponse]  # type: ignore[assignment]
+    """Issues a charging token (RFID card / OCPP idTag) to the fleet, one of its sub-fleets or one of its drivers."""
+    BlockChargingToken: _aio.UnaryUnaryMultiCallable[_fleet_pb2.BlockChargingTokenRequest, _fleet_pb2.BlockChargingTokenResponse]  # type: ignore[assignment]
+    """Blocks or re-activates one of the fleet's charging tokens."""
+    SetChargingTokenExpiry: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetChargingTokenExpiryRequest, _fleet_pb2.SetChargingTokenExpiryResponse]  # type: ignore[assignment]
+    """Sets or clears the expiry of one of the fleet's charging tokens."""
+    ListChargingTokens: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ListChargingTokensRequest, _fleet_pb2.ListChargingTokensResponse]  # type: ignore[assignment]
+    """Lists the fleet's charging tokens."""
+    GetFleetDailyReport: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetDailyReportRequest, _fleet_pb2.GetFleetDailyReportResponse]  # type: ignore[assignment]
+    """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fleet tenants and their vehicles and drivers."""
@@ -210,5 +230,45 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.MoveVehicleResponse, _abc.Awaitable[_fleet_pb2.MoveVehicleResponse]]:
         """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself."""
+
+    @_abc_1.abstractmethod
+    def IssueChargingToken(
+        self,
+        request: _fleet_pb2.IssueChargingTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.IssueChargingTokenResponse, _abc.Awaitable[_fleet_pb2.IssueChargingTokenResponse]]:
+        """Issues a charging token (RFID card / OCPP idTag) to the fleet, one of its sub-fleets or one of its drivers."""
+
+    @_abc_1.abstractmethod
+    def BlockChargingToken(
+        self,
+        request: _fleet_pb2.BlockChargingTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.BlockChargingTokenResponse, _abc.Awaitable[_fleet_pb2.BlockChargingTokenResponse]]:
+        """Blocks or re-activates one of the fleet's charging tokens."""
+
+    @_abc_1.abstractmethod
+    def SetChargingTokenExpiry(
+        self,
+        request: _fleet_pb2.SetChargingTokenExpiryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SetChargingTokenExpiryResponse, _abc.Awaitable[_fleet_pb2.SetChargingTokenExpiryResponse]]:
+        """Sets or clears the expiry of one of the fleet's charging tokens."""
+
+    @_abc_1.abstractmethod
+    def ListChargingTokens(
+        self,
+        request: _fleet_pb2.ListChargingTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ListChargingTokensResponse, _abc.Awaitable[_fleet_pb2.ListChargingTokensResponse]]:
+        """Lists the fleet's charging tokens."""
+
+    @_abc_1.abstractmethod
+    def GetFleetDailyReport(
+        self,
+        request: _fleet_pb2.GetFleetDailyReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.GetFleetDailyReportResponse, _abc.Awaitable[_fleet_pb2.GetFleetDailyReportResponse]]:
+        """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
