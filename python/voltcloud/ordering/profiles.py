@@ -86,10 +86,10 @@ class Profiles:
 
     def on_orders(self, changes: Sequence[Any]) -> None:
         """A completed order joins its creator's history (the ranking's past stations and modes)."""
-        self.generation += 1
         for change in changes:
             payload = change.payload if isinstance(change.payload, dict) else {}
             if payload.get("state") == int(OrderState.COMPLETED) and payload.get("created_by"):
+                self.generation += 1
                 self._preferences.pop(str(payload["created_by"]), None)
 
     def subscribe(self, feed: Any) -> None:
