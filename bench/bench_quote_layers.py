@@ -51,7 +51,7 @@ from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
 from voltcloud.config import Settings
 from voltcloud.fleet.models import Vehicle
 from voltcloud.ordering import payments, quoting
-from voltcloud.ordering.models import Quote
+from voltcloud.ordering.quote_store import PendingQuote
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.ids import new_id
 from voltcloud.server import Platform
@@ -127,10 +127,10 @@ async def one_round(
 
     prices = await timed(samples["pricing"], price)
     ranked = timed_sync(samples["ranking"], lambda: quoting.rank_options(inp, now, prefs, located2, prices))
-    quote = Quote(
+    quote = PendingQuote(
         id=new_id("qt"), requested_by=principal.subject, vehicle_id=vehicle.id, fleet_id=None, lat=inp.lat,
         lng=inp.lng, soc_permille=inp.soc_permille, target_soc_permille=inp.target_soc_permille, created_at=now,
-        expires_at=now + dt.timedelta(seconds=120), options_json=json.dumps([o.finish_at for o in ranked]),
+        expires_at=now + dt.timedelta(seconds=120), options_json=quoting.options_json(ranked),
     )  # fmt: skip
 
     async def persist() -> None:
@@ -138,7 +138,7 @@ async def one_round(
             path.store.add(quote)
             return
         async with uow.db.transaction("bench.persist") as session:
-            session.add(quote)
+            session.add(quote.model())
 
     await timed(samples["persistence"], persist)
     await timed(samples["domain"], lambda: quoting.quote_power_up(uow, p.powerup.clock, settings, principal, inp, path))

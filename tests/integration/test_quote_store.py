@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
 from voltcloud.fleet.models import Vehicle
 from voltcloud.ordering.models import Order, Quote
-from voltcloud.ordering.quote_store import QuoteStore, made_at
+from voltcloud.ordering.quote_store import PendingQuote, QuoteStore, made_at
 from voltcloud.platform.db import Database
 from voltcloud.platform.ids import new_id
 from voltcloud.server import Platform
@@ -139,7 +139,7 @@ async def test_a_failed_batch_stays_pending_and_is_retried(platform: Platform) -
         quote = await _quote(platform, channel, vehicle.id)
     pending = store.pending(quote.quote_id)
     assert pending is not None
-    orphan = Quote(**{**pending.model_dump(), "id": new_id("qt"), "vehicle_id": "vh-not-yet"})
+    orphan = PendingQuote(**{**pending.model_dump(), "id": new_id("qt"), "vehicle_id": "vh-not-yet"})
     store.add(orphan)  # its vehicle does not exist: the batch violates a foreign key
     assert not await store.flush()
     assert store.failures == 1 and store.pending(quote.quote_id) is not None

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +35,33 @@ from voltcloud.platform.db import Database, dialect
 log = logging.getLogger(__name__)
 
 _ROWS_PER_STATEMENT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PendingQuote:
+    """A quote's row values, waiting for its batch (a plain record: building an ORM instance per quote would
+    cost more than pricing it; one is built only when CreateOrder asks for it)."""
+
+    id: str
+    requested_by: str
+    vehicle_id: str
+    fleet_id: str | None
+    lat: float
+    lng: float
+    soc_permille: int
+    target_soc_permille: int
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    options_json: str
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def model(self) -> Quote:
+        return Quote(**self.row())
+
+
+_FIELDS = tuple(f.name for f in fields(PendingQuote))
 
 
 class QuoteStore:
@@ -52,16 +81,17 @@ class QuoteStore:
         self.margin_s = margin_s
         self.flushed = 0
         self.failures = 0
-        self._pending: dict[str, Quote] = {}
+        self._pending: dict[str, PendingQuote] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, quote: Quote) -> None:
+    def add(self, quote: PendingQuote) -> None:
         self._pending[quote.id] = quote
         self._wake.set()
 
     def pending(self, quote_id: str) -> Quote | None:
-        return self._pending.get(quote_id)
+        found = self._pending.get(quote_id)
+        return None if found is None else found.model()
 
     @property
     def backlog(self) -> int:
@@ -117,8 +147,9 @@ class QuoteStore:
 
     async def persist_in(self, session: AsyncSession, quote: Quote) -> None:
         """Makes a still-pending quote part of the caller's transaction (an order that references it)."""
-        if quote.id in self._pending:
-            await insert_quotes(session, [quote])
+        pending = self._pending.get(quote.id)
+        if pending is not None:
+            await insert_quotes(session, [pending])
 
     def in_flight(self, quote_id: str, now_s: float | None = None) -> float:
         """Seconds during which a quote with this id, not yet in the database, may still arrive there from
@@ -145,26 +176,10 @@ def made_at(quote_id: str) -> float | None:
     return (value.int >> 80) / 1000.0
 
 
-async def insert_quotes(session: AsyncSession, quotes: Iterable[Quote]) -> None:
-    rows = [_row(q) for q in quotes]
+async def insert_quotes(session: AsyncSession, quotes: Iterable[PendingQuote]) -> None:
+    rows = [q.row() for q in quotes]
     table: Any = Quote.__table__  # type: ignore[attr-defined]
     insert: Any = postgresql.insert if dialect(session) == "postgresql" else sqlite.insert
     connection = await session.connection()
     for i in range(0, len(rows), _ROWS_PER_STATEMENT):
         await connection.execute(insert(table).values(rows[i : i + _ROWS_PER_STATEMENT]).on_conflict_do_nothing())
-
-
-def _row(quote: Quote) -> dict[str, Any]:
-    return {
-        "id": quote.id,
-        "requested_by": quote.requested_by,
-        "vehicle_id": quote.vehicle_id,
-        "fleet_id": quote.fleet_id,
-        "lat": quote.lat,
-        "lng": quote.lng,
-        "soc_permille": quote.soc_permille,
-        "target_soc_permille": quote.target_soc_permille,
-        "created_at": quote.created_at,
-        "expires_at": quote.expires_at,
-        "options_json": quote.options_json,
-    }

@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,7 +20,7 @@ from voltcloud.ordering import payments, ranking
 from voltcloud.ordering.lifecycle import UnitOfWork
 from voltcloud.ordering.models import CustomerProfile, Order, Quote
 from voltcloud.ordering.profiles import Profiles
-from voltcloud.ordering.quote_store import QuoteStore
+from voltcloud.ordering.quote_store import PendingQuote, QuoteStore
 from voltcloud.ordering.states import Mode, OrderState
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
@@ -239,7 +239,7 @@ async def _quote(
         payments.PriceRequest(station, now + dt.timedelta(seconds=o.eta_s + o.wait_s), o.energy_wh, o.service_s)
         for o, station in located
     ]
-    quote = Quote(
+    row = PendingQuote(
         id=new_id("qt"),
         requested_by=principal.subject,
         vehicle_id=vehicle.id,
@@ -256,14 +256,12 @@ async def _quote(
         async with uow.db.transaction("ordering.quote.write") as session:
             prices = await payments.estimate_all(session, customer_kind, customer_id, requests)
             options = rank_options(inp, now, prefs, located, prices)
-            quote.options_json = json.dumps([asdict(o) for o in options])
-            session.add(quote)
+            session.add(dataclasses.replace(row, options_json=options_json(options)).model())
     else:
         prices = await price_in_memory(uow, path, customer_kind, customer_id, requests)
         options = rank_options(inp, now, prefs, located, prices)
-        quote.options_json = json.dumps([asdict(o) for o in options])
-        path.store.add(quote)
-    return QuoteResult(quote.id, quote.expires_at, options)
+        path.store.add(dataclasses.replace(row, options_json=options_json(options)))
+    return QuoteResult(row.id, row.expires_at, options)
 
 
 async def customer(
@@ -388,6 +386,14 @@ def _quoted(
         rate_model_version=price.rate_model_version,
         pricing_station_id=pricing_station,
     )
+
+
+_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(QuotedOption))
+
+
+def options_json(options: list[QuotedOption]) -> str:
+    """The options as stored in the quote (flat values only, so no deep copy as `asdict` would make)."""
+    return json.dumps([{name: getattr(o, name) for name in _OPTION_FIELDS} for o in options])
 
 
 def options_of(quote: Quote) -> list[QuotedOption]:
