@@ -28,6 +28,7 @@ from voltcloud.ordering.quote_store import QuoteStore
 from voltcloud.ordering.quoting import QuotePath
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
+from voltcloud.platform.feed import ChangeFeed
 from voltcloud.settlement.api import PriceBook
 from voltcloud.stations.api import SessionLink, SessionReport, StationCommands
 
@@ -35,15 +36,20 @@ log = logging.getLogger(__name__)
 
 
 class PowerUp:
-    def __init__(self, settings: Settings, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, clock: Clock | None = None, feed: ChangeFeed | None = None
+    ) -> None:
         self.settings = settings
         self.db = db
+        self.changes = feed or ChangeFeed(db)  # the change feed this replica follows
         self.clock: Clock = clock or SystemClock()
         self.engine = Engine()
         self.feed = OrderFeed()
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
         self.quote_path = QuotePath(PriceBook(db), Profiles(db), QuoteStore(db))
+        self.quote_path.book.subscribe(self.changes)  # rate models: recompiled when one changes anywhere
+        self.quote_path.profiles.subscribe(self.changes)  # vehicles, drivers, profiles, completed orders
         self.deps = orders.OrderingDeps(self.uow, self.clock, settings, OrderTasks(self.hub), self.quote_path)
         self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []

@@ -3,10 +3,10 @@ the change feed says has changed (vehicles, drivers, customer profiles, complete
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from voltcloud.ordering import quoting
 from voltcloud.ordering.models import CustomerProfile
 from voltcloud.ordering.profiles import Profiles
 from voltcloud.ordering.states import OrderState
+from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role, Tenant
 from voltcloud.platform.db import Database, upgrade_database_async
 from voltcloud.platform.errors import NotFound
@@ -25,10 +26,8 @@ from voltcloud.seed import seed_world
 from voltcloud.world import generate_world
 
 
-@dataclass(frozen=True)
-class Change:  # the shape of platform.feed.Change that the handlers read
-    key: str
-    payload: dict[str, Any]
+def Change(key: str, payload: dict[str, Any]) -> feed.Change:
+    return feed.Change(0, "", key, payload, "test", dt.datetime.now(dt.UTC))
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from voltcloud.fleet.api import Driver, Vehicle
 from voltcloud.ordering.ranking import Preferences
 from voltcloud.ordering.states import OrderState
 from voltcloud.platform.db import Database
+from voltcloud.platform.feed import Change, ChangeFeed
 
-TOPICS = ("vehicle", "driver", "customer_profile", "order")
 MAX_ENTRIES = 200_000  # per map; beyond it the map is cleared (a cache, the database stays the truth)
 
 
@@ -69,34 +69,34 @@ class Profiles:
 
     # --- the change feed ------------------------------------------------------------------------------
 
-    def on_vehicles(self, changes: Sequence[Any]) -> None:
+    def on_vehicles(self, changes: Sequence[Change]) -> None:
         self.generation += 1
         for change in changes:
             self._vehicles.pop(change.key, None)
 
-    def on_drivers(self, changes: Sequence[Any]) -> None:
+    def on_drivers(self, changes: Sequence[Change]) -> None:
         self.generation += 1
         for change in changes:
             self._drivers.pop(change.key, None)
 
-    def on_customer_profiles(self, changes: Sequence[Any]) -> None:
+    def on_customer_profiles(self, changes: Sequence[Change]) -> None:
         self.generation += 1
         for change in changes:
             self._preferences.pop(change.key, None)
 
-    def on_orders(self, changes: Sequence[Any]) -> None:
+    def on_orders(self, changes: Sequence[Change]) -> None:
         """A completed order joins its creator's history (the ranking's past stations and modes)."""
         for change in changes:
-            payload = change.payload if isinstance(change.payload, dict) else {}
+            payload = change.payload
             if payload.get("state") == int(OrderState.COMPLETED) and payload.get("created_by"):
                 self.generation += 1
                 self._preferences.pop(str(payload["created_by"]), None)
 
-    def subscribe(self, feed: Any) -> None:
-        feed.subscribe("vehicle", self.on_vehicles)
-        feed.subscribe("driver", self.on_drivers)
-        feed.subscribe("customer_profile", self.on_customer_profiles)
-        feed.subscribe("order", self.on_orders)
+    def subscribe(self, changes: ChangeFeed) -> None:
+        changes.subscribe("vehicle", self.on_vehicles)
+        changes.subscribe("driver", self.on_drivers)
+        changes.subscribe("customer_profile", self.on_customer_profiles)
+        changes.subscribe("order", self.on_orders)
 
 
 def _put(cache: dict[str, Any], key: str, value: Any) -> None:

@@ -23,13 +23,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform.db import Database
+from voltcloud.platform.feed import Change, ChangeFeed
 from voltcloud.settlement.models import LedgerAccount, RateAssignment, RateModelVersion
 from voltcloud.settlement.money import micros_per_minor, round_half_up
-from voltcloud.settlement.rates import BUILTIN_ID, model_view
+from voltcloud.settlement.rates import BUILTIN_ID, TOPIC, model_view
 from voltcloud.settlement.tariff import BUILTIN_DEFAULT, Dimension, Tariff, Usage, price
 from voltcloud.stations.api import Station
 
-TOPIC = "rate_model"
+STATION_TOPIC = "station"
 _LEVEL_LIMIT = 5  # rates.resolve looks at the first five assignments of each level
 _DENOMINATOR = {Dimension.ENERGY: 1000, Dimension.TIME: 3600, Dimension.PARKING_TIME: 3600, Dimension.FLAT: 1}
 
@@ -200,14 +201,19 @@ class PriceBook:
         """A station's operator or time zone changed: read it again when next needed."""
         self._stations.pop(station_id, None)
 
-    async def on_changes(self, changes: Sequence[object]) -> None:
+    async def on_changes(self, changes: Sequence[Change]) -> None:
         """Change-feed handler for topic `rate_model`: the key names the model whose rows changed. Idempotent:
         it re-reads the current rows, so a change delivered twice (or late) recompiles to the same state."""
-        await self.reload_models(str(getattr(c, "key", "")) for c in changes)
+        await self.reload_models(c.key for c in changes)
 
-    def on_station_changes(self, changes: Sequence[object]) -> None:
+    def on_station_changes(self, changes: Sequence[Change]) -> None:
         for change in changes:
-            self.invalidate_station(str(getattr(change, "key", "")))
+            self.invalidate_station(change.key)
+
+    def subscribe(self, changes: ChangeFeed) -> None:
+        changes.subscribe(TOPIC, self.on_changes)
+        # A station's time zone prices its time-of-use windows: forget it when the station changes.
+        changes.subscribe(STATION_TOPIC, self.on_station_changes)
 
     def has_stations(self, station_ids: Iterable[str]) -> bool:
         return all(s in self._stations for s in station_ids)
