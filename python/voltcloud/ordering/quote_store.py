@@ -34,8 +34,6 @@ from voltcloud.platform.db import Database, dialect
 
 log = logging.getLogger(__name__)
 
-_ROWS_PER_STATEMENT = 500
-
 
 @dataclass(frozen=True, slots=True)
 class PendingQuote:
@@ -177,9 +175,15 @@ def made_at(quote_id: str) -> float | None:
 
 
 async def insert_quotes(session: AsyncSession, quotes: Iterable[PendingQuote]) -> None:
+    """One executemany of a statement compiled once (SQLAlchemy batches it into multi-row INSERTs)."""
     rows = [q.row() for q in quotes]
-    table: Any = Quote.__table__  # type: ignore[attr-defined]
-    insert: Any = postgresql.insert if dialect(session) == "postgresql" else sqlite.insert
-    connection = await session.connection()
-    for i in range(0, len(rows), _ROWS_PER_STATEMENT):
-        await connection.execute(insert(table).values(rows[i : i + _ROWS_PER_STATEMENT]).on_conflict_do_nothing())
+    if rows:
+        connection = await session.connection()
+        await connection.execute(_INSERT[dialect(session)], rows)
+
+
+_TABLE: Any = Quote.__table__  # type: ignore[attr-defined]
+_INSERT = {
+    "postgresql": postgresql.insert(_TABLE).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_TABLE).on_conflict_do_nothing(),
+}
