@@ -68,7 +68,7 @@ class QuoteStore:
         db: Database,
         *,
         batch_size: int = 256,
-        interval_s: float = 0.005,
+        interval_s: float = 0.05,
         retry_s: float = 0.5,
         margin_s: float = 0.25,
     ) -> None:
