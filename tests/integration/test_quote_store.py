@@ -4,7 +4,6 @@ window (real gRPC, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import uuid
@@ -19,6 +18,7 @@ from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
 from voltcloud.fleet.models import Vehicle
 from voltcloud.ordering.models import Order, Quote
 from voltcloud.ordering.quote_store import PendingQuote, QuoteStore, made_at
+from voltcloud.platform.clock import FrozenClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.ids import new_id
 from voltcloud.server import Platform
@@ -88,7 +88,7 @@ async def test_a_pending_quote_is_ordered_at_its_exact_price(platform: Platform)
 
 
 async def test_a_pending_quote_is_refused_like_a_written_one(tmp_path: Path, database_url: str) -> None:
-    async with serving(tmp_path, database_url, reoptimize_interval_s=0, quote_ttl_s=1) as platform:
+    async with serving(tmp_path, database_url, reoptimize_interval_s=0) as platform:
         vehicle = await swappable_vehicle(platform, owner=DRIVER)
         await fund(platform, "driver", DRIVER)
         _hold_back(platform, 30.0)
@@ -114,7 +114,8 @@ async def test_a_pending_quote_is_refused_like_a_written_one(tmp_path: Path, dat
                 (int((dt.datetime.now(dt.UTC).timestamp() - 3600) * 1000)) << 80
             ))  # fmt: skip
             assert await code(f"qt_{hour_ago}", "o1") == grpc.StatusCode.NOT_FOUND
-            await asyncio.sleep(1.1)
+            later = quote.expires_at.ToDatetime(dt.UTC) + dt.timedelta(seconds=1)
+            platform.powerup.deps.clock = FrozenClock(later)  # CreateOrder's "now", past the quote's expiry
             assert await code(quote.quote_id, quote.options[0].option_id) == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -156,11 +157,11 @@ async def test_another_replica_finds_a_quote_still_in_the_first_ones_batch(tmp_p
         vehicle = await swappable_vehicle(first, owner=DRIVER)
         await fund(first, "driver", DRIVER)
         async with serving(tmp_path / "b", database_url, reoptimize_interval_s=0, seed_demo=False) as second:
-            # The first replica writes its batch 0.4 s after the quote; the second one waits up to one flush
+            # The first replica writes its batch 1 s after the quote; the second one waits up to one flush
             # interval plus margin for a quote that young (both run with the same settings in production).
-            _hold_back(first, 0.4)
+            _hold_back(first, 1.0)
             waiting = second.powerup.quote_path.store
-            waiting.interval_s, waiting.margin_s = 0.4, 0.5
+            waiting.interval_s, waiting.margin_s = 1.0, 5.0  # a wide margin: a loaded CI machine commits late
             async with channel_to(first) as a, channel_to(second) as b:
                 quote = await _quote(first, a, vehicle.id)
                 assert await _row(second.db, quote.quote_id) is None
