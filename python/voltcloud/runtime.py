@@ -23,9 +23,13 @@ from voltcloud.dispatch.api import DispatchHub, OrderTasks, planning
 from voltcloud.engine import Engine
 from voltcloud.ordering import orders, reservations, roads, station_sessions
 from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
+from voltcloud.ordering.profiles import Profiles
+from voltcloud.ordering.quote_store import QuoteStore
+from voltcloud.ordering.quoting import QuotePath
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.feed import ChangeFeed
+from voltcloud.settlement.api import PriceBook
 from voltcloud.stations.api import SessionLink, SessionReport, StationCommands
 
 log = logging.getLogger(__name__)
@@ -43,13 +47,18 @@ class PowerUp:
         self.feed = OrderFeed(self.changes)  # WatchOrder streams follow the feed's order topics
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
-        self.deps = orders.OrderingDeps(self.uow, self.clock, settings, OrderTasks(self.hub))
+        self.quote_path = QuotePath(PriceBook(db), Profiles(db), QuoteStore(db))
+        self.quote_path.book.subscribe(self.changes)  # rate models: recompiled when one changes anywhere
+        self.quote_path.profiles.subscribe(self.changes)  # vehicles, drivers, profiles, completed orders
+        self.deps = orders.OrderingDeps(self.uow, self.clock, settings, OrderTasks(self.hub), self.quote_path)
         self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []
         self._road_seen: set[str] = set()
 
     async def start(self, *, background: bool = True) -> None:
         counts = await self.engine.load(self.db)
+        await self.quote_path.book.load()
+        self.quote_path.store.start()
         await self.replay_road_conditions()
         log.info("engine built from the database: %s", counts)
         if not background:
@@ -70,6 +79,7 @@ class PowerUp:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self._loops.clear()
+        await self.quote_path.store.stop()  # quotes answered but not yet written
 
     async def station_session(self, session: AsyncSession, report: SessionReport) -> SessionLink | None:
         """Subscriber of station sessions (wired by the composition root): moves self-service orders."""

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud.fleet.access import managed_fleet, sub_fleet_of
 from voltcloud.fleet.models import Driver, Fleet, Vehicle
 from voltcloud.fleet.ports import Ledger
+from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import DriverStatus
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
@@ -77,7 +78,14 @@ async def register_driver(
         session, owner_kind="driver", owner_id=driver.id, currency=fleet.currency
     )
     await session.flush()
+    await _announce(session, driver)
     return driver
+
+
+async def _announce(session: AsyncSession, driver: Driver) -> None:
+    """Topic `driver` on the change feed: QuotePowerUp's profile cache on every replica drops its copy (who
+    may order for a fleet's vehicle follows the driver's fleet)."""
+    await feed.publish(session, "driver", driver.id, {"fleet_id": driver.fleet_id, "status": driver.status})
 
 
 async def _fleet_vehicle(session: AsyncSession, fleet: Fleet, vehicle_ids: tuple[str, ...]) -> str | None:
@@ -110,6 +118,7 @@ async def _apply(session: AsyncSession, principal: Principal, new: NewDriver, *,
         await session.flush()
     except sa.exc.IntegrityError as exc:  # the same driver's first application, committed meanwhile
         raise Aborted(f"driver {driver.id} applied concurrently; retry") from exc
+    await _announce(session, driver)
     return driver
 
 
@@ -143,6 +152,7 @@ async def review_driver(
         driver.status, driver.rejection_reason = int(DriverStatus.REJECTED), reason.strip()
     session.add(driver)
     await session.flush()
+    await _announce(session, driver)
     return driver
 
 

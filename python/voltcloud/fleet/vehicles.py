@@ -14,6 +14,7 @@ from voltcloud.fleet.access import managed_fleet, manages, sub_fleet_of
 from voltcloud.fleet.models import Driver, Vehicle
 from voltcloud.fleet.ports import PackTypes
 from voltcloud.fleet.vin import normalise_vin
+from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import ConnectorStandard
 from voltcloud.platform.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
@@ -146,7 +147,15 @@ async def register_vehicle(
         # A concurrent registration of the same VIN committed between our check and our insert (PostgreSQL);
         # the fleet, sub-fleet and pack type were read in this transaction, so the unique VIN is what broke.
         raise _vin_taken(vin) from exc
+    await _announce(session, vehicle)
     return vehicle
+
+
+async def _announce(session: AsyncSession, vehicle: Vehicle) -> None:
+    """Topic `vehicle` on the change feed: QuotePowerUp's profile cache on every replica drops its copy."""
+    await feed.publish(
+        session, "vehicle", vehicle.id, {"fleet_id": vehicle.fleet_id, "owner_driver_id": vehicle.owner_driver_id}
+    )
 
 
 def _vin_taken(vin: str) -> AlreadyExists:
@@ -213,4 +222,5 @@ async def move_vehicle(session: AsyncSession, principal: Principal, vehicle_id: 
     )
     session.add(vehicle)
     await session.flush()
+    await _announce(session, vehicle)
     return vehicle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from voltcloud.ordering import payments
 from voltcloud.ordering.lifecycle import SYSTEM, Actor, Effects, Facts, UnitOfWork, finish, record
 from voltcloud.ordering.models import RESERVATION_ACTIVE, Order, OrderEvent, Quote, Reservation
 from voltcloud.ordering.ports import Dispatcher, Place
-from voltcloud.ordering.quoting import QuotedOption, hold_amount, options_of, vehicle_for
+from voltcloud.ordering.quoting import QuotedOption, QuotePath, hold_amount, options_of, vehicle_for
 from voltcloud.ordering.reservations import overlapping
 from voltcloud.ordering.states import ACTIVE, BEFORE_DISPATCH, Mode, OrderState
 from voltcloud.platform import idempotency
@@ -38,6 +39,7 @@ class OrderingDeps:
     clock: Clock
     settings: Settings
     dispatch: Dispatcher
+    quote_path: QuotePath | None = None  # QuotePowerUp's in-memory path; CreateOrder finds pending quotes there
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,14 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
         existing = await replayed_order(session, principal, inp.idempotency_key, _request(inp))
         if existing is not None:
             return existing
-        quote = await session.get(Quote, inp.quote_id)
-        if quote is None or quote.requested_by != principal.subject:
-            raise NotFound(f"quote {inp.quote_id} not found")
-        if quote.expires_at <= now:
-            raise FailedPrecondition(f"quote {quote.id} expired at {quote.expires_at.isoformat()}; ask for a new quote")
-        options = options_of(quote)
+        quote = await find_quote(deps, session, inp.quote_id)
+    if quote is None:
+        quote = await _await_other_replica(deps, inp.quote_id)
+    if quote is None or quote.requested_by != principal.subject:
+        raise NotFound(f"quote {inp.quote_id} not found")
+    if quote.expires_at <= now:
+        raise FailedPrecondition(f"quote {quote.id} expired at {quote.expires_at.isoformat()}; ask for a new quote")
+    options = options_of(quote)
     chosen = next((o for o in options if o.option_id == inp.option_id), None)
     if chosen is None:
         raise InvalidArgument.for_field("option_id", f"quote {quote.id} has no option {inp.option_id!r}")
@@ -129,6 +133,28 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
     raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
 
 
+async def find_quote(deps: OrderingDeps, session: AsyncSession, quote_id: str) -> Quote | None:
+    """A quote of this replica still waiting for its batch, else the quote row."""
+    store = deps.quote_path.store if deps.quote_path is not None else None
+    pending = store.pending(quote_id) if store is not None else None
+    return pending if pending is not None else await session.get(Quote, quote_id)
+
+
+async def _await_other_replica(deps: OrderingDeps, quote_id: str) -> Quote | None:
+    """A quote made on another replica moments ago may still be in that replica's batch: re-read it until it
+    could have been written (its UUIDv7 id tells when it was made), then give up (docs/ordering.md)."""
+    if deps.quote_path is None:
+        return None
+    store = deps.quote_path.store
+    while (wait := store.in_flight(quote_id)) > 0:
+        await asyncio.sleep(min(wait, store.interval_s))
+        async with deps.uow.db.transaction("ordering.create.quote") as session:
+            quote = await session.get(Quote, quote_id)
+        if quote is not None:
+            return quote
+    return None
+
+
 def _creator(
     deps: OrderingDeps, principal: Principal, quote: Quote, option: QuotedOption, inp: CreateInput, now: dt.datetime
 ) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
@@ -138,6 +164,8 @@ def _creator(
         )
         if claim.replay_of is not None:  # a concurrent duplicate committed first
             return await _order(session, claim.replay_of)
+        if deps.quote_path is not None:  # the order row references the quote: write it now if still pending
+            await deps.quote_path.store.persist_in(session, quote)
         order = await _create(session, effects, deps, principal, quote, option, inp, now)
         await idempotency.complete(session, claim, order.id)
         return order

@@ -18,6 +18,9 @@ from voltcloud.settlement import api as settlement
 
 _SYSTEM = SystemClock()
 
+PriceBook = settlement.PriceBook
+PriceRequest = settlement.PriceRequest  # (station_id, start, energy_wh, duration_s): one option to price
+
 
 @dataclass(frozen=True)
 class Price:
@@ -52,6 +55,43 @@ async def estimate(
         rate_model_version=rate_model_version,
     )
     return Price(quote.amount_minor, quote.currency, quote.rate_model_id, quote.rate_model_version)
+
+
+async def estimate_all(
+    session: AsyncSession, customer_kind: str, customer_id: str, requests: list[PriceRequest]
+) -> list[Price]:
+    """The options of one quote priced through the database, one round trip each: the first option at a
+    station resolves its rate model, the quote's later options there are priced with that same version."""
+    models: dict[str, tuple[str, int]] = {}
+    prices: list[Price] = []
+    for r in requests:
+        model = models.get(r.station_id)
+        price = await estimate(
+            session,
+            station_id=r.station_id,
+            customer_kind=customer_kind,
+            customer_id=customer_id,
+            start=r.start,
+            energy_wh=r.energy_wh,
+            duration_s=r.duration_s,
+            rate_model_id=model[0] if model else None,
+            rate_model_version=model[1] if model else None,
+        )
+        models[r.station_id] = (price.rate_model_id, price.rate_model_version)
+        prices.append(price)
+    return prices
+
+
+def estimate_in_memory(
+    book: PriceBook, customer_kind: str, customer_id: str, requests: list[PriceRequest]
+) -> list[Price] | None:
+    """The same prices as `estimate_all`, from settlement's price book without I/O; None when the book does
+    not hold something they need (then ask `estimate_all`)."""
+    try:
+        priced = book.quote(customer_kind, customer_id, requests)
+    except settlement.PriceBookMiss:
+        return None
+    return [Price(p.amount_minor, p.currency, p.rate_model_id, p.rate_model_version) for p in priced]
 
 
 async def customer_account(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,6 +19,8 @@ from voltcloud.fleet.api import Driver, Vehicle
 from voltcloud.ordering import payments, ranking
 from voltcloud.ordering.lifecycle import UnitOfWork
 from voltcloud.ordering.models import CustomerProfile, Order, Quote
+from voltcloud.ordering.profiles import Profiles
+from voltcloud.ordering.quote_store import PendingQuote, QuoteStore
 from voltcloud.ordering.states import Mode, OrderState
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
@@ -122,16 +125,31 @@ def validate(inp: QuoteInput, now: dt.datetime) -> None:
 async def vehicle_for(session: AsyncSession, principal: Principal, vehicle_id: str) -> Vehicle:
     """The vehicle if the caller may order for it; NOT_FOUND otherwise (ids cannot be probed).
 
-    The one place that decides who orders for a vehicle: its fleet's manager, the fleet's drivers (by their
-    driver row, not by a claim in the token), the registered owner of a private car, and the platform admin.
-    Operators run stations; they order for nobody's car (issue 9, finding 3)."""
+    The one place that decides who orders for a vehicle (`may_order_for`): its fleet's manager, the fleet's
+    drivers (by their driver row, not by a claim in the token), the registered owner of a private car, and the
+    platform admin. Operators run stations; they order for nobody's car (issue 9, finding 3)."""
     vehicle = await session.get(Vehicle, vehicle_id)
-    if vehicle is None or not await _may_order_for(session, principal, vehicle):
+    driver = await session.get(Driver, principal.subject) if vehicle and needs_driver(principal, vehicle) else None
+    if vehicle is None or not may_order_for(principal, vehicle, driver):
         raise NotFound(f"vehicle {vehicle_id} not found")
     return vehicle
 
 
-async def _may_order_for(session: AsyncSession, principal: Principal, vehicle: Vehicle) -> bool:
+async def cached_vehicle_for(profiles: Profiles, principal: Principal, vehicle_id: str) -> Vehicle:
+    """`vehicle_for` with its rows from the profile cache (a miss reads the database): the same decision."""
+    vehicle = await profiles.vehicle(vehicle_id)
+    driver = await profiles.driver(principal.subject) if vehicle and needs_driver(principal, vehicle) else None
+    if vehicle is None or not may_order_for(principal, vehicle, driver):
+        raise NotFound(f"vehicle {vehicle_id} not found")
+    return vehicle
+
+
+def needs_driver(principal: Principal, vehicle: Vehicle) -> bool:
+    """Whether the decision depends on the caller's driver row (a driver ordering for a fleet's vehicle)."""
+    return not principal.is_admin and principal.role is Role.DRIVER and vehicle.fleet_id is not None
+
+
+def may_order_for(principal: Principal, vehicle: Vehicle, driver: Driver | None) -> bool:
     if principal.is_admin:
         return True
     tenant = principal.tenant
@@ -141,7 +159,6 @@ async def _may_order_for(session: AsyncSession, principal: Principal, vehicle: V
         return False
     if vehicle.fleet_id is None:
         return vehicle.owner_driver_id is not None and vehicle.owner_driver_id == principal.subject
-    driver = await session.get(Driver, principal.subject)
     return driver is not None and driver.fleet_id == vehicle.fleet_id
 
 
@@ -182,32 +199,99 @@ async def preferences(session: AsyncSession, subject: str, soc_permille: int) ->
     )
 
 
+@dataclass
+class QuotePath:
+    """What QuotePowerUp keeps in memory so that a quote makes no database round trip (docs/ordering.md):
+    the price book, the vehicle and profile cache, the batched quote writer. Without one (None), a quote reads,
+    prices and writes through the database as before (kept for the per-layer benchmark's baseline)."""
+
+    book: payments.PriceBook
+    profiles: Profiles
+    store: QuoteStore
+
+
 async def quote_power_up(
-    uow: UnitOfWork, clock: Clock, settings: Settings, principal: Principal, inp: QuoteInput
+    uow: UnitOfWork,
+    clock: Clock,
+    settings: Settings,
+    principal: Principal,
+    inp: QuoteInput,
+    path: QuotePath | None = None,
 ) -> QuoteResult:
     started = time.perf_counter()
     try:
-        return await _quote(uow, clock, settings, principal, inp)
+        return await _quote(uow, clock, settings, principal, inp, path)
     finally:
         QUOTE_LATENCY.record((time.perf_counter() - started) * 1000.0)
 
 
 async def _quote(
-    uow: UnitOfWork, clock: Clock, settings: Settings, principal: Principal, inp: QuoteInput
+    uow: UnitOfWork, clock: Clock, settings: Settings, principal: Principal, inp: QuoteInput, path: QuotePath | None
 ) -> QuoteResult:
     now = clock.now()
     validate(inp, now)
-    engine: Engine = uow.engine
-    async with uow.db.transaction("ordering.quote.read") as session:
-        vehicle = await vehicle_for(session, principal, inp.vehicle_id)
-        prefs = await preferences(session, principal.subject, inp.soc_permille)
+    vehicle, prefs = await customer(uow, principal, inp, path)
+    candidates = engine_options(uow.engine, settings, inp, vehicle, now)
+    customer_kind, customer_id = ("fleet", vehicle.fleet_id) if vehicle.fleet_id else ("driver", principal.subject)
+    at_stations = [(o, o.station_id or _pricing_station(uow.engine, o)) for o in candidates]
+    located = [(o, s) for o, s in at_stations if s is not None]
+    requests = [
+        payments.PriceRequest(station, now + dt.timedelta(seconds=o.eta_s + o.wait_s), o.energy_wh, o.service_s)
+        for o, station in located
+    ]
+    row = PendingQuote(
+        id=new_id("qt"),
+        requested_by=principal.subject,
+        vehicle_id=vehicle.id,
+        fleet_id=vehicle.fleet_id,
+        lat=inp.lat,
+        lng=inp.lng,
+        soc_permille=inp.soc_permille,
+        target_soc_permille=inp.target_soc_permille,
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=settings.quote_ttl_s),
+        options_json="[]",
+    )
+    if path is None:  # the database path: priced and written in one transaction
+        async with uow.db.transaction("ordering.quote.write") as session:
+            prices = await payments.estimate_all(session, customer_kind, customer_id, requests)
+            options = rank_options(inp, now, prefs, located, prices)
+            session.add(dataclasses.replace(row, options_json=options_json(options)).model())
+    else:
+        prices = await price_in_memory(uow, path, customer_kind, customer_id, requests)
+        options = rank_options(inp, now, prefs, located, prices)
+        path.store.add(dataclasses.replace(row, options_json=options_json(options)))
+    return QuoteResult(row.id, row.expires_at, options)
+
+
+async def customer(
+    uow: UnitOfWork, principal: Principal, inp: QuoteInput, path: QuotePath | None
+) -> tuple[Vehicle, ranking.Preferences]:
+    """The vehicle (if the caller may order for it) and the customer's preferences."""
+    if path is None:
+        async with uow.db.transaction("ordering.quote.read") as session:
+            vehicle = await vehicle_for(session, principal, inp.vehicle_id)
+            return vehicle, await preferences(session, principal.subject, inp.soc_permille)
+    vehicle = await cached_vehicle_for(path.profiles, principal, inp.vehicle_id)
+    prefs = path.profiles.preferences_of(principal.subject)
+    if prefs is None:
+        generation = path.profiles.generation
+        async with uow.db.transaction("ordering.quote.read") as session:
+            prefs = await preferences(session, principal.subject, inp.soc_permille)
+        path.profiles.remember_preferences(principal.subject, prefs, generation)
+    return vehicle, dataclasses.replace(prefs, soc_permille=inp.soc_permille)
+
+
+def engine_options(
+    engine: Engine, settings: Settings, inp: QuoteInput, vehicle: Vehicle, now: dt.datetime
+) -> list[EngineOption]:
     if engine.nearest_resource_m(inp.lat, inp.lng, settings.service_radius_m) is None:
         raise InvalidArgument.for_field(
             "position",
             f"no station or mobile service within {settings.service_radius_m / 1000:.0f} km "
             f"of ({inp.lat:.5f}, {inp.lng:.5f}); is the position on land and inside the service area?",
         )
-    candidates = engine.options(
+    return engine.options(
         OptionRequest(
             vehicle=profile_of(vehicle),
             lat=inp.lat,
@@ -224,63 +308,44 @@ async def _quote(
             station_ids=inp.station_ids,
         )
     )
-    customer_kind, customer_id = ("fleet", vehicle.fleet_id) if vehicle.fleet_id else ("driver", principal.subject)
-    quote_id = new_id("qt")
-    expires_at = now + dt.timedelta(seconds=settings.quote_ttl_s)
-    async with uow.db.transaction("ordering.quote.write") as session:
-        priced: list[tuple[EngineOption, payments.Price, str]] = []
-        models: dict[str, tuple[str, int]] = {}  # station → the rate model resolved for it in this quote
-        for option in candidates:
-            pricing_station = option.station_id or _pricing_station(engine, option)
-            if pricing_station is None:
-                continue
-            model = models.get(pricing_station)
-            price = await payments.estimate(
-                session,
-                station_id=pricing_station,
-                customer_kind=customer_kind,
-                customer_id=customer_id,
-                start=now + dt.timedelta(seconds=option.eta_s + option.wait_s),
-                energy_wh=option.energy_wh,
-                duration_s=option.service_s,
-                rate_model_id=model[0] if model else None,
-                rate_model_version=model[1] if model else None,
+
+
+async def price_in_memory(
+    uow: UnitOfWork, path: QuotePath, customer_kind: str, customer_id: str, requests: list[payments.PriceRequest]
+) -> list[payments.Price]:
+    """Every option's price from the price book in one pass; from the database if the book misses."""
+    await path.book.ensure_stations(r.station_id for r in requests)
+    prices = payments.estimate_in_memory(path.book, customer_kind, customer_id, requests)
+    if prices is not None:
+        return prices
+    async with uow.db.transaction("ordering.quote.price") as session:
+        return await payments.estimate_all(session, customer_kind, customer_id, requests)
+
+
+def rank_options(
+    inp: QuoteInput,
+    now: dt.datetime,
+    prefs: ranking.Preferences,
+    located: list[tuple[EngineOption, str]],
+    prices: list[payments.Price],
+) -> list[QuotedOption]:
+    by_key = {f"o{i + 1}": (o, p, s) for i, ((o, s), p) in enumerate(zip(located, prices, strict=True))}
+    ranked = ranking.rank(
+        [
+            ranking.Candidate(
+                key=key,
+                mode=o.mode,
+                station_id=o.station_id,
+                finish_s=(o.finish_at - now).total_seconds(),
+                driver_time_s=0.0 if o.mode in (Mode.VALET, Mode.MOBILE_VAN) else o.eta_s + o.wait_s + o.service_s,
+                distance_m=o.distance_m,
+                price_minor=p.amount_minor,
             )
-            models[pricing_station] = (price.rate_model_id, price.rate_model_version)
-            priced.append((option, price, pricing_station))
-        by_key = {f"o{i + 1}": pair for i, pair in enumerate(priced)}
-        ranked = ranking.rank(
-            [
-                ranking.Candidate(
-                    key=key,
-                    mode=o.mode,
-                    station_id=o.station_id,
-                    finish_s=(o.finish_at - now).total_seconds(),
-                    driver_time_s=0.0 if o.mode in (Mode.VALET, Mode.MOBILE_VAN) else o.eta_s + o.wait_s + o.service_s,
-                    distance_m=o.distance_m,
-                    price_minor=p.amount_minor,
-                )
-                for key, (o, p, _) in by_key.items()
-            ],
-            prefs,
-        )[: inp.max_options or DEFAULT_MAX_OPTIONS]
-        options = [_quoted(r.candidate.key, r.rank, int(r.reason), *by_key[r.candidate.key]) for r in ranked]
-        session.add(
-            Quote(
-                id=quote_id,
-                requested_by=principal.subject,
-                vehicle_id=vehicle.id,
-                fleet_id=vehicle.fleet_id,
-                lat=inp.lat,
-                lng=inp.lng,
-                soc_permille=inp.soc_permille,
-                target_soc_permille=inp.target_soc_permille,
-                created_at=now,
-                expires_at=expires_at,
-                options_json=json.dumps([asdict(o) for o in options]),
-            )
-        )
-    return QuoteResult(quote_id, expires_at, options)
+            for key, (o, p, _) in by_key.items()
+        ],
+        prefs,
+    )[: inp.max_options or DEFAULT_MAX_OPTIONS]
+    return [_quoted(r.candidate.key, r.rank, int(r.reason), *by_key[r.candidate.key]) for r in ranked]
 
 
 def _pricing_station(engine: Engine, option: EngineOption) -> str | None:
@@ -321,6 +386,14 @@ def _quoted(
         rate_model_version=price.rate_model_version,
         pricing_station_id=pricing_station,
     )
+
+
+_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(QuotedOption))
+
+
+def options_json(options: list[QuotedOption]) -> str:
+    """The options as stored in the quote (flat values only, so no deep copy as `asdict` would make)."""
+    return json.dumps([{name: getattr(o, name) for name in _OPTION_FIELDS} for o in options])
 
 
 def options_of(quote: Quote) -> list[QuotedOption]:

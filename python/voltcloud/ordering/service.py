@@ -70,7 +70,9 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
         self, request: ordering_pb2.QuotePowerUpRequest, context: Any
     ) -> ordering_pb2.QuotePowerUpResponse:
         p = self._p
-        result = await quoting.quote_power_up(p.uow, p.clock, p.settings, current_principal(), quote_input(request))
+        result = await quoting.quote_power_up(
+            p.uow, p.clock, p.settings, current_principal(), quote_input(request), p.deps.quote_path
+        )
         return ordering_pb2.QuotePowerUpResponse(
             quote_id=result.quote_id,
             expires_at=to_timestamp(result.expires_at),

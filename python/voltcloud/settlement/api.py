@@ -28,6 +28,8 @@ from voltcloud.settlement.holds import SYSTEM_CLOCK, Hold, capture_hold, expire_
 from voltcloud.settlement.ledger import Actor, JournalEntryRef, PostingView, check_limit, lock_accounts
 from voltcloud.settlement.money import AccountKind, HoldState, check_amount
 from voltcloud.settlement.payments import PaymentView, RefundResult, allocate, refund, top_up, verify_offline_payment
+from voltcloud.settlement.pricebook import BookPrice, PriceBook, PriceRequest
+from voltcloud.settlement.pricebook import Miss as PriceBookMiss
 from voltcloud.settlement.rates import PriceQuote, assign_rate_model, price_estimate
 from voltcloud.settlement.statements import account_statement
 from voltcloud.settlement.tariff import PriceLine
@@ -132,14 +134,18 @@ __all__ = [
     "AbnormalFlag",
     "AbnormalReport",
     "Actor",
+    "BookPrice",
     "DifferenceRefund",
     "Hold",
     "HoldState",
     "JournalEntryRef",
     "PaymentView",
     "PostingView",
+    "PriceBook",
+    "PriceBookMiss",
     "PriceLine",
     "PriceQuote",
+    "PriceRequest",
     "Redemption",
     "RefundResult",
     "SessionFacts",

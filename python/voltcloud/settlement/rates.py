@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.platform import idempotency
+from voltcloud.platform import feed, idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -40,6 +40,7 @@ from voltcloud.settlement.tariff import (
 from voltcloud.stations.api import Station  # read-only: a station's operator and time zone
 
 BUILTIN_ID = "builtin-default"
+TOPIC = "rate_model"  # the change feed's topic for a model's new version or assignment (key: the model id)
 SCOPES = ("customer", "station", "operator", "platform")
 
 
@@ -197,6 +198,7 @@ async def create_rate_model(
     }
     if not await insert_ignore(session, RateModelVersion, values):
         raise Aborted(f"another version of rate model {model_id} was created concurrently; retry")
+    await feed.publish(session, TOPIC, model_id, {"version": version})  # every replica's price book recompiles
     if operator_default:
         await assign_rate_model(
             session, rate_model_id=model_id, operator_id=spec.operator_id, effective_from=valid_from, clock=clock
@@ -261,6 +263,7 @@ async def assign_rate_model(
     )
     session.add(row)
     await session.flush()
+    await feed.publish(session, TOPIC, rate_model_id, {"assignment": row.id, "scope": scope})
     return row.id
 
 
