@@ -353,6 +353,7 @@ def run_record(db: str, rpc: str, rate: float, seconds: float, outcomes: list[Ou
         ok_p90_ms=ms(percentile([v / 1000 for v in ok_ms], 0.9)),
         send_lag_p50_ms=ms(percentile([lag for _, _, lag in outcomes], 0.5)),
         ok_histogram_ms=histogram(ok_ms),
+        loadavg_1m_after=round(os.getloadavg()[0], 2),  # the shared machine: other jobs show up here
     )
     return record
 
@@ -466,14 +467,15 @@ def table(result: dict[str, Any]) -> str:
     lines = []
     for db in result["databases"]:
         lines.append(f"\n{db['db']}: ready {db['ready_s']} s, idle CPU {db['idle_cpu_pct']} % of a core")
-        lines.append("| RPC | offered/s | goodput/s | OK p50 / p90 / p99 ms | send lag p99 ms | answers |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| RPC | offered/s | goodput/s | OK p50 / p90 / p99 ms | send lag p99 ms | load avg | answers |")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in db["runs"]:
             answers = ", ".join(f"{code} {n:,}" for code, n in r["by_status"].items())
             latency = f"{r['ok_p50_ms']} / {r['ok_p90_ms']} / {r['ok_p99_ms']}"
             name = {"quote": "QuotePowerUp", "order": "CreateOrder"}[r["rpc"]]
             row = [name, f"{r['offered_per_s']:g}", f"{r['goodput_per_s']:g}", latency]
-            lines.append("| " + " | ".join([*row, f"{r['send_lag_p99_ms']}", answers]) + " |")
+            load = str(r.get("loadavg_1m_after", "-"))
+            lines.append("| " + " | ".join([*row, f"{r['send_lag_p99_ms']}", load, answers]) + " |")
     return "\n".join(lines)
 
 
