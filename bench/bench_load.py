@@ -307,14 +307,18 @@ async def idle_cpu_percent(server: Server, seconds: float) -> float:
 # --- a sweep -----------------------------------------------------------------------------------------------
 
 
-async def pre_quote(target: str, fixtures: Fixtures, count: int, first: int) -> list[tuple[str, bytes]]:
-    """`count` CreateOrder requests, each for the best option of a fresh quote (closed loop, not measured)."""
+async def pre_quote(
+    target: str, fixtures: Fixtures, count: int, first: int, budget_s: float = 1e9
+) -> list[tuple[str, bytes]]:
+    """Up to `count` CreateOrder requests, each for the best option of a fresh quote (closed loop, not
+    measured); fewer when quoting takes longer than `budget_s` (a server that quotes at 1/s)."""
     requests: list[tuple[str, bytes]] = []
     next_index = iter(range(first, first + 10 * count))
+    give_up = time.monotonic() + budget_s
 
     async def worker(channel: grpc.aio.Channel) -> None:
         quote = channel.unary_unary(QUOTE, response_deserializer=ordering_pb2.QuotePowerUpResponse.FromString)
-        while len(requests) < count:
+        while len(requests) < count and time.monotonic() < give_up:
             i = next(next_index)
             fleet, payload = fixtures.quote(i)
             token = fixtures.tokens[fleet]
@@ -373,10 +377,15 @@ async def sweep(
                     calls.append((fixtures.tokens[fleet], payload))
                 method = QUOTE
             else:
-                calls = await pre_quote(target, fixtures, count, first=50_000_000 + 1_000_000 * n)
+                first = 50_000_000 + 1_000_000 * n
+                calls = await pre_quote(target, fixtures, count, first, budget_s=args.pre_quote_budget)
                 method = ORDER
+            if not calls:
+                print(f"  {db} {rpc} {rate:g}/s: no quote could be made in time; skipped", flush=True)
+                continue
+            seconds = len(calls) / rate  # shorter than --seconds only when too few quotes could be made
             outcomes = await asyncio.to_thread(senders.run, method, rate, calls)
-            records.append(run_record(db, rpc, rate, args.seconds, outcomes))
+            records.append(run_record(db, rpc, rate, seconds, outcomes))
             shown = {k: v for k, v in records[-1].items() if k != "ok_histogram_ms"}
             print(f"  {shown}", flush=True)
             await asyncio.sleep(args.settle)
@@ -448,7 +457,7 @@ def plot(result: dict[str, Any], out: Path, label: str) -> list[Path]:
             fig, ax = plt.subplots(figsize=(7, 4.2))
             edges = [0.5, *HIST_BINS, 10**3.6]
             for r in runs:
-                counts = r["ok_histogram_ms"]
+                counts = r.get("ok_histogram_ms") or [0]
                 if sum(counts):
                     ax.stairs(counts, edges, label=f"{r['offered_per_s']:g}/s ({sum(counts)} OK)")
             ax.set_xscale("log")
@@ -492,11 +501,8 @@ def source_commit(source: Path) -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    databases = []
-    with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
-        for db in args.db:
-            databases.append(await bench_database(args, db, Path(tmp) / db))
-    return {
+    """Every database in turn; the JSON is rewritten after each, so a run cut short keeps what it measured."""
+    result: dict[str, Any] = {
         "meta": {
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "label": args.label,
@@ -511,8 +517,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "command": " ".join(["python", *sys.argv]),
             "histogram_edges_ms": HIST_BINS,
         },
-        "databases": databases,
+        "databases": [],
     }
+    with tempfile.TemporaryDirectory(prefix="load-bench-") as tmp:
+        for db in args.db:
+            result["databases"].append(await bench_database(args, db, Path(tmp) / db))
+            (args.out / f"load-{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def main() -> int:
@@ -528,14 +539,21 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=2, help="driver processes")
     parser.add_argument("--channels", type=int, default=4, help="connections per sender")
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--pre-quote-budget", type=float, default=90.0, help="at most this long quoting for one CreateOrder run"
+    )
+    parser.add_argument("--replot", type=Path, help="plots and table of a JSON written before; runs nothing")
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     args.source = args.source.resolve()
-    result = asyncio.run(bench(args))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"load-{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.replot:
+        result = json.loads(args.replot.read_text())
+        args.label = result["meta"]["label"]
+    else:
+        result = asyncio.run(bench(args))
     for path in plot(result, args.out, args.label):
         print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     print(table(result))
