@@ -25,15 +25,19 @@ from voltcloud.ordering import orders, reservations, roads, station_sessions
 from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
+from voltcloud.platform.feed import ChangeFeed
 from voltcloud.stations.api import SessionLink, SessionReport, StationCommands
 
 log = logging.getLogger(__name__)
 
 
 class PowerUp:
-    def __init__(self, settings: Settings, db: Database, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, clock: Clock | None = None, feed: ChangeFeed | None = None
+    ) -> None:
         self.settings = settings
         self.db = db
+        self.changes = feed or ChangeFeed(db)  # the change feed this replica follows
         self.clock: Clock = clock or SystemClock()
         self.engine = Engine()
         self.feed = OrderFeed()

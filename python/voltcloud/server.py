@@ -43,6 +43,7 @@ from voltcloud.api.v1 import (
 from voltcloud.config import Settings
 from voltcloud.platform.auth import TokenService, load_or_create_dev_key
 from voltcloud.platform.db import Database, upgrade_database_async
+from voltcloud.platform.feed import ChangeFeed
 from voltcloud.platform.permissions import check_table_covers
 from voltcloud.platform.rpc import Admission, PlatformInterceptor
 from voltcloud.platform.tracing import configure_tracing
@@ -153,7 +154,8 @@ class Platform:
             ],
         )
         self.port = 0
-        self.powerup = PowerUp(settings, self.db)
+        self.feed = ChangeFeed(self.db)  # this replica's follower of the change feed (platform/feed.py)
+        self.powerup = PowerUp(settings, self.db, feed=self.feed)
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
         )
@@ -163,6 +165,7 @@ class Platform:
         if self.worker is None:  # a worker's supervisor has prepared the database once for all workers
             await prepare_database(self.settings, self.db)
 
+        await self.feed.start()  # before any state is loaded from the tables, so nothing falls between
         await self.powerup.start()
         from voltcloud.ingest.hub import hub_for
 
@@ -199,6 +202,7 @@ class Platform:
         await self.server.stop(max(grace - (loop_time() - started), 0.0))
         await self.settlement_scheduler.stop()
         await self.powerup.stop()
+        await self.feed.stop()
         await self.db.dispose()
 
 

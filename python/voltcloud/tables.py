@@ -7,6 +7,7 @@ from voltcloud.fleet import models as fleet_models
 from voltcloud.ingest import models as ingest_models
 from voltcloud.maintenance import models as maintenance_models
 from voltcloud.ordering import models as ordering_models
+from voltcloud.platform import feed as feed_models
 from voltcloud.platform import idempotency as idempotency_models
 from voltcloud.settlement import models as settlement_models
 from voltcloud.stations import models as station_models
@@ -16,6 +17,7 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "dispatch_models",
+    "feed_models",
     "fleet_models",
     "idempotency_models",
     "ingest_models",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -61,13 +61,21 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._after_commit: list[Callable[[Mapping[str, Any]], None]] = []
+
+    def after_commit(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
+        """Calls `listener(session.info)` after every committed transaction (the change feed's wake-up)."""
+        self._after_commit.append(listener)
 
     @asynccontextmanager
     async def transaction(self, name: str = "db.transaction") -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on any exception."""
         with tracer.start_as_current_span(name, attributes={"db.system": self.dialect}):
-            async with self._sessions() as session, session.begin():
-                yield session
+            async with self._sessions() as session:
+                async with session.begin():
+                    yield session
+                for listener in self._after_commit:
+                    listener(session.info)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
