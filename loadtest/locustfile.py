@@ -344,13 +344,21 @@ class Gateway(GrpcUser):
         messages = self._batch()
         started = time.perf_counter()
         acked = 0
+        # The platform keeps the stream open for commands after the gateway's last message: read until acked.
+        stream = self.stub.Uplink(iter([hello, *messages]), metadata=self.metadata, timeout=15)
+        error: Exception | None = None
         try:
-            for reply in self.stub.Uplink(iter([hello, *messages]), metadata=self.metadata, timeout=15):
+            for reply in stream:
                 if reply.WhichOneof("msg") == "ack":
                     acked = max(acked, reply.ack.acked_seq)
-            error = None if acked >= self.seq else RuntimeError(f"acked {acked} of {self.seq}")
+                    if acked >= self.seq:
+                        break
+            else:
+                error = RuntimeError(f"the stream ended with {acked} of {self.seq} acked")
         except grpc.RpcError as failure:
             error = failure
+        finally:
+            stream.cancel()
         self.report("Uplink batch acked", started, error)
 
 
