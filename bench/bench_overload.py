@@ -2,9 +2,9 @@
 defaults: rpc_max_running=32, rpc_max_queued=64, rpc_deadline_floor_s=0.01) and, in the same invocation, to a
 second server with admission effectively off (1,000,000 running / 1,000,000 queued, floor 0).
 
-Each server is its own process (`python -m voltcloud.cli serve`, embedded SQLite in a temporary directory, the
-demo city seeded). The client is this process: one gRPC channel per server, a fleet manager's token, a quote
-for the first fleet vehicle of the demo city. At rate R for S seconds, call i is scheduled at t0 + i/R and sent
+Each server is its own single process (`python -m voltcloud.cli serve --workers 1`, embedded SQLite in a temporary
+directory, the demo city seeded). The client is this process: one gRPC channel per server, a fleet manager's token,
+a quote for the first fleet vehicle of the demo city. At rate R for S seconds, call i is scheduled at t0 + i/R and sent
 at that time whatever happened to earlier calls (open loop: a slow server does not slow the offered load); its deadline
 is 2 s after its scheduled time and its latency is measured from the scheduled time, so a client that falls
 behind shows up as latency, not as a lower offered rate (its send lag is printed too). The two servers take
@@ -71,7 +71,9 @@ async def servers(root: Path) -> AsyncIterator[list[Server]]:
     try:
         for name, env in (("admission off", ADMISSION_OFF), ("admission on", ADMISSION_ON)):
             data_dir = root / name.replace(" ", "_")
-            started.append(await start_server(name, data_dir, server_env(JWT_KEY, env), ["--seed-demo"]))
+            started.append(
+                await start_server(name, data_dir, server_env(JWT_KEY, env), ["--seed-demo", "--workers", "1"])
+            )
         yield started
     finally:
         for server in started:
