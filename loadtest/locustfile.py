@@ -7,8 +7,9 @@
   offer is accepted and its steps reported done, one by one.
 - `Gateway`: IngestService/Uplink streams of a simulated station gateway: hello for its operator's stations,
   heartbeats, connector status and pack reports, and columnar telemetry, each batch until it is acked.
-- `FleetManager`: the fleet reads that answer today (FleetService is not built yet): ListOrders, ListAccounts,
-  GetAccount, ListJournalEntries, ListBills, ListRateModels.
+- `FleetManager`: a fleet manager's console, the reads that answer today: GetFleet, ListVehicles, ListDrivers
+  (FleetService), ListOrders, and the fleet's money: ListAccounts, GetAccount, ListJournalEntries, ListBills,
+  ListRateModels.
 
 Setup reads the world from the same database as the server (VOLTCLOUD_DATABASE_URL, or the data directory) and
 funds every simulated driver's wallet once; tokens are minted with the server's key (VOLTCLOUD_JWT_KEY or the
@@ -40,6 +41,8 @@ from voltcloud.api.v1 import (
     common_pb2,
     dispatch_pb2,
     dispatch_pb2_grpc,
+    fleet_pb2,
+    fleet_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
     ordering_pb2,
@@ -369,7 +372,8 @@ def now_stamp() -> Timestamp:
 
 
 class FleetManager(GrpcUser):
-    """A fleet manager's console: the fleet's orders, accounts, journal, bills and rate models."""
+    """A fleet manager's console: the fleet, its vehicles and drivers, its orders, accounts, journal, bills and
+    rate models."""
 
     weight = 1
     wait_time = between(1.0, 3.0)
@@ -380,6 +384,7 @@ class FleetManager(GrpcUser):
         self.metadata = self.bearer(f"load-fm-{fleet}", Role.FLEET_MANAGER, Tenant("fleet", fleet))
         self.ordering = ordering_pb2_grpc.OrderingServiceStub(self.channel)
         self.settlement = settlement_pb2_grpc.SettlementServiceStub(self.channel)
+        self.fleets = fleet_pb2_grpc.FleetServiceStub(self.channel)
         self.fleet = fleet
         self.account_id = ""
 
@@ -416,3 +421,16 @@ class FleetManager(GrpcUser):
         self.call("ListBills", lambda: self.settlement.ListBills(bills, metadata=self.metadata, timeout=10))
         rates = settlement_pb2.ListRateModelsRequest(page_size=20)
         self.call("ListRateModels", lambda: self.settlement.ListRateModels(rates, metadata=self.metadata, timeout=10))
+
+    @task(3)
+    def fleet(self) -> None:
+        get = fleet_pb2.GetFleetRequest(fleet_id=self.fleet)
+        self.call("GetFleet", lambda: self.fleets.GetFleet(get, metadata=self.metadata, timeout=10))
+        vehicles = fleet_pb2.ListVehiclesRequest(page_size=50)
+        self.call("ListVehicles", lambda: self.fleets.ListVehicles(vehicles, metadata=self.metadata, timeout=10))
+
+    @task(1)
+    def drivers(self) -> None:
+        # GetFleetStatement and GetVehicleState answer FAILED_PRECONDITION ("not built yet") today: left out.
+        drivers = fleet_pb2.ListDriversRequest(page_size=50)
+        self.call("ListDrivers", lambda: self.fleets.ListDrivers(drivers, metadata=self.metadata, timeout=10))
