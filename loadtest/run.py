@@ -16,6 +16,8 @@ import asyncio
 import csv
 import datetime as dt
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,7 +39,7 @@ async def run(args: argparse.Namespace, work: Path) -> Path:
     extra = ["--workers", str(args.workers)] if args.workers else []
     server = await start_server(args.db, work / "data", env, extra)
     print(f"{args.db} server ready in {server.ready_s:.1f} s on {server.target}, pids {server.pids}", flush=True)
-    prefix = args.out / "locust"
+    prefix = work / "locust"  # locust's own CSV files; the report and the stats go to --out
     try:
         locust = [
             sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
@@ -71,14 +73,29 @@ def report(args: argparse.Namespace, prefix: Path, ready_s: float, exit_code: in
         lines.append("| " + " | ".join(cells) + " |")
     failures = Path(f"{prefix}_failures.csv")
     if failures.exists():
-        with failures.open() as file:
-            kinds = list(csv.DictReader(file))
-        if kinds:
-            lines += ["", "Failures:", ""]
-            lines += [f"- {k['Name']}: {k['Occurrences']} x {k['Error'][:200]}" for k in kinds]
+        lines += ["", "Failures, by RPC and status (one example each):", "", "| RPC | status | count | example |"]
+        lines.append("|---|---|---|---|")
+        for (name, status), (count, example) in sorted(failure_kinds(failures).items()):
+            lines.append(f"| {name} | {status} | {count} | {example} |")
+    shutil.copyfile(f"{prefix}_stats.csv", args.out / "locust_stats.csv")
     path = args.out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def failure_kinds(path: Path) -> dict[tuple[str, str], tuple[int, str]]:
+    """Locust lists each distinct error text; ids make every text distinct, so group by RPC and status."""
+    kinds: dict[tuple[str, str], tuple[int, str]] = {}
+    with path.open() as file:
+        for row in csv.DictReader(file):
+            error = row["Error"]
+            found = re.search(r"StatusCode\.(\w+)", error)
+            status = found.group(1) if found else error.split(":")[0][:40]
+            details = re.search(r'details = "([^"]*)', error)
+            example = (details.group(1) if details else error)[:140].replace("|", "/").replace("\n", " ")
+            count, first = kinds.get((row["Name"], status), (0, example))
+            kinds[(row["Name"], status)] = (count + int(row["Occurrences"]), first)
+    return kinds
 
 
 def _number(value: str) -> str:
