@@ -2,9 +2,9 @@
 defaults: rpc_max_running=32, rpc_max_queued=64, rpc_deadline_floor_s=0.01) and, in the same invocation, to a
 second server with admission effectively off (1,000,000 running / 1,000,000 queued, floor 0).
 
-Each server is its own process (`python -m voltcloud.cli serve`, embedded SQLite in a temporary directory, the
-demo city seeded). The client is this process: one gRPC channel per server, a fleet manager's token, a quote
-for the first fleet vehicle of the demo city. At rate R for S seconds, call i is scheduled at t0 + i/R and sent
+Each server is its own single process (`python -m voltcloud.cli serve --workers 1`, embedded SQLite in a temporary
+directory, the demo city seeded). The client is this process: one gRPC channel per server, a fleet manager's token,
+a quote for the first fleet vehicle of the demo city. At rate R for S seconds, call i is scheduled at t0 + i/R and sent
 at that time whatever happened to earlier calls (open loop: a slow server does not slow the offered load); its deadline
 is 2 s after its scheduled time and its latency is measured from the scheduled time, so a client that falls
 behind shows up as latency, not as a lower offered rate (its send lag is printed too). The two servers take
@@ -30,25 +30,31 @@ import datetime as dt
 import json
 import os
 import platform
-import re
-import signal
 import sqlite3
-import statistics
-import sys
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from _openloop import (  # bench/ is this script's directory, so first on sys.path
+    DEADLINE_S,
+    Run,
+    Server,
+    median,
+    open_loop,
+    run_of,
+    server_env,
+    start_server,
+    stop_server,
+    timeout_for,
+)
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
 from voltcloud.platform.auth import Role, Tenant, TokenService
 
 JWT_KEY = "overload-bench-key-0123456789abcdef0123456789"
-DEADLINE_S = 2.0
 SETTLE_S = 1.0  # after the last call of a run ended, so the next run starts on an idle machine
 ADMISSION_OFF = {
     "VOLTCLOUD_RPC_MAX_RUNNING": "1000000",
@@ -59,81 +65,15 @@ ADMISSION_ON: dict[str, str] = {}  # the shipped defaults of voltcloud.config.Se
 POSITION = common_pb2.LatLng(lat=31.23, lng=121.47)  # central Shanghai, inside the demo city
 
 
-@dataclass
-class Server:
-    name: str
-    process: asyncio.subprocess.Process
-    target: str
-    data_dir: Path
-
-
-@dataclass
-class Run:
-    server: str
-    offered_per_s: float
-    seconds: float
-    calls: int
-    goodput_per_s: float
-    ok_p50_ms: float | None
-    ok_p99_ms: float | None
-    exhausted_p50_ms: float | None
-    send_lag_p99_ms: float
-    by_status: dict[str, int] = field(default_factory=dict)
-
-
-async def start_server(name: str, root: Path, admission_env: dict[str, str]) -> Server:
-    data_dir = root / name
-    data_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLTCLOUD_")}  # nothing inherited
-    env.update(VOLTCLOUD_JWT_KEY=JWT_KEY, VOLTCLOUD_LOG_LEVEL="WARNING", **admission_env)
-    argv = [sys.executable, "-m", "voltcloud.cli", "serve", "--listen", "127.0.0.1:0", "--seed-demo"]
-    with (data_dir / "server.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            *argv, "--data-dir", str(data_dir), env=env, stdout=asyncio.subprocess.PIPE, stderr=log
-        )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 180)).decode()
-    found = re.search(r"serving gRPC on (\S+:\d+)", line)
-    if found is None:
-        process.kill()
-        raise RuntimeError(f"{name}: server did not start ({line!r}); see {data_dir / 'server.log'}")
-    try:
-        await wait_serving(found.group(1))
-    except BaseException:
-        process.kill()
-        raise
-    return Server(name, process, found.group(1), data_dir)
-
-
-async def wait_serving(target: str) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{target} never reported SERVING")
-
-
-async def stop_server(server: Server) -> None:
-    if server.process.returncode is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(server.process.wait(), 30)
-        except TimeoutError:
-            server.process.kill()
-            await server.process.wait()
-
-
 @contextlib.asynccontextmanager
 async def servers(root: Path) -> AsyncIterator[list[Server]]:
     started: list[Server] = []
     try:
         for name, env in (("admission off", ADMISSION_OFF), ("admission on", ADMISSION_ON)):
-            started.append(await start_server(name.replace(" ", "_"), root, env))
-            started[-1].name = name
+            data_dir = root / name.replace(" ", "_")
+            started.append(
+                await start_server(name, data_dir, server_env(JWT_KEY, env), ["--seed-demo", "--workers", "1"])
+            )
         yield started
     finally:
         for server in started:
@@ -147,17 +87,6 @@ def fleet_vehicle(data_dir: Path) -> tuple[str, str]:
     if row is None:
         raise RuntimeError("the demo seed has no fleet vehicle")
     return str(row[0]), str(row[1])
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 class Client:
@@ -178,43 +107,16 @@ class Client:
         for _ in range(calls):  # connects the channel and warms the server's caches; any failure stops the bench
             await self.stub.QuotePowerUp(self.request, metadata=self.metadata, timeout=10)
 
-    async def call(self, scheduled: float) -> tuple[str, float]:
-        loop = asyncio.get_running_loop()
-        timeout = max(0.001, scheduled + DEADLINE_S - loop.time())
+    async def call(self, _index: int, scheduled: float) -> str:
         try:
-            await self.stub.QuotePowerUp(self.request, metadata=self.metadata, timeout=timeout)
-            code = grpc.StatusCode.OK
+            await self.stub.QuotePowerUp(self.request, metadata=self.metadata, timeout=timeout_for(scheduled))
+            return "OK"
         except grpc.aio.AioRpcError as error:
-            code = error.code()
-        return code.name, loop.time() - scheduled
+            return str(error.code().name)
 
     async def run(self, rate: float, seconds: float) -> Run:
-        loop = asyncio.get_running_loop()
-        n = int(rate * seconds)
-        t0 = loop.time() + 0.05
-        calls: list[asyncio.Task[tuple[str, float]]] = []
-        lags: list[float] = []
-        for i in range(n):
-            scheduled = t0 + i / rate
-            if (delay := scheduled - loop.time()) > 0:
-                await asyncio.sleep(delay)
-            lags.append(loop.time() - scheduled)
-            calls.append(asyncio.create_task(self.call(scheduled)))
-        results = await asyncio.gather(*calls)
-        ok = [latency for code, latency in results if code == "OK"]
-        exhausted = [latency for code, latency in results if code == "RESOURCE_EXHAUSTED"]
-        return Run(
-            server=self.server.name,
-            offered_per_s=rate,
-            seconds=seconds,
-            calls=n,
-            goodput_per_s=round(len(ok) / seconds, 1),
-            ok_p50_ms=ms(percentile(ok, 0.5)),
-            ok_p99_ms=ms(percentile(ok, 0.99)),
-            exhausted_p50_ms=ms(percentile(exhausted, 0.5)),
-            send_lag_p99_ms=ms(percentile(lags, 0.99)) or 0.0,
-            by_status=dict(collections.Counter(code for code, _ in results).most_common()),
-        )
+        t0 = asyncio.get_running_loop().time() + 0.05
+        return run_of(self.server.name, rate, seconds, await open_loop(self.call, rate, seconds, t0))
 
 
 async def bench(rates: list[float], seconds: float, repeats: int) -> list[Run]:
@@ -238,11 +140,6 @@ async def bench(rates: list[float], seconds: float, repeats: int) -> list[Run]:
             for client in clients:
                 await client.channel.close()
     return runs
-
-
-def median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 1) if present else None
 
 
 def summarize(runs: list[Run]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,13 +29,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_serve(args: argparse.Namespace, *, newcomer: bool = False) -> int:
     from voltcloud.platform.auth import Role, Tenant
-    from voltcloud.server import Platform, serve
+    from voltcloud.server import Serving, configure_logging, serve_workers
 
-    settings = _settings(args, seed_demo=True if newcomer or args.seed_demo else None)
+    settings = _settings(args, seed_demo=True if newcomer or args.seed_demo else None, workers=args.workers)
 
-    def ready(platform: Platform) -> None:
+    def ready(platform: Serving) -> None:
         host = settings.listen.rpartition(":")[0]
-        print(f"VoltCloud serving gRPC on {host}:{platform.port} (database: {platform.db.dialect})")
+        pids = ", ".join(str(pid) for pid in platform.worker_pids)
+        print(
+            f"VoltCloud serving gRPC on {host}:{platform.port} (database: {platform.dialect}, "
+            f"{len(platform.worker_pids)} worker(s), pid {pids})"
+        )
         if newcomer:
             from voltcloud.world import generate_world
 
@@ -55,9 +58,8 @@ def _cmd_serve(args: argparse.Namespace, *, newcomer: bool = False) -> int:
             print("Ctrl-C stops.")
         sys.stdout.flush()
 
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(settings, on_ready=ready))
-    return 0
+    configure_logging(settings)
+    return serve_workers(settings, on_ready=ready)
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -122,11 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC platform")
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--seed-demo", action="store_true", help="seed the demo city when the database is empty")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default: one per CPU)")
     _add_common(serve)
     serve.set_defaults(run=_cmd_serve)
 
     up = commands.add_parser("up", help="newcomer mode: serve on SQLite with demo data and print dev tokens")
     up.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
+    up.add_argument("--workers", type=int, help="server processes sharing the port (default: one per CPU)")
     _add_common(up)
     up.set_defaults(run=lambda a: _cmd_serve(a, newcomer=True))
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,6 +15,15 @@ from pydantic_settings import (
 )
 
 TracingExporter = Literal["none", "console", "otlp"]
+
+
+class MethodAdmission(BaseModel):
+    """The admission bounds of one RPC method, overriding `rpc_max_running` / `rpc_max_queued` for it."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    max_running: int = Field(gt=0)
+    max_queued: int = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -46,16 +55,34 @@ class Settings(BaseSettings):
         "CSV (at most 4 MiB), with room for framing; gRPC's default 4 MiB would refuse the largest of those.",
     )
     rpc_max_running: int = Field(
-        32, gt=0, description="Unary calls served at once; more wait in the queue (2 cores, a DB pool of 10)."
+        32,
+        gt=0,
+        description="Unary calls of one method served at once by one worker; more wait in that method's queue "
+        "(2 cores, a DB pool of 10). Each method has its own bounds, so a flood of one RPC cannot starve others.",
     )
     rpc_max_queued: int = Field(
         64,
         ge=0,
-        description="Unary calls waiting for a slot; beyond this the server answers RESOURCE_EXHAUSTED at once. "
-        "Sized so a queued call still starts within a typical 2 s deadline at the decision path's ~30-60 calls/s.",
+        description="Unary calls of one method waiting for a slot; beyond this the server answers "
+        "RESOURCE_EXHAUSTED at once. Sized so a queued call still starts within a typical 2 s deadline at the "
+        "decision path's ~30-60 calls/s.",
+    )
+    rpc_method_admission: dict[str, MethodAdmission] = Field(
+        default_factory=dict,
+        description="Per-method overrides of the two bounds above, keyed by the method's name (`QuotePowerUp`) "
+        "or full path (`/voltcloud.v1.OrderingService/QuotePowerUp`); in the environment as JSON, e.g. "
+        '{"QuotePowerUp": {"max_running": 64, "max_queued": 256}}.',
     )
     rpc_deadline_floor_s: float = Field(
         0.01, ge=0, description="A unary call with less time than this left before its deadline is not started."
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="Server processes sharing the port (SO_REUSEPORT), each with its own engine; default one "
+        "per CPU (os.cpu_count()), on SQLite too: reads and the engine scale with cores, and SQLite's WAL lets "
+        "several processes read while it serialises their writes (busy timeout 5 s) exactly as it does for the "
+        "connections of one process. 1 serves from a single process without a supervisor.",
     )
     tracing_exporter: TracingExporter = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
@@ -106,6 +133,9 @@ class Settings(BaseSettings):
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+    def resolved_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     def resolved_database_url(self) -> str:
         if self.database_url:

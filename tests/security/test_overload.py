@@ -1,5 +1,6 @@
 """Issue 9, finding 9 over real gRPC: beyond a bounded queue the server answers RESOURCE_EXHAUSTED at once,
-and work whose deadline has passed is not started (no quote row is written for it)."""
+and work whose deadline has passed is not started (no quote row is written for it). Issue 11: the bounds are
+per method, so a flood of one RPC does not starve the others."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
+from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
 from voltcloud.ordering.models import Quote
 from voltcloud.ordering.service import OrderingServicer
 from voltcloud.platform.auth import Role
@@ -106,3 +107,44 @@ async def test_a_call_with_too_little_time_left_is_not_started(tmp_path: Path, d
             assert (code, seconds < 0.4) == (grpc.StatusCode.DEADLINE_EXCEEDED, True)
             await asyncio.sleep(0.5)
             assert await quotes(platform) == before
+
+
+async def test_a_flood_of_one_method_does_not_starve_another(tiny: Platform) -> None:
+    """Admission is per method: QuotePowerUp's queue is full (1 running, 2 waiting, the rest refused), and
+    ListStations is still served at once from its own slots."""
+    metadata = (("authorization", f"Bearer {tiny.tokens.mint('admin', Role.PLATFORM_ADMIN, None)}"),)
+    async with channel_to(tiny) as channel:
+        ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
+        stations = stations_pb2_grpc.StationServiceStub(channel)
+        await ordering.QuotePowerUp(request(), metadata=metadata)
+        flood = [
+            asyncio.ensure_future(timed(ordering.QuotePowerUp(request(), metadata=metadata, timeout=10)))
+            for _ in range(8)
+        ]
+        await asyncio.sleep(0.1)  # the flood holds QuotePowerUp's slot and fills its queue
+        listed = await asyncio.gather(
+            *(timed(stations.ListStations(stations_pb2.ListStationsRequest(), metadata=metadata)) for _ in range(3))
+        )
+        flooded = sorted(code.name for code, _ in await asyncio.gather(*flood))
+        assert flooded == ["OK"] * 3 + ["RESOURCE_EXHAUSTED"] * 5
+        # Under one global bound these would have been refused (the queue was full) or waited for the flood.
+        assert [code for code, _ in listed] == [grpc.StatusCode.OK] * 3
+        assert all(seconds < SLOW_S for _, seconds in listed), listed
+
+
+async def test_a_method_can_have_bounds_of_its_own(tmp_path: Path, database_url: str) -> None:
+    """`rpc_method_admission` overrides the defaults for one method: QuotePowerUp refuses beyond 1 running and
+    0 waiting while the defaults (32 running) still apply to every other method."""
+    limits = {"QuotePowerUp": {"max_running": 1, "max_queued": 0}}
+    async with serving(tmp_path, database_url, rpc_method_admission=limits) as platform:
+        quote = platform.interceptor.admission.gate("/voltcloud.v1.OrderingService/QuotePowerUp")
+        other = platform.interceptor.admission.gate("/voltcloud.v1.OrderingService/CreateOrder")
+        assert (quote.max_running, quote.max_queued, other.max_running) == (1, 0, 32)
+        metadata = (("authorization", f"Bearer {platform.tokens.mint('admin', Role.PLATFORM_ADMIN, None)}"),)
+        async with channel_to(platform) as channel:
+            stub = ordering_pb2_grpc.OrderingServiceStub(channel)
+            await stub.QuotePowerUp(request(), metadata=metadata, timeout=10)
+            async with quote.slot("QuotePowerUp", None):  # its one slot is taken
+                code, _ = await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10))
+                assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)))[0] is grpc.StatusCode.OK

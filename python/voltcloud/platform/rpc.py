@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -99,13 +99,10 @@ class CallActivity:
             await asyncio.sleep(min(0.02, quiet_s))
 
 
-class Admission:
-    """Bounds the unary calls being served: at most `max_running` run, at most `max_queued` wait for a slot,
-    and beyond that a call is refused at once (RESOURCE_EXHAUSTED) instead of joining a queue it would time out
-    in. A waiting call whose deadline passes leaves the queue without running. Without this, a burst makes
-    every call slow, most finish after their client gave up, and goodput collapses."""
+class _Gate:
+    """The bounds of one method: at most `max_running` of its calls run, at most `max_queued` wait."""
 
-    def __init__(self, max_running: int = 32, max_queued: int = 64) -> None:
+    def __init__(self, max_running: int, max_queued: int) -> None:
         self.max_running = max_running
         self.max_queued = max_queued
         self.running = 0
@@ -117,7 +114,7 @@ class Admission:
         if self.running >= self.max_running or self.queued:
             if self.queued >= self.max_queued:
                 raise ResourceExhausted(
-                    f"server busy: {self.running} calls running, {self.queued} queued; retry with backoff"
+                    f"server busy: {self.running} {method} calls running, {self.queued} queued; retry with backoff"
                 )
             self.queued += 1
             try:
@@ -136,12 +133,52 @@ class Admission:
             self._slot.release()
 
 
+class Admission:
+    """Bounds the unary calls being served, per method: at most `max_running` calls of a method run, at most
+    `max_queued` wait for a slot, and beyond that a call is refused at once (RESOURCE_EXHAUSTED) instead of
+    joining a queue it would time out in. A waiting call whose deadline passes leaves the queue without running.
+    Without this, a burst makes every call slow, most finish after their client gave up, and goodput collapses.
+
+    Each method has its own bounds (the defaults, or `overrides` keyed by the method's name or full path), so a
+    flood of one RPC fills only its own queue: the others are still served."""
+
+    def __init__(
+        self, max_running: int = 32, max_queued: int = 64, overrides: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self._overrides = dict(overrides or {})
+        self._gates: dict[str, _Gate] = {}
+
+    def gate(self, method: str) -> _Gate:
+        gate = self._gates.get(method)
+        if gate is None:
+            bounds = self._overrides.get(method) or self._overrides.get(method.rpartition("/")[2])
+            gate = self._gates[method] = _Gate(*(bounds or (self.max_running, self.max_queued)))
+        return gate
+
+    def slot(self, method: str, time_remaining: float | None) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.gate(method).slot(method, time_remaining)
+
+
+WORKER_METADATA_KEY = "voltcloud-worker"
+
+
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tokens: TokenService, admission: Admission | None = None, deadline_floor_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        tokens: TokenService,
+        admission: Admission | None = None,
+        deadline_floor_s: float = 0.0,
+        worker: str | None = None,
+    ) -> None:
         self._tokens = tokens
         self.activity = CallActivity()
         self.admission = admission or Admission()
         self.deadline_floor_s = deadline_floor_s
+        # Several worker processes share one port; the answering one names itself (trailing metadata of a
+        # unary call) so an operator, a test or a benchmark can tell which served a call.
+        self.worker_metadata = ((WORKER_METADATA_KEY, worker),) if worker else None
 
     async def intercept_service(
         self,
@@ -208,6 +245,7 @@ def _time_left(context: grpc.aio.ServicerContext[Any, Any], method: str, floor_s
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformInterceptor) -> grpc.RpcMethodHandler:
     tokens, activity, admission, floor_s = owner._tokens, owner.activity, owner.admission, owner.deadline_floor_s
+    worker_metadata = owner.worker_metadata
     parse: Callable[[bytes], Message] | None = handler.request_deserializer
 
     def start(context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -248,6 +286,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
                         request = request_of(raw)
                         response = await inner(request, context)
                         raise_stream_error(request)
+                        if worker_metadata:
+                            context.set_trailing_metadata(worker_metadata)
                         return response
                 except (DomainError, NotImplementedError) as error:
                     current.set_status(Status(StatusCode.ERROR, str(error)))
