@@ -38,7 +38,7 @@ from voltcloud.ordering.states import OrderState, check_transition
 from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock, SystemClock
-from voltcloud.platform.db import Database
+from voltcloud.platform.db import Database, contention
 from voltcloud.platform.errors import Aborted, DomainError
 from voltcloud.stations.api import InventoryChange, inventory
 
@@ -230,15 +230,11 @@ class UnitOfWork:
                 result = await work(session, effects)
         except StaleDataError:
             raise Aborted("the order or task was changed concurrently; retry") from None
-        except sa_exc.OperationalError as error:
-            if "locked" in str(error).lower():  # SQLite: a concurrent writer holds the database
-                raise Aborted("a concurrent change is in progress; retry") from None
-            raise
         except sa_exc.DBAPIError as error:
-            text = str(error).lower()
-            if "deadlock" in text or "serializ" in text or "could not obtain lock" in text:
-                raise Aborted("a concurrent change won the race; retry") from None
-            raise
+            lost_race = contention(error)
+            if lost_race is None:
+                raise
+            raise lost_race from None
         await self.apply(effects)
         return result
 

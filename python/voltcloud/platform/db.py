@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform.errors import Aborted
 from voltcloud.platform.tracing import tracer
 
 
@@ -79,6 +80,26 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_CONTENTION = (
+    "database is locked",
+    "database table is locked",
+    "deadlock detected",
+    "could not serialize",
+    "could not obtain lock",
+    "lock not available",
+)
+
+
+def contention(error: BaseException) -> Aborted | None:
+    """A database error that means "another transaction got there first" as ABORTED (retry), else None.
+
+    SQLite answers "database is locked" when a writer holds the file past the busy timeout; PostgreSQL names
+    deadlocks, serialisation failures and NOWAIT locks. Each is a lost race, not a bug: the caller may retry."""
+    if isinstance(error, sa.exc.DBAPIError) and any(text in str(error).lower() for text in _CONTENTION):
+        return Aborted("a concurrent change is in progress; retry")
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -22,8 +22,10 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.trace import Status, StatusCode
+from sqlalchemy import exc as sa_exc
 
 from voltcloud.platform.auth import Principal, TokenService
+from voltcloud.platform.db import contention
 from voltcloud.platform.errors import (
     DeadlineExceeded,
     DomainError,
@@ -293,6 +295,13 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
                     current.set_status(Status(StatusCode.ERROR, str(error)))
                     await guard(context, error)
                     raise  # unreachable: abort raises
+                except sa_exc.DBAPIError as error:
+                    lost_race = contention(error)
+                    if lost_race is None:
+                        raise
+                    current.set_status(Status(StatusCode.ERROR, str(lost_race)))
+                    await guard(context, lost_race)
+                    raise  # unreachable: abort raises
                 finally:
                     activity.in_flight -= 1
 
@@ -317,6 +326,12 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
             except (DomainError, NotImplementedError) as error:
                 current.set_status(Status(StatusCode.ERROR, str(error)))
                 await guard(context, error)
+            except sa_exc.DBAPIError as error:
+                lost_race = contention(error)
+                if lost_race is None:
+                    raise
+                current.set_status(Status(StatusCode.ERROR, str(lost_race)))
+                await guard(context, lost_race)
 
     factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
     return factory(stream_response, request_deserializer=None, response_serializer=handler.response_serializer)
