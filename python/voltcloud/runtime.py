@@ -47,6 +47,7 @@ class PowerUp:
         self.feed = OrderFeed(self.changes)  # WatchOrder streams follow the feed's order topics
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
+        self.hub.follow(self.changes)  # offers made on other replicas reach the app streams held here
         self.quote_path = QuotePath(PriceBook(db), Profiles(db), QuoteStore(db))
         self.quote_path.book.subscribe(self.changes)  # rate models: recompiled when one changes anywhere
         self.quote_path.profiles.subscribe(self.changes)  # vehicles, drivers, profiles, completed orders

@@ -1,9 +1,9 @@
 """The live channel to connected specialists and vans (one per app stream), and dispatch's background work.
 
 Offers live in the database (task.offered_to, offer_expires_at); the hub only delivers them. A connection
-pulls its unit's pending offers when woken (in-process, right after the commit that created them) and on
-every sweep tick, so an offer created by another replica reaches a worker connected here within one tick.
-The sweep also re-dispatches lapsed offers, whichever replica created them.
+pulls its unit's pending offers when woken: right after the commit that created them when it was made here,
+and by the change feed's "dispatch" topic when another replica made it (`follow`). The sweep re-dispatches
+lapsed offers, whichever replica created them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from voltcloud.config import Settings
 from voltcloud.dispatch import tasks
 from voltcloud.ordering.api import Effects, UnitOfWork
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.feed import Change, ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,24 @@ class DispatchHub:
         if conn is not None:
             conn.queue.put_nowait(Outgoing("update", task_id=task_id, reason=reason))
 
+    def follow(self, changes: ChangeFeed) -> None:
+        """Offers and withdrawals decided on other replicas reach the workers whose streams are here."""
+        changes.subscribe(tasks.DISPATCH_TOPIC, self._on_dispatch)
+
+    def _on_dispatch(self, changes: list[Change]) -> None:
+        # Every replica's hub hears every change, the deciding replica's too (after its own after-commit call):
+        # an offer only wakes the connection to re-read (already sent offers are skipped), and a withdrawal is
+        # sent only for a task this connection was told of and not yet told is withdrawn.
+        for change in changes:
+            conn = self._connections.get(change.key)
+            if conn is None:
+                continue
+            task_id = str(change.payload.get("task_id", ""))
+            if change.payload.get("kind") == "offer":
+                conn.wake.set()
+            elif task_id in conn.offered:
+                self.task_cancelled(change.key, task_id, str(change.payload.get("reason", "")))
+
     # ---- delivery -----------------------------------------------------------------------------------------
 
     async def deliver_offers(self, conn: Connection) -> int:
@@ -110,19 +129,17 @@ class DispatchHub:
         async with self.uow.db.transaction("dispatch.resume.read") as session:
             open_tasks = await tasks.open_tasks_of(session, conn.unit_id)
         for task in open_tasks:
+            conn.offered.add(task.id)  # told of it: a withdrawal decided on another replica reaches it
             conn.queue.put_nowait(Outgoing("update", task_id=task.id, reason="resumed after reconnect"))
         await self.deliver_offers(conn)
 
     # ---- background sweep ---------------------------------------------------------------------------------
 
     async def sweep_once(self) -> int:
-        """Re-dispatches lapsed offers and delivers offers made by other replicas."""
+        """Re-dispatches lapsed offers."""
         now = self.clock.now()
 
         async def work(session: AsyncSession, effects: Effects) -> int:
             return await tasks.expire_offers(session, effects, self, self.uow.engine, self.settings, now, self.clock)
 
-        lapsed = await self.uow.run("dispatch.sweep", work)
-        for conn in list(self._connections.values()):
-            conn.wake.set()
-        return lapsed
+        return await self.uow.run("dispatch.sweep", work)

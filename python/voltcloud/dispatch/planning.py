@@ -10,7 +10,6 @@ both told after commit.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -178,8 +177,8 @@ async def _plan_group(
             released = await inventory.release_unit(session, old)
             if released:
                 effects.changes.append(released)
-            effects.callbacks.append(
-                functools.partial(notifier.task_cancelled, old, task.id, "re-planned to a closer specialist")
+            await tasks.notify_workers(
+                session, effects, notifier, "cancel", old, task.id, "re-planned to a closer specialist"
             )
         task.offered_to = new_unit
         task.offer_expires_at = now + dt.timedelta(seconds=settings.dispatch_offer_timeout_s)
@@ -188,6 +187,6 @@ async def _plan_group(
         if task.order_id and (order := await session.get(Order, task.order_id)) is not None:
             order.unit_id = new_unit
             await record(session, effects, order, None, SYSTEM, now, Facts(reason=f"re-planned: offered to {new_unit}"))
-        effects.callbacks.append(functools.partial(notifier.offer_ready, new_unit))
+        await tasks.notify_workers(session, effects, notifier, "offer", new_unit)
         changed += 1
     return Outcome(changed, len(group) - len(assignment), before, after)

@@ -10,11 +10,10 @@ WatchOrder sees it. Numbers are the dispatch.proto enums.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +22,7 @@ from voltcloud.config import Settings
 from voltcloud.dispatch.models import Task, TaskStep
 from voltcloud.engine import Engine
 from voltcloud.ordering.api import Actor, Effects, Facts, Order, OrderState, Place, lifecycle
+from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.enums import StepKind as StepKind  # re-exported: the dispatch room's names for them
@@ -48,6 +48,27 @@ class Notifier(Protocol):
     def task_cancelled(self, unit_id: str, task_id: str, reason: str) -> None: ...
 
     def task_updated(self, unit_id: str, task_id: str, reason: str) -> None: ...
+
+
+DISPATCH_TOPIC = "dispatch"
+
+
+async def notify_workers(
+    session: AsyncSession,
+    effects: Effects,
+    notifier: Notifier,
+    kind: Literal["offer", "cancel"],
+    unit_id: str,
+    task_id: str = "",
+    reason: str = "",
+) -> None:
+    """Tells the worker's app of a new offer or a withdrawn task: this replica's hub after the commit, and
+    the replica holding the worker's stream, wherever it is, through the change feed."""
+    await feed.publish(session, DISPATCH_TOPIC, unit_id, {"kind": kind, "task_id": task_id, "reason": reason})
+    if kind == "offer":
+        effects.callbacks.append(lambda: notifier.offer_ready(unit_id))
+    else:
+        effects.callbacks.append(lambda: notifier.task_cancelled(unit_id, task_id, reason))
 
 
 @dataclass(frozen=True)
@@ -141,7 +162,7 @@ async def create_for_order(
             )
         )
     await session.flush()
-    effects.callbacks.append(lambda: notifier.offer_ready(unit_id))
+    await notify_workers(session, effects, notifier, "offer", unit_id)
     return task
 
 
@@ -366,7 +387,7 @@ async def redispatch(
     await lifecycle.record(
         session, effects, order, target, actor, now, Facts(reason=f"re-dispatched to {chosen}: {why}")
     )
-    effects.callbacks.append(lambda: notifier.offer_ready(chosen))
+    await notify_workers(session, effects, notifier, "offer", chosen)
 
 
 async def expire_offers(
@@ -389,7 +410,7 @@ async def expire_offers(
         why = f"offer to {unit} timed out"
         await redispatch(session, effects, notifier, engine, settings, task, why, lifecycle.SYSTEM, now, clock)
         if unit:
-            effects.callbacks.append(functools.partial(notifier.task_cancelled, unit, task.id, "offer timed out"))
+            await notify_workers(session, effects, notifier, "cancel", unit, task.id, "offer timed out")
     return len(lapsed)
 
 
@@ -508,7 +529,7 @@ async def cancel_for_order(
     task.updated_at = now
     session.add(task)
     if worker:
-        effects.callbacks.append(lambda: notifier.task_cancelled(worker, task.id, reason))
+        await notify_workers(session, effects, notifier, "cancel", worker, task.id, reason)
 
 
 async def move_worker(
