@@ -68,3 +68,22 @@ def test_dev_key_is_created_once_and_private(tmp_path: Path) -> None:
     assert len(key) >= 32
     assert load_or_create_dev_key(tmp_path) == key
     assert (tmp_path / "dev-jwt.key").stat().st_mode & 0o077 == 0
+
+
+def test_a_verified_token_is_served_from_the_cache_only_until_it_expires(tokens: TokenService) -> None:
+    issued = dt.datetime.now(dt.UTC)
+    token = tokens.mint("drv-1", Role.DRIVER, now=issued, ttl=dt.timedelta(seconds=60))
+    assert tokens.verify(token).subject == "drv-1"
+    tokens.clock = lambda: issued.timestamp() + 59  # still valid: answered from the cache
+    assert tokens.verify(token).subject == "drv-1"
+    tokens.clock = lambda: issued.timestamp() + 61  # expired while cached: refused all the same
+    with pytest.raises(Unauthenticated, match="expired"):
+        tokens.verify(token)
+
+
+def test_a_token_that_failed_verification_is_never_cached(tokens: TokenService) -> None:
+    forged = TokenService("another-key-0123456789abcdef0123456789", "voltcloud", dt.timedelta(hours=1))
+    token = forged.mint("drv-1", Role.DRIVER)
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="invalid token"):
+            tokens.verify(token)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from voltcloud.platform.errors import InvalidArgument, PermissionDenied, Unauthe
 
 _ALGORITHM = "HS256"
 _DEV_KEY_FILE = "dev-jwt.key"
+VERIFIED_TOKENS_KEPT = 50_000  # ~10 MB at most; beyond it the oldest verified token is checked again
 
 
 class Role(enum.IntEnum):
@@ -84,6 +87,10 @@ class TokenService:
         self._key = key
         self._issuer = issuer
         self._ttl = ttl
+        # Verified tokens: a signature check costs ~0.2 ms, a tenth of a whole quote. Only tokens that passed
+        # it are kept (random tokens cannot fill the cache), each until its own expiry.
+        self._verified: dict[str, tuple[Principal, int]] = {}
+        self.clock: Callable[[], float] = time.time
 
     def mint(
         self,
@@ -108,6 +115,19 @@ class TokenService:
         return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
 
     def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            if self.clock() < known[1]:
+                return known[0]
+            del self._verified[token]
+            raise Unauthenticated("token expired")
+        principal, expires = self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify_signed(self, token: str) -> tuple[Principal, int]:
         try:
             claims = jwt.decode(
                 token,
@@ -125,7 +145,7 @@ class TokenService:
             tenant = Tenant.parse(str(claims.get("tenant", "")))
         except InvalidArgument as exc:
             raise Unauthenticated(f"invalid token claims: {exc.message}") from None
-        return Principal(subject=str(claims["sub"]), role=role, tenant=tenant)
+        return Principal(subject=str(claims["sub"]), role=role, tenant=tenant), int(claims["exp"])
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an `authorization` metadata value (`Bearer <jwt>`)."""
