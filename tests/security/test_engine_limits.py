@@ -40,7 +40,7 @@ POWER = common_pb2.CONNECTOR_STANDARD_GBT_DC
 @pytest.fixture
 async def platform(tmp_path: Path, database_url: str) -> AsyncIterator[Platform]:
     # No background sync: the tests call Engine.sync themselves, so every assertion sees a settled engine.
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as running:
+    async with serving(tmp_path, database_url, engine_reconcile_interval_s=0) as running:
         yield running
 
 
@@ -304,10 +304,13 @@ def assert_quarantined(platform: Platform, bad: dict[str, str]) -> None:
 
 
 async def test_a_bad_row_in_the_database_does_not_stop_a_restart(tmp_path: Path, database_url: str) -> None:
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as first:
+    async with serving(tmp_path, database_url, engine_reconcile_interval_s=0) as first:
         bad = await write_bad_rows(first)
     # Before the fix this start failed (OverflowError building the engine) and never came back.
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as platform, channel_to(platform) as channel:
+    async with (
+        serving(tmp_path, database_url, engine_reconcile_interval_s=0) as platform,
+        channel_to(platform) as channel,
+    ):
         assert_quarantined(platform, bad)
         assert await quarantine_alarms(platform) == {rid: [1] for rid in bad}
         async with platform.db.transaction() as session:
@@ -325,7 +328,7 @@ async def test_a_bad_row_in_the_database_does_not_stop_a_restart(tmp_path: Path,
             assert await platform.powerup.engine.sync(platform.db) >= 0
         assert await quarantine_alarms(platform) == {rid: [1] for rid in bad}
     # And a third start does not write the alarms a second time.
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as platform:
+    async with serving(tmp_path, database_url, engine_reconcile_interval_s=0) as platform:
         assert_quarantined(platform, bad)
         assert await quarantine_alarms(platform) == {rid: [1] for rid in bad}
 
