@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -412,8 +412,10 @@ class Engine:
         """Feed handler ("station"): a new station is loaded with its connectors and packs; a change to a known
         (or quarantined) one rebuilds, debounced (the index cannot move a station or change its lanes)."""
         for station_id in dict.fromkeys(str(c.payload["id"]) for c in changes):
-            if station_id in self._maps.station_by_id or ("station", station_id) in self._maps.quarantined:
+            if ("station", station_id) in self._maps.quarantined:
                 self.request_rebuild(db)
+            elif station_id in self._maps.station_by_id:
+                await self._update_station(db, station_id)
             else:
                 await self._add_station(db, station_id)
         await self._flush_alarms(db)
@@ -486,6 +488,30 @@ class Engine:
             for p in packs:
                 if p.id in maps.pack_idx and maps.pack_station.get(p.id) != station_id:
                     self._move_pack(p)
+
+    async def _update_station(self, db: Database, station_id: str) -> None:
+        """A known station's description changed: what only the adapter keeps (name, power cap) is updated in
+        place; a change the index holds (position, lanes, swap time, limits) needs a rebuild."""
+        async with db.transaction("engine.station.read") as session:
+            station = await session.get(Station, station_id)
+        info = self._maps.station_by_id.get(station_id)
+        if station is None or info is None:
+            self.request_rebuild(db)
+            return
+        indexed = (info.kind, info.lat, info.lng, info.lanes, info.swap_time_s)
+        if indexed != (station.kind, station.lat, station.lng, station.lanes, station.swap_time_s) or station_problems(
+            kind=station.kind,
+            lanes=station.lanes,
+            swap_time_s=station.swap_time_s,
+            lat=station.lat,
+            lng=station.lng,
+            power_cap_w=station.power_cap_w,
+            slot_count=station.slot_count,
+        ):
+            self.request_rebuild(db)
+            return
+        self._maps.station_by_id[station_id] = replace(info, name=station.name, power_cap_w=station.power_cap_w)
+        self._maps.versions[("station", station_id)] = station.version
 
     async def _place_pack(self, db: Database, pack_id: str) -> None:
         async with self._structure:
@@ -976,8 +1002,6 @@ def _put(ids: list[str], i: int, value: str) -> None:
 
 
 def _replace_unit(info: UnitInfo, **changes: Any) -> UnitInfo:
-    from dataclasses import replace
-
     return replace(info, **changes)
 
 

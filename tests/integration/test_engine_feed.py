@@ -157,3 +157,41 @@ def _timestamp(at: dt.datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(at)
     return stamp
+
+
+async def test_a_station_renamed_or_moved_on_replica_a_is_updated_in_replica_b_engine(
+    replicas: tuple[Platform, Platform],
+) -> None:
+    a, b = replicas
+    engine = b.powerup.engine
+    before = next(s for s in engine._maps.station_by_id.values() if s.kind == common_pb2.STATION_KIND_CHARGING)
+    token = a.tokens.mint("op-admin", Role.OPERATOR, Tenant("operator", before.operator_id))
+    md = (("authorization", f"Bearer {token}"),)
+    rebuilds = engine.rebuilds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as channel:
+        stub = stations_pb2_grpc.StationServiceStub(channel)
+
+        async def update(paths: list[str], **fields: object) -> None:
+            current = (await stub.GetStation(stations_pb2.GetStationRequest(station_id=before.id), metadata=md)).station
+            changed = stations_pb2.Station(station_id=before.id, version=current.version, **fields)  # type: ignore[arg-type]
+            updated = seen_on(b, "station", lambda c: c.key == before.id and c.payload["version"] > current.version)
+            await stub.UpdateStation(
+                stations_pb2.UpdateStationRequest(station=changed, update_paths=paths), metadata=md
+            )
+            await asyncio.wait_for(updated.wait(), FEED_TIMEOUT_S)
+
+        await update(["name"], name="Renamed through A")
+        info = engine.station(before.id)
+        assert (
+            info is not None and info.name == "Renamed through A" and (info.lat, info.lng) == (before.lat, before.lng)
+        )
+        assert engine.rebuilds == rebuilds, "a new name needs no rebuild"
+
+        moved = common_pb2.LatLng(lat=before.lat + 0.05, lng=before.lng + 0.05)
+        await update(["position"], position=moved)
+        await engine.settled()  # the index cannot move a station: B rebuilt (debounced)
+        info = engine.station(before.id)
+        assert info is not None and (info.lat, info.lng) == pytest.approx((moved.lat, moved.lng))
+        assert engine.rebuilds == rebuilds + 1
+        near = engine.nearest_stations(moved.lat, moved.lng, k=1, radius_m=100)
+        assert [s.id for s, _ in near] == [before.id]
