@@ -233,30 +233,57 @@ async def idle_cpu(data_dir: Path, reconcile_s: float, seconds: float) -> dict[s
     }
 
 
+async def loop_lag(stop: asyncio.Event, period_s: float = 0.01) -> float:
+    """The longest the event loop was late to wake a 10 ms ticker (s): how long other work stalled it."""
+    worst = 0.0
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(period_s)
+        worst = max(worst, time.perf_counter() - t0 - period_s)
+    return worst
+
+
 async def country_costs(data_dir: Path, repeats: int) -> dict[str, Any]:
     db = Database(f"sqlite+aiosqlite:///{(data_dir / 'voltcloud.db').resolve()}")
     engine = Engine()
-    loads, syncs, sync_cpu = [], [], []
+    loads, syncs, sync_cpu, stalls = [], [], [], []
     counts: dict[str, int] = {}
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(loop_lag(stop))
+    await asyncio.sleep(5)  # the noise floor: the same ticker with nothing else to do in this process
+    stop.set()
+    floor = await ticker
     try:
         for _ in range(max(repeats, 1)):
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(loop_lag(stop))
             t0 = time.perf_counter()
             counts = await engine.load(db)
             loads.append(time.perf_counter() - t0)
+            stop.set()
+            stalls.append(await ticker)
+        sync_stalls = []
         for _ in range(max(repeats, 1) + 2):
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(loop_lag(stop))
             t0, c0 = time.perf_counter(), time.process_time()
             repaired = await engine.sync(db)
             syncs.append(time.perf_counter() - t0)
             sync_cpu.append(time.process_time() - c0)
+            stop.set()
+            sync_stalls.append(await ticker)
             assert repaired == 0, repaired
     finally:
         await db.dispose()
     sync_s = statistics.median(syncs)
     return {
         "resources": counts,
+        "idle_loop_stall_max_ms": round(1000 * floor, 1),
         "rebuild_s_median": round(statistics.median(loads), 3),
+        "rebuild_loop_stall_max_ms_median": round(1000 * statistics.median(stalls), 1),
         "reconcile_s_median": round(sync_s, 3),
         "reconcile_cpu_s_median": round(statistics.median(sync_cpu), 3),
+        "reconcile_loop_stall_max_ms_median": round(1000 * statistics.median(sync_stalls), 1),
         "reconcile_pct_of_core_at_600s": round(100 * statistics.median(sync_cpu) / 600, 3),
     }
 
