@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from sqlmodel import col, select
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
 from voltcloud.ordering.states import Mode
@@ -20,6 +21,7 @@ from voltcloud.platform.auth import Role, Tenant
 from voltcloud.platform.feed import Change
 from voltcloud.server import Platform
 from voltcloud.stations import inventory
+from voltcloud.stations.models import Connector, PackType
 
 from .conftest import platform_settings
 from .powerup_support import admin_md, candidates, fund, inventory_quote, swappable_vehicle
@@ -195,3 +197,67 @@ async def test_a_station_renamed_or_moved_on_replica_a_is_updated_in_replica_b_e
         assert engine.rebuilds == rebuilds + 1
         near = engine.nearest_stations(moved.lat, moved.lng, k=1, radius_m=100)
         assert [s.id for s, _ in near] == [before.id]
+
+
+async def test_a_pack_registered_on_replica_a_is_offered_by_replica_b(replicas: tuple[Platform, Platform]) -> None:
+    a, b = replicas
+    engine = b.powerup.engine
+    station = next(s for s in engine._maps.station_by_id.values() if s.kind == common_pb2.STATION_KIND_SWAP)
+    packs_before = {p["id"] for p in engine.station_resources(station.id)[1]}
+    async with a.db.transaction() as session:
+        pack_type = (await session.exec(select(PackType.id).order_by(col(PackType.id)))).first()
+    token = a.tokens.mint("op-admin", Role.OPERATOR, Tenant("operator", station.operator_id))
+    placed = seen_on(b, "pack", lambda c: c.key == "pk-feed-new")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as channel:
+        await stations_pb2_grpc.StationServiceStub(channel).RegisterPack(
+            stations_pb2.RegisterPackRequest(
+                pack=stations_pb2.Pack(
+                    pack_id="pk-feed-new",
+                    pack_type_id=str(pack_type),
+                    soc_permille=950,
+                    soh_permille=990,
+                    location=stations_pb2.PackLocation(
+                        station_slot=stations_pb2.StationSlot(station_id=station.id, slot=1)
+                    ),
+                )
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+    assert "pk-feed-new" not in packs_before
+    await asyncio.wait_for(placed.wait(), FEED_TIMEOUT_S)
+    assert pack_state(b, station.id, "pk-feed-new") == PACK_READY
+    assert engine.rebuilds == 1, "a new pack is placed alone, not by a rebuild"
+
+
+async def test_the_reconciliation_repairs_a_change_the_feed_no_longer_holds(
+    replicas: tuple[Platform, Platform],
+) -> None:
+    """Replica B was away longer than the feed's retention: the change was pruned before B read it. Only the slow
+    reconciliation can bring it, and does."""
+    a, b = replicas
+    await b.feed.stop()  # B away
+    async with a.db.transaction() as session:
+        connector = (
+            await session.exec(
+                select(Connector)
+                .where(col(Connector.status) == inventory.CONNECTOR_AVAILABLE)
+                .order_by(col(Connector.id))
+            )
+        ).first()
+        assert connector is not None
+        change = await inventory.set_connector_status(
+            session, connector.id, connector.station_id, inventory.CONNECTOR_OCCUPIED
+        )
+    assert change is not None
+    a.feed.retention_s = 0
+    assert await a.feed.prune() >= 1
+    await b.feed.start()  # back: it starts from the end of the (pruned) feed
+    await b.feed.catch_up()
+
+    def status() -> int:
+        live = b.powerup.engine.station_resources(connector.station_id)[0]
+        return int(next(c["status"] for c in live if c["id"] == connector.id))
+
+    assert status() == inventory.CONNECTOR_AVAILABLE  # the feed could not bring it
+    assert await b.powerup.reconcile() >= 1
+    assert status() == inventory.CONNECTOR_OCCUPIED
