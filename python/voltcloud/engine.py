@@ -242,6 +242,10 @@ class Engine:
         self._loading: list[InventoryChange] | None = None  # changes applied while a rebuild reads the tables
         self.rebuild_debounce_s = rebuild_debounce_s
         self._rebuild: asyncio.Task[None] | None = None
+        self._debouncing = False
+        self._rebuild_again = False
+        self._work: dict[str, dict[str, None]] = {"station": {}, "pack": {}, "unit": {}}  # ordered sets of ids
+        self._worker: asyncio.Task[None] | None = None
         self.rebuilds = 0  # full rebuilds so far (tests and metrics)
         self._options: Any = None
         self._options_index: Any = None
@@ -385,84 +389,105 @@ class Engine:
 
     async def follow_inventory(self, db: Database, changes: Sequence[Change]) -> None:
         """Feed handler ("inventory"): statuses committed by any replica (this one's own too: skipped by version).
-        A pack that now sits at another station is re-placed from its row; a quarantined row that changed is
-        retried by a rebuild."""
+        A pack that now sits at another station is re-placed from its row, a new unit loaded (both in the
+        background); a quarantined row that changed is retried by a rebuild."""
         maps = self._maps
         mirror: list[InventoryChange] = []
-        place: list[str] = []
-        rebuild = False
         for item in changes:
             change = InventoryChange.from_payload(item.payload)
             key = (change.kind, change.id)
             if key in maps.quarantined:
-                rebuild = rebuild or (change.version > 0 and maps.versions.get(key) != change.version)
+                if change.version > 0 and maps.versions.get(key) != change.version:
+                    self.request_rebuild(db)
             elif change.kind == "pack" and change.station_id and maps.pack_station.get(change.id) != change.station_id:
-                place.append(change.id)  # its "pack" event usually comes in the same batch: placing twice is a no-op
+                self._queue(db, "pack", [change.id])  # its "pack" event usually comes too: placing twice is a no-op
             elif change.kind == "unit" and change.id not in maps.unit_by_id:
-                await self._add_unit(db, change.id)
+                self._queue(db, "unit", [change.id])
             else:
                 mirror.append(change)
         self.apply(mirror)
-        for pack_id in place:
-            await self._place_pack(db, pack_id)
-        if rebuild:
-            self.request_rebuild(db)
         await self._flush_alarms(db)
 
-    async def follow_stations(self, db: Database, changes: Sequence[Change]) -> None:
-        """Feed handler ("station"): a new station is loaded with its connectors and packs; a change to a known
-        (or quarantined) one rebuilds, debounced (the index cannot move a station or change its lanes)."""
-        for station_id in dict.fromkeys(str(c.payload["id"]) for c in changes):
-            if ("station", station_id) in self._maps.quarantined:
-                self.request_rebuild(db)
-            elif station_id in self._maps.station_by_id:
-                await self._update_station(db, station_id)
-            else:
-                await self._add_station(db, station_id)
-        await self._flush_alarms(db)
+    def follow_stations(self, db: Database, changes: Sequence[Change]) -> None:
+        """Feed handler ("station"): a new station is loaded with its connectors and packs; a known one's new
+        name or power cap is updated in place; anything else rebuilds, debounced (the index cannot move a
+        station or change its lanes)."""
+        self._queue(db, "station", [str(c.payload["id"]) for c in changes])
 
-    async def follow_packs(self, db: Database, changes: Sequence[Change]) -> None:
+    def follow_packs(self, db: Database, changes: Sequence[Change]) -> None:
         """Feed handler ("pack"): a pack registered at, or moved into, a station is placed there."""
-        for pack_id in dict.fromkeys(str(c.payload["id"]) for c in changes):
-            await self._place_pack(db, pack_id)
+        self._queue(db, "pack", [str(c.payload["id"]) for c in changes])
+
+    def follow_units(self, db: Database, changes: Sequence[Change]) -> None:
+        """Feed handler ("unit"): a new mobile unit is loaded; a known one's description changed: rebuild."""
+        self._queue(db, "unit", [str(c.payload["id"]) for c in changes])
+
+    def _queue(self, db: Database, kind: str, ids: Iterable[str]) -> None:
+        """Structural work runs in one background task, never in the feed's handler: it may wait for a rebuild
+        (seconds at country scale), and the feed must keep delivering to every other subscriber meanwhile."""
+        for resource_id in ids:
+            self._work[kind][resource_id] = None
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._structural(db), name="engine.structural")
+
+    async def _structural(self, db: Database) -> None:
+        steps = {"station": self._station_changed, "pack": self._place_pack, "unit": self._unit_changed}
+        while any(self._work.values()):
+            for kind, step in steps.items():
+                ids, self._work[kind] = list(self._work[kind]), {}
+                for resource_id in ids:
+                    try:
+                        await step(db, resource_id)
+                    except Exception as error:  # the reconciliation repairs what this could not load
+                        log.warning("engine: could not load %s %s: %s", kind, resource_id, error)
         await self._flush_alarms(db)
 
-    async def follow_units(self, db: Database, changes: Sequence[Change]) -> None:
-        """Feed handler ("unit"): a new mobile unit is loaded; a known one's description changed: rebuild."""
-        for unit_id in dict.fromkeys(str(c.payload["id"]) for c in changes):
-            if unit_id in self._maps.unit_by_id or ("unit", unit_id) in self._maps.quarantined:
-                self.request_rebuild(db)
-            else:
-                await self._add_unit(db, unit_id)
-        await self._flush_alarms(db)
+    async def _station_changed(self, db: Database, station_id: str) -> None:
+        if ("station", station_id) in self._maps.quarantined:
+            self.request_rebuild(db)
+        elif station_id in self._maps.station_by_id:
+            await self._update_station(db, station_id)
+        else:
+            await self._add_station(db, station_id)
+
+    async def _unit_changed(self, db: Database, unit_id: str) -> None:
+        if unit_id in self._maps.unit_by_id or ("unit", unit_id) in self._maps.quarantined:
+            self.request_rebuild(db)
+        else:
+            await self._add_unit(db, unit_id)
 
     def request_rebuild(self, db: Database) -> None:
-        """A full rebuild soon: changes arriving within the debounce window share one rebuild."""
-        if self._rebuild is None or self._rebuild.done():
-            self._rebuild = asyncio.create_task(self._rebuild_later(db), name="engine.rebuild")
+        """A full rebuild soon: requests within the debounce window share one rebuild; a request arriving once
+        the rebuild is reading gets another one after it."""
+        if self._rebuild is not None and not self._rebuild.done():
+            self._rebuild_again = self._rebuild_again or not self._debouncing
+            return
+        self._rebuild = asyncio.create_task(self._rebuild_later(db), name="engine.rebuild")
 
     async def _rebuild_later(self, db: Database) -> None:
-        await asyncio.sleep(self.rebuild_debounce_s)
-        self._rebuild = None  # a change arriving from now on needs another rebuild after this one's read
-        try:
-            await self.load(db)
-        except Exception as error:  # the reconciliation will try again
-            log.warning("engine: rebuild failed: %s", error)
+        again = True
+        while again:
+            self._debouncing = True
+            await asyncio.sleep(self.rebuild_debounce_s)
+            self._debouncing, self._rebuild_again = False, False
+            try:
+                await self.load(db)
+            except Exception as error:  # the reconciliation will try again
+                log.warning("engine: rebuild failed: %s", error)
+            again = self._rebuild_again
 
     async def settled(self) -> None:
-        """Waits for a pending rebuild (tests, benchmarks)."""
-        while self._rebuild is not None:
-            task = self._rebuild
-            await asyncio.shield(task)
-            if self._rebuild is task:
-                break
+        """Waits until no structural load or rebuild is pending (tests, benchmarks)."""
+        while pending := [t for t in (self._worker, self._rebuild) if t is not None and not t.done()]:
+            await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
 
     async def stop(self) -> None:
-        if self._rebuild is not None:
-            self._rebuild.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._rebuild
-            self._rebuild = None
+        for task in (self._worker, self._rebuild):
+            if task is not None and not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._worker = self._rebuild = None
 
     async def _add_station(self, db: Database, station_id: str) -> None:
         async with self._structure:

@@ -120,6 +120,7 @@ async def test_a_station_created_on_replica_a_is_served_by_replica_b_without_a_r
     assert b.powerup.engine.station(made.station_id) is None or created.is_set()  # B's view before (if not yet)
 
     await asyncio.wait_for(created.wait(), FEED_TIMEOUT_S)
+    await b.powerup.engine.settled()  # structural work runs beside the feed, not in its handler
     info = b.powerup.engine.station(made.station_id)
     assert info is not None and info.operator_id == operator
     live = b.powerup.engine.station_resources(made.station_id)[0]
@@ -181,6 +182,7 @@ async def test_a_station_renamed_or_moved_on_replica_a_is_updated_in_replica_b_e
                 stations_pb2.UpdateStationRequest(station=changed, update_paths=paths), metadata=md
             )
             await asyncio.wait_for(updated.wait(), FEED_TIMEOUT_S)
+            await engine.settled()
 
         await update(["name"], name="Renamed through A")
         info = engine.station(before.id)
@@ -191,7 +193,7 @@ async def test_a_station_renamed_or_moved_on_replica_a_is_updated_in_replica_b_e
 
         moved = common_pb2.LatLng(lat=before.lat + 0.05, lng=before.lng + 0.05)
         await update(["position"], position=moved)
-        await engine.settled()  # the index cannot move a station: B rebuilt (debounced)
+        # the index cannot move a station: B rebuilt (debounced; `update` waited for it)
         info = engine.station(before.id)
         assert info is not None and (info.lat, info.lng) == pytest.approx((moved.lat, moved.lng))
         assert engine.rebuilds == rebuilds + 1
@@ -225,6 +227,7 @@ async def test_a_pack_registered_on_replica_a_is_offered_by_replica_b(replicas: 
         )
     assert "pk-feed-new" not in packs_before
     await asyncio.wait_for(placed.wait(), FEED_TIMEOUT_S)
+    await engine.settled()
     assert pack_state(b, station.id, "pk-feed-new") == PACK_READY
     assert engine.rebuilds == 1, "a new pack is placed alone, not by a rebuild"
 
