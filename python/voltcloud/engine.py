@@ -1049,6 +1049,7 @@ async def _all(conn: Any, query: Any, chunk: int = 20_000) -> list[Any]:
     result = await conn.stream(query)
     async for part in result.partitions(chunk):
         rows += part
+        await asyncio.sleep(0)  # a buffered result hands out chunks without awaiting anything: let others run
     return rows
 
 
