@@ -2,7 +2,7 @@
 what an idle server costs without the periodic sync, and what the slow reconciliation and a rebuild cost.
 
     python bench/bench_feed_latency.py [--changes 600] [--rate 50] [--postgres URL] \
-        [--country-dir DIR] [--idle-s 30] [--json out.json]
+        [--country-dir DIR [--country-only]] [--idle-s 30] [--json out.json]
 
 1. Latency, per database (SQLite file; PostgreSQL with --postgres, in a throwaway database): replica A is a
    writer process of its own (this script with --writer) that commits connector status changes through
@@ -297,6 +297,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
         "latency": [],
     }
+    if args.country_only:
+        result["country"] = await country_costs(args.country_dir, args.repeats)
+        print(json.dumps(result["country"]), flush=True)
+        return result
     with tempfile.TemporaryDirectory(prefix="feedbench-") as tmp:
         root = Path(tmp)
         sqlite_url = f"sqlite+aiosqlite:///{root / 'feed.db'}"
@@ -328,6 +332,7 @@ def main() -> int:
     parser.add_argument("--postgres", help="admin URL, e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--country-dir", type=Path, help="data dir seeded with `voltcloud seed --scale country`")
     parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--country-only", action="store_true", help="only the rebuild and reconciliation costs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
