@@ -16,17 +16,19 @@ from google.protobuf import timestamp_pb2
 from sqlmodel import col, select
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.maintenance import workorders
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.platform.feed import Change
 from voltcloud.server import Platform
-from voltcloud.stations import inventory
+from voltcloud.stations import inventory, packs
 from voltcloud.stations.models import Connector, PackType
 
 from .conftest import platform_settings
 from .powerup_support import admin_md, candidates, fund, inventory_quote, swappable_vehicle
 
 PACK_READY, PACK_RESERVED = inventory.PACK_READY, inventory.PACK_RESERVED
+PACK_WITHDRAWN = 6  # PackState.WITHDRAWN: where a moved pack's old index entry is left
 FEED_TIMEOUT_S = 15.0  # generous: a loaded 2-core machine; the bench measures the real latency
 
 
@@ -264,3 +266,51 @@ async def test_the_reconciliation_repairs_a_change_the_feed_no_longer_holds(
     assert status() == inventory.CONNECTOR_AVAILABLE  # the feed could not bring it
     assert await b.powerup.reconcile() >= 1
     assert status() == inventory.CONNECTOR_OCCUPIED
+
+
+async def test_a_pack_moved_to_another_station_on_replica_a_moves_in_replica_b(
+    replicas: tuple[Platform, Platform],
+) -> None:
+    a, b = replicas
+    engine = b.powerup.engine
+    swaps = [s for s in engine._maps.station_by_id.values() if s.kind == common_pb2.STATION_KIND_SWAP]
+    source, target = swaps[0], next(s for s in swaps[1:] if s.operator_id == swaps[0].operator_id)
+    pack_id = next(p["id"] for p in engine.station_resources(source.id)[1] if p["state"] == PACK_READY)
+    moved = seen_on(b, "pack", lambda c: c.key == pack_id)
+    async with a.db.transaction() as session:
+        report = await packs.apply_report(
+            session, dt.datetime.now(dt.UTC), pack_id=pack_id, station_id=target.id, slot_no=1,
+            soc_permille=None, soh_permille=None, temperature_milli_c=None, cycles=None, state=None,
+        )  # fmt: skip
+        assert report is not None and report.station_id == target.id
+    await asyncio.wait_for(moved.wait(), FEED_TIMEOUT_S)
+    await engine.settled()
+    assert pack_state(b, target.id, pack_id) == PACK_READY
+    left = [p for p in engine.station_resources(source.id)[1] if p["id"] == pack_id]
+    assert [p["state"] for p in left] == [PACK_WITHDRAWN], "the old place must never be offered"
+    assert engine.rebuilds == 1, "a moved pack is re-placed alone, not by a rebuild"
+
+
+async def test_alarms_raised_and_cleared_on_replica_a_are_announced_to_replica_b(
+    replicas: tuple[Platform, Platform],
+) -> None:
+    a, b = replicas
+    states: list[int] = []
+    done = asyncio.Event()
+
+    def on_alarm(batch: list[Change]) -> None:
+        states.extend(int(c.payload["state"]) for c in batch if c.payload["resource_id"] == "res-feed")
+        if len(states) >= 2:
+            done.set()
+
+    b.feed.subscribe("alarm", on_alarm)
+    now = dt.datetime.now(dt.UTC)
+    async with a.db.transaction() as session:
+        opened = await workorders.raise_alarm_once(
+            session, now=now, code="FEED_TEST", resource_id="res-feed", message="m", operator_id=None
+        )
+    assert opened is not None
+    async with a.db.transaction() as session:
+        assert await workorders.clear_alarms(session, now=now, code="FEED_TEST", resource_ids=["res-feed"]) == 1
+    await asyncio.wait_for(done.wait(), FEED_TIMEOUT_S)
+    assert states == [workorders.ALARM_STATE_ACTIVE, workorders.ALARM_STATE_CLEARED]
