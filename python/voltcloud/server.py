@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import (
     dispatch_pb2,
@@ -68,6 +69,7 @@ def _servicer(cls: type, *args: Any) -> Any:
 
 def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     from voltcloud.dispatch.service import DispatchServicer
+    from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
     from voltcloud.ingest.service import IngestServicer
     from voltcloud.ordering.service import OrderingServicer
@@ -99,7 +101,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
-            _servicer(fleet_pb2_grpc.FleetServiceServicer),
+            _servicer(FleetServicer, db, settlement, _pack_type_exists),  # fleet's ports: ledger, pack types
             fleet_pb2_grpc.add_FleetServiceServicer_to_server,
         ),
         ServiceBinding(
@@ -113,6 +115,13 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
             ingest_pb2_grpc.add_IngestServiceServicer_to_server,
         ),
     ]
+
+
+async def _pack_type_exists(session: AsyncSession, pack_type_id: int) -> bool:
+    """Fleet's `PackTypes` port: pack types are stations' rows, and fleet sits below stations."""
+    from voltcloud.stations.models import PackType
+
+    return await session.get(PackType, pack_type_id) is not None
 
 
 class Platform:

@@ -9,7 +9,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from voltcloud.api.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.api.v1 import (
+    common_pb2,
+    maintenance_pb2,
+    maintenance_pb2_grpc,
+    stations_pb2,
+    stations_pb2_grpc,
+)
 from voltcloud.platform.auth import Role, Tenant
 
 from .conftest import RunningPlatform
@@ -71,10 +77,10 @@ async def test_driver_calling_an_operator_rpc_is_permission_denied(
 
 
 async def test_unbuilt_rpc_answers_unimplemented(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
-    stub = fleet_pb2_grpc.FleetServiceStub(channel)
-    metadata = running.metadata(Role.FLEET_MANAGER, Tenant("fleet", "fl-01"))
+    stub = maintenance_pb2_grpc.MaintenanceServiceStub(channel)
+    metadata = running.metadata(Role.OPERATOR, Tenant("operator", "op-01"))
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetFleet(fleet_pb2.GetFleetRequest(), metadata=metadata)
+        await stub.ListAlarms(maintenance_pb2.ListAlarmsRequest(), metadata=metadata)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -39,7 +39,7 @@ SERVICE_MODULES: list[ModuleType] = [
     maintenance_pb2,
     ingest_pb2,
 ]
-NOT_BUILT = frozenset({"voltcloud.v1.FleetService", "voltcloud.v1.MaintenanceService"})
+NOT_BUILT = frozenset({"voltcloud.v1.MaintenanceService"})
 NEVER = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 
 # Real ids of the demo world, so generated requests also get past the lookups into the servicers' rules.
@@ -205,7 +205,7 @@ def _assign(
 class Call:
     method: Method
     body: bytes
-    role: str  # "admin" or "operator"
+    role: str  # "admin", "operator", "fleet" (manager of fl-0001) or "driver" (dr-000001)
 
     def __repr__(self) -> str:  # a falsifying example names what was sent, not megabytes of it
         return f"Call({self.method.path}, {self.role}, {len(self.body)} bytes: {self.body[:200]!r})"
@@ -257,11 +257,12 @@ class ThreadedPlatform:
     def metadata(self, role: str) -> tuple[tuple[str, str], ...]:
         assert self.platform is not None
         tokens = self.platform.tokens
-        token = (
-            tokens.mint("fuzz-admin", Role.PLATFORM_ADMIN, None)
-            if role == "admin"
-            else tokens.mint("fuzz-op", Role.OPERATOR, Tenant("operator", "op-0001"))
-        )
+        token = {
+            "admin": lambda: tokens.mint("fuzz-admin", Role.PLATFORM_ADMIN, None),
+            "operator": lambda: tokens.mint("fuzz-op", Role.OPERATOR, Tenant("operator", "op-0001")),
+            "fleet": lambda: tokens.mint("fuzz-fleet", Role.FLEET_MANAGER, Tenant("fleet", "fl-0001")),
+            "driver": lambda: tokens.mint("dr-000001", Role.DRIVER, None),
+        }[role]()
         return (("authorization", f"Bearer {token}"),)
 
 

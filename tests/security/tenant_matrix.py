@@ -10,6 +10,7 @@ here as a mismatch. Expectations encode the secure behaviour (issue 9), not what
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -27,6 +28,7 @@ from voltcloud.api.v1 import (
     settlement_pb2,
     stations_pb2,
 )
+from voltcloud.fleet.vin import check_digit
 from voltcloud.platform.auth import Role
 
 Scope = Literal["own", "other"]
@@ -131,6 +133,7 @@ class Fresh(Protocol):
     async def statement(self) -> str: ...  # an imported provider statement
     async def station_version(self, station_id: str) -> int: ...
     async def charging_token(self, side: Side, owner_kind: str) -> str: ...  # registered by the side's owner
+    async def applicant(self, side: Side) -> str: ...  # a new driver with a pending application to the side's fleet
 
 
 @dataclass(frozen=True)
@@ -835,7 +838,161 @@ SETTLEMENT_ROWS = [
     ),
 ]
 
-# ---- FleetService and MaintenanceService: not built yet ---------------------------------------------------
+# ---- FleetService ------------------------------------------------------------------------------------------
+# A fleet manager sees and changes only their own fleet (another's reads NOT_FOUND); the admin creates fleets;
+# a driver registers their own car, applies to join a fleet and reads the fleet vehicles they may drive.
+
+
+def _fresh_vin(key: str) -> str:
+    """A VIN nobody registered yet, with the right GB 16735 check digit."""
+    alphabet = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
+    digest = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+    body = "".join(alphabet[(digest >> (5 * i)) % len(alphabet)] for i in range(17))
+    return body[:8] + check_digit(body) + body[9:]
+
+
+def _vehicle(c: Call, **fields: object) -> fleet_pb2.Vehicle:
+    return fleet_pb2.Vehicle(
+        vin=_fresh_vin(c.key),
+        model_id="matrix van",
+        connector_standards=[common_pb2.CONNECTOR_STANDARD_GBT_DC],
+        battery_capacity_wh=50_000,
+        consumption_wh_per_km=200,
+        max_dc_power_w=60_000,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _new_driver(c: Call) -> Message:
+    return fleet_pb2.RegisterDriverRequest(
+        idempotency_key=c.key, driver=fleet_pb2.Driver(name=f"matrix {c.key}", fleet_id=c.side.fleet_id)
+    )
+
+
+async def _review(c: Call) -> Message:
+    driver_id = await c.fresh.applicant(c.side)
+    return fleet_pb2.ReviewDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id, approve=True
+    )
+
+
+_OWN_FLEET: Mapping[Role, Cell] = {A: both(OK), FM: cell(OK, NF)}
+_NOT_YET = ex(FP, why="no statement/telemetry yet: FAILED_PRECONDITION once access is checked")
+_MEMBER = ex(FP, why="the fleet driver already belongs to a fleet; only a driver without one applies")
+
+FLEET_ROWS = [
+    Row(
+        "FleetService/CreateFleet",
+        lambda c: fleet_pb2.CreateFleetRequest(idempotency_key=c.key, name=f"matrix {c.key}"),
+        {A: both(OK)},
+    ),
+    Row("FleetService/GetFleet", lambda c: fleet_pb2.GetFleetRequest(fleet_id=c.side.fleet_id), _OWN_FLEET),
+    Row(
+        "FleetService/CreateSubFleet",
+        lambda c: fleet_pb2.CreateSubFleetRequest(idempotency_key=c.key, fleet_id=c.side.fleet_id, name="matrix"),
+        _OWN_FLEET,
+    ),
+    Row(
+        "FleetService/AllocateBalance",
+        lambda c: fleet_pb2.AllocateBalanceRequest(
+            idempotency_key=c.key, fleet_id=c.side.fleet_id, sub_fleet_id=c.side.sub_fleet_id, amount=_cny(1)
+        ),
+        _OWN_FLEET,
+    ),
+    Row(
+        "FleetService/AllocateBalance",
+        lambda c: fleet_pb2.AllocateBalanceRequest(
+            idempotency_key=c.key, fleet_id=c.home.fleet_id, sub_fleet_id=c.side.sub_fleet_id, amount=_cny(-1)
+        ),
+        {A: cell(OK, NF, why="the sub-fleet is not the named fleet's"), FM: cell(OK, NF)},
+        variant="own fleet, side's sub-fleet",
+    ),
+    Row(
+        "FleetService/RegisterVehicle",
+        lambda c: fleet_pb2.RegisterVehicleRequest(
+            idempotency_key=c.key, vehicle=_vehicle(c, fleet_id=c.side.fleet_id, sub_fleet_id=c.side.sub_fleet_id)
+        ),
+        {**_OWN_FLEET, DR: both(PD)},
+    ),
+    Row(
+        "FleetService/RegisterVehicle",
+        lambda c: fleet_pb2.RegisterVehicleRequest(
+            idempotency_key=c.key, vehicle=_vehicle(c, owner_driver_id=c.side.private_driver_id)
+        ),
+        {A: both(OK), FM: both(PD), DR: cell(OK, PD)},
+        variant="private car",
+        driver="private",
+    ),
+    Row(
+        "FleetService/GetVehicle",
+        lambda c: fleet_pb2.GetVehicleRequest(vehicle_id=c.side.vehicle_id),
+        {**_OWN_FLEET, DR: cell(OK, NF)},
+    ),
+    Row(
+        "FleetService/GetVehicle",
+        lambda c: fleet_pb2.GetVehicleRequest(vehicle_id=c.side.private_vehicle_id),
+        {A: both(OK), FM: both(NF), DR: cell(OK, NF)},
+        variant="private car",
+        driver="private",
+    ),
+    Row(
+        "FleetService/ListVehicles",
+        lambda c: fleet_pb2.ListVehiclesRequest(fleet_id=c.side.fleet_id, page_size=5),
+        _OWN_FLEET,
+    ),
+    Row(
+        "FleetService/MoveVehicle",
+        lambda c: fleet_pb2.MoveVehicleRequest(
+            idempotency_key=c.key, vehicle_id=c.side.vehicle_id, sub_fleet_id=c.side.sub_fleet_id
+        ),
+        _OWN_FLEET,
+    ),
+    Row("FleetService/RegisterDriver", _new_driver, {**_OWN_FLEET, DR: both(_MEMBER)}),
+    Row(
+        "FleetService/RegisterDriver",
+        _new_driver,
+        {**_OWN_FLEET, DR: both(ex(OK, why="a driver without a fleet may apply to any fleet"))},
+        variant="application",
+        driver="private",
+    ),
+    Row("FleetService/ReviewDriver", _review, _OWN_FLEET),
+    Row(
+        "FleetService/ListDrivers",
+        lambda c: fleet_pb2.ListDriversRequest(fleet_id=c.side.fleet_id, page_size=5),
+        _OWN_FLEET,
+    ),
+    Row(
+        "FleetService/SetPaymentMode",
+        lambda c: fleet_pb2.SetPaymentModeRequest(
+            idempotency_key=c.key, fleet_id=c.side.fleet_id, payment_mode=fleet_pb2.PAYMENT_MODE_REAL_TIME
+        ),
+        _OWN_FLEET,
+    ),
+    Row(
+        "FleetService/SetPaymentMode",
+        lambda c: fleet_pb2.SetPaymentModeRequest(
+            idempotency_key=c.key,
+            fleet_id=c.side.fleet_id,
+            sub_fleet_id=c.side.sub_fleet_id,
+            payment_mode=fleet_pb2.PAYMENT_MODE_POST_SETTLEMENT,
+            credit_limit=_cny(1_000 + int(hashlib.sha256(c.key.encode()).hexdigest()[:4], 16)),  # a change
+        ),
+        {A: both(OK), FM: cell(ex(PD, why="credit is the platform admin's to extend"), NF)},
+        variant="sub-fleet credit",
+    ),
+    Row(
+        "FleetService/GetFleetStatement",
+        lambda c: fleet_pb2.GetFleetStatementRequest(fleet_id=c.side.fleet_id),
+        {A: both(_NOT_YET), FM: cell(_NOT_YET, NF)},
+    ),
+    Row(
+        "FleetService/GetVehicleState",
+        lambda c: fleet_pb2.GetVehicleStateRequest(vehicle_id=c.side.vehicle_id),
+        {A: both(_NOT_YET), FM: cell(_NOT_YET, NF), DR: cell(_NOT_YET, NF)},
+    ),
+]
+
+# ---- MaintenanceService: not built yet ----------------------------------------------------------------------
 # Permitted roles get UNIMPLEMENTED (the generated base servicer), everyone else PERMISSION_DENIED. When a
 # service is built, replace its rows with real builders and tenant expectations.
 
@@ -852,26 +1009,7 @@ def _unbuilt(service: str, module: object, methods: Mapping[str, frozenset[Role]
     return rows
 
 
-_FLEET_ROLES = frozenset({A, FM})
 _STAFF = frozenset({A, OP, EN})
-FLEET_ROWS = _unbuilt(
-    "FleetService",
-    fleet_pb2,
-    {
-        "CreateFleet": frozenset({A}),
-        "GetFleet": _FLEET_ROLES,
-        "CreateSubFleet": _FLEET_ROLES,
-        "AllocateBalance": _FLEET_ROLES,
-        "RegisterVehicle": _FLEET_ROLES | {DR},
-        "GetVehicle": _FLEET_ROLES | {DR},
-        "ListVehicles": _FLEET_ROLES,
-        "RegisterDriver": _FLEET_ROLES,
-        "ListDrivers": _FLEET_ROLES,
-        "SetPaymentMode": _FLEET_ROLES,
-        "GetFleetStatement": _FLEET_ROLES,
-        "GetVehicleState": _FLEET_ROLES | {DR},
-    },
-)
 MAINTENANCE_ROWS = _unbuilt(
     "MaintenanceService",
     maintenance_pb2,

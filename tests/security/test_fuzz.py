@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.security import fuzzkit
 from voltcloud.api.v1 import stations_pb2, stations_pb2_grpc
@@ -56,3 +57,38 @@ def test_no_rpc_answers_unknown_or_internal_and_the_server_stays_healthy(server:
         )
         assert len(listed.stations) == 1
     assert seen["INVALID_ARGUMENT"] > 0 and sum(seen.values()) >= FUZZ_EXAMPLES, seen
+
+
+FLEET_EXAMPLES = 300
+
+
+@st.composite
+def _fleet_calls(draw: st.DrawFn) -> fuzzkit.Call:
+    """FleetService alone, as the roles it serves (the general run sends it mostly admin and operator calls)."""
+    methods = [m for m in fuzzkit.unary_methods() if m.service == "voltcloud.v1.FleetService"]
+    call = draw(fuzzkit.calls(methods))
+    return fuzzkit.Call(call.method, call.body, draw(st.sampled_from(["admin", "fleet", "driver"])))
+
+
+def test_fleet_service_fuzzed_as_its_own_roles(server: fuzzkit.ThreadedPlatform) -> None:
+    seen: collections.Counter[str] = collections.Counter()
+    with grpc.insecure_channel(server.target) as channel:
+
+        @settings(
+            max_examples=FLEET_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(call=_fleet_calls())
+        def one(call: fuzzkit.Call) -> None:
+            code = fuzzkit.send(channel, server, call)
+            seen[code.name] += 1
+            assert fuzzkit.allowed(call.method, code), (code, call)
+
+        one()
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"FleetService fuzz: {dict(seen)}")
+    assert seen["INVALID_ARGUMENT"] > 0 and "UNIMPLEMENTED" not in seen, seen

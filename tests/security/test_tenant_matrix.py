@@ -24,7 +24,7 @@ from sqlmodel import col, select
 import voltcloud.api.v1
 from tests.integration.conftest import channel_to, serving
 from tests.integration.powerup_support import candidates, fund, inventory_quote
-from voltcloud.api.v1 import common_pb2, ingest_pb2, ordering_pb2, settlement_pb2, stations_pb2
+from voltcloud.api.v1 import common_pb2, fleet_pb2, ingest_pb2, ordering_pb2, settlement_pb2, stations_pb2
 from voltcloud.fleet.models import Driver, Vehicle
 from voltcloud.ordering.models import Order
 from voltcloud.ordering.states import Mode
@@ -163,6 +163,12 @@ class Factory:
             operator_id=side.operator_id, owner_kind=owner_kind, owner_id=owner_id, vehicle_id=side.vehicle_id,
         )  # fmt: skip
         return str((await self.unary("IngestService/RegisterChargingToken", request, md)).token.token_id)
+
+    async def applicant(self, side: tm.Side) -> str:
+        subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"
+        request = fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name=subject, fleet_id=side.fleet_id))
+        md = _metadata(self.platform, subject, Role.DRIVER, None)
+        return str((await self.unary("FleetService/RegisterDriver", request, md)).driver.driver_id)
 
 
 async def _operator_ids(factory: Factory, operator_id: str) -> dict[str, Any]:

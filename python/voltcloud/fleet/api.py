@@ -1,11 +1,14 @@
-"""Fleet's public surface for other rooms: the fleet, sub-fleet, vehicle and driver rows they read.
+"""Fleet's public surface for other rooms: the fleet, sub-fleet, vehicle and driver rows they read, the VIN
+rule, and the ports fleet needs from the rooms above it (wired by `server.py`).
 
-Fleet has no rules of its own yet (its RPCs are not built), so other rooms read these rows through this module
-rather than `fleet.models`: when fleet grows rules, they land behind these names.
+Ordering reads `Driver.fleet_id` (set only for approved members) to decide who orders for a fleet vehicle;
+settlement reads it, and `SubFleet`, to decide who spends a fleet's money.
 """
 
 from __future__ import annotations
 
 from voltcloud.fleet.models import Driver, Fleet, SubFleet, Vehicle
+from voltcloud.fleet.ports import Ledger, PackTypes
+from voltcloud.fleet.vin import normalise_vin
 
-__all__ = ["Driver", "Fleet", "SubFleet", "Vehicle"]
+__all__ = ["Driver", "Fleet", "Ledger", "PackTypes", "SubFleet", "Vehicle", "normalise_vin"]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlmodel import Field, SQLModel
+
+from voltcloud.platform.db import utc_column
+
+# Rows the demo seed wrote before FleetService existed have no account id and no creation time: the account
+# is opened on first use (settlement's ensure is idempotent) and the time stays unknown.
 
 
 class Fleet(SQLModel, table=True):
@@ -13,12 +20,18 @@ class Fleet(SQLModel, table=True):
     currency: str = Field(default="CNY", max_length=3)
     payment_mode: int = Field(default=1, description="1 real-time, 2 post-settlement (monthly)")
     credit_limit_minor: int = Field(default=0, ge=0)
+    account_id: str | None = Field(default=None, max_length=64)
+    created_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class SubFleet(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     fleet_id: str = Field(foreign_key="fleet.id", index=True, max_length=64)
     name: str = Field(max_length=200)
+    payment_mode: int = Field(default=0, description="0 inherits the fleet's; else as Fleet.payment_mode")
+    credit_limit_minor: int = Field(default=0, ge=0)
+    account_id: str | None = Field(default=None, max_length=64)
+    created_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Vehicle(SQLModel, table=True):
@@ -35,10 +48,22 @@ class Vehicle(SQLModel, table=True):
     usable_capacity_wh: int = Field(gt=0)
     consumption_wh_per_km: int = Field(gt=0)
     max_dc_power_w: int = Field(gt=0)
+    max_ac_power_w: int = Field(default=0, ge=0)
+    plate: str | None = Field(default=None, max_length=16)
+    created_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Driver(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)
+    # Membership: only an approved driver has fleet_id (ordering reads it to let a driver order for the fleet's
+    # vehicles, settlement to let them spend its money), so an applicant gets nothing before approval.
     fleet_id: str | None = Field(default=None, foreign_key="fleet.id", index=True, max_length=64)
     vehicle_id: str | None = Field(default=None, foreign_key="vehicle.id", max_length=64)
+    sub_fleet_id: str | None = Field(default=None, foreign_key="subfleet.id", max_length=64)
+    phone: str | None = Field(default=None, max_length=16)
+    account_id: str | None = Field(default=None, max_length=64)
+    status: int = Field(default=2, description="DriverStatus: 1 pending, 2 approved, 3 rejected")
+    applied_fleet_id: str | None = Field(default=None, foreign_key="fleet.id", index=True, max_length=64)
+    rejection_reason: str | None = Field(default=None, max_length=200)
+    created_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

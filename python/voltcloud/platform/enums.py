@@ -12,6 +12,7 @@ import enum
 
 from voltcloud.api.v1 import common_pb2 as c
 from voltcloud.api.v1 import dispatch_pb2 as d
+from voltcloud.api.v1 import fleet_pb2 as f
 from voltcloud.api.v1 import ingest_pb2 as i
 from voltcloud.api.v1 import maintenance_pb2 as m
 from voltcloud.api.v1 import ordering_pb2 as o
@@ -39,6 +40,17 @@ class ConnectorStandard(enum.IntEnum):
     CCS2 = c.CONNECTOR_STANDARD_CCS2
     CHADEMO = c.CONNECTOR_STANDARD_CHADEMO
     TYPE2 = c.CONNECTOR_STANDARD_TYPE2
+
+
+class PaymentMode(enum.IntEnum):
+    REAL_TIME = f.PAYMENT_MODE_REAL_TIME
+    POST_SETTLEMENT = f.PAYMENT_MODE_POST_SETTLEMENT
+
+
+class DriverStatus(enum.IntEnum):
+    PENDING = f.DRIVER_STATUS_PENDING
+    APPROVED = f.DRIVER_STATUS_APPROVED
+    REJECTED = f.DRIVER_STATUS_REJECTED
 
 
 class ConnectorStatus(enum.IntEnum):

@@ -88,7 +88,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.SettlementService/DetectAbnormalOrder": OPERATORS,
     "voltcloud.v1.SettlementService/RefundOrderDifference": OPERATORS,
     "voltcloud.v1.SettlementService/VerifyOfflinePayment": OPERATORS,
-    # FleetService: fleet managers run their fleet.
+    # FleetService: fleet managers run their fleet (the admin creates it); a driver registers their own car,
+    # applies to join a fleet (RegisterDriver for themself) and reads the vehicles they may drive.
     "voltcloud.v1.FleetService/CreateFleet": ADMIN,
     "voltcloud.v1.FleetService/GetFleet": FLEET,
     "voltcloud.v1.FleetService/CreateSubFleet": FLEET,
@@ -96,7 +97,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/RegisterVehicle": FLEET | {Role.DRIVER},
     "voltcloud.v1.FleetService/GetVehicle": FLEET | {Role.DRIVER},
     "voltcloud.v1.FleetService/ListVehicles": FLEET,
-    "voltcloud.v1.FleetService/RegisterDriver": FLEET,
+    "voltcloud.v1.FleetService/RegisterDriver": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/ReviewDriver": FLEET,
+    "voltcloud.v1.FleetService/MoveVehicle": FLEET,
     "voltcloud.v1.FleetService/ListDrivers": FLEET,
     "voltcloud.v1.FleetService/SetPaymentMode": FLEET,
     "voltcloud.v1.FleetService/GetFleetStatement": FLEET,

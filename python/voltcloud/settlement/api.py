@@ -79,6 +79,54 @@ async def set_credit_limit(session: AsyncSession, *, account_id: str, credit_lim
     await session.flush()
 
 
+async def ensure_sub_fleet_account(
+    session: AsyncSession,
+    *,
+    fleet_id: str,
+    sub_fleet_id: str,
+    currency: str,
+    credit_limit_minor: int,
+    clock: Clock = SYSTEM_CLOCK,
+) -> str:
+    """A sub-fleet's allocation account (created if missing), in its fleet's tenant so allocations between the
+    two stay inside one tenant; FleetService.CreateSubFleet calls this."""
+    check_amount("credit_limit", credit_limit_minor, allow_zero=True)
+    account = await accounts.ensure_account(
+        session,
+        kind=AccountKind.FLEET,
+        owner_kind="subfleet",
+        owner_id=sub_fleet_id,
+        currency=currency,
+        now=clock.now(),
+        tenant=f"fleet:{fleet_id}",
+        credit_limit_minor=credit_limit_minor,
+    )
+    return account.id
+
+
+async def move_balance(
+    session: AsyncSession,
+    *,
+    from_account_id: str,
+    to_account_id: str,
+    amount_minor: int,
+    idempotency_key: str,
+    actor_subject: str,
+) -> tuple[str, int, int]:
+    """`allocate` for FleetService.AllocateBalance: (entry id, source balance after, target balance after)."""
+    entry = await allocate(
+        session,
+        from_account_id=from_account_id,
+        to_account_id=to_account_id,
+        amount_minor=amount_minor,
+        idempotency_key=idempotency_key,
+        actor=Actor(subject=actor_subject),
+    )
+    source = await accounts.view(session, await accounts.load(session, from_account_id))
+    target = await accounts.view(session, await accounts.load(session, to_account_id))
+    return entry.entry_id, source.balance_minor, target.balance_minor
+
+
 __all__ = [
     "AbnormalFlag",
     "AbnormalReport",
@@ -99,7 +147,9 @@ __all__ = [
     "capture_hold",
     "detect_abnormal",
     "ensure_customer_account",
+    "ensure_sub_fleet_account",
     "expire_due_holds",
+    "move_balance",
     "place_hold",
     "price_estimate",
     "redeem_coupon",

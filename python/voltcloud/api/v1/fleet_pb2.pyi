@@ -45,6 +45,34 @@ PAYMENT_MODE_POST_SETTLEMENT: PaymentMode.ValueType  # 2
 """Orders accrue against a credit limit and are billed periodically."""
 Global___PaymentMode: _TypeAlias = PaymentMode  # noqa: Y015
 
+class _DriverStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DriverStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriverStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DRIVER_STATUS_UNSPECIFIED: _DriverStatus.ValueType  # 0
+    """Not set (in a list filter: any status)."""
+    DRIVER_STATUS_PENDING: _DriverStatus.ValueType  # 1
+    """Applied to join the fleet; waits for its manager."""
+    DRIVER_STATUS_APPROVED: _DriverStatus.ValueType  # 2
+    """A member of the fleet: may order for the fleet's vehicles."""
+    DRIVER_STATUS_REJECTED: _DriverStatus.ValueType  # 3
+    """The application was rejected (see rejection_reason)."""
+
+class DriverStatus(_DriverStatus, metaclass=_DriverStatusEnumTypeWrapper):
+    """Where a driver stands with a fleet."""
+
+DRIVER_STATUS_UNSPECIFIED: DriverStatus.ValueType  # 0
+"""Not set (in a list filter: any status)."""
+DRIVER_STATUS_PENDING: DriverStatus.ValueType  # 1
+"""Applied to join the fleet; waits for its manager."""
+DRIVER_STATUS_APPROVED: DriverStatus.ValueType  # 2
+"""A member of the fleet: may order for the fleet's vehicles."""
+DRIVER_STATUS_REJECTED: DriverStatus.ValueType  # 3
+"""The application was rejected (see rejection_reason)."""
+Global___DriverStatus: _TypeAlias = DriverStatus  # noqa: Y015
+
 @_typing.final
 class Fleet(_message.Message):
     """A fleet tenant."""
@@ -241,6 +269,9 @@ class Driver(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     VEHICLE_IDS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    APPLIED_FLEET_ID_FIELD_NUMBER: _builtins.int
+    REJECTION_REASON_FIELD_NUMBER: _builtins.int
     driver_id: _builtins.str
     """Driver id."""
     name: _builtins.str
@@ -253,6 +284,14 @@ class Driver(_message.Message):
     """Sub-fleet, if any."""
     account_id: _builtins.str
     """Personal wallet account."""
+    status: Global___DriverStatus.ValueType
+    """Standing with the fleet: a driver registered by the manager is APPROVED; one who applies (a DRIVER
+    calling RegisterDriver for themself) is PENDING until ReviewDriver. Output only.
+    """
+    applied_fleet_id: _builtins.str
+    """Fleet the driver applied to, while PENDING or after REJECTED. Output only."""
+    rejection_reason: _builtins.str
+    """Why the application was rejected. Output only."""
     @_builtins.property
     def vehicle_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Vehicles the driver may use."""
@@ -272,10 +311,13 @@ class Driver(_message.Message):
         account_id: _builtins.str = ...,
         vehicle_ids: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        status: Global___DriverStatus.ValueType = ...,
+        applied_fleet_id: _builtins.str = ...,
+        rejection_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "create_time", b"create_time", "driver_id", b"driver_id", "fleet_id", b"fleet_id", "name", b"name", "phone", b"phone", "sub_fleet_id", b"sub_fleet_id", "vehicle_ids", b"vehicle_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "applied_fleet_id", b"applied_fleet_id", "create_time", b"create_time", "driver_id", b"driver_id", "fleet_id", b"fleet_id", "name", b"name", "phone", b"phone", "rejection_reason", b"rejection_reason", "status", b"status", "sub_fleet_id", b"sub_fleet_id", "vehicle_ids", b"vehicle_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -872,6 +914,7 @@ class ListDriversRequest(_message.Message):
     FLEET_ID_FIELD_NUMBER: _builtins.int
     SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
     VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum results."""
     page_token: _builtins.str
@@ -882,6 +925,8 @@ class ListDriversRequest(_message.Message):
     """Only this sub-fleet."""
     vehicle_id: _builtins.str
     """Only drivers allowed to use this vehicle."""
+    status: Global___DriverStatus.ValueType
+    """Only drivers of this status; PENDING and REJECTED list the fleet's applicants."""
     def __init__(
         self,
         *,
@@ -890,10 +935,11 @@ class ListDriversRequest(_message.Message):
         fleet_id: _builtins.str = ...,
         sub_fleet_id: _builtins.str = ...,
         vehicle_id: _builtins.str = ...,
+        status: Global___DriverStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "page_size", b"page_size", "page_token", b"page_token", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1126,3 +1172,123 @@ class GetVehicleStateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetVehicleStateResponse: _TypeAlias = GetVehicleStateResponse  # noqa: Y015
+
+@_typing.final
+class ReviewDriverRequest(_message.Message):
+    """ReviewDriver request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    fleet_id: _builtins.str
+    """Fleet the driver applied to."""
+    driver_id: _builtins.str
+    """Driver."""
+    approve: _builtins.bool
+    """True approves, false rejects."""
+    reason: _builtins.str
+    """Why (required when rejecting)."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet the approved driver joins; empty = the fleet itself."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "driver_id", b"driver_id", "fleet_id", b"fleet_id", "idempotency_key", b"idempotency_key", "reason", b"reason", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewDriverRequest: _TypeAlias = ReviewDriverRequest  # noqa: Y015
+
+@_typing.final
+class ReviewDriverResponse(_message.Message):
+    """ReviewDriver response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def driver(self) -> Global___Driver:
+        """The driver after the review."""
+
+    def __init__(
+        self,
+        *,
+        driver: Global___Driver | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewDriverResponse: _TypeAlias = ReviewDriverResponse  # noqa: Y015
+
+@_typing.final
+class MoveVehicleRequest(_message.Message):
+    """MoveVehicle request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    vehicle_id: _builtins.str
+    """Vehicle."""
+    sub_fleet_id: _builtins.str
+    """Target sub-fleet of the vehicle's fleet; empty = the fleet itself."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveVehicleRequest: _TypeAlias = MoveVehicleRequest  # noqa: Y015
+
+@_typing.final
+class MoveVehicleResponse(_message.Message):
+    """MoveVehicle response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vehicle(self) -> Global___Vehicle:
+        """The vehicle after the move."""
+
+    def __init__(
+        self,
+        *,
+        vehicle: Global___Vehicle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveVehicleResponse: _TypeAlias = MoveVehicleResponse  # noqa: Y015

@@ -95,6 +95,16 @@ class FleetServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleStateRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleStateResponse.FromString,
                 _registered_method=True)
+        self.ReviewDriver = channel.unary_unary(
+                '/voltcloud.v1.FleetService/ReviewDriver',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.ReviewDriverRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ReviewDriverResponse.FromString,
+                _registered_method=True)
+        self.MoveVehicle = channel.unary_unary(
+                '/voltcloud.v1.FleetService/MoveVehicle',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -185,6 +195,20 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewDriver(self, request, context):
+        """Approves or rejects a driver's pending application to join a fleet (the fleet's manager).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveVehicle(self, request, context):
+        """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +271,16 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.GetVehicleState,
                     request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleStateRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleStateResponse.SerializeToString,
+            ),
+            'ReviewDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewDriver,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ReviewDriverRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.ReviewDriverResponse.SerializeToString,
+            ),
+            'MoveVehicle': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveVehicle,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +608,60 @@ class FleetService:
             '/voltcloud.v1.FleetService/GetVehicleState',
             voltcloud_dot_v1_dot_fleet__pb2.GetVehicleStateRequest.SerializeToString,
             voltcloud_dot_v1_dot_fleet__pb2.GetVehicleStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/ReviewDriver',
+            voltcloud_dot_v1_dot_fleet__pb2.ReviewDriverRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.ReviewDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveVehicle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/MoveVehicle',
+            voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.MoveVehicleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,10 @@ class FleetServiceStub:
     """Returns a fleet's statement for a period (orders, energy, amounts per sub-fleet/vehicle)."""
     GetVehicleState: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetVehicleStateRequest, _fleet_pb2.GetVehicleStateResponse]
     """Returns a vehicle's live state (from GB/T 32960 telemetry)."""
+    ReviewDriver: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ReviewDriverRequest, _fleet_pb2.ReviewDriverResponse]
+    """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
+    MoveVehicle: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.MoveVehicleRequest, _fleet_pb2.MoveVehicleResponse]
+    """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself."""
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -87,6 +91,10 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Returns a fleet's statement for a period (orders, energy, amounts per sub-fleet/vehicle)."""
     GetVehicleState: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetVehicleStateRequest, _fleet_pb2.GetVehicleStateResponse]  # type: ignore[assignment]
     """Returns a vehicle's live state (from GB/T 32960 telemetry)."""
+    ReviewDriver: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ReviewDriverRequest, _fleet_pb2.ReviewDriverResponse]  # type: ignore[assignment]
+    """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
+    MoveVehicle: _aio.UnaryUnaryMultiCallable[_fleet_pb2.MoveVehicleRequest, _fleet_pb2.MoveVehicleResponse]  # type: ignore[assignment]
+    """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fleet tenants and their vehicles and drivers."""
@@ -186,5 +194,21 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.GetVehicleStateResponse, _abc.Awaitable[_fleet_pb2.GetVehicleStateResponse]]:
         """Returns a vehicle's live state (from GB/T 32960 telemetry)."""
+
+    @_abc_1.abstractmethod
+    def ReviewDriver(
+        self,
+        request: _fleet_pb2.ReviewDriverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ReviewDriverResponse, _abc.Awaitable[_fleet_pb2.ReviewDriverResponse]]:
+        """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
+
+    @_abc_1.abstractmethod
+    def MoveVehicle(
+        self,
+        request: _fleet_pb2.MoveVehicleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.MoveVehicleResponse, _abc.Awaitable[_fleet_pb2.MoveVehicleResponse]]:
+        """Moves a fleet vehicle to another sub-fleet of the same fleet, or back to the fleet itself."""
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,130 @@
+"""Fleet's converters: request messages -> domain values and rows -> messages. Only the shape of a request is
+read here; what a value may be (VIN, ranges, whose fleet) is the domain modules' business."""
+
+from __future__ import annotations
+
+from voltcloud.api.v1 import common_pb2, fleet_pb2
+from voltcloud.fleet.api import Driver, Fleet, SubFleet, Vehicle
+from voltcloud.fleet.drivers import DriverFilter, NewDriver
+from voltcloud.fleet.fleets import PaymentTerms
+from voltcloud.fleet.vehicles import NewVehicle, VehicleFilter
+from voltcloud.platform.convert import money_message, money_value
+from voltcloud.platform.errors import InvalidArgument
+from voltcloud.platform.limits import to_timestamp
+
+_STANDARDS = [s for s in common_pb2.ConnectorStandard.values() if s != common_pb2.CONNECTOR_STANDARD_UNSPECIFIED]
+
+
+def payment_terms(
+    request: fleet_pb2.CreateFleetRequest | fleet_pb2.CreateSubFleetRequest | fleet_pb2.SetPaymentModeRequest,
+) -> PaymentTerms:
+    amount, currency = money_value(request.credit_limit) if request.HasField("credit_limit") else (0, "")
+    return PaymentTerms(mode=int(request.payment_mode), credit_limit_minor=amount, credit_currency=currency)
+
+
+def amount(request: fleet_pb2.AllocateBalanceRequest) -> tuple[int, str]:
+    if not request.HasField("amount"):
+        raise InvalidArgument.for_field("amount", "is required")
+    return money_value(request.amount)
+
+
+def fleet_message(fleet: Fleet) -> fleet_pb2.Fleet:
+    message = fleet_pb2.Fleet(
+        fleet_id=fleet.id,
+        name=fleet.name,
+        account_id=fleet.account_id or "",
+        payment_mode=fleet.payment_mode,  # type: ignore[arg-type]
+        credit_limit=money_message(fleet.credit_limit_minor, fleet.currency),
+        currency=fleet.currency,
+    )
+    if fleet.created_at is not None:
+        message.create_time.CopyFrom(to_timestamp(fleet.created_at))
+    return message
+
+
+def sub_fleet_message(sub_fleet: SubFleet, currency: str) -> fleet_pb2.SubFleet:
+    message = fleet_pb2.SubFleet(
+        sub_fleet_id=sub_fleet.id,
+        fleet_id=sub_fleet.fleet_id,
+        name=sub_fleet.name,
+        account_id=sub_fleet.account_id or "",
+        payment_mode=sub_fleet.payment_mode,  # type: ignore[arg-type]
+        credit_limit=money_message(sub_fleet.credit_limit_minor, currency),
+    )
+    if sub_fleet.created_at is not None:
+        message.create_time.CopyFrom(to_timestamp(sub_fleet.created_at))
+    return message
+
+
+def new_vehicle(request: fleet_pb2.RegisterVehicleRequest) -> NewVehicle:
+    if not request.HasField("vehicle"):
+        raise InvalidArgument.for_field("vehicle", "is required")
+    v = request.vehicle
+    return NewVehicle(
+        vin=v.vin,
+        plate=v.plate,
+        model=v.model_id,
+        pack_type_id=v.pack_type_id,
+        connector_standards=tuple(int(s) for s in v.connector_standards),
+        capacity_wh=v.battery_capacity_wh,
+        consumption_wh_per_km=v.consumption_wh_per_km,
+        max_dc_power_w=v.max_dc_power_w,
+        max_ac_power_w=v.max_ac_power_w,
+        fleet_id=v.fleet_id,
+        sub_fleet_id=v.sub_fleet_id,
+        owner_driver_id=v.owner_driver_id,
+    )
+
+
+def vehicle_filter(request: fleet_pb2.ListVehiclesRequest) -> VehicleFilter:
+    return VehicleFilter(request.fleet_id, request.sub_fleet_id, request.model_id, request.vin)
+
+
+def vehicle_message(vehicle: Vehicle) -> fleet_pb2.Vehicle:
+    message = fleet_pb2.Vehicle(
+        vehicle_id=vehicle.id,
+        vin=vehicle.vin,
+        plate=vehicle.plate or "",
+        model_id=vehicle.model,
+        pack_type_id=str(vehicle.pack_type_id) if vehicle.pack_type_id is not None else "",
+        connector_standards=[s for s in _STANDARDS if vehicle.connector_mask & (1 << s)],
+        battery_capacity_wh=vehicle.usable_capacity_wh,
+        consumption_wh_per_km=vehicle.consumption_wh_per_km,
+        max_dc_power_w=vehicle.max_dc_power_w,
+        max_ac_power_w=vehicle.max_ac_power_w,
+        fleet_id=vehicle.fleet_id or "",
+        sub_fleet_id=vehicle.sub_fleet_id or "",
+        owner_driver_id=vehicle.owner_driver_id or "",
+    )
+    if vehicle.created_at is not None:
+        message.create_time.CopyFrom(to_timestamp(vehicle.created_at))
+    return message
+
+
+def new_driver(request: fleet_pb2.RegisterDriverRequest) -> NewDriver:
+    if not request.HasField("driver"):
+        raise InvalidArgument.for_field("driver", "is required")
+    d = request.driver
+    return NewDriver(d.name, d.phone, d.fleet_id, d.sub_fleet_id, tuple(d.vehicle_ids))
+
+
+def driver_filter(request: fleet_pb2.ListDriversRequest) -> DriverFilter:
+    return DriverFilter(request.fleet_id, request.sub_fleet_id, request.vehicle_id, int(request.status))
+
+
+def driver_message(driver: Driver) -> fleet_pb2.Driver:
+    message = fleet_pb2.Driver(
+        driver_id=driver.id,
+        name=driver.name,
+        phone=driver.phone or "",
+        fleet_id=driver.fleet_id or "",
+        sub_fleet_id=driver.sub_fleet_id or "",
+        account_id=driver.account_id or "",
+        vehicle_ids=[driver.vehicle_id] if driver.vehicle_id else [],
+        status=driver.status,  # type: ignore[arg-type]
+        applied_fleet_id=driver.applied_fleet_id or "",
+        rejection_reason=driver.rejection_reason or "",
+    )
+    if driver.created_at is not None:
+        message.create_time.CopyFrom(to_timestamp(driver.created_at))
+    return message
