@@ -54,7 +54,7 @@ async def _setup(url: str, data_dir: Path, n: int) -> tuple[Any, list[tuple[Any,
     pairs = await prepare(url, n)
     settings = Settings(  # type: ignore[call-arg]
         listen="127.0.0.1:0", data_dir=data_dir, database_url=url, jwt_key=JWT_KEY, seed_demo=False,
-        reoptimize_interval_s=0, sweep_interval_s=3600, engine_sync_interval_s=0,
+        reoptimize_interval_s=0, sweep_interval_s=3600, engine_reconcile_interval_s=0,
     )  # fmt: skip
     plat = Platform(settings)
     await plat.start()

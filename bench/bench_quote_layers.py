@@ -191,7 +191,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.copy(args.db, db_file)
     settings = Settings(
         listen="127.0.0.1:0", data_dir=tmp / "data", database_url=f"sqlite+aiosqlite:///{db_file}",
-        jwt_key=JWT_KEY, seed_demo=not args.db, reoptimize_interval_s=0, engine_sync_interval_s=0,
+        jwt_key=JWT_KEY, seed_demo=not args.db, reoptimize_interval_s=0, engine_reconcile_interval_s=0,
     )  # fmt: skip
     p = Platform(settings)
     started = time.perf_counter()

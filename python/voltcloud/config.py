@@ -102,7 +102,15 @@ class Settings(BaseSettings):
     dispatch_offer_timeout_s: float = Field(30.0, gt=0, description="How long a specialist has to accept.")
     dispatch_max_offers: int = Field(5, gt=0, description="Offers per task before the order fails.")
     reoptimize_interval_s: float = Field(60.0, ge=0, description="Batch re-optimisation period; 0 = off.")
-    engine_sync_interval_s: float = Field(2.0, ge=0, description="Engine refresh from the database; 0 = off.")
+    engine_reconcile_interval_s: float = Field(
+        600.0,
+        ge=0,
+        description="Period of the engine's slow reconciliation with the database (repairs what the change feed "
+        "could not bring, e.g. a change older than the feed's retention); 0 = off. The feed keeps it current.",
+    )
+    engine_rebuild_debounce_s: float = Field(
+        1.0, ge=0, description="A structural change the engine cannot apply in place rebuilds it after this delay."
+    )
     sweep_interval_s: float = Field(1.0, gt=0, description="Period of the expiry and offer-timeout sweeps.")
     # Settlement (docs/settlement.md).
     settlement_scheduler_interval_s: float = Field(

@@ -5,7 +5,9 @@ dispatch, which sits above ordering.
 
 Built by the composition root (`server.Platform.start`). On start the engine is rebuilt from the database,
 so a restarted server resumes every in-flight order (orders, tasks, offers and reservations all live in the
-database; nothing is kept only in memory).
+database; nothing is kept only in memory). From then on the engine follows the change feed (`self.changes`,
+started by the composition root before the engine loads): no timer reads domain tables to learn changes; a slow
+reconciliation (`engine_reconcile_interval_s`) only repairs what the feed could not bring.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,11 +31,13 @@ from voltcloud.ordering.quote_store import QuoteStore
 from voltcloud.ordering.quoting import QuotePath
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
-from voltcloud.platform.feed import ChangeFeed
+from voltcloud.platform.feed import Change, ChangeFeed
 from voltcloud.settlement.api import PriceBook
 from voltcloud.stations.api import SessionLink, SessionReport, StationCommands
 
 log = logging.getLogger(__name__)
+
+CONGESTION_PURGE_S = 60.0  # expired congestion entries leave the engine's memory (no database involved)
 
 
 class PowerUp:
@@ -43,7 +48,7 @@ class PowerUp:
         self.db = db
         self.changes = feed or ChangeFeed(db)  # the change feed this replica follows
         self.clock: Clock = clock or SystemClock()
-        self.engine = Engine()
+        self.engine = Engine(rebuild_debounce_s=settings.engine_rebuild_debounce_s)
         self.feed = OrderFeed(self.changes)  # WatchOrder streams follow the feed's order topics
         self.uow = UnitOfWork(db, self.engine, self.feed)
         self.hub = DispatchHub(self.uow, self.clock, settings)
@@ -55,6 +60,21 @@ class PowerUp:
         self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []
         self._road_seen: set[str] = set()
+        self._follow(self.changes)
+
+    def _follow(self, changes: ChangeFeed) -> None:
+        """Subscribes the engine to the feed before it loads, so a change committed meanwhile is not missed (the
+        engine keeps the changes delivered during a load and applies them, version-checked, to the new view)."""
+        engine, db = self.engine, self.db
+        changes.subscribe("inventory", functools.partial(engine.follow_inventory, db))
+        changes.subscribe("station", functools.partial(engine.follow_stations, db))
+        changes.subscribe("pack", functools.partial(engine.follow_packs, db))
+        changes.subscribe("unit", functools.partial(engine.follow_units, db))
+        changes.subscribe(roads.ROAD_CONDITION_TOPIC, self._road_conditions)
+
+    def _road_conditions(self, batch: Sequence[Change]) -> None:
+        for change in batch:
+            roads.apply_published(self.engine, self._road_seen, change.payload)
 
     async def start(self, *, background: bool = True) -> None:
         counts = await self.engine.load(self.db)
@@ -66,8 +86,11 @@ class PowerUp:
             return
         s = self.settings
         self._loops.append(asyncio.create_task(self._every(s.sweep_interval_s, "sweep", self.sweep_once)))
-        if s.engine_sync_interval_s > 0:
-            self._loops.append(asyncio.create_task(self._every(s.engine_sync_interval_s, "engine sync", self._sync)))
+        self._loops.append(asyncio.create_task(self._every(CONGESTION_PURGE_S, "congestion purge", self._purge)))
+        if s.engine_reconcile_interval_s > 0:
+            self._loops.append(
+                asyncio.create_task(self._every(s.engine_reconcile_interval_s, "engine reconcile", self.reconcile))
+            )
         if s.reoptimize_interval_s > 0:
             self._loops.append(
                 asyncio.create_task(self._every(s.reoptimize_interval_s, "reoptimize", self._reoptimize))
@@ -81,6 +104,7 @@ class PowerUp:
                 await loop
         self._loops.clear()
         await self.quote_path.store.stop()  # quotes answered but not yet written
+        await self.engine.stop()
 
     async def station_session(self, session: AsyncSession, report: SessionReport) -> SessionLink | None:
         """Subscriber of station sessions (wired by the composition root): moves self-service orders."""
@@ -92,13 +116,20 @@ class PowerUp:
         await orders.expire_due(self.deps)
         await reservations.expire_no_shows(self.uow, self.clock, self.settings)
 
-    async def _sync(self) -> None:
-        await self.engine.sync(self.db)
+    async def reconcile(self) -> int:
+        """The slow repair: every status compared with the database, stored road conditions replayed. Returns
+        the number of resources the feed had not brought (-1: the engine was rebuilt)."""
+        repaired = await self.engine.sync(self.db)
         await self.replay_road_conditions()
+        if repaired:
+            log.info("engine reconciliation repaired %s", "a rebuild" if repaired < 0 else f"{repaired} resources")
+        return repaired
+
+    async def _purge(self) -> None:
         self.engine.travel_model.purge_expired(int(self.clock.now().timestamp()))
 
     async def replay_road_conditions(self) -> int:
-        """Road-condition batches pushed through other replicas (or before a restart) into this engine."""
+        """Road-condition batches stored before this engine loaded (or missed by the feed) into this engine."""
         since = self.clock.now() - dt.timedelta(days=1)
         async with self.db.transaction("ordering.road_conditions.replay") as session:
             return await roads.replay_new(session, self.engine, self._road_seen, since)
@@ -106,7 +137,7 @@ class PowerUp:
     async def _reoptimize(self) -> None:
         await planning.reoptimize(self.uow, self.clock, self.settings, self.hub)
 
-    async def _every(self, period_s: float, name: str, job: Callable[[], Awaitable[None]]) -> None:
+    async def _every(self, period_s: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(period_s)
             try:

@@ -137,7 +137,7 @@ async def test_platform_restart_still_drops_replays(tmp_path: Path, database_url
 async def test_engine_learns_station_reported_changes_at_once(tmp_path: Path, database_url: str) -> None:
     """Station events go through the stations domain's writers, whose change events reach the engine after
     the commit: with the periodic sync off, the engine still sees the connector and the pack change."""
-    platform = Platform(platform_settings(tmp_path, database_url, engine_sync_interval_s=0))
+    platform = Platform(platform_settings(tmp_path, database_url, engine_reconcile_interval_s=0))
     port = await platform.start()
     running = RunningPlatform(platform, f"127.0.0.1:{port}")
     engine = platform.powerup.engine
@@ -185,7 +185,7 @@ async def test_engine_learns_station_reported_changes_at_once(tmp_path: Path, da
 async def test_engine_learns_a_swap_reservation_and_its_release_at_once(tmp_path: Path, database_url: str) -> None:
     """A vehicle arriving reserves a pack (chosen by the matcher); a failed swap releases it. The engine sees
     both without a sync."""
-    platform = Platform(platform_settings(tmp_path, database_url, engine_sync_interval_s=0))
+    platform = Platform(platform_settings(tmp_path, database_url, engine_reconcile_interval_s=0))
     port = await platform.start()
     running = RunningPlatform(platform, f"127.0.0.1:{port}")
     engine = platform.powerup.engine

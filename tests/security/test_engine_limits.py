@@ -39,9 +39,16 @@ POWER = common_pb2.CONNECTOR_STANDARD_GBT_DC
 
 @pytest.fixture
 async def platform(tmp_path: Path, database_url: str) -> AsyncIterator[Platform]:
-    # No background sync: the tests call Engine.sync themselves, so every assertion sees a settled engine.
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as running:
+    # No background reconciliation: the tests wait for the feed (`feed_settled`) or call Engine.sync themselves,
+    # so every assertion sees a settled engine.
+    async with serving(tmp_path, database_url, engine_reconcile_interval_s=0) as running:
         yield running
+
+
+async def feed_settled(platform: Platform) -> None:
+    """Every change committed so far delivered by the feed, and any rebuild it asked for done."""
+    await platform.feed.catch_up()
+    await platform.powerup.engine.settled()
 
 
 def violations(err: grpc.aio.AioRpcError) -> list[str]:
@@ -189,8 +196,9 @@ async def test_station_values_outside_the_engine_limits_are_refused_naming_the_f
         edge = swap(lane_count=LIMITS.max_lanes, slot_count=LIMITS.max_slots)
         made = (await stub.CreateStation(stations_pb2.CreateStationRequest(station=edge), metadata=operator)).station
         assert made.swap.lane_count == LIMITS.max_lanes
-        assert await platform.powerup.engine.sync(platform.db) == -1  # a new station: the engine rebuilt
+        await feed_settled(platform)  # the feed brings the new station: no rebuild, nothing left to repair
         assert platform.powerup.engine.station(made.station_id) is not None
+        assert await platform.powerup.engine.sync(platform.db) == 0
         assert platform.powerup.engine.quarantined() == []
         assert (await quote(platform, channel)).options
 
@@ -304,10 +312,13 @@ def assert_quarantined(platform: Platform, bad: dict[str, str]) -> None:
 
 
 async def test_a_bad_row_in_the_database_does_not_stop_a_restart(tmp_path: Path, database_url: str) -> None:
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as first:
+    async with serving(tmp_path, database_url, engine_reconcile_interval_s=0) as first:
         bad = await write_bad_rows(first)
     # Before the fix this start failed (OverflowError building the engine) and never came back.
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as platform, channel_to(platform) as channel:
+    async with (
+        serving(tmp_path, database_url, engine_reconcile_interval_s=0) as platform,
+        channel_to(platform) as channel,
+    ):
         assert_quarantined(platform, bad)
         assert await quarantine_alarms(platform) == {rid: [1] for rid in bad}
         async with platform.db.transaction() as session:
@@ -325,7 +336,7 @@ async def test_a_bad_row_in_the_database_does_not_stop_a_restart(tmp_path: Path,
             assert await platform.powerup.engine.sync(platform.db) >= 0
         assert await quarantine_alarms(platform) == {rid: [1] for rid in bad}
     # And a third start does not write the alarms a second time.
-    async with serving(tmp_path, database_url, engine_sync_interval_s=0) as platform:
+    async with serving(tmp_path, database_url, engine_reconcile_interval_s=0) as platform:
         assert_quarantined(platform, bad)
         assert await quarantine_alarms(platform) == {rid: [1] for rid in bad}
 
@@ -348,8 +359,10 @@ async def test_a_bad_row_appearing_while_running_does_not_break_sync(platform: P
             station_id="st-bad-nolanes", version=got.station.version, swap=stations_pb2.SwapStationSpec(lane_count=2)
         )
         request = stations_pb2.UpdateStationRequest(station=fixed, update_paths=["lane_count"])
+        rebuilds = engine.rebuilds
         await stub.UpdateStation(request, metadata=operator)
-        assert await engine.sync(platform.db) == -1
+        await feed_settled(platform)  # the update reaches the engine through the feed: a (debounced) rebuild
+        assert engine.rebuilds == rebuilds + 1
         info = engine.station("st-bad-nolanes")
         assert info is not None and info.lanes == 2
         del bad["st-bad-nolanes"]

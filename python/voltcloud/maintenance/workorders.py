@@ -1,4 +1,7 @@
-"""Public maintenance functions other domains call: raise an alarm, open a work order for it."""
+"""Public maintenance functions other domains call: raise an alarm, open a work order for it.
+
+Every alarm raised or cleared is published on the change feed ("alarm") in the same transaction, so watchers
+on any replica (WatchAlarms, the control centre) follow it without polling the alarm table."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.maintenance.models import Alarm, WorkOrder
+from voltcloud.platform import feed
 from voltcloud.platform.enums import AlarmLevel, AlarmSource, AlarmState, WorkOrderSource
 from voltcloud.platform.ids import new_id
 
@@ -29,6 +33,26 @@ _SLA: dict[int, tuple[dt.timedelta, dt.timedelta]] = {
     AlarmLevel.MAJOR: (dt.timedelta(hours=2), dt.timedelta(hours=24)),
     AlarmLevel.CRITICAL: (dt.timedelta(minutes=30), dt.timedelta(hours=8)),
 }
+
+
+ALARM_TOPIC = "alarm"
+
+
+async def publish_alarm(session: AsyncSession, alarm: Alarm) -> None:
+    """Announces an alarm's new state (raised or cleared) to every replica, in the writer's transaction."""
+    payload = {
+        "id": alarm.id,
+        "code": alarm.code,
+        "level": alarm.level,
+        "state": alarm.state,
+        "operator_id": alarm.operator_id,
+        "station_id": alarm.station_id,
+        "resource_id": alarm.resource_id,
+        "vehicle_id": alarm.vehicle_id,
+        "pack_id": alarm.pack_id,
+        "work_order_id": alarm.work_order_id,
+    }
+    await feed.publish(session, ALARM_TOPIC, alarm.id, payload)
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,7 @@ async def raise_alarm(
         alarm.work_order_id = work_order_id = order.id
         session.add(order)
     session.add(alarm)
+    await publish_alarm(session, alarm)
     return Opened(alarm.id, work_order_id)
 
 
@@ -136,13 +161,27 @@ async def clear_alarms(session: AsyncSession, *, now: dt.datetime, code: str, re
     """Clears the open alarms with this code for these resources (the condition is gone); returns how many."""
     if not resource_ids:
         return 0
+    open_alarms = list(
+        await session.exec(
+            select(Alarm).where(
+                col(Alarm.code) == code[:64],
+                col(Alarm.resource_id).in_(resource_ids),
+                col(Alarm.state).in_([ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED]),
+            )
+        )
+    )
+    if not open_alarms:
+        return 0
     result = await session.exec(
         sa.update(Alarm)
         .where(
-            col(Alarm.code) == code[:64],
-            col(Alarm.resource_id).in_(resource_ids),
+            col(Alarm.id).in_([a.id for a in open_alarms]),
             col(Alarm.state).in_([ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED]),
         )
         .values(state=ALARM_STATE_CLEARED, cleared_at=now)
+        .execution_options(synchronize_session=False)
     )
+    for alarm in open_alarms:
+        alarm.state, alarm.cleared_at = ALARM_STATE_CLEARED, now
+        await publish_alarm(session, alarm)
     return int(result.rowcount or 0)

@@ -1,8 +1,9 @@
 """Live road conditions from a traffic feed → the engine's congestion overlay.
 
 A condition names an engine cell (`cell_id`, decimal) or a road segment (`segment_id` with its end points:
-every cell the straight segment crosses gets the factor). Batches are stored for replication (every
-replica's engine sync applies batches it has not seen yet); retries go through the platform's idempotency.
+every cell the straight segment crosses gets the factor). Each batch is published on the change feed
+("road_condition") in its transaction, so every replica's engine applies it on commit; batches are also stored,
+so a replica that starts (or reconciles) replays the recent ones; retries go through the platform's idempotency.
 
 Scope (issue 9, finding 5): the platform admin is the traffic feed and pushes city-wide. An operator pushes
 only for its own stations' surroundings: for every cell a condition touches, the station nearest to the
@@ -26,7 +27,7 @@ from voltcloud import _core
 from voltcloud.engine import Engine
 from voltcloud.ordering.lifecycle import Effects, UnitOfWork
 from voltcloud.ordering.models import RoadConditionBatch
-from voltcloud.platform import idempotency
+from voltcloud.platform import feed, idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import InvalidArgument, PermissionDenied
@@ -35,6 +36,7 @@ from voltcloud.platform.ids import new_id
 CLOSED_FACTOR = 50.0  # a closed road: travel through the cell takes 50x as long (the engine needs a finite factor)
 MAX_CONDITIONS = 10_000
 SCOPE_RADIUS_M = 3_000.0  # an operator's conditions must lie this close to one of its stations
+ROAD_CONDITION_TOPIC = "road_condition"
 
 
 @dataclass(frozen=True)
@@ -142,15 +144,13 @@ async def push(
             applied, _, rejected_before = claim.replay_of.partition("/")
             return Applied(int(applied), int(rejected_before))
         result = Applied(len(conditions) - rejected, rejected)
+        key = new_id("road")
         session.add(
             RoadConditionBatch(
-                key=new_id("road"),
-                applied=result.applied,
-                rejected=result.rejected,
-                cells_json=json.dumps(cells),
-                created_at=now,
+                key=key, applied=result.applied, rejected=result.rejected, cells_json=json.dumps(cells), created_at=now
             )
         )
+        await feed.publish(session, ROAD_CONDITION_TOPIC, key, {"key": key, "cells": cells})
         await idempotency.complete(session, claim, f"{result.applied}/{result.rejected}")
         effects.callbacks.append(lambda: apply_cells(uow.engine, cells))
         return result
@@ -168,8 +168,21 @@ def apply_cells(engine: Engine, cells: list[tuple[int, float, int]]) -> None:
         engine.set_congestion(ids, factors, dt.datetime.fromtimestamp(expires, dt.UTC))
 
 
+def apply_published(engine: Engine, seen: set[str], payload: dict[str, object]) -> bool:
+    """Applies a batch announced on the feed unless this engine has it already; True when applied."""
+    key = str(payload["key"])
+    if key in seen:
+        return False
+    seen.add(key)
+    cells = payload["cells"]
+    assert isinstance(cells, list)
+    apply_cells(engine, [(int(c), float(f), int(e)) for c, f, e in cells])
+    return True
+
+
 async def replay_new(session: AsyncSession, engine: Engine, seen: set[str], since: dt.datetime) -> int:
-    """Applies batches pushed through other replicas (called by the engine sync)."""
+    """Applies stored batches this engine has not seen (at start and on reconciliation; the feed brings the
+    rest as they commit)."""
     rows = await session.exec(select(RoadConditionBatch).where(col(RoadConditionBatch.created_at) >= since))
     applied = 0
     for batch in rows:

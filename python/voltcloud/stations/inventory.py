@@ -6,18 +6,21 @@ two replicas on the same PostgreSQL, never both hold the same connector, pack or
 take the caller's session and never commit; ordering and dispatch call them inside their own transaction.
 
 Each function returns an `InventoryChange` describing the committed-to-be state, so the caller can update
-the engine's in-memory view after its transaction commits (never before).
+the engine's in-memory view after its transaction commits (never before), and publishes it on the change feed
+("inventory") in the same transaction, so every other replica's engine learns it when (and only if) it commits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.platform import feed
 from voltcloud.platform.enums import ConnectorStatus, PackState, UnitStatus
 from voltcloud.platform.errors import Aborted, FailedPrecondition, NotFound
 from voltcloud.stations.models import Connector, MobileUnit, Pack, Station
@@ -50,6 +53,30 @@ class InventoryChange:
     lat: float | None = None
     lng: float | None = None
     station_id: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> InventoryChange:
+        """The change as published on the feed (`publish`)."""
+        lat, lng, station = payload.get("lat"), payload.get("lng"), payload.get("station_id")
+        return cls(
+            kind=cast(ResourceType, str(payload["kind"])),
+            id=str(payload["id"]),
+            status=int(payload["status"]),
+            version=int(payload["version"]),
+            lat=float(lat) if lat is not None else None,
+            lng=float(lng) if lng is not None else None,
+            station_id=str(station) if station is not None else None,
+        )
+
+
+INVENTORY_TOPIC = "inventory"
+
+
+async def publish(session: AsyncSession, change: InventoryChange) -> InventoryChange:
+    """Announces a change on the feed in the writer's transaction (the one way an InventoryChange is published);
+    returns it for the caller's own engine, which applies it after the commit."""
+    await feed.publish(session, INVENTORY_TOPIC, f"{change.kind}:{change.id}", asdict(change))
+    return change
 
 
 async def _conditional_update(
@@ -103,7 +130,7 @@ async def reserve_connector(
         session, Connector, "connector", connector_id, "status", CONNECTOR_AVAILABLE, CONNECTOR_RESERVED,
         expected_version,
     )  # fmt: skip
-    return InventoryChange("connector", connector_id, CONNECTOR_RESERVED, version)
+    return await publish(session, InventoryChange("connector", connector_id, CONNECTOR_RESERVED, version))
 
 
 async def release_connector(session: AsyncSession, connector_id: str) -> InventoryChange | None:
@@ -114,7 +141,7 @@ async def release_connector(session: AsyncSession, connector_id: str) -> Invento
         )
     except Aborted:
         return None
-    return InventoryChange("connector", connector_id, CONNECTOR_AVAILABLE, version)
+    return await publish(session, InventoryChange("connector", connector_id, CONNECTOR_AVAILABLE, version))
 
 
 async def lock_connector(session: AsyncSession, connector_id: str, expected_version: int) -> int:
@@ -141,7 +168,9 @@ async def set_connector_status(
     connector.status = status
     connector.version += 1
     session.add(connector)
-    return InventoryChange("connector", connector_id, status, connector.version, station_id=station_id)
+    return await publish(
+        session, InventoryChange("connector", connector_id, status, connector.version, station_id=station_id)
+    )
 
 
 # ---- packs -----------------------------------------------------------------------------------------------
@@ -150,6 +179,23 @@ async def set_connector_status(
 def pack_change(pack: Pack) -> InventoryChange:
     """The change event for a pack row the caller has just written in its transaction."""
     return InventoryChange("pack", pack.id, pack.state, pack.version, station_id=pack.station_id)
+
+
+async def pack_written(session: AsyncSession, pack: Pack, *, placed: bool = False) -> InventoryChange:
+    """Publishes the change of a pack row the caller has just written (packs.py's writers); `placed`: it was
+    registered at, or moved into, a station (structural: see `pack_placed`)."""
+    if placed:
+        await pack_placed(session, pack.id, pack.station_id, pack.version)
+    return await publish(session, pack_change(pack))
+
+
+PACK_TOPIC = "pack"
+
+
+async def pack_placed(session: AsyncSession, pack_id: str, station_id: str | None, version: int) -> None:
+    """A pack registered at, or moved into, a station: each engine (re)places it there, which a status change
+    alone cannot do."""
+    await feed.publish(session, PACK_TOPIC, pack_id, {"id": pack_id, "station_id": station_id, "version": version})
 
 
 async def reserve_pack(
@@ -165,7 +211,7 @@ async def reserve_pack(
     version = await _conditional_update(
         session, Pack, "pack", pack_id, "state", PACK_READY, PACK_RESERVED, expected_version
     )
-    return InventoryChange("pack", pack_id, PACK_RESERVED, version, station_id=station_id)
+    return await publish(session, InventoryChange("pack", pack_id, PACK_RESERVED, version, station_id=station_id))
 
 
 async def release_pack(session: AsyncSession, pack_id: str) -> InventoryChange | None:
@@ -174,7 +220,7 @@ async def release_pack(session: AsyncSession, pack_id: str) -> InventoryChange |
         version = await _conditional_update(session, Pack, "pack", pack_id, "state", PACK_RESERVED, PACK_READY, None)
     except Aborted:
         return None
-    return InventoryChange("pack", pack_id, PACK_READY, version)
+    return await publish(session, InventoryChange("pack", pack_id, PACK_READY, version))
 
 
 async def swap_packs(
@@ -199,7 +245,7 @@ async def swap_packs(
         session, Pack, "pack", pack_in_id, "state", PACK_RESERVED, PACK_IN_VEHICLE, None,
         {"station_id": None, "slot_no": None, "vehicle_id": vehicle_id},
     )  # fmt: skip
-    changes.append(InventoryChange("pack", pack_in_id, PACK_IN_VEHICLE, version))
+    changes.append(await publish(session, InventoryChange("pack", pack_in_id, PACK_IN_VEHICLE, version)))
     pack_out_id = (
         await (await session.connection()).execute(
             sa.select(col(Pack.id)).where(
@@ -212,7 +258,9 @@ async def swap_packs(
             session, Pack, "pack", str(pack_out_id), "state", PACK_IN_VEHICLE, PACK_CHARGING, None,
             {"station_id": station_id, "slot_no": slot_no, "vehicle_id": None},
         )  # fmt: skip
-        changes.append(InventoryChange("pack", str(pack_out_id), PACK_CHARGING, version, station_id=station_id))
+        out = InventoryChange("pack", str(pack_out_id), PACK_CHARGING, version, station_id=station_id)
+        await pack_placed(session, out.id, station_id, version)
+        changes.append(await publish(session, out))
     return (str(pack_out_id) if pack_out_id is not None else None), changes
 
 
@@ -224,7 +272,7 @@ async def reserve_unit(session: AsyncSession, unit_id: str, *, expected_version:
     version = await _conditional_update(
         session, MobileUnit, "unit", unit_id, "status", UNIT_IDLE, UNIT_BUSY, expected_version
     )
-    return InventoryChange("unit", unit_id, UNIT_BUSY, version)
+    return await publish(session, InventoryChange("unit", unit_id, UNIT_BUSY, version))
 
 
 async def release_unit(session: AsyncSession, unit_id: str) -> InventoryChange | None:
@@ -233,7 +281,7 @@ async def release_unit(session: AsyncSession, unit_id: str) -> InventoryChange |
         version = await _conditional_update(session, MobileUnit, "unit", unit_id, "status", UNIT_BUSY, UNIT_IDLE, None)
     except Aborted:
         return None
-    return InventoryChange("unit", unit_id, UNIT_IDLE, version)
+    return await publish(session, InventoryChange("unit", unit_id, UNIT_IDLE, version))
 
 
 async def move_unit(session: AsyncSession, unit_id: str, lat: float, lng: float) -> InventoryChange:
@@ -244,7 +292,7 @@ async def move_unit(session: AsyncSession, unit_id: str, lat: float, lng: float)
         .values(lat=lat, lng=lng)
         .execution_options(synchronize_session=False)
     )
-    return InventoryChange("unit", unit_id, -1, -1, lat=lat, lng=lng)
+    return await publish(session, InventoryChange("unit", unit_id, -1, -1, lat=lat, lng=lng))
 
 
 # ---- stations --------------------------------------------------------------------------------------------
@@ -275,4 +323,4 @@ async def set_unit_availability(session: AsyncSession, unit_id: str, available: 
         version = await _conditional_update(session, MobileUnit, "unit", unit_id, "status", source, target, None)
     except Aborted:
         return None
-    return InventoryChange("unit", unit_id, target, version)
+    return await publish(session, InventoryChange("unit", unit_id, target, version))

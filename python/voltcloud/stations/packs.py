@@ -175,6 +175,7 @@ async def register_pack(session: AsyncSession, principal: Principal, now: dt.dat
     )
     session.add(pack)
     record(session, pack, now, "registered", ActorRef.of(principal))
+    await inventory.pack_written(session, pack, placed=pack.station_id is not None)
     return pack
 
 
@@ -305,6 +306,7 @@ async def report_inspection(
             pack.version += 1
             session.add(pack)
             record(session, pack, now, f"inspection defect {defect}", actor)
+            await inventory.pack_written(session, pack)
         opened = await workorders.raise_alarm(
             session,
             now=now,
@@ -380,6 +382,7 @@ async def release_swap_reservation(session: AsyncSession, pack_id: str, now: dt.
     pack.version += 1
     session.add(pack)
     record(session, pack, now, "swap failed: reservation released")
+    await inventory.pack_written(session, pack)
     return pack
 
 
@@ -408,6 +411,7 @@ async def apply_report(
         pack.temperature_milli_c = temperature_milli_c
     if cycles is not None and cycles >= pack.cycles:
         pack.cycles = cycles
+    moved = bool(slot_no) and pack.station_id != station_id
     if slot_no:
         pack.station_id, pack.slot_no, pack.vehicle_id = station_id, slot_no, None
     if state in STATION_REPORTABLE and pack.state not in STICKY and pack.state != RESERVED:
@@ -415,6 +419,7 @@ async def apply_report(
     pack.version += 1
     session.add(pack)
     record(session, pack, now, "station report")
+    await inventory.pack_written(session, pack, placed=moved)
     return pack
 
 
@@ -449,6 +454,7 @@ async def swap_moves(
         in_pack.version += 1
         session.add(in_pack)
         record(session, in_pack, now, "swap in", session_id=session_id)
+        await inventory.pack_written(session, in_pack)
     if out_pack is not None:
         out_pack.station_id, out_pack.slot_no, out_pack.vehicle_id = station_id, pack_out_slot or None, None
         if out_pack.state not in STICKY:
@@ -459,4 +465,5 @@ async def swap_moves(
         out_pack.version += 1
         session.add(out_pack)
         record(session, out_pack, now, "swap out", session_id=session_id)
+        await inventory.pack_written(session, out_pack, placed=True)
     return out_pack, in_pack

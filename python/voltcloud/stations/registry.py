@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud import engine_limits
+from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import ConnectorStatus
 from voltcloud.platform.errors import Aborted, FieldViolation, InvalidArgument, NotFound
@@ -270,6 +271,7 @@ async def create_station(session: AsyncSession, principal: Principal, spec: Stat
             )
         session.add(connector)
         connectors.append(connector)
+    await publish_station(session, station, "created")
     return StationView(station, connectors)
 
 
@@ -331,7 +333,18 @@ async def update_station(
     if result.rowcount != 1:
         raise Aborted(f"station {station_id} changed concurrently; reload and retry")
     await session.refresh(station)
+    await publish_station(session, station, "updated")
     return StationView(station, view.connectors)
+
+
+STATION_TOPIC = "station"
+
+
+async def publish_station(session: AsyncSession, station: Station, change: str) -> None:
+    """A station created (with its connectors) or its description updated: every replica's engine loads it
+    (created) or rebuilds (updated: its position, lanes or limits may have changed, which a status cannot say)."""
+    payload = {"id": station.id, "change": change, "version": station.version, "operator_id": station.operator_id}
+    await feed.publish(session, STATION_TOPIC, station.id, payload)
 
 
 async def list_visible_sessions(
