@@ -128,7 +128,7 @@ class ChangeFeed:
         gap_wait_s: float = 5.0,
         retention_s: float = 3600.0,
         prune_every_s: float = 60.0,
-        sqlite_check_s: float = 0.01,
+        sqlite_check_s: float = 0.025,
     ) -> None:
         self.db = db
         self.batch_size = batch_size
