@@ -182,3 +182,27 @@ async def test_a_lost_listen_connection_is_repaired_and_nothing_is_missed(
         assert seen.keys() == ["while-away", "after"]
     finally:
         await reader.stop()
+
+
+@pytest.mark.postgres
+async def test_a_savepoint_rolled_back_after_a_publish_does_not_take_the_announcement_with_it(
+    databases: tuple[Database, Database],
+) -> None:
+    a, b = databases
+    if a.dialect != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's")
+    reader = feed.ChangeFeed(b, catch_up_s=3600)
+    seen = Collector()
+    reader.subscribe("test", seen)
+    await reader.start()
+    try:
+        async with a.transaction() as session:
+            savepoint = await session.begin_nested()
+            await feed.publish(session, "test", "undone", {})
+            await session.flush()
+            await savepoint.rollback()
+            await feed.publish(session, "test", "kept", {})
+        await seen.until(lambda got: "kept" in [c.key for c in got])
+        assert seen.keys() == ["kept"]
+    finally:
+        await reader.stop()

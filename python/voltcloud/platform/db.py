@@ -49,6 +49,9 @@ def utc_column(**kwargs: Any) -> sa.Column[dt.datetime]:
     return sa.Column(UtcDateTime(), **kwargs)
 
 
+NOTIFY_AT_COMMIT = "voltcloud.notify_at_commit"  # session.info key: a channel to NOTIFY just before the commit
+
+
 class Database:
     """Owns the engine; hands out transactions. Nothing else creates engines or sessions."""
 
@@ -75,6 +78,12 @@ class Database:
             async with self._sessions() as session:
                 async with session.begin():
                     yield session
+                    channel = session.info.get(NOTIFY_AT_COMMIT)
+                    if channel and self.dialect == "postgresql":
+                        # Last statement before the commit, so a savepoint rolled back after a publish cannot
+                        # take the announcement with it; PostgreSQL delivers it only if the commit succeeds.
+                        connection = await session.connection()
+                        await connection.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
                 for listener in self._after_commit:
                     listener(session.info)
 

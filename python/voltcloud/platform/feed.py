@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.platform.db import Database, dialect, utc_column
+from voltcloud.platform.db import NOTIFY_AT_COMMIT, Database, utc_column
 from voltcloud.platform.tracing import meter
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,8 @@ async def publish(session: AsyncSession, topic: str, key: str, payload: Mapping[
             created_at=dt.datetime.now(dt.UTC),
         )
     )
-    if session.info.get(_PUBLISHED):
-        return
     session.info[_PUBLISHED] = True
-    if dialect(session) == "postgresql":
-        connection = await session.connection()
-        await connection.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    session.info[NOTIFY_AT_COMMIT] = CHANNEL  # PostgreSQL: `Database.transaction` notifies just before commit
 
 
 def _json_default(value: Any) -> Any:
