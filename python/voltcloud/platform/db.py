@@ -91,7 +91,8 @@ class Database:
         await self.engine.dispose()
 
 
-_CONTENTION = (
+_LOST_RACE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+_LOST_RACE_TEXTS = (
     "database is locked",
     "database table is locked",
     "deadlock detected",
@@ -101,14 +102,25 @@ _CONTENTION = (
 )
 
 
-def contention(error: BaseException) -> Aborted | None:
-    """A database error that means "another transaction got there first" as ABORTED (retry), else None.
+def is_lost_race(error: BaseException) -> bool:
+    """Whether a database error means a concurrent writer won (retry the transaction): SQLite's busy/locked
+    past the busy timeout, PostgreSQL's deadlocks, serialisation failures and NOWAIT locks. A lost race, not
+    a bug."""
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    orig = error.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state is None and orig is not None:
+        state = getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if state in _LOST_RACE_SQLSTATES:
+        return True
+    text = str(error).lower()
+    return any(fragment in text for fragment in _LOST_RACE_TEXTS)
 
-    SQLite answers "database is locked" when a writer holds the file past the busy timeout; PostgreSQL names
-    deadlocks, serialisation failures and NOWAIT locks. Each is a lost race, not a bug: the caller may retry."""
-    if isinstance(error, sa.exc.DBAPIError) and any(text in str(error).lower() for text in _CONTENTION):
-        return Aborted("a concurrent change is in progress; retry")
-    return None
+
+def contention(error: BaseException) -> Aborted | None:
+    """A lost race (`is_lost_race`) as ABORTED, for the caller to retry; None for any other error."""
+    return Aborted("a concurrent change is in progress; retry") if is_lost_race(error) else None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -47,7 +47,6 @@ from voltcloud.platform.tracing import meter
 log = logging.getLogger(__name__)
 
 CHANNEL = "voltcloud_feed"
-_PUBLISHED = "voltcloud.feed.published"
 MAX_GAP_IDS = 10_000  # a hole wider than this is not one transaction in flight: give it up at once
 
 DELIVERY_LAG = meter.create_histogram(
@@ -102,7 +101,6 @@ async def publish(session: AsyncSession, topic: str, key: str, payload: Mapping[
             created_at=dt.datetime.now(dt.UTC),
         )
     )
-    session.info[_PUBLISHED] = True
     session.info[NOTIFY_AT_COMMIT] = CHANNEL  # PostgreSQL: `Database.transaction` notifies just before commit
 
 
@@ -187,7 +185,7 @@ class ChangeFeed:
         self._wake.set()
 
     def _on_commit(self, info: Mapping[str, Any]) -> None:
-        if info.get(_PUBLISHED):
+        if info.get(NOTIFY_AT_COMMIT):  # this transaction published
             self._wake.set()
 
     async def catch_up(self) -> int:
