@@ -1,0 +1,157 @@
+"""Primitive fields of GB/T 32960.3: big-endian integers, the invalid/abnormal markers, Beijing time.
+
+A field of all 0xFF at its own width means "invalid" and 0xFF..FE "abnormal"; both are kept as `Marker`
+values so no caller can mistake them for measurements (0xFFFF km/h is not a speed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+BEIJING: Final = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+class Marker(enum.Enum):
+    """A field that carries no value: the terminal said so (INVALID = 0xFF.., ABNORMAL = 0xFF..FE)."""
+
+    INVALID = "invalid"
+    ABNORMAL = "abnormal"
+
+
+Value: TypeAlias = int | Marker
+
+
+class Short(Exception):
+    """Internal: the data unit ended inside a field. Caught by the decoders, never escapes the codec."""
+
+
+class Reader:
+    """Bounds-checked big-endian reads over a data unit."""
+
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end is None else end
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise Short(f"needs {n} bytes at offset {self.pos}, {self.end - self.pos} left")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def uint(self, width: int) -> int:
+        return int.from_bytes(self.take(width), "big")
+
+    def u8(self) -> int:
+        if self.pos >= self.end:
+            raise Short(f"needs 1 byte at offset {self.pos}")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def u16(self) -> int:
+        return self.uint(2)
+
+    def left(self) -> int:
+        return self.end - self.pos
+
+
+def marker_of(raw: int, width: int) -> Marker | None:
+    top = (1 << (8 * width)) - 1
+    if raw == top:
+        return Marker.INVALID
+    if raw == top - 1:
+        return Marker.ABNORMAL
+    return None
+
+
+def raw_of(value: Value, width: int) -> int:
+    """Inverse of `marker_of` for encoders: a Marker back to its all-0xFF / 0xFF..FE bytes."""
+    top = (1 << (8 * width)) - 1
+    if value is Marker.INVALID:
+        return top
+    if value is Marker.ABNORMAL:
+        return top - 1
+    assert isinstance(value, int)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Linear:
+    """A numeric field: value = raw * scale + offset in the platform's integer unit, or a Marker."""
+
+    width: int
+    scale: int = 1
+    offset: int = 0
+    markers: bool = True
+
+    def decode(self, raw: int) -> Value:
+        if self.markers:
+            marker = marker_of(raw, self.width)
+            if marker is not None:
+                return marker
+        return raw * self.scale + self.offset
+
+    def encode(self, value: Value) -> int:
+        if isinstance(value, Marker):
+            return raw_of(value, self.width)
+        raw, rest = divmod(value - self.offset, self.scale)
+        if rest or not 0 <= raw < (1 << (8 * self.width)):
+            raise ValueError(f"{value} does not fit this field")
+        return raw
+
+
+BYTE = Linear(1)
+WORD = Linear(2)
+DWORD = Linear(4)
+RAW8 = Linear(1, markers=False)
+RAW16 = Linear(2, markers=False)
+TEMP_MC = Linear(1, 1000, -40_000)  # 1 °C steps, offset -40 °C -> milli-°C
+DECI_MV = Linear(2, 100)  # 0.1 V -> mV
+CELL_MV = Linear(2)  # 0.001 V -> mV
+
+
+@dataclass(frozen=True, slots=True)
+class GbTime:
+    """The 6-byte time of a data unit, as sent (Beijing time, UTC+8). Kept raw: terminals send impossible
+    times (hour 55 is in the conformance set); `utc()` is None for those."""
+
+    year: int
+    month: int
+    day: int
+    hour: int
+    minute: int
+    second: int
+
+    def utc(self) -> dt.datetime | None:
+        try:
+            local = dt.datetime(
+                2000 + self.year, self.month, self.day, self.hour, self.minute, self.second, tzinfo=BEIJING
+            )
+        except ValueError:
+            return None
+        return local.astimezone(dt.UTC)
+
+    def encode(self) -> bytes:
+        return bytes((self.year, self.month, self.day, self.hour, self.minute, self.second))
+
+    @classmethod
+    def read(cls, reader: Reader) -> GbTime:
+        b = reader.take(6)
+        return cls(b[0], b[1], b[2], b[3], b[4], b[5])
+
+    @classmethod
+    def from_utc(cls, moment: dt.datetime) -> GbTime:
+        local = moment.astimezone(BEIJING)
+        return cls(local.year - 2000, local.month, local.day, local.hour, local.minute, local.second)
+
+    def __str__(self) -> str:
+        return (
+            f"{2000 + self.year:04d}-{self.month:02d}-{self.day:02d} "
+            f"{self.hour:02d}:{self.minute:02d}:{self.second:02d}"
+        )
