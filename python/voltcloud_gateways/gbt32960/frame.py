@@ -186,7 +186,7 @@ class FrameReader:
 
     Memory is bounded: the buffer holds at most one frame (24 + max_data_len + 1 bytes) plus the chunk
     being fed. Garbage before a start marker is reported once per run and dropped; a declared length above
-    `max_data_len` or a bad BCC drops the start marker and resynchronises on the next one.
+    `max_data_len` or a bad BCC drops the first start byte and resynchronises on the next one.
     """
 
     def __init__(self, max_data_len: int = MAX_DATA_LEN) -> None:
@@ -218,7 +218,7 @@ class FrameReader:
             data_len = (buf[pos + 22] << 8) | buf[pos + 23]
             if data_len > self.max_data_len:
                 out.append(FrameError(Reason.LENGTH_TOO_LARGE, f"data length {data_len} above the limit", 22))
-                pos += 2
+                pos += 1
                 self._suppress = True
                 continue
             total = HEADER_LEN + data_len + 1
@@ -227,7 +227,7 @@ class FrameReader:
             item = _decode_at(buf, pos, data_len)
             out.append(item)
             if isinstance(item, FrameError):
-                pos += 2  # resync inside: the length may be what was corrupted
+                pos += 1  # resync inside: the length may be what was corrupted
                 self._suppress = True
             else:
                 pos += total
@@ -239,6 +239,9 @@ class FrameReader:
         found = [x for x in (buf.find(b"##", pos), buf.find(b"$$", pos)) if x >= 0]
         if found:
             start = min(found)
+            # '###': no command id is 0x23/0x24, so the marker is the last two of the run
+            while start + 2 < len(buf) and buf[start + 2] == buf[start]:
+                start += 1
             self._drop(start - pos, out)
             return start
         end = len(buf) - 1 if buf and buf[-1] in (0x23, 0x24) else len(buf)
