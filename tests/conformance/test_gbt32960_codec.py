@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.conformance.gbt32960_vectors import Vector, load_vectors
+from tests.conformance.gbt32960_vectors import VIN, T, Vector, blocks_2016, blocks_2025, load_vectors
 from voltcloud_gateways.gbt32960 import realtime as rt
 from voltcloud_gateways.gbt32960.codec import (
     Command,
@@ -36,7 +36,7 @@ from voltcloud_gateways.gbt32960.codec import (
     encode_frame,
     encode_response,
 )
-from voltcloud_gateways.gbt32960.fields import GbTime, Marker, Value
+from voltcloud_gateways.gbt32960.fields import Marker, Value
 
 VECTORS = load_vectors()
 VALID = [v for v in VECTORS if v.valid]
@@ -309,42 +309,6 @@ def test_bad_bcc_is_refused() -> None:
 
 
 # ---- round trips ----
-
-T = GbTime(26, 12, 3, 20, 15, 30)
-VIN = "LGHC4V1D3HE202652"
-
-
-def blocks_2016() -> list[rt.Block]:
-    inv = Marker.INVALID
-    return [
-        rt.Vehicle(1, 3, 1, 65_400, 12_345_600, 384_500, -12_300, 810, 1, 0x2E, 5000, 12, inv),
-        rt.Motors((rt.Motor(1, 1, 45_000, 3200, -1234, Marker.ABNORMAL, 380_000, 55_500),)),
-        rt.FuelCell(350_000, 12_000, 120, (25_000, inv), 60_000, 3, 120, 4, 35_000, 5, 1),
-        rt.Engine(crank_rpm=inv, state=2, fuel_ml_per_100km=850),
-        rt.Position(0b110, 116_397_128, 39_916_527),
-        rt.Extremes(1, 12, 4_123, 1, 40, 3_998, 1, 3, 35_000, 1, 7, 21_000),
-        rt.Alarms(3, 1 << 11, (0xDEAD,), (), (), (7, 8)),
-        rt.CellVoltages((rt.CellPack(1, 384_500, 1_000, 192, 97, (3_998, 4_123, inv)),)),
-        rt.ProbeTemperatures((rt.ProbePack(1, (25_000, 26_000, Marker.ABNORMAL)),)),
-        rt.Oem(0x80, b"vendor"),
-    ]
-
-
-def blocks_2025() -> list[rt.Block]:
-    inv = Marker.INVALID
-    return [
-        rt.Vehicle(1, 3, 1, 65_400, 12_345_600, 384_500, -2_500_000, 810, 1, 0x8E, inv),
-        rt.Motors((rt.Motor(1, 1, 45_000, -31_000, -150_000, 60_000),)),
-        rt.Engine(crank_rpm=800),
-        rt.Position(0, 116_397_128, 39_916_527, 2),
-        rt.Alarms(2, (1 << 23) | 1, (), (1,), (), (), ((23, 2), (0, 1))),
-        rt.CellVoltages((rt.CellPack(1, 384_500, -5_000, 3, 1, (3_998, 4_123, 4_000)),)),
-        rt.ProbeTemperatures((rt.ProbePack(2, (25_000,)),)),
-        rt.FuelCellStacks((rt.FuelCellStack(1, 300_000, 100_000, 20_000, 30_000, (70_000, 71_000)),)),
-        rt.SuperCapacitor(1, 48_000, 2_000, (2_700, 2_650), (30_000,)),
-        rt.SuperCapacitorExtremes(1, 300, 2_750, 1, 12, 2_600, 1, 4, 41_000, 1, 2, 20_000),
-        rt.Oem(0xFE, b""),
-    ]
 
 
 @pytest.mark.parametrize("edition", list(Edition))
