@@ -78,6 +78,7 @@ class Reason(enum.StrEnum):
     UNSUPPORTED = "unsupported"  # a known type whose layout this codec does not decode
     BAD_SIGNATURE_BLOCK = "bad_signature_block"
     ENCRYPTED = "encrypted"  # data unit is encrypted; kept opaque
+    BAD_TIME = "bad_time"  # a real-time data unit whose time is not a calendar time
 
 
 @dataclass(frozen=True, slots=True)

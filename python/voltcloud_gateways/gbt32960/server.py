@@ -1,0 +1,358 @@
+"""The GB/T 32960 TCP gateway: vehicle terminals (or relay platforms) in, the shared uplink out.
+
+Per connection: a `FrameReader` (bounded buffer), a read timeout for silent clients, a frame timeout for
+slow ones, and a budget of framing errors before the connection is closed. Every frame with a command flag
+(0xFE) is answered with the command echoed and a response flag. Readings and alarms are written to the
+uplink outbox *before* the terminal gets its success answer, so an acknowledged frame is never lost; a
+full outbox answers with the error flag and the terminal reissues (0x03) later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf import timestamp_pb2
+
+from voltcloud.api.v1 import ingest_pb2
+from voltcloud_gateways.gbt32960 import telemetry
+from voltcloud_gateways.gbt32960.codec import (
+    Command,
+    Edition,
+    Encrypted,
+    Flag,
+    Frame,
+    FrameError,
+    FrameReader,
+    Logout,
+    Message,
+    Opaque,
+    PlatformLogin,
+    Reason,
+    VehicleLogin,
+    decode_message,
+    encode_response,
+)
+from voltcloud_gateways.gbt32960.config import GatewayConfig
+from voltcloud_gateways.gbt32960.realtime import RealtimeData
+from voltcloud_gateways.uplink import BufferFull, UplinkClient
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 64 * 1024
+
+
+class VehicleDirectory(Protocol):
+    """VIN -> platform vehicle id (None: not registered). Filled with the platform RPC at composition."""
+
+    async def resolve(self, vin: str) -> str | None: ...
+
+
+class DictDirectory:
+    def __init__(self, vehicles: dict[str, str]) -> None:
+        self.vehicles = dict(vehicles)
+
+    async def resolve(self, vin: str) -> str | None:
+        return self.vehicles.get(vin)
+
+
+class UplinkSink(Protocol):
+    """What the gateway needs of `voltcloud_gateways.uplink.UplinkClient` (sequenced, durable outbox)."""
+
+    def publish_event(self, event: ingest_pb2.StationEvent) -> int: ...
+
+    def publish_telemetry(self, batch: ingest_pb2.TelemetryBatch) -> int: ...
+
+
+def _stamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+@dataclass(frozen=True, slots=True)
+class Vehicle:
+    vin: str
+    vehicle_id: str  # "" for an unknown VIN accepted by `accept_unknown_vins`
+
+
+class TelemetryBatcher:
+    """Gathers readings of many frames (all connections) into one columnar TelemetryBatch per window: the
+    uplink's cost is per message. `add` resolves once the batch holding the readings is in the outbox."""
+
+    def __init__(self, uplink: UplinkSink, interval_s: float, max_readings: int) -> None:
+        self.uplink = uplink
+        self.interval_s = interval_s
+        self.max_readings = max_readings
+        self._rows: list[tuple[Vehicle, int, dt.datetime, int]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, vehicle: Vehicle, at: dt.datetime, values: list[tuple[int, int]]) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._rows += [(vehicle, metric, at, value) for metric, value in values]
+        self._waiters.append(waiter)
+        if len(self._rows) >= self.max_readings:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.interval_s, self.flush)
+        return waiter
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rows, waiters = self._rows, self._waiters
+        self._rows, self._waiters = [], []
+        if not waiters:
+            return
+        error: Exception | None = None
+        if rows:
+            try:
+                self.uplink.publish_telemetry(self._batch(rows))
+            except BufferFull as full:
+                error = full
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error) if error else waiter.set_result(None)
+
+    @staticmethod
+    def _batch(rows: list[tuple[Vehicle, int, dt.datetime, int]]) -> ingest_pb2.TelemetryBatch:
+        base = min(at for _, _, at, _ in rows)
+        batch = ingest_pb2.TelemetryBatch(base_time=_stamp(base))
+        index: dict[Vehicle, int] = {}
+        for vehicle, metric, at, value in rows:
+            if vehicle not in index:
+                index[vehicle] = len(batch.sources)
+                batch.sources.add(vehicle_id=vehicle.vehicle_id, resource_id=vehicle.vin)
+            batch.col_source_index.append(index[vehicle])
+            batch.col_metric.append(metric)  # type: ignore[arg-type]
+            batch.col_offset_ms.append((at - base) // dt.timedelta(milliseconds=1))
+            batch.col_int_value.append(value)
+        return batch
+
+
+class Gbt32960Gateway:
+    def __init__(
+        self,
+        uplink: UplinkSink,
+        directory: VehicleDirectory,
+        config: GatewayConfig,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.uplink = uplink
+        self.directory = directory
+        self.config = config
+        self.clock = clock
+        self.batcher = TelemetryBatcher(uplink, config.flush_interval_s, config.max_batch_readings)
+        self.stats: Counter[str] = Counter()
+        self.alarm_levels: dict[str, int] = {}  # VIN -> last GB/T max alarm level seen in real-time data
+        self.sessions: set[Session] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(
+            self._accept, self.config.host, self.config.port, limit=READ_CHUNK, backlog=4096
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions):
+            session.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        self.batcher.flush()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.sessions) >= self.config.max_connections:
+            self.stats["refused_connections"] += 1
+            writer.close()
+            return
+        session = Session(self, reader, writer)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.stats["connection_errors"] += 1
+        finally:
+            self.sessions.discard(session)
+            session.close()
+
+
+class Session:
+    """One TCP connection. Several VINs may share it (a relay platform after a 0x05 platform login)."""
+
+    def __init__(self, gateway: Gbt32960Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.gw = gateway
+        self.config = gateway.config
+        self.reader = reader
+        self.writer = writer
+        self.framer = FrameReader(self.config.max_data_len)
+        self.vehicles: dict[str, Vehicle] = {}  # logged-in VINs
+        self.platform_user: str | None = None
+        self.errors = 0
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        partial_since: float | None = None
+        while not self.closed:
+            wait = self.config.read_timeout_s
+            if partial_since is not None:
+                wait = min(wait, partial_since + self.config.frame_timeout_s - loop.time())
+            try:
+                chunk = await asyncio.wait_for(self.reader.read(READ_CHUNK), max(wait, 0.0))
+            except TimeoutError:
+                self.gw.stats["timeouts"] += 1
+                return
+            if not chunk:
+                return
+            for item in self.framer.feed(chunk):
+                if not await self.on_item(item):
+                    return
+            partial_since = (partial_since or loop.time()) if self.framer.buffered else None
+
+    async def on_item(self, item: Frame | FrameError) -> bool:
+        """Handles one frame or framing error; False closes the connection."""
+        if isinstance(item, FrameError):
+            self.gw.stats[f"frame_error_{item.reason}"] += 1
+            self.errors += 1
+            log.info("gbt32960 %s: %s", item.reason, item.message)
+            return self.errors < self.config.max_frame_errors
+        self.gw.stats["frames"] += 1
+        if item.flag != Flag.COMMAND:
+            return True  # a terminal's answer to a command of ours: nothing to do
+        flag = await self.on_frame(item)
+        reply = encode_response(item, flag, self.gw.clock())
+        self.writer.write(reply)
+        await asyncio.wait_for(self.writer.drain(), self.config.write_timeout_s)
+        return True
+
+    def _error_flag(self, frame: Frame, reason: Reason) -> Flag:
+        self.gw.stats[f"refused_{reason}"] += 1
+        if frame.edition is Edition.V2025:
+            return Flag.DECRYPTION_ERROR if reason is Reason.ENCRYPTED else Flag.STRUCTURE_ERROR
+        return Flag.ERROR
+
+    async def on_frame(self, frame: Frame) -> Flag:
+        message = decode_message(frame)
+        if isinstance(message, FrameError):
+            log.info("gbt32960 %s cmd %02X: %s", frame.vin, frame.command, message.message)
+            return self._error_flag(frame, message.reason)
+        if isinstance(message, Encrypted) and frame.data:
+            return self._error_flag(frame, Reason.ENCRYPTED)  # no keys are configured: cannot read it
+        return await self.dispatch(frame, message)
+
+    async def dispatch(self, frame: Frame, message: Message) -> Flag:
+        if isinstance(message, PlatformLogin):
+            return self.platform_login(message)
+        if isinstance(message, Logout) and message.platform:
+            self.platform_user = None
+            return Flag.SUCCESS
+        if isinstance(message, VehicleLogin):
+            return await self.vehicle_login(frame.vin)
+        if isinstance(message, Logout):
+            self.vehicles.pop(frame.vin, None)
+            return Flag.SUCCESS
+        if isinstance(message, RealtimeData):
+            return await self.realtime(frame, message)
+        if frame.command in (Command.HEARTBEAT, Command.TIME_SYNC):
+            return Flag.SUCCESS
+        assert isinstance(message, (Opaque, Encrypted))
+        return self._error_flag(frame, Reason.UNSUPPORTED)  # parameter/control/activation: not ours to take
+
+    def platform_login(self, message: PlatformLogin) -> Flag:
+        expected = self.config.platform_logins.get(message.username)
+        if expected is None or expected != message.password:
+            self.gw.stats["platform_login_refused"] += 1
+            return Flag.ERROR
+        self.platform_user = message.username
+        return Flag.SUCCESS
+
+    async def vehicle_login(self, vin: str) -> Flag:
+        vehicle = await self._vehicle(vin)
+        if vehicle is None:
+            self.gw.stats["unknown_vin"] += 1
+            return Flag.ERROR
+        self.vehicles[vin] = vehicle
+        return Flag.SUCCESS
+
+    async def _vehicle(self, vin: str) -> Vehicle | None:
+        known = self.vehicles.get(vin)
+        if known is not None:
+            return known
+        vehicle_id = await self.gw.directory.resolve(vin)
+        if vehicle_id is None and not self.config.accept_unknown_vins:
+            return None
+        return Vehicle(vin, vehicle_id or "")
+
+    async def realtime(self, frame: Frame, data: RealtimeData) -> Flag:
+        if data.error is not None:
+            log.info("gbt32960 %s: real-time data refused: %s", frame.vin, data.error.message)
+            return self._error_flag(frame, data.error.reason)
+        vehicle = self.vehicles.get(frame.vin) or await self._vehicle(frame.vin)
+        if vehicle is None:
+            self.gw.stats["unknown_vin"] += 1
+            return Flag.ERROR
+        at = data.time.utc()
+        if at is None:
+            return self._error_flag(frame, Reason.BAD_TIME)
+        try:
+            if frame.command == Command.REALTIME:
+                self._alarm(vehicle, at, data)  # reissued data is history: it does not move alarm state
+            await self.gw.batcher.add(vehicle, at, telemetry.readings(data))
+        except BufferFull:
+            self.gw.stats["outbox_full"] += 1
+            return Flag.ERROR
+        self.gw.stats["realtime" if frame.command == Command.REALTIME else "reissue"] += 1
+        return Flag.SUCCESS
+
+    def _alarm(self, vehicle: Vehicle, at: dt.datetime, data: RealtimeData) -> None:
+        previous = self.gw.alarm_levels.get(vehicle.vin, 0)
+        change = telemetry.alarm_change(data, previous)
+        if change is None:
+            return
+        level = telemetry.ALARM_LEVELS.get(change.level or change.previous, 0)
+        report = ingest_pb2.AlarmReport(
+            vehicle_id=vehicle.vehicle_id,
+            resource_id=vehicle.vin,
+            code="GBT32960_ALARM_LEVEL",
+            level=level,  # type: ignore[arg-type]
+            message=change.message,
+            cleared=change.cleared,
+        )
+        self.gw.uplink.publish_event(ingest_pb2.StationEvent(time=_stamp(at), alarm=report))
+        self.gw.alarm_levels[vehicle.vin] = change.level
+        self.gw.stats["alarm_cleared" if change.cleared else "alarm_raised"] += 1
+
+
+async def run_gateway(gateway: Gbt32960Gateway, uplink: UplinkClient) -> None:
+    """Starts the uplink and the TCP server and serves until cancelled."""
+    uplink.start()
+    await gateway.start()
+    log.info("gbt32960 gateway %s listening on %s:%d", gateway.config.gateway_id, gateway.config.host, gateway.port)
+    try:
+        await asyncio.Future()
+    finally:
+        await gateway.stop()
+        with contextlib.suppress(Exception):
+            await uplink.stop()
