@@ -29,6 +29,7 @@ class GatewayConfig:
     write_timeout_s: float = 10.0
     max_data_len: int = MAX_DATA_LEN
     max_frame_errors: int = 3  # framing errors (garbage, bad BCC, bad length) before the connection is closed
+    max_garbage_bytes: int = 64 * 1024  # junk bytes (outside frames) per connection before it is closed
     max_connections: int = 20_000
     flush_interval_s: float = 0.02  # telemetry batching window across connections
     max_batch_readings: int = 20_000
@@ -69,6 +70,7 @@ _OPTIONAL_NUMBERS = (
     "frame_timeout_s",
     "write_timeout_s",
     "max_frame_errors",
+    "max_garbage_bytes",
     "max_connections",
     "flush_interval_s",
     "max_batch_readings",

@@ -196,6 +196,7 @@ class FrameReader:
         self.max_data_len = max_data_len
         self._buf = bytearray()
         self._suppress = False
+        self.dropped = 0  # bytes dropped as garbage so far (a connection's junk budget is checked on it)
 
     @property
     def buffered(self) -> int:
@@ -251,6 +252,7 @@ class FrameReader:
 
     def _drop(self, count: int, out: list[Frame | FrameError]) -> None:
         # One GARBAGE error per run of junk, even across feeds; none right after an error that explains it.
+        self.dropped += max(count, 0)
         if count > 0 and not self._suppress:
             out.append(FrameError(Reason.GARBAGE, f"{count} bytes before a start marker"))
             self._suppress = True

@@ -205,6 +205,7 @@ class Session:
         self.vehicles: dict[str, Vehicle] = {}  # logged-in VINs
         self.platform_user: str | None = None
         self.errors = 0
+        self.frames_seen = 0  # valid frames seen on this connection
         self.closed = False
 
     def close(self) -> None:
@@ -229,6 +230,9 @@ class Session:
             for item in self.framer.feed(chunk):
                 if not await self.on_item(item):
                     return
+            if self.framer.dropped > self.config.max_garbage_bytes:
+                self.gw.stats["garbage_closed"] += 1
+                return
             partial_since = (partial_since or loop.time()) if self.framer.buffered else None
 
     async def on_item(self, item: Frame | FrameError) -> bool:
@@ -237,8 +241,11 @@ class Session:
             self.gw.stats[f"frame_error_{item.reason}"] += 1
             self.errors += 1
             log.info("gbt32960 %s: %s", item.reason, item.message)
+            if item.reason is Reason.GARBAGE and not self.frames_seen:
+                return False  # junk before any frame: not a GB/T 32960 terminal
             return self.errors < self.config.max_frame_errors
         self.gw.stats["frames"] += 1
+        self.frames_seen += 1
         if item.flag != Flag.COMMAND:
             return True  # a terminal's answer to a command of ours: nothing to do
         flag = await self.on_frame(item)
