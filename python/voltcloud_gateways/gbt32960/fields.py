@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 BEIJING: Final = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -81,6 +82,9 @@ def raw_of(value: Value, width: int) -> int:
     return value
 
 
+_FORMATS: Final = {1: "B", 2: "H", 4: "I"}
+
+
 @dataclass(frozen=True, slots=True)
 class Linear:
     """A numeric field: value = raw * scale + offset in the platform's integer unit, or a Marker."""
@@ -89,13 +93,30 @@ class Linear:
     scale: int = 1
     offset: int = 0
     markers: bool = True
+    abnormal: int = field(init=False, repr=False, compare=False)  # raw values >= this are markers
+    table: tuple[Value, ...] = field(init=False, repr=False, compare=False)  # 1-byte fields: raw -> value
+
+    def __post_init__(self) -> None:
+        top = (1 << (8 * self.width)) - 1
+        object.__setattr__(self, "abnormal", top - 1 if self.markers else top + 1)
+        table = tuple(self.decode(raw) for raw in range(256)) if self.width == 1 else ()
+        object.__setattr__(self, "table", table)
 
     def decode(self, raw: int) -> Value:
-        if self.markers:
-            marker = marker_of(raw, self.width)
-            if marker is not None:
-                return marker
+        if raw >= self.abnormal:
+            return Marker.ABNORMAL if raw == self.abnormal else Marker.INVALID
         return raw * self.scale + self.offset
+
+    def decode_many(self, raw: bytes) -> tuple[Value, ...]:
+        """A run of these fields (cell voltages, probe temperatures): the hot path, one struct call."""
+        if self.width == 1:
+            return tuple(map(self.table.__getitem__, raw))
+        values = struct.unpack(f">{len(raw) // self.width}{_FORMATS[self.width]}", raw)
+        if values and max(values) >= self.abnormal:
+            return tuple(map(self.decode, values))
+        if self.scale == 1 and self.offset == 0:
+            return values
+        return tuple(v * self.scale + self.offset for v in values)
 
     def encode(self, value: Value) -> int:
         if isinstance(value, Marker):
@@ -104,6 +125,23 @@ class Linear:
         if rest or not 0 <= raw < (1 << (8 * self.width)):
             raise ValueError(f"{value} does not fit this field")
         return raw
+
+
+class Layout:
+    """A fixed run of fields, unpacked with one precompiled struct."""
+
+    __slots__ = ("fields", "struct")
+
+    def __init__(self, *fields: Linear) -> None:
+        self.fields = fields
+        self.struct = struct.Struct(">" + "".join(_FORMATS[f.width] for f in fields))
+
+    def read(self, reader: Reader) -> list[Value]:
+        raw = self.struct.unpack(reader.take(self.struct.size))
+        return [f.decode(v) for f, v in zip(self.fields, raw, strict=True)]
+
+    def pack(self, values: list[object]) -> bytes:
+        return self.struct.pack(*(f.encode(v) for f, v in zip(self.fields, values, strict=True)))  # type: ignore[arg-type]
 
 
 BYTE = Linear(1)

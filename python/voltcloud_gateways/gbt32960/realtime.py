@@ -22,6 +22,7 @@ from voltcloud_gateways.gbt32960.fields import (
     TEMP_MC,
     WORD,
     GbTime,
+    Layout,
     Linear,
     Marker,
     Reader,
@@ -37,6 +38,10 @@ CURRENT_2016 = Linear(2, 100, -1_000_000)  # 0.1 A, offset -1000 A -> mA
 CURRENT_2025 = Linear(2, 100, -3_000_000)  # 0.1 A, offset -3000 A -> mA
 SOC = Linear(1, 10)  # % -> permille
 RAW32 = Linear(4, markers=False)
+ENGINE_2016 = Layout(BYTE, WORD, Linear(2, 10))
+COORDS = Layout(DWORD, DWORD)
+SUPERCAP_HEAD = Layout(RAW8, DECI_MV, CURRENT_2025)
+ALARM_HEAD = Layout(BYTE, RAW32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +63,8 @@ class Vehicle:
     brake_pct: Value | None = None  # 2016 only (101 = "brake on" on some terminals)
 
 
-VEHICLE_2016 = (BYTE, BYTE, BYTE, SPEED, ODOMETER, DECI_MV, CURRENT_2016, SOC, BYTE, RAW8, RAW16, BYTE, BYTE)
-VEHICLE_2025 = (BYTE, BYTE, BYTE, SPEED, ODOMETER, DECI_MV, CURRENT_2025, SOC, BYTE, RAW8, WORD)
+VEHICLE_2016 = Layout(BYTE, BYTE, BYTE, SPEED, ODOMETER, DECI_MV, CURRENT_2016, SOC, BYTE, RAW8, RAW16, BYTE, BYTE)
+VEHICLE_2025 = Layout(BYTE, BYTE, BYTE, SPEED, ODOMETER, DECI_MV, CURRENT_2025, SOC, BYTE, RAW8, WORD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +79,8 @@ class Motor:
     dc_current_ma: Value | None = None  # 2016 only
 
 
-MOTOR_2016 = (RAW8, BYTE, TEMP_MC, Linear(2, 1, -20_000), Linear(2, 1, -20_000), TEMP_MC, DECI_MV, CURRENT_2016)
-MOTOR_2025 = (RAW8, BYTE, TEMP_MC, Linear(2, 1, -32_000), Linear(4, 1, -200_000), TEMP_MC)
+MOTOR_2016 = Layout(RAW8, BYTE, TEMP_MC, Linear(2, 1, -20_000), Linear(2, 1, -20_000), TEMP_MC, DECI_MV, CURRENT_2016)
+MOTOR_2025 = Layout(RAW8, BYTE, TEMP_MC, Linear(2, 1, -32_000), Linear(4, 1, -200_000), TEMP_MC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +105,8 @@ class FuelCell:
     dcdc_state: Value
 
 
-FUEL_HEAD = (DECI_MV, Linear(2, 100), Linear(2, 10))
-FUEL_TAIL = (Linear(2, 100, -40_000), RAW8, WORD, RAW8, Linear(2, 100), RAW8, BYTE)
+FUEL_HEAD = Layout(DECI_MV, Linear(2, 100), Linear(2, 10))
+FUEL_TAIL = Layout(Linear(2, 100, -40_000), RAW8, WORD, RAW8, Linear(2, 100), RAW8, BYTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +158,7 @@ class Extremes:
     min_temp_mc: Value
 
 
-EXTREMES = (RAW8, RAW8, CELL_MV, RAW8, RAW8, CELL_MV, RAW8, RAW8, TEMP_MC, RAW8, RAW8, TEMP_MC)
+EXTREMES = Layout(RAW8, RAW8, CELL_MV, RAW8, RAW8, CELL_MV, RAW8, RAW8, TEMP_MC, RAW8, RAW8, TEMP_MC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +213,7 @@ class FuelCellStack:
     probe_temps_mc: tuple[Value, ...]
 
 
-STACK_HEAD = (RAW8, DECI_MV, Linear(2, 100), Linear(2, 100, -100_000), TEMP_MC)
+STACK_HEAD = Layout(RAW8, DECI_MV, Linear(2, 100), Linear(2, 100, -100_000), TEMP_MC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +252,7 @@ class SuperCapacitorExtremes:
     min_temp_mc: Value
 
 
-SUPERCAP_EXTREMES = (RAW8, RAW16, CELL_MV, RAW8, RAW16, CELL_MV, RAW8, RAW16, TEMP_MC, RAW8, RAW16, TEMP_MC)
+SUPERCAP_EXTREMES = Layout(RAW8, RAW16, CELL_MV, RAW8, RAW16, CELL_MV, RAW8, RAW16, TEMP_MC, RAW8, RAW16, TEMP_MC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,14 +309,12 @@ class RealtimeData:
 # ---- decoding ----
 
 
-def _values(reader: Reader, layout: tuple[Linear, ...]) -> list[Value]:
-    return [f.decode(reader.uint(f.width)) for f in layout]
+def _values(reader: Reader, layout: Layout) -> list[Value]:
+    return layout.read(reader)
 
 
 def _list(reader: Reader, count: int, field: Linear) -> tuple[Value, ...]:
-    raw = reader.take(count * field.width)
-    w = field.width
-    return tuple(field.decode(int.from_bytes(raw[i : i + w], "big")) for i in range(0, len(raw), w))
+    return field.decode_many(reader.take(count * field.width))
 
 
 def _vehicle(r: Reader, ed: Edition) -> Vehicle:
@@ -336,14 +339,14 @@ def _fuel_cell(r: Reader, ed: Edition) -> FuelCell:
 def _engine(r: Reader, ed: Edition) -> Engine:
     if ed is Edition.V2025:
         return Engine(crank_rpm=WORD.decode(r.u16()))
-    state, rpm, fuel = _values(r, (BYTE, WORD, Linear(2, 10)))
+    state, rpm, fuel = _values(r, ENGINE_2016)
     return Engine(crank_rpm=rpm, state=state, fuel_ml_per_100km=fuel)
 
 
 def _position(r: Reader, ed: Edition) -> Position:
     status = r.u8()
     system = BYTE.decode(r.u8()) if ed is Edition.V2025 else None
-    lng, lat = _values(r, (DWORD, DWORD))
+    lng, lat = _values(r, COORDS)
     return Position(status, lng, lat, system)
 
 
@@ -405,7 +408,7 @@ def _stacks(r: Reader, ed: Edition) -> FuelCellStacks:
 
 
 def _supercap(r: Reader, ed: Edition) -> SuperCapacitor:
-    number, volts, amps = _values(r, (RAW8, DECI_MV, CURRENT_2025))
+    number, volts, amps = _values(r, SUPERCAP_HEAD)
     cells = _list(r, r.u16(), CELL_MV)
     return SuperCapacitor(number, volts, amps, cells, _list(r, r.u16(), TEMP_MC))  # type: ignore[arg-type]
 
@@ -487,11 +490,8 @@ def _stop(time: GbTime, blocks: list[Block], reason: Reason, message: str, offse
 # ---- encoding (platform tests and terminal simulators) ----
 
 
-def _pack(values: tuple[object, ...] | list[object], layout: tuple[Linear, ...]) -> bytes:
-    out = bytearray()
-    for value, f in zip(values, layout, strict=True):
-        out += f.encode(value).to_bytes(f.width, "big")  # type: ignore[arg-type]
-    return bytes(out)
+def _pack(values: list[object], layout: Layout) -> bytes:
+    return layout.pack(values)
 
 
 def _pack_list(values: tuple[Value, ...], field: Linear, count_width: int) -> bytes:
@@ -541,11 +541,11 @@ def _encode_body(block: Block, ed: Edition) -> bytes:
             return head + _pack_list(b.probe_temps_mc, TEMP_MC, 2) + _pack(tail, FUEL_TAIL)
         case Engine():
             if not v16:
-                return _pack([block.crank_rpm], (WORD,))
-            return _pack([block.state, block.crank_rpm, block.fuel_ml_per_100km], (BYTE, WORD, Linear(2, 10)))
+                return _pack([block.crank_rpm], Layout(WORD))
+            return _pack([block.state, block.crank_rpm, block.fuel_ml_per_100km], ENGINE_2016)
         case Position():
             system = b"" if v16 else bytes((BYTE.encode(block.coord_system or Marker.INVALID),))
-            coords = _pack([block.longitude_abs_udeg, block.latitude_abs_udeg], (DWORD, DWORD))
+            coords = _pack([block.longitude_abs_udeg, block.latitude_abs_udeg], COORDS)
             return bytes((block.status,)) + system + coords
         case Extremes():
             return _pack(_slots(block), EXTREMES)
@@ -560,7 +560,7 @@ def _encode_body(block: Block, ed: Edition) -> bytes:
             stacks = (_pack(_slots(s)[:5], STACK_HEAD) + _pack_list(s.probe_temps_mc, TEMP_MC, 2) for s in block.stacks)
             return bytes((len(block.stacks),)) + b"".join(stacks)
         case SuperCapacitor():
-            head = _pack([block.system_number, block.voltage_mv, block.current_ma], (RAW8, DECI_MV, CURRENT_2025))
+            head = _pack([block.system_number, block.voltage_mv, block.current_ma], SUPERCAP_HEAD)
             return head + _pack_list(block.cells_mv, CELL_MV, 2) + _pack_list(block.probe_temps_mc, TEMP_MC, 2)
         case SuperCapacitorExtremes():
             return _pack(_slots(block), SUPERCAP_EXTREMES)
@@ -568,7 +568,7 @@ def _encode_body(block: Block, ed: Edition) -> bytes:
 
 
 def _encode_alarms(block: Alarms, ed: Edition) -> bytes:
-    out = bytearray(_pack([block.max_level, block.general_flags], (BYTE, RAW32)))
+    out = bytearray(_pack([block.max_level, block.general_flags], ALARM_HEAD))
     for faults in (block.storage_faults, block.motor_faults, block.engine_faults, block.other_faults):
         out += _pack_list(faults, RAW32, 1)
     if ed is Edition.V2025:
@@ -579,7 +579,7 @@ def _encode_alarms(block: Alarms, ed: Edition) -> bytes:
 
 def _encode_cell_pack(pack: CellPack, ed: Edition) -> bytes:
     current = CURRENT_2016 if ed is Edition.V2016 else CURRENT_2025
-    head = bytes((pack.number,)) + _pack([pack.voltage_mv, pack.current_ma], (DECI_MV, current))
+    head = bytes((pack.number,)) + _pack([pack.voltage_mv, pack.current_ma], Layout(DECI_MV, current))
     if ed is Edition.V2016:
         index = pack.total_cells.to_bytes(2, "big") + pack.start_index.to_bytes(2, "big")
         return head + index + _pack_list(pack.cells_mv, CELL_MV, 1)
