@@ -78,7 +78,6 @@ class Reason(enum.StrEnum):
     TRAILING_BYTES = "trailing_bytes"  # bytes left after a fixed-size data unit
     UNKNOWN_INFO_TYPE = "unknown_info_type"  # real-time type whose length cannot be known: decoding stops
     UNSUPPORTED = "unsupported"  # a known type whose layout this codec does not decode
-    BAD_SIGNATURE_BLOCK = "bad_signature_block"
     ENCRYPTED = "encrypted"  # data unit is encrypted; kept opaque
     BAD_TIME = "bad_time"  # a real-time data unit whose time is not a calendar time
 
