@@ -314,7 +314,7 @@ def _values(reader: Reader, layout: Layout) -> list[Value]:
 
 
 def _list(reader: Reader, count: int, field: Linear) -> tuple[Value, ...]:
-    return field.decode_many(reader.take(count * field.width))
+    return field.decode_many(reader.take(count * field.width)) if count else ()
 
 
 def _vehicle(r: Reader, ed: Edition) -> Vehicle:
