@@ -139,7 +139,8 @@ class Layout:
     def read(self, reader: Reader) -> list[Value]:
         raw = self.struct.unpack(reader.take(self.struct.size))
         # Linear.decode inlined for the common (non-marker) case: this is the decoder's hottest loop
-        return [v * f.scale + f.offset if v < f.abnormal else f.decode(v) for f, v in zip(self.fields, raw)]
+        pairs = zip(self.fields, raw, strict=True)  # same length by construction of the struct
+        return [v * f.scale + f.offset if v < f.abnormal else f.decode(v) for f, v in pairs]
 
     def pack(self, values: list[object]) -> bytes:
         return self.struct.pack(*(f.encode(v) for f, v in zip(self.fields, values, strict=True)))  # type: ignore[arg-type]
