@@ -83,8 +83,6 @@ def config(**overrides: Any) -> GatewayConfig:
     return replace(base, flush_interval_s=0.005, **overrides)
 
 
-
-
 @pytest.fixture
 async def sink() -> QueueSink:
     return QueueSink()
@@ -339,3 +337,31 @@ async def test_readings_reach_the_real_uplink_outbox(gateways: Any, tmp_path: Pa
         assert kinds == {"event", "telemetry"}
     finally:
         uplink.outbox.close()
+
+
+class CountingDirectory(DictDirectory):
+    def __init__(self, vehicles: dict[str, str]) -> None:
+        super().__init__(vehicles)
+        self.calls: list[str] = []
+
+    async def resolve(self, vin: str) -> str | None:
+        self.calls.append(vin)
+        return await super().resolve(vin)
+
+
+async def test_streaming_without_login_resolves_each_vin_once(sink: QueueSink) -> None:
+    directory = CountingDirectory({VIN16: "vh-2016"})
+    gateway = Gbt32960Gateway(sink, directory, config(), clock=lambda: NOW)
+    await gateway.start()
+    try:
+        terminal = await Terminal.connect(gateway)
+        for _ in range(3):
+            assert (await terminal.answer(realtime(Edition.V2016, VIN16, blocks_2016()[:1]))).flag == Flag.SUCCESS
+            assert (await terminal.answer(realtime(Edition.V2016, UNKNOWN, blocks_2016()[:1]))).flag == Flag.ERROR
+        assert directory.calls == [VIN16, UNKNOWN]
+        login = await terminal.answer(build_vehicle_login(Edition.V2016, UNKNOWN, T, 1, "8986" * 5, ["P1"]))
+        assert login.flag == Flag.ERROR and directory.calls == [VIN16, UNKNOWN, UNKNOWN]  # a login asks again
+        sources = {s.vehicle_id for m in sink.drain() for s in m.telemetry.sources}
+        assert sources == {"vh-2016"}
+    finally:
+        await gateway.stop()

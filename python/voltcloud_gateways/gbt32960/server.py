@@ -118,6 +118,9 @@ class TelemetryBatcher:
                 self.uplink.publish_telemetry(self._batch(rows))
             except BufferFull as full:
                 error = full
+            except Exception as failure:  # e.g. the outbox file: every frame of the window gets the error flag
+                log.exception("gbt32960: telemetry batch not written")
+                error = BufferFull(repr(failure))
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(error) if error else waiter.set_result(None)
@@ -186,8 +189,11 @@ class Gbt32960Gateway:
         self.sessions.add(session)
         try:
             await session.run()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            self.stats["connection_errors"] += 1
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            self.stats["connection_errors"] += 1  # peer gone, or not reading its answers
+        except Exception:
+            self.stats["session_failures"] += 1
+            log.exception("gbt32960: connection handler failed")
         finally:
             self.sessions.discard(session)
             session.close()
@@ -202,7 +208,8 @@ class Session:
         self.reader = reader
         self.writer = writer
         self.framer = FrameReader(self.config.max_data_len)
-        self.vehicles: dict[str, Vehicle] = {}  # logged-in VINs
+        self.vehicles: dict[str, Vehicle] = {}  # logged-in (or resolved while streaming) VINs
+        self.unknown: set[str] = set()  # VINs the directory did not know, while they stream without login
         self.platform_user: str | None = None
         self.errors = 0
         self.frames_seen = 0  # valid frames seen on this connection
@@ -296,6 +303,7 @@ class Session:
         return Flag.SUCCESS
 
     async def vehicle_login(self, vin: str) -> Flag:
+        self.unknown.discard(vin)
         vehicle = await self._vehicle(vin)
         if vehicle is None:
             self.gw.stats["unknown_vin"] += 1
@@ -312,11 +320,24 @@ class Session:
             return None
         return Vehicle(vin, vehicle_id or "")
 
+    async def _streaming_vehicle(self, vin: str) -> Vehicle | None:
+        """Real-time data may come without a login on this connection (a relay, a reconnect that skipped it):
+        resolve once, then remember; an unknown VIN is asked again only after a new login attempt."""
+        known = self.vehicles.get(vin)
+        if known is not None or vin in self.unknown:
+            return known
+        vehicle = await self._vehicle(vin)
+        if vehicle is None:
+            self.unknown.add(vin)
+        else:
+            self.vehicles[vin] = vehicle
+        return vehicle
+
     async def realtime(self, frame: Frame, data: RealtimeData) -> Flag:
         if data.error is not None:
             log.info("gbt32960 %s: real-time data refused: %s", frame.vin, data.error.message)
             return self._error_flag(frame, data.error.reason)
-        vehicle = self.vehicles.get(frame.vin) or await self._vehicle(frame.vin)
+        vehicle = await self._streaming_vehicle(frame.vin)
         if vehicle is None:
             self.gw.stats["unknown_vin"] += 1
             return Flag.ERROR
