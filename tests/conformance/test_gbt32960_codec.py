@@ -36,7 +36,7 @@ from voltcloud_gateways.gbt32960.codec import (
     encode_frame,
     encode_response,
 )
-from voltcloud_gateways.gbt32960.fields import Marker, Value
+from voltcloud_gateways.gbt32960.fields import GbTime, Marker, Value
 
 VECTORS = load_vectors()
 VALID = [v for v in VECTORS if v.valid]
@@ -368,6 +368,10 @@ def test_responses_echo_the_command_in_beijing_time() -> None:
     frame = decode_frame(build_logout(Edition.V2025, VIN, T, 7))
     assert isinstance(frame, Frame)
     now = dt.datetime(2026, 12, 3, 16, 30, 5, tzinfo=dt.UTC)
+    request = decode_frame(build_empty(Edition.V2016, Command.TIME_SYNC, VIN))
+    assert isinstance(request, Frame)
+    sync = decode_frame(encode_response(request, Flag.SUCCESS, now))
+    assert isinstance(sync, Frame) and decode_message(sync) == TimeSync(GbTime(26, 12, 4, 0, 30, 5))
     reply = decode_frame(encode_response(frame, Flag.SUCCESS, now))
     assert isinstance(reply, Frame)
     assert (reply.edition, reply.command, reply.flag, reply.vin) == (Edition.V2025, 0x04, 0x01, VIN)

@@ -48,6 +48,10 @@ __all__ = [
     "Reason",
     "TimeSync",
     "VehicleLogin",
+    "build_empty",
+    "build_logout",
+    "build_platform_login",
+    "build_vehicle_login",
     "decode_frame",
     "decode_message",
     "encode_frame",
@@ -106,7 +110,9 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class TimeSync:
-    pass
+    """0x08: empty from the terminal; the platform's answer carries its (Beijing) time."""
+
+    time: GbTime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +181,7 @@ def decode_message(frame: Frame) -> Message | FrameError:
         elif command == Command.HEARTBEAT:
             message = Heartbeat()
         elif command == Command.TIME_SYNC:
-            message = TimeSync()
+            message = TimeSync(GbTime.read(r) if r.left() else None)
         else:
             return _opaque(r)
     except Short as short:
