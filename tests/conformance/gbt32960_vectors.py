@@ -76,6 +76,7 @@ def blocks_2025() -> list[rt.Block]:
     return [
         rt.Vehicle(1, 3, 1, 65_400, 12_345_600, 384_500, -2_500_000, 810, 1, 0x8E, inv),
         rt.Motors((rt.Motor(1, 1, 45_000, -31_000, -150_000, 60_000),)),
+        rt.HydrogenSystem(65_000, 2, 15_000, 1, 70_000, 3, 1, 80, Marker.ABNORMAL),
         rt.Engine(crank_rpm=800),
         rt.Position(0, 116_397_128, 39_916_527, 2),
         rt.Alarms(2, (1 << 23) | 1, (), (1,), (), (), ((23, 2), (0, 1))),

@@ -332,11 +332,11 @@ def test_blocks_of_one_edition_do_not_encode_in_the_other() -> None:
         rt.encode_block(rt.Extremes(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1), Edition.V2025)
 
 
-def test_2025_fuel_cell_block_stops_as_unsupported() -> None:
-    data = T.encode() + rt.encode_block(rt.Engine(crank_rpm=5), Edition.V2025) + b"\x03\x00\x00"
+def test_reserved_2025_type_stops_decoding() -> None:
+    data = T.encode() + rt.encode_block(rt.Engine(crank_rpm=5), Edition.V2025) + b"\x09\x00\x00"
     message = rt.decode_realtime(data, Edition.V2025)
     assert isinstance(message, rt.RealtimeData) and message.error is not None
-    assert message.error.reason is Reason.UNSUPPORTED and message.blocks == (rt.Engine(crank_rpm=5),)
+    assert message.error.reason is Reason.UNKNOWN_INFO_TYPE and message.blocks == (rt.Engine(crank_rpm=5),)
 
 
 def test_bytes_after_the_signature_are_refused() -> None:

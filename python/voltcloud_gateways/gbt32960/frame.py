@@ -77,7 +77,7 @@ class Reason(enum.StrEnum):
     TRUNCATED = "truncated"  # the data unit ended inside a field
     TRAILING_BYTES = "trailing_bytes"  # bytes left after a fixed-size data unit
     UNKNOWN_INFO_TYPE = "unknown_info_type"  # real-time type whose length cannot be known: decoding stops
-    UNSUPPORTED = "unsupported"  # a known type whose layout this codec does not decode
+    UNSUPPORTED = "unsupported"  # a command the gateway does not take (parameters, control, activation)
     ENCRYPTED = "encrypted"  # data unit is encrypted; kept opaque
     BAD_TIME = "bad_time"  # a real-time data unit whose time is not a calendar time
 

@@ -110,6 +110,26 @@ FUEL_TAIL = Layout(Linear(2, 100, -40_000), RAW8, WORD, RAW8, Linear(2, 100), RA
 
 
 @dataclass(frozen=True, slots=True)
+class HydrogenSystem:
+    """0x03 in the 2025 edition (fuel-cell engine and on-board hydrogen system): the voltage, current,
+    consumption and probe list of 2016 are gone; remaining hydrogen and the DC/DC controller temperature
+    are new. Layout from an open implementation, not the standard's text (docs/protocols/gbt32960.md)."""
+
+    max_h2_temp_mc: Value
+    max_h2_temp_probe: int
+    max_h2_concentration_ppm: Value
+    max_h2_concentration_sensor: int
+    max_h2_pressure_kpa: Value
+    max_h2_pressure_sensor: int
+    dcdc_state: Value
+    h2_remaining_pct: Value
+    dcdc_controller_temp_mc: Value
+
+
+HYDROGEN_2025 = Layout(Linear(2, 100, -40_000), RAW8, WORD, RAW8, Linear(2, 100), RAW8, BYTE, BYTE, TEMP_MC)
+
+
+@dataclass(frozen=True, slots=True)
 class Engine:
     crank_rpm: Value
     state: Value | None = None  # 2016 only
@@ -276,6 +296,7 @@ Block: TypeAlias = (
     Vehicle
     | Motors
     | FuelCell
+    | HydrogenSystem
     | Engine
     | Position
     | Extremes
@@ -334,6 +355,13 @@ def _fuel_cell(r: Reader, ed: Edition) -> FuelCell:
         volts, amps, consumption, temps, h2_temp, _int(h2_temp_probe), conc, _int(conc_sensor),
         pressure, _int(pressure_sensor), dcdc,
     )  # fmt: skip
+
+
+def _hydrogen(r: Reader, ed: Edition) -> HydrogenSystem:
+    t, t_probe, conc, conc_sensor, pressure, pressure_sensor, dcdc, remaining, ctrl = _values(r, HYDROGEN_2025)
+    return HydrogenSystem(
+        t, _int(t_probe), conc, _int(conc_sensor), pressure, _int(pressure_sensor), dcdc, remaining, ctrl
+    )
 
 
 def _engine(r: Reader, ed: Edition) -> Engine:
@@ -431,6 +459,7 @@ DECODERS_2016: dict[int, Callable[[Reader, Edition], Block]] = {
 DECODERS_2025: dict[int, Callable[[Reader, Edition], Block]] = {
     0x01: _vehicle,
     0x02: _motors,
+    0x03: _hydrogen,
     0x04: _engine,
     0x05: _position,
     0x06: _alarms,
@@ -440,9 +469,6 @@ DECODERS_2025: dict[int, Callable[[Reader, Edition], Block]] = {
     0x31: _supercap,
     0x32: _supercap_extremes,
 }
-# 2025's 0x03 (fuel-cell engine and hydrogen system) changed layout; no verified description is at hand,
-# so it stops decoding with UNSUPPORTED instead of guessing.
-UNSUPPORTED_2025 = {0x03}
 
 
 def decode_realtime(data: bytes, edition: Edition) -> RealtimeData | FrameError:
@@ -468,8 +494,6 @@ def decode_realtime(data: bytes, edition: Edition) -> RealtimeData | FrameError:
                     return _stop(time, blocks, Reason.TRAILING_BYTES, "bytes after the signature", reader.pos)
             elif type_id in decoders:
                 blocks.append(decoders[type_id](reader, edition))
-            elif edition is Edition.V2025 and type_id in UNSUPPORTED_2025:
-                return _stop(time, blocks, Reason.UNSUPPORTED, f"2025 type 0x{type_id:02X} is not decoded", at)
             else:
                 return _stop(time, blocks, Reason.UNKNOWN_INFO_TYPE, f"unknown information type 0x{type_id:02X}", at)
         except Short as short:
@@ -510,8 +534,9 @@ TYPE_IDS: dict[Edition, dict[type, int]] = {
         Extremes: 0x06, Alarms: 0x07, CellVoltages: 0x08, ProbeTemperatures: 0x09,
     },
     Edition.V2025: {
-        Vehicle: 0x01, Motors: 0x02, Engine: 0x04, Position: 0x05, Alarms: 0x06, CellVoltages: 0x07,
-        ProbeTemperatures: 0x08, FuelCellStacks: 0x30, SuperCapacitor: 0x31, SuperCapacitorExtremes: 0x32,
+        Vehicle: 0x01, Motors: 0x02, HydrogenSystem: 0x03, Engine: 0x04, Position: 0x05, Alarms: 0x06,
+        CellVoltages: 0x07, ProbeTemperatures: 0x08, FuelCellStacks: 0x30, SuperCapacitor: 0x31,
+        SuperCapacitorExtremes: 0x32,
     },
 }  # fmt: skip
 
@@ -539,6 +564,8 @@ def _encode_body(block: Block, ed: Edition) -> bytes:
             head = _pack([b.voltage_mv, b.current_ma, b.consumption_g_per_100km], FUEL_HEAD)
             tail = _slots(b)[4:]
             return head + _pack_list(b.probe_temps_mc, TEMP_MC, 2) + _pack(tail, FUEL_TAIL)
+        case HydrogenSystem():
+            return _pack(_slots(block), HYDROGEN_2025)
         case Engine():
             if not v16:
                 return _pack([block.crank_rpm], Layout(WORD))
