@@ -29,7 +29,7 @@ from voltcloud_gateways.gbt32960.codec import (
     build_vehicle_login,
     encode_frame,
 )
-from voltcloud_gateways.gbt32960.config import GatewayConfig
+from voltcloud_gateways.gbt32960.config import ConfigError, GatewayConfig
 from voltcloud_gateways.gbt32960.fields import GbTime
 from voltcloud_gateways.gbt32960.server import DictDirectory, Gbt32960Gateway
 from voltcloud_gateways.uplink import BufferFull, UplinkClient
@@ -365,3 +365,22 @@ async def test_streaming_without_login_resolves_each_vin_once(sink: QueueSink) -
         assert sources == {"vh-2016"}
     finally:
         await gateway.stop()
+
+
+def test_config_defaults_and_refusals() -> None:
+    minimal = GatewayConfig.from_dict({"gateway_id": "gw", "platform": "p:1", "token": "t"})
+    assert (minimal.host, minimal.port, minimal.accept_unknown_vins, minimal.platform_logins) == (
+        "0.0.0.0",
+        32960,
+        False,
+        {},
+    )
+    assert str(minimal.state_dir) == "data/gw"
+    for bad in (
+        {"platform": "p:1", "token": "t"},
+        {"gateway_id": "gw", "platform": "p:1", "token": "t", "listen": "nowhere"},
+        {"gateway_id": "gw", "platform": "p:1", "token": "t", "platform_logins": {"u": 1}},
+        {"gateway_id": "gw", "platform": "p:1", "token": "t", "max_data_len": 70_000},
+    ):
+        with pytest.raises(ConfigError):
+            GatewayConfig.from_dict(bad)

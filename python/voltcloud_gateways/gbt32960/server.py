@@ -76,7 +76,7 @@ def _stamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
 
 
 @dataclass(frozen=True, slots=True)
-class Vehicle:
+class VehicleRef:
     vin: str
     vehicle_id: str  # "" for an unknown VIN accepted by `accept_unknown_vins`
 
@@ -89,11 +89,11 @@ class TelemetryBatcher:
         self.uplink = uplink
         self.interval_s = interval_s
         self.max_readings = max_readings
-        self._rows: list[tuple[Vehicle, int, dt.datetime, int]] = []
+        self._rows: list[tuple[VehicleRef, int, dt.datetime, int]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, vehicle: Vehicle, at: dt.datetime, values: list[tuple[int, int]]) -> asyncio.Future[None]:
+    def add(self, vehicle: VehicleRef, at: dt.datetime, values: list[tuple[int, int]]) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._rows += [(vehicle, metric, at, value) for metric, value in values]
@@ -126,10 +126,10 @@ class TelemetryBatcher:
                 waiter.set_exception(error) if error else waiter.set_result(None)
 
     @staticmethod
-    def _batch(rows: list[tuple[Vehicle, int, dt.datetime, int]]) -> ingest_pb2.TelemetryBatch:
+    def _batch(rows: list[tuple[VehicleRef, int, dt.datetime, int]]) -> ingest_pb2.TelemetryBatch:
         base = min(at for _, _, at, _ in rows)
         batch = ingest_pb2.TelemetryBatch(base_time=_stamp(base))
-        index: dict[Vehicle, int] = {}
+        index: dict[VehicleRef, int] = {}
         for vehicle, metric, at, value in rows:
             if vehicle not in index:
                 index[vehicle] = len(batch.sources)
@@ -208,7 +208,7 @@ class Session:
         self.reader = reader
         self.writer = writer
         self.framer = FrameReader(self.config.max_data_len)
-        self.vehicles: dict[str, Vehicle] = {}  # logged-in (or resolved while streaming) VINs
+        self.vehicles: dict[str, VehicleRef] = {}  # logged-in (or resolved while streaming) VINs
         self.unknown: set[str] = set()  # VINs the directory did not know, while they stream without login
         self.platform_user: str | None = None
         self.errors = 0
@@ -311,16 +311,16 @@ class Session:
         self.vehicles[vin] = vehicle
         return Flag.SUCCESS
 
-    async def _vehicle(self, vin: str) -> Vehicle | None:
+    async def _vehicle(self, vin: str) -> VehicleRef | None:
         known = self.vehicles.get(vin)
         if known is not None:
             return known
         vehicle_id = await self.gw.directory.resolve(vin)
         if vehicle_id is None and not self.config.accept_unknown_vins:
             return None
-        return Vehicle(vin, vehicle_id or "")
+        return VehicleRef(vin, vehicle_id or "")
 
-    async def _streaming_vehicle(self, vin: str) -> Vehicle | None:
+    async def _streaming_vehicle(self, vin: str) -> VehicleRef | None:
         """Real-time data may come without a login on this connection (a relay, a reconnect that skipped it):
         resolve once, then remember; an unknown VIN is asked again only after a new login attempt."""
         known = self.vehicles.get(vin)
@@ -354,7 +354,7 @@ class Session:
         self.gw.stats["realtime" if frame.command == Command.REALTIME else "reissue"] += 1
         return Flag.SUCCESS
 
-    def _alarm(self, vehicle: Vehicle, at: dt.datetime, data: RealtimeData) -> None:
+    def _alarm(self, vehicle: VehicleRef, at: dt.datetime, data: RealtimeData) -> None:
         previous = self.gw.alarm_levels.get(vehicle.vin, 0)
         change = telemetry.alarm_change(data, previous)
         if change is None:
