@@ -384,3 +384,19 @@ def test_config_defaults_and_refusals() -> None:
     ):
         with pytest.raises(ConfigError):
             GatewayConfig.from_dict(bad)
+
+
+async def test_a_busy_stream_split_mid_frame_is_not_a_slow_client(gateways: Any, sink: QueueSink) -> None:
+    gateway = await gateways(read_timeout_s=5.0, frame_timeout_s=0.3)
+    terminal = await Terminal.connect(gateway)
+    beat = build_empty(Edition.V2016, Command.HEARTBEAT, VIN16)
+    stream = beat * 12
+    for i in range(0, len(stream), 17):  # 25-byte frames in 17-byte writes: every read ends mid-frame, ~0.9 s
+        await terminal.send(stream[i : i + 17])
+        await asyncio.sleep(0.05)
+    async with asyncio.timeout(3):
+        while len(terminal.frames) < 12:
+            chunk = await terminal.reader.read(4096)
+            assert chunk, "closed as a slow client"
+            terminal.frames += [f for f in terminal.framer.feed(chunk) if isinstance(f, Frame)]
+    assert gateway.stats["timeouts"] == 0

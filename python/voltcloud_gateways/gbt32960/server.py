@@ -234,13 +234,19 @@ class Session:
                 return
             if not chunk:
                 return
-            for item in self.framer.feed(chunk):
+            items = self.framer.feed(chunk)
+            for item in items:
                 if not await self.on_item(item):
                     return
             if self.framer.dropped > self.config.max_garbage_bytes:
                 self.gw.stats["garbage_closed"] += 1
                 return
-            partial_since = (partial_since or loop.time()) if self.framer.buffered else None
+            # the frame clock runs from the start of the frame being assembled: a busy stream whose reads end
+            # mid-frame completes frames all the time and is not slow
+            if not self.framer.buffered:
+                partial_since = None
+            elif partial_since is None or any(isinstance(i, Frame) for i in items):
+                partial_since = loop.time()
 
     async def on_item(self, item: Frame | FrameError) -> bool:
         """Handles one frame or framing error; False closes the connection."""
