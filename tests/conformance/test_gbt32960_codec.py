@@ -37,6 +37,7 @@ from voltcloud_gateways.gbt32960.codec import (
     encode_response,
 )
 from voltcloud_gateways.gbt32960.fields import GbTime, Marker, Value
+from voltcloud_gateways.gbt32960.frame import bcc
 
 VECTORS = load_vectors()
 VALID = [v for v in VECTORS if v.valid]
@@ -385,3 +386,13 @@ def test_trailing_bytes_after_a_fixed_unit_are_refused() -> None:
     raw = encode_frame(Edition.V2016, Command.VEHICLE_LOGOUT, Flag.COMMAND, VIN, T.encode() + b"\x00\x01\x99")
     result = decode_message(decode_frame(raw))  # type: ignore[arg-type]
     assert isinstance(result, FrameError) and result.reason is Reason.TRAILING_BYTES
+
+
+def test_vin_must_be_printable_but_may_be_empty() -> None:
+    raw = bytearray(build_empty(Edition.V2016, Command.HEARTBEAT, VIN))
+    raw[5] = 0x07
+    raw[-1] = bcc(raw[2:-1])
+    result = decode_frame(bytes(raw))
+    assert isinstance(result, FrameError) and result.reason is Reason.BAD_VIN
+    empty = decode_frame(build_empty(Edition.V2025, Command.HEARTBEAT, ""))
+    assert isinstance(empty, Frame) and empty.vin == ""

@@ -237,6 +237,10 @@ async def test_heartbeat_time_sync_and_platform_login(gateways: Any) -> None:
     assert (good.command, good.flag) == (Command.PLATFORM_LOGIN, Flag.SUCCESS)
     bad = await terminal.answer(build_platform_login(Edition.V2016, VIN16, T, 2, "威海广泰", "wrong"))
     assert bad.flag == Flag.ERROR
+    relay = await terminal.answer(build_platform_login(Edition.V2016, "", T, 3, "威海广泰", "密码123"))
+    assert (relay.vin, relay.flag) == ("", Flag.SUCCESS)  # a relay platform's own login carries no VIN
+    nobody = await terminal.answer(build_vehicle_login(Edition.V2016, "", T, 1, "8986" * 5, ["P1"]))
+    assert nobody.flag == Flag.ERROR
     logout = await terminal.answer(build_logout(Edition.V2016, VIN16, T, 3, platform=True))
     assert (logout.command, logout.flag) == (Command.PLATFORM_LOGOUT, Flag.SUCCESS)
 

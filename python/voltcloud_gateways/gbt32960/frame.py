@@ -126,7 +126,8 @@ def _bcc_fast(buf: bytes | bytearray, start: int, end: int) -> int:
 
 def _parse_vin(raw: bytes) -> str | None:
     text = raw.rstrip(b"\x00")
-    if not text or any(b < 0x20 or b > 0x7E for b in text):
+    # all-zero is allowed: relay platforms may send their own commands (0x05/0x06) without a vehicle
+    if any(b < 0x20 or b > 0x7E for b in text):
         return None
     return text.decode("ascii")
 

@@ -319,7 +319,7 @@ class Session:
 
     async def _vehicle(self, vin: str) -> VehicleRef | None:
         known = self.vehicles.get(vin)
-        if known is not None:
+        if known is not None or not vin:
             return known
         vehicle_id = await self.gw.directory.resolve(vin)
         if vehicle_id is None and not self.config.accept_unknown_vins:
