@@ -254,7 +254,7 @@ async def test_gateway_scope_and_resolve(
     fleets = fleet_pb2_grpc.FleetServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=other.vehicle.vehicle_id), metadata=other.manager)
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # no telemetry, no order: unknown
+    assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # no telemetry, no order: unknown
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await fleets.GetVehicleState(
             fleet_pb2.GetVehicleStateRequest(vehicle_id=fleet.vehicle.vehicle_id), metadata=other.manager

@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.api import Vehicle, managed_fleet, sub_fleet_of, visible_vehicle
 from voltcloud.platform.auth import Principal, Role
-from voltcloud.platform.errors import InvalidArgument, NotFound
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
 from voltcloud.platform.paging import Page, next_page_token
 from voltcloud.telemetry.models import VehicleAlert, VehicleLiveState, VehicleReading
@@ -46,7 +46,7 @@ async def vehicle_state(session: AsyncSession, principal: Principal, facts: Vehi
         return StateView(state_payload(state, infos[vehicle.id]), True)
     last = await facts.last_known(session, vehicle.id)
     if last is None:
-        raise NotFound(f"vehicle {vehicle.id} has no telemetry and no order yet: its state is unknown")
+        raise FailedPrecondition(f"vehicle {vehicle.id} has sent no telemetry and has no order yet: no state known")
     return StateView(_from_facts(infos[vehicle.id], last), False)
 
 
