@@ -75,7 +75,9 @@ def vin(i: int) -> str:
 async def onboard(channel: grpc.aio.Channel, vehicles: int) -> tuple[str, list[str]]:
     fleets = fleet_pb2_grpc.FleetServiceStub(channel)
     admin = md("admin", Role.PLATFORM_ADMIN)
-    fleet = (await fleets.CreateFleet(fleet_pb2.CreateFleetRequest(idempotency_key="f", name="Bench"), metadata=admin)).fleet
+    fleet = (
+        await fleets.CreateFleet(fleet_pb2.CreateFleetRequest(idempotency_key="f", name="Bench"), metadata=admin)
+    ).fleet
     manager = md("mgr", Role.FLEET_MANAGER, Tenant("fleet", fleet.fleet_id))
     ids: list[str] = []
     for i in range(vehicles):

@@ -94,16 +94,16 @@ async def fleet(running: RunningPlatform, channel: grpc.aio.Channel) -> Onboarde
 
 
 @pytest.fixture
-async def gateway(
-    running: RunningPlatform, channel: grpc.aio.Channel, fleet: OnboardedFleet
-) -> AsyncIterator[Gateway]:
+async def gateway(running: RunningPlatform, channel: grpc.aio.Channel, fleet: OnboardedFleet) -> AsyncIterator[Gateway]:
     gw = Gateway(running, channel, fleet.fleet.fleet_id)
     await gw.start()
     yield gw
     gw.uplink.close()
 
 
-async def next_update(stream: AsyncIterator[fleet_pb2.WatchVehiclesResponse], kind: str) -> fleet_pb2.WatchVehiclesResponse:
+async def next_update(
+    stream: AsyncIterator[fleet_pb2.WatchVehiclesResponse], kind: str
+) -> fleet_pb2.WatchVehiclesResponse:
     while True:
         message = await asyncio.wait_for(anext(stream), WATCH_BOUND_S)
         if message.WhichOneof("update") == kind:
@@ -118,7 +118,9 @@ async def test_readings_reach_state_watch_and_track(
     t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
     await gateway.send(frame(vid, t0, soc=800, speed=40_000, odometer=1_000_000, lat=31_230_000, lng=121_470_000))
 
-    state = (await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)).state
+    state = (
+        await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)
+    ).state
     assert (state.soc_permille, state.speed_m_per_h, state.odometer_m) == (800, 40_000, 1_000_000)
     assert state.source == fleet_pb2.VEHICLE_STATE_SOURCE_TELEMETRY and state.has_position
     assert state.position.lat == pytest.approx(31.23) and state.driver_id == fleet.driver.driver_id
@@ -132,7 +134,9 @@ async def test_readings_reach_state_watch_and_track(
     first = await next_update(stream, "state")
     assert first.state.vehicle_id == vid and first.state.soc_permille == 800
     started = time.monotonic()
-    await gateway.send(frame(vid, t0 + dt.timedelta(seconds=10), soc=798, speed=42_000, lat=31_231_000, lng=121_471_000))
+    await gateway.send(
+        frame(vid, t0 + dt.timedelta(seconds=10), soc=798, speed=42_000, lat=31_231_000, lng=121_471_000)
+    )
     moved = await next_update(stream, "state")
     assert time.monotonic() - started < WATCH_BOUND_S
     assert moved.state.soc_permille == 798 and moved.state.position.lat == pytest.approx(31.231)
@@ -168,7 +172,9 @@ async def test_readings_reach_state_watch_and_track(
     assert len(spike) == 1 and spike[0].flags & fleet_pb2.READING_FLAG_SPIKE
     assert spike[0].has_value and spike[0].value == 797 and spike[0].repair == "hold_last"  # next frame not known yet
     assert "SOC jumped" in spike[0].reason
-    state = (await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)).state
+    state = (
+        await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)
+    ).state
     assert state.soc_permille == 796
     watch.cancel()
 
@@ -182,7 +188,9 @@ async def test_reissued_data_does_not_move_state_back(
     await gateway.send(frame(vid, now, soc=500, odometer=2_000_000))
     # Reissued (0x03) frames from an hour ago arrive after the live one: history keeps them, state stays.
     await gateway.send(frame(vid, now - dt.timedelta(hours=1), soc=900, odometer=1_950_000))
-    state = (await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)).state
+    state = (
+        await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)
+    ).state
     assert (state.soc_permille, state.odometer_m) == (500, 2_000_000)
     assert state.report_time.ToDatetime(dt.UTC) == now
     track = await fleets.GetVehicleTrack(
@@ -220,9 +228,13 @@ async def test_level3_alarm_raises_platform_alarm(
     async with running.platform.db.transaction() as session:
         alarms = list((await session.exec(sa.select(Alarm).where(Alarm.vehicle_id == vid))).scalars())  # type: ignore[call-overload,arg-type]
         work_orders = list((await session.exec(sa.select(WorkOrder))).scalars())  # type: ignore[call-overload]
-    assert len(alarms) == 1 and alarms[0].level == M.ALARM_LEVEL_CRITICAL and alarms[0].code == "BATTERY_THERMAL_RUNAWAY"
+    assert (
+        len(alarms) == 1 and alarms[0].level == M.ALARM_LEVEL_CRITICAL and alarms[0].code == "BATTERY_THERMAL_RUNAWAY"
+    )
     assert alarms[0].work_order_id in {w.id for w in work_orders}
-    state = (await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)).state
+    state = (
+        await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)
+    ).state
     assert state.alarm_level == M.ALARM_LEVEL_CRITICAL and list(state.alarm_codes) == ["BATTERY_THERMAL_RUNAWAY"]
     await gateway.alarm(vid, "BATTERY_THERMAL_RUNAWAY", 3, cleared=True)
     assert not (await next_update(stream, "alert")).alert.open
@@ -245,7 +257,9 @@ async def test_gateway_scope_and_resolve(
         (VIN, fleet.vehicle.vehicle_id), (OTHER_VIN, ""), ("LSVAU2180N2183294", ""),
     ]  # fmt: skip
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await ingest.ResolveVehicles(ingest_pb2.ResolveVehiclesRequest(gateway_id=GW, vins=["SHORT"]), metadata=gateway.metadata)
+        await ingest.ResolveVehicles(
+            ingest_pb2.ResolveVehiclesRequest(gateway_id=GW, vins=["SHORT"]), metadata=gateway.metadata
+        )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # Another fleet's vehicle: rejected on the uplink, nothing stored; the manager of the other fleet sees nothing.
     now = dt.datetime.now(dt.UTC)
@@ -253,7 +267,9 @@ async def test_gateway_scope_and_resolve(
     assert [r.field for r in rejections] == ["telemetry.sources.vehicle_id"]
     fleets = fleet_pb2_grpc.FleetServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=other.vehicle.vehicle_id), metadata=other.manager)
+        await fleets.GetVehicleState(
+            fleet_pb2.GetVehicleStateRequest(vehicle_id=other.vehicle.vehicle_id), metadata=other.manager
+        )
     assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # no telemetry, no order: unknown
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await fleets.GetVehicleState(

@@ -1016,7 +1016,11 @@ FLEET_ROWS = [
     Row(
         "FleetService/ListVehicleAlerts",
         lambda c: fleet_pb2.ListVehicleAlertsRequest(fleet_id=c.side.fleet_id),
-        {A: both(OK), FM: cell(OK, NF), DR: both(ex(NF, why="a fleet's alerts are its manager's; a driver asks per vehicle"))},
+        {
+            A: both(OK),
+            FM: cell(OK, NF),
+            DR: both(ex(NF, why="a fleet's alerts are its manager's; a driver asks per vehicle")),
+        },
         variant="fleet",
     ),
     Row(

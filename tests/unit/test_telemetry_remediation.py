@@ -141,4 +141,7 @@ def test_low_battery() -> None:
     low = alerts.decide(alerts.Driving([], at(0), None, 120, True), LIMITS)
     assert [a.kind for a in low if isinstance(a, alerts.Open)] == [VehicleAlertKind.LOW_BATTERY]
     ok = alerts.decide(alerts.Driving([], at(0), None, 600, True), LIMITS)
-    assert [a.kind for a in ok if isinstance(a, alerts.Clear)] == [VehicleAlertKind.FATIGUE, VehicleAlertKind.LOW_BATTERY]
+    assert [a.kind for a in ok if isinstance(a, alerts.Clear)] == [
+        VehicleAlertKind.FATIGUE,
+        VehicleAlertKind.LOW_BATTERY,
+    ]

@@ -24,6 +24,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from voltcloud.platform.enums import Metric, ReadingFlag
 
@@ -31,6 +32,7 @@ SOC, LAT, LNG = int(Metric.SOC_PERMILLE), int(Metric.LATITUDE_MICRODEG), int(Met
 SPEED, ODOMETER = int(Metric.SPEED_M_PER_H), int(Metric.ODOMETER_M)
 
 INTERPOLATE, HOLD_LAST, DISCARD = "interpolate", "hold_last", "discard"
+_OUT_OF_ORDER = int(ReadingFlag.OUT_OF_ORDER)  # plain ints on the hot path (IntFlag arithmetic is slow)
 
 # Physical ranges of the metrics the live state uses; a value outside is discarded.
 _RANGES: dict[int, tuple[int, int]] = {
@@ -53,14 +55,15 @@ class Thresholds:
     interpolate_max: dt.timedelta = dt.timedelta(seconds=30)
 
 
-@dataclass(frozen=True)
-class Raw:
+class Raw(NamedTuple):
+    """One reading as received (a tuple: a batch makes hundreds of thousands)."""
+
     time: dt.datetime
     metric: int
     value: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Cleaned:
     time: dt.datetime
     metric: int
@@ -73,7 +76,7 @@ class Cleaned:
     @property
     def accepted(self) -> bool:
         """May move the live state: in order and not discarded."""
-        return self.value is not None and not self.flags & ReadingFlag.OUT_OF_ORDER
+        return self.value is not None and not self.flags & _OUT_OF_ORDER
 
 
 @dataclass
@@ -131,7 +134,7 @@ def remediate(prior: Prior, readings: Sequence[Raw], rules: Thresholds) -> list[
             elif raw.metric == SPEED:
                 prior.speed = raw.value
         out.append(cleaned)
-        if not cleaned.flags & ReadingFlag.OUT_OF_ORDER and (newest is None or raw.time > newest):
+        if not cleaned.flags & _OUT_OF_ORDER and (newest is None or raw.time > newest):
             newest = raw.time
     _positions(prior, out, rules)
     prior.reading_at = newest
