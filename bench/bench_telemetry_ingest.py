@@ -108,7 +108,7 @@ def batch(vehicle_ids: list[str], base: dt.datetime, tick: int) -> ingest_pb2.Te
     return b
 
 
-async def run(target: str, vehicles: int, batches: int, frames_per_batch: int) -> dict[str, float]:
+async def run(target: str, vehicles: int, batches: int, frames_per_batch: int, pace_s: float) -> dict[str, float]:
     async with grpc.aio.insecure_channel(target) as channel:
         fleet_id, ids = await onboard(channel, vehicles)
         gw = md(GW, Role.GATEWAY, Tenant("fleet", fleet_id))
@@ -154,6 +154,8 @@ async def run(target: str, vehicles: int, batches: int, frames_per_batch: int) -
                 reply = await uplink.read()
                 if reply.WhichOneof("msg") == "ack":
                     acked = reply.ack.acked_seq
+            if pace_s:
+                await asyncio.sleep(pace_s)
             sent_at[base] = time.perf_counter()
             queue.put_nowait(message)
         while acked < len(plan):
@@ -194,6 +196,9 @@ def main() -> None:
     parser.add_argument("--vehicles", type=int, default=1000)
     parser.add_argument("--frames-per-batch", type=int, default=500)
     parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument(
+        "--pace-ms", type=float, default=0.0, help="pause between batches: latency at a given load, not saturation"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -204,7 +209,9 @@ def main() -> None:
         server.start()
         try:
             port = ports.get(timeout=120)
-            result = asyncio.run(run(f"127.0.0.1:{port}", args.vehicles, args.batches, args.frames_per_batch))
+            result = asyncio.run(
+                run(f"127.0.0.1:{port}", args.vehicles, args.batches, args.frames_per_batch, args.pace_ms / 1000)
+            )
         finally:
             server.terminate()
             server.join(10)
