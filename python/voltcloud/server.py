@@ -175,8 +175,12 @@ async def _reading_partitions(db: Database, now: dt.datetime) -> None:
     """PostgreSQL: the reading history's monthly partitions a few months ahead (a no-op on SQLite)."""
     from voltcloud.telemetry.api import ensure_partitions
 
-    async with db.transaction("telemetry.partitions") as session:
-        created = await ensure_partitions(session, now)
+    try:
+        async with db.transaction("telemetry.partitions") as session:
+            created = await ensure_partitions(session, now)
+    except Exception:  # another worker created them at the same moment; the DEFAULT partition takes any reading
+        log.warning("vehicle_reading partitions not created by this worker", exc_info=True)
+        return
     if created:
         log.info("vehicle_reading: %d monthly partitions created", created)
 

@@ -236,6 +236,12 @@ async def test_level3_alarm_raises_platform_alarm(
         await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)
     ).state
     assert state.alarm_level == M.ALARM_LEVEL_CRITICAL and list(state.alarm_codes) == ["BATTERY_THERMAL_RUNAWAY"]
+    # The alarm gave the state no reading time: a frame stamped a little before it is not taken as reissued.
+    await gateway.send(frame(vid, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5), soc=610))
+    state = (
+        await fleets.GetVehicleState(fleet_pb2.GetVehicleStateRequest(vehicle_id=vid), metadata=fleet.manager)
+    ).state
+    assert state.soc_permille == 610 and state.alarm_level == M.ALARM_LEVEL_CRITICAL
     await gateway.alarm(vid, "BATTERY_THERMAL_RUNAWAY", 3, cleared=True)
     assert not (await next_update(stream, "alert")).alert.open
     async with running.platform.db.transaction() as session:
@@ -281,3 +287,52 @@ async def test_gateway_scope_and_resolve(
         ingest_pb2.ResolveVehiclesRequest(gateway_id="op-gw", vins=[VIN]), metadata=operator_gw
     )
     assert resolved.vehicles[0].vehicle_id == ""  # an operator's gateway sees no fleet's vehicles
+
+
+async def test_daily_report_uses_telemetry(
+    running: RunningPlatform, channel: grpc.aio.Channel, fleet: OnboardedFleet, gateway: Gateway
+) -> None:
+    vid = fleet.vehicle.vehicle_id
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start = max(now - dt.timedelta(minutes=10), now.replace(hour=0, minute=0, second=0))
+    for i in range(7):  # a minute at 60 km/h (~1 km), then a stop
+        speed = 60_000 if i < 6 else 0
+        await gateway.send(frame(vid, start + dt.timedelta(seconds=10 * i), speed=speed, odometer=5_000_000 + 166 * i))
+    report = await fleet_pb2_grpc.FleetServiceStub(channel).GetFleetDailyReport(
+        fleet_pb2.GetFleetDailyReportRequest(
+            fleet_id=fleet.fleet.fleet_id, date=start.date().isoformat(), time_zone="UTC"
+        ),
+        metadata=fleet.manager,
+    )
+    line = next(x for x in report.lines if x.vehicle_id == vid)
+    assert line.has_telemetry and line.distance_m == 996 and line.driving.seconds == 60
+    header, row = report.csv.splitlines()[:2]
+    assert header.endswith(",distance_m,driving_s") and row.endswith(",996,60")
+
+
+async def test_fleet_alert_limits(
+    running: RunningPlatform, channel: grpc.aio.Channel, fleet: OnboardedFleet, gateway: Gateway
+) -> None:
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    request = fleet_pb2.SetFleetAlertLimitsRequest(
+        idempotency_key="lim-1",
+        fleet_id=fleet.fleet.fleet_id,
+        limits=fleet_pb2.FleetAlertLimits(speed_limit_m_per_h=80_000),
+    )
+    limits = (await fleets.SetFleetAlertLimits(request, metadata=fleet.manager)).limits
+    assert limits.speed_limit_m_per_h == 80_000 and limits.low_soc_permille == 150  # the default kept
+    assert limits.fatigue_driving.seconds == 4 * 3600
+    vid = fleet.vehicle.vehicle_id
+    await gateway.send(frame(vid, dt.datetime.now(dt.UTC), speed=90_000))
+    alerts = await fleets.ListVehicleAlerts(
+        fleet_pb2.ListVehicleAlertsRequest(vehicle_id=vid, open_only=True), metadata=fleet.driver_md
+    )
+    assert [(a.kind, a.limit) for a in alerts.alerts] == [(fleet_pb2.VEHICLE_ALERT_KIND_SPEEDING, 80_000)]
+    bad = fleet_pb2.SetFleetAlertLimitsRequest(
+        idempotency_key="lim-2", fleet_id=fleet.fleet.fleet_id, limits=fleet_pb2.FleetAlertLimits(low_soc_permille=2000)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await fleets.SetFleetAlertLimits(bad, metadata=fleet.manager)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "low_soc_permille" in (
+        refused.value.details() or ""
+    )

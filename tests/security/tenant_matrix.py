@@ -1035,6 +1035,15 @@ FLEET_ROWS = [
         variant="fleet",
     ),
     Row(
+        "FleetService/SetFleetAlertLimits",
+        lambda c: fleet_pb2.SetFleetAlertLimitsRequest(
+            idempotency_key=c.key,
+            fleet_id=c.side.fleet_id,
+            limits=fleet_pb2.FleetAlertLimits(speed_limit_m_per_h=100_000, low_soc_permille=200),
+        ),
+        _OWN_FLEET,
+    ),
+    Row(
         "FleetService/IssueChargingToken",
         lambda c: fleet_pb2.IssueChargingTokenRequest(
             idempotency_key=c.key,

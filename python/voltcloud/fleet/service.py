@@ -42,6 +42,10 @@ class VehicleTelemetryRpcs(Protocol):
         self, request: fleet_pb2.WatchVehiclesRequest, context: Any
     ) -> AsyncIterator[fleet_pb2.WatchVehiclesResponse]: ...
 
+    async def SetFleetAlertLimits(
+        self, request: fleet_pb2.SetFleetAlertLimitsRequest, context: Any
+    ) -> fleet_pb2.SetFleetAlertLimitsResponse: ...
+
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     def __init__(
@@ -244,6 +248,11 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     ) -> AsyncIterator[fleet_pb2.WatchVehiclesResponse]:
         async for update in self._telemetry.WatchVehicles(request, context):
             yield update
+
+    async def SetFleetAlertLimits(
+        self, request: fleet_pb2.SetFleetAlertLimitsRequest, context: Any
+    ) -> fleet_pb2.SetFleetAlertLimitsResponse:
+        return await self._telemetry.SetFleetAlertLimits(request, context)
 
     # drivers --------------------------------------------------------------------------------------------------
 

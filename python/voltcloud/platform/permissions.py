@@ -114,6 +114,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/GetVehicleTrack": FLEET | {Role.DRIVER},
     "voltcloud.v1.FleetService/WatchVehicles": FLEET | {Role.DRIVER},
     "voltcloud.v1.FleetService/ListVehicleAlerts": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/SetFleetAlertLimits": FLEET,
     # MaintenanceService: engineers and operators.
     "voltcloud.v1.MaintenanceService/ListAlarms": STAFF,
     "voltcloud.v1.MaintenanceService/AcknowledgeAlarm": STAFF,

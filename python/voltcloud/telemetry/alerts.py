@@ -17,9 +17,12 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.fleet.api import managed_fleet
 from voltcloud.maintenance import api as maintenance
 from voltcloud.platform import feed
+from voltcloud.platform.auth import Principal
 from voltcloud.platform.enums import AlarmLevel, VehicleAlertKind
+from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.ids import new_id
 from voltcloud.telemetry.models import FleetAlertLimits, VehicleAlert
 from voltcloud.telemetry.ports import PowerUpHint
@@ -131,6 +134,25 @@ async def limits_of(session: AsyncSession, fleet_ids: Sequence[str], default: Li
             default.low_soc_permille if row.low_soc_permille is None else row.low_soc_permille,
         )
     return found
+
+
+async def set_fleet_limits(
+    session: AsyncSession, principal: Principal, fleet_id: str, wanted: Limits, default: Limits
+) -> Limits:
+    """A fleet's own limits (its manager or the admin); a zero value takes the default. Returns those in force."""
+    fleet = await managed_fleet(session, principal, fleet_id)
+    if wanted.speed_m_per_h < 0:
+        raise InvalidArgument.for_field("limits.speed_limit_m_per_h", "must not be negative")
+    if not 0 <= wanted.low_soc_permille <= 1000:
+        raise InvalidArgument.for_field("limits.low_soc_permille", f"must be 0..1000, got {wanted.low_soc_permille}")
+    row = await session.get(FleetAlertLimits, fleet.id) or FleetAlertLimits(fleet_id=fleet.id)
+    row.speed_limit_m_per_h = wanted.speed_m_per_h or None
+    row.fatigue_drive_s = int(wanted.fatigue_drive.total_seconds()) or None
+    row.fatigue_rest_s = int(wanted.fatigue_rest.total_seconds()) or None
+    row.low_soc_permille = wanted.low_soc_permille or None
+    session.add(row)
+    await session.flush()
+    return (await limits_of(session, [fleet.id], default))[fleet.id]
 
 
 def open_key(vehicle_id: str, kind: int, code: str = "") -> str:

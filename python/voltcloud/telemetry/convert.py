@@ -10,7 +10,8 @@ from voltcloud.platform.convert import lat_lng_message
 from voltcloud.platform.enums import VehicleStateSource
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.geo import Box, parse_box, parse_position
-from voltcloud.platform.limits import to_datetime, to_duration, to_timestamp
+from voltcloud.platform.limits import to_datetime, to_duration, to_timedelta, to_timestamp
+from voltcloud.telemetry.alerts import Limits
 from voltcloud.telemetry.models import VehicleAlert, VehicleReading
 from voltcloud.telemetry.views import alert_detail
 
@@ -140,3 +141,22 @@ def bounds(request: fleet_pb2.WatchVehiclesRequest) -> Box | None:
     sw = parse_position("bounds.south_west", b.south_west.lat, b.south_west.lng)
     ne = parse_position("bounds.north_east", b.north_east.lat, b.north_east.lng)
     return parse_box("bounds", sw, ne)
+
+
+def limits_value(request: fleet_pb2.SetFleetAlertLimitsRequest) -> Limits:
+    m = request.limits
+    return Limits(
+        speed_m_per_h=m.speed_limit_m_per_h,
+        fatigue_drive=to_timedelta(m.fatigue_driving, "limits.fatigue_driving"),
+        fatigue_rest=to_timedelta(m.fatigue_rest, "limits.fatigue_rest"),
+        low_soc_permille=m.low_soc_permille,
+    )
+
+
+def limits_message(limits: Limits) -> fleet_pb2.FleetAlertLimits:
+    return fleet_pb2.FleetAlertLimits(
+        speed_limit_m_per_h=limits.speed_m_per_h,
+        fatigue_driving=to_duration(limits.fatigue_drive.total_seconds()),
+        fatigue_rest=to_duration(limits.fatigue_rest.total_seconds()),
+        low_soc_permille=limits.low_soc_permille,
+    )

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from voltcloud.api.v1 import fleet_pb2
+from voltcloud.platform import idempotency
+from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
-from voltcloud.telemetry import convert, views
+from voltcloud.telemetry import alerts, convert, views
 from voltcloud.telemetry.vehicles import VehicleTelemetry
 from voltcloud.telemetry.watch import Update
 
@@ -53,6 +55,26 @@ class VehicleTelemetryRpcs:
             alerts=[convert.alert_message(r) for r in rows],
             next_page_token=next_page_token(rows[-1].id if rows else None, len(rows), page),
         )
+
+    async def SetFleetAlertLimits(
+        self, request: fleet_pb2.SetFleetAlertLimitsRequest, context: Any
+    ) -> fleet_pb2.SetFleetAlertLimitsResponse:
+        if not request.idempotency_key:
+            raise InvalidArgument.for_field("idempotency_key", "is required")
+        wanted = convert.limits_value(request)
+        principal = current_principal()
+        async with self._db.transaction("telemetry.SetFleetAlertLimits") as session:
+
+            async def work() -> fleet_pb2.SetFleetAlertLimitsResponse:
+                limits = await alerts.set_fleet_limits(
+                    session, principal, request.fleet_id, wanted, self._t.rules.limits
+                )
+                return fleet_pb2.SetFleetAlertLimitsResponse(limits=convert.limits_message(limits))
+
+            return await idempotency.once(
+                session, "FleetService.SetFleetAlertLimits", principal.subject, request,
+                fleet_pb2.SetFleetAlertLimitsResponse.FromString, work, now=self._t.clock.now(),
+            )  # fmt: skip
 
     async def WatchVehicles(
         self, request: fleet_pb2.WatchVehiclesRequest, context: Any

@@ -21,6 +21,7 @@ from voltcloud.fleet.api import Driver, Vehicle
 from voltcloud.platform import feed
 from voltcloud.platform.db import dialect
 from voltcloud.platform.enums import DriverStatus, Metric, VehicleAlertKind
+from voltcloud.platform.limits import TIMESTAMP_MIN
 from voltcloud.telemetry import alerts
 from voltcloud.telemetry.models import VehicleLiveState, VehicleReading
 from voltcloud.telemetry.ports import PowerUpFinder
@@ -41,6 +42,9 @@ _FIELDS: dict[int, str] = {
     int(Metric.LONGITUDE_MICRODEG): "lng_microdeg",
 }
 _SPEED = int(Metric.SPEED_M_PER_H)
+# reading_at of a state that has seen no reading yet (only a GB/T alarm): never later than a real reading, so
+# the first readings are not taken for reissued data (the column is NOT NULL).
+NO_READING = TIMESTAMP_MIN
 _SOC = int(Metric.SOC_PERMILLE)
 
 
@@ -201,7 +205,7 @@ def _prior(state: State | None) -> Prior:
     if state is None:
         return Prior()
     return Prior(
-        reading_at=state.reading_at,
+        reading_at=None if state.reading_at <= NO_READING else state.reading_at,
         soc=state.soc_permille,
         soc_at=state.soc_at,
         lat=state.lat_microdeg,
@@ -338,7 +342,7 @@ def state_payload(state: VehicleLiveState | State, info: VehicleInfo | None = No
         "sub_fleet_id": vehicle.sub_fleet_id if vehicle else None,
         "owner_driver_id": vehicle.owner_driver_id if vehicle else None,
         "driver_id": state.driver_id,
-        "reading_at": state.reading_at,
+        "reading_at": None if state.reading_at <= NO_READING else state.reading_at,
         "lat": state.lat_microdeg,
         "lng": state.lng_microdeg,
         "speed": state.speed_m_per_h,

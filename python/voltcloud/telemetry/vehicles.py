@@ -83,8 +83,8 @@ class VehicleTelemetry:
     ) -> None:
         """The live state's raised codes and highest level follow the alarms."""
         state = await session.get(VehicleLiveState, info.id)
-        if state is None:
-            state = VehicleLiveState(vehicle_id=info.id, reading_at=at, updated_at=now, version=0)
+        if state is None:  # an alarm before any reading: the state has no reading time yet
+            state = VehicleLiveState(vehicle_id=info.id, reading_at=store.NO_READING, updated_at=now, version=0)
         codes = [c for c in state.alarm_codes.split(",") if c]
         levels = dict(c.split("=", 1) for c in codes if "=" in c)
         code = alarm.code or f"GBT_LEVEL_{alarm.level}"

@@ -1743,6 +1743,100 @@ class ListVehicleAlertsResponse(_message.Message):
 Global___ListVehicleAlertsResponse: _TypeAlias = ListVehicleAlertsResponse  # noqa: Y015
 
 @_typing.final
+class FleetAlertLimits(_message.Message):
+    """A fleet's alert limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEED_LIMIT_M_PER_H_FIELD_NUMBER: _builtins.int
+    FATIGUE_DRIVING_FIELD_NUMBER: _builtins.int
+    FATIGUE_REST_FIELD_NUMBER: _builtins.int
+    LOW_SOC_PERMILLE_FIELD_NUMBER: _builtins.int
+    speed_limit_m_per_h: _builtins.int
+    """Speeding above this, m/h."""
+    low_soc_permille: _builtins.int
+    """SOC below this raises LOW_BATTERY, permille (0..1000)."""
+    @_builtins.property
+    def fatigue_driving(self) -> _duration_pb2.Duration:
+        """Continuous driving beyond this without a rest raises FATIGUE."""
+
+    @_builtins.property
+    def fatigue_rest(self) -> _duration_pb2.Duration:
+        """A stop at least this long is a rest."""
+
+    def __init__(
+        self,
+        *,
+        speed_limit_m_per_h: _builtins.int = ...,
+        fatigue_driving: _duration_pb2.Duration | None = ...,
+        fatigue_rest: _duration_pb2.Duration | None = ...,
+        low_soc_permille: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fatigue_driving", b"fatigue_driving", "fatigue_rest", b"fatigue_rest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fatigue_driving", b"fatigue_driving", "fatigue_rest", b"fatigue_rest", "low_soc_permille", b"low_soc_permille", "speed_limit_m_per_h", b"speed_limit_m_per_h"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetAlertLimits: _TypeAlias = FleetAlertLimits  # noqa: Y015
+
+@_typing.final
+class SetFleetAlertLimitsRequest(_message.Message):
+    """SetFleetAlertLimits request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    fleet_id: _builtins.str
+    """Fleet."""
+    @_builtins.property
+    def limits(self) -> Global___FleetAlertLimits:
+        """The limits; a zero field (or, for low_soc_permille, a negative one is refused) takes the default."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        limits: Global___FleetAlertLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "idempotency_key", b"idempotency_key", "limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFleetAlertLimitsRequest: _TypeAlias = SetFleetAlertLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetFleetAlertLimitsResponse(_message.Message):
+    """SetFleetAlertLimits response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___FleetAlertLimits:
+        """The limits in force after the change (defaults filled in)."""
+
+    def __init__(
+        self,
+        *,
+        limits: Global___FleetAlertLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFleetAlertLimitsResponse: _TypeAlias = SetFleetAlertLimitsResponse  # noqa: Y015
+
+@_typing.final
 class GetVehicleStateRequest(_message.Message):
     """GetVehicleState request."""
 

@@ -145,6 +145,11 @@ class FleetServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsResponse.FromString,
                 _registered_method=True)
+        self.SetFleetAlertLimits = channel.unary_unary(
+                '/voltcloud.v1.FleetService/SetFleetAlertLimits',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -309,6 +314,14 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFleetAlertLimits(self, request, context):
+        """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+        default. The fleet's manager or the admin; answers the limits now in force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -421,6 +434,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.ListVehicleAlerts,
                     request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsResponse.SerializeToString,
+            ),
+            'SetFleetAlertLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFleetAlertLimits,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1018,6 +1036,33 @@ class FleetService:
             '/voltcloud.v1.FleetService/ListVehicleAlerts',
             voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsRequest.SerializeToString,
             voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFleetAlertLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/SetFleetAlertLimits',
+            voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

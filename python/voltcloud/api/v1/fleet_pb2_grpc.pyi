@@ -84,6 +84,10 @@ class FleetServiceStub:
     """
     ListVehicleAlerts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ListVehicleAlertsRequest, _fleet_pb2.ListVehicleAlertsResponse]
     """A fleet's (or one vehicle's) driving alerts, newest first, paged."""
+    SetFleetAlertLimits: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetFleetAlertLimitsRequest, _fleet_pb2.SetFleetAlertLimitsResponse]
+    """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+    default. The fleet's manager or the admin; answers the limits now in force.
+    """
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -141,6 +145,10 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """
     ListVehicleAlerts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ListVehicleAlertsRequest, _fleet_pb2.ListVehicleAlertsResponse]  # type: ignore[assignment]
     """A fleet's (or one vehicle's) driving alerts, newest first, paged."""
+    SetFleetAlertLimits: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetFleetAlertLimitsRequest, _fleet_pb2.SetFleetAlertLimitsResponse]  # type: ignore[assignment]
+    """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+    default. The fleet's manager or the admin; answers the limits now in force.
+    """
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fleet tenants and their vehicles and drivers."""
@@ -327,5 +335,15 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.ListVehicleAlertsResponse, _abc.Awaitable[_fleet_pb2.ListVehicleAlertsResponse]]:
         """A fleet's (or one vehicle's) driving alerts, newest first, paged."""
+
+    @_abc_1.abstractmethod
+    def SetFleetAlertLimits(
+        self,
+        request: _fleet_pb2.SetFleetAlertLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SetFleetAlertLimitsResponse, _abc.Awaitable[_fleet_pb2.SetFleetAlertLimitsResponse]]:
+        """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+        default. The fleet's manager or the admin; answers the limits now in force.
+        """
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
