@@ -206,8 +206,8 @@ def _position_spike(prior: Prior, time: dt.datetime, lat: int, lng: int, rules: 
     jump = distance_m(prior.lat, prior.lng, lat, lng)
     if jump <= rules.spike_position_m:
         return None
-    suspect = (prior.suspect_lat, prior.suspect_lng)
-    if suspect[0] is not None and suspect[1] is not None and distance_m(*suspect, lat, lng) <= rules.spike_position_m:
+    s_lat, s_lng = prior.suspect_lat, prior.suspect_lng
+    if s_lat is not None and s_lng is not None and distance_m(s_lat, s_lng, lat, lng) <= rules.spike_position_m:
         return None  # a second fix at the new place: the vehicle really is there (e.g. carried on a train)
     seconds = (time - prior.position_at).total_seconds()
     return f"position jumped {jump / 1000:.0f} km in {seconds:.0f} s"
