@@ -210,6 +210,22 @@ async def test_reissued_data_does_not_move_state_back(
     async with running.platform.db.transaction() as session:
         count = (await session.exec(sa.text("SELECT count(*) FROM vehicle_reading"))).scalar_one()  # type: ignore[call-overload]
     assert count == 4
+    if running.platform.db.dialect == "postgresql":  # monthly partitions; the readings landed in theirs
+        async with running.platform.db.transaction() as session:
+            parts = (
+                await session.exec(  # type: ignore[call-overload]
+                    sa.text(
+                        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'vehicle_reading'"
+                    )
+                )
+            ).scalars()
+            names = set(parts)
+            in_default = (
+                await session.exec(sa.text("SELECT count(*) FROM vehicle_reading_default"))  # type: ignore[call-overload]
+            ).scalar_one()
+        assert "vehicle_reading_default" in names and f"vehicle_reading_{now:%Y%m}" in names and len(names) >= 26
+        assert in_default == 0
 
 
 async def test_level3_alarm_raises_platform_alarm(
