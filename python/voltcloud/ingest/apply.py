@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -147,7 +148,11 @@ def validate_telemetry(batch: events.TelemetryBatch) -> FieldViolation | None:
 
 def apply_telemetry(hub: Hub, batch: events.TelemetryBatch, allowed: frozenset[str] | None) -> int:
     """Applies the latest value per (source, metric) of the batch to the twins. Later readings in a batch
-    supersede earlier ones. Returns the number of readings in the batch."""
+    supersede earlier ones. Returns the number of readings in the batch. A batch of vehicle sources only (a
+    GB/T gateway's) touches no twin and skips the work."""
+    count = len(batch.readings) + len(batch.col_source_index)
+    if not any(s.station_id for s in batch.sources):
+        return count
     sources = [
         TelemetrySource(s.station_id if allowed is None or s.station_id in allowed else "", s.resource_id, s.pack_id)
         for s in batch.sources
@@ -169,7 +174,7 @@ def apply_telemetry(hub: Hub, batch: events.TelemetryBatch, allowed: frozenset[s
         change = twin.history[-1] if twin.commit(now) else None
         if change is not None:
             hub.telemetry_changed(twin, change.connectors, change.slots)
-    return len(batch.readings) + len(batch.col_source_index)
+    return count
 
 
 # ---- vehicle telemetry (GB/T 32960: persisted by the telemetry room, one transaction per batch) ----
@@ -186,21 +191,30 @@ def vehicle_readings(
     base = batch.base_time or now
     out: dict[str, list[Raw]] = {}
     bad: str | None = None
+    at_offset: dict[int, dt.datetime | None] = {}  # a frame's readings share an offset: one datetime each
     columns = zip(batch.col_source_index, batch.col_metric, batch.col_offset_ms, batch.col_int_value, strict=True)
     rows = zip(batch.readings, batch.reading_offsets_ms or [0] * len(batch.readings), strict=True)
-    for index, metric, offset, value in (*columns, *((r[0], r[1], o, r[2]) for r, o in rows)):
+    for index, metric, offset, value in itertools.chain(columns, ((r[0], r[1], o, r[2]) for r, o in rows)):
         vehicle_id = vehicle_of.get(index)
         if vehicle_id is None:
             continue
-        try:
-            at = base + dt.timedelta(milliseconds=offset)
-        except OverflowError:
-            at = TIMESTAMP_MAX
-        if not TIMESTAMP_MIN <= at < TIMESTAMP_MAX:
+        at = at_offset.get(offset, ...)
+        if at is ...:
+            at = at_offset[offset] = _reading_time(base, offset)
+        if at is None:
             bad = f"a reading of vehicle {vehicle_id} is at {offset} ms from base_time, outside the API's time range"
             continue
         out.setdefault(vehicle_id, []).append(Raw(at, metric, value))
     return out, (FieldViolation("telemetry.col_offset_ms", bad) if bad else None)
+
+
+def _reading_time(base: dt.datetime, offset_ms: int) -> dt.datetime | None:
+    """base + offset, or None outside the API's time range (offsets are not range-checked at the edge)."""
+    try:
+        at = base + dt.timedelta(milliseconds=offset_ms)
+    except OverflowError:
+        return None
+    return at if TIMESTAMP_MIN <= at < TIMESTAMP_MAX else None
 
 
 def vehicle_alarm(event: events.StationEvent) -> VehicleAlarm | None:

@@ -111,7 +111,7 @@ def remediate(prior: Prior, readings: Sequence[Raw], rules: Thresholds) -> list[
     updates `prior` to what was accepted (the caller writes it into the live state)."""
     newest = prior.reading_at
     out: list[Cleaned] = []
-    ordered = sorted(readings, key=lambda r: (r.time, r.metric))
+    ordered = sorted(readings)  # Raw is a tuple (time, metric, value): the order needed
     gap_flagged: dt.datetime | None = None
     for i, raw in enumerate(ordered):
         cleaned = Cleaned(raw.time, raw.metric, raw.value, raw.value)

@@ -301,7 +301,7 @@ async def _insert_history(session: AsyncSession, rows: list[tuple[Any, ...]]) ->
     if to_db is not None:
         times = {r[1] for r in rows}  # a frame's readings share one time: convert each time once
         converted = {t: to_db(t) for t in times}
-        rows = [(r[0], converted[r[1]], *r[2:]) for r in rows]
+        rows = [(v, converted[t], m, x, raw, f, rep, why) for v, t, m, x, raw, f, rep, why in rows]
     if engine_dialect.name == "postgresql":
         await _insert_history_arrays(connection, rows)
         return
