@@ -352,3 +352,29 @@ async def test_fleet_alert_limits(
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "low_soc_permille" in (
         refused.value.details() or ""
     )
+
+
+async def test_watch_a_bounding_box(
+    running: RunningPlatform, channel: grpc.aio.Channel, fleet: OnboardedFleet, gateway: Gateway
+) -> None:
+    """The map of an area: only updates of vehicles inside the box come (a manager's: within their fleet)."""
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    vid = fleet.vehicle.vehicle_id
+    box = common_pb2.BoundingBox(
+        south_west=common_pb2.LatLng(lat=31.0, lng=121.0), north_east=common_pb2.LatLng(lat=31.5, lng=121.8)
+    )
+    watch = fleets.WatchVehicles(fleet_pb2.WatchVehiclesRequest(bounds=box), metadata=fleet.manager)
+    stream = watch.__aiter__()
+    assert (await asyncio.wait_for(anext(stream), WATCH_BOUND_S)).snapshot_done
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    await gateway.send(frame(vid, t0, soc=700, lat=39_900_000, lng=116_400_000))  # Beijing: outside
+    await gateway.send(frame(vid, t0 + dt.timedelta(hours=5), soc=690, lat=31_230_000, lng=121_470_000))  # inside
+    update = await next_update(stream, "state")
+    assert update.state.soc_permille == 690 and update.state.position.lat == pytest.approx(31.23)
+    watch.cancel()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        bad = common_pb2.BoundingBox(south_west=box.north_east, north_east=box.south_west)
+        await anext(
+            fleets.WatchVehicles(fleet_pb2.WatchVehiclesRequest(bounds=bad), metadata=fleet.manager).__aiter__()
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
