@@ -117,6 +117,31 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Period of hold expiry, T+3 payouts and monthly bills; 0 = off."
     )
     settlement_timezone: str = Field("Asia/Shanghai", description="Local time of payouts and of fleet/driver bills.")
+    # Vehicle telemetry (docs/telemetry.md): remediation thresholds and the alerts' defaults (a fleet may set its
+    # own limits; these apply where it has not).
+    telemetry_spike_soc_permille: int = Field(
+        400, gt=0, description="A SOC jump above this (permille) within the window is a spike."
+    )
+    telemetry_spike_soc_window_s: float = Field(
+        10.0, gt=0, description="The SOC spike window: time since the last accepted SOC."
+    )
+    telemetry_spike_position_m: float = Field(
+        200_000.0, gt=0, description="A position jump above this (m) within the window is a spike."
+    )
+    telemetry_spike_position_window_s: float = Field(
+        60.0, gt=0, description="The position spike window: time since the last accepted position."
+    )
+    telemetry_gap_s: float = Field(300.0, gt=0, description="No reading for longer than this: the next is a gap.")
+    telemetry_stuck_s: float = Field(
+        300.0, gt=0, description="Odometer unchanged this long while the speed says the vehicle moves: stuck."
+    )
+    telemetry_interpolate_max_s: float = Field(
+        30.0, gt=0, description="A spike is interpolated only between neighbours at most this far apart."
+    )
+    telemetry_speed_limit_m_per_h: int = Field(120_000, gt=0, description="Default speeding limit, m/h.")
+    telemetry_fatigue_drive_s: float = Field(4 * 3600.0, gt=0, description="Default continuous driving limit.")
+    telemetry_fatigue_rest_s: float = Field(20 * 60.0, gt=0, description="A stop this long is a rest.")
+    telemetry_low_soc_permille: int = Field(150, ge=0, le=1000, description="Default low-battery threshold.")
 
     @field_validator("listen")
     @classmethod

@@ -23,17 +23,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
 from voltcloud.dispatch.api import DispatchHub, OrderTasks, planning
-from voltcloud.engine import Engine
+from voltcloud.engine import Engine, OptionRequest
+from voltcloud.fleet.api import Vehicle
 from voltcloud.ordering import orders, reservations, roads, station_sessions
 from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
 from voltcloud.ordering.profiles import Profiles
 from voltcloud.ordering.quote_store import QuoteStore
-from voltcloud.ordering.quoting import QuotePath
+from voltcloud.ordering.quoting import QuotePath, profile_of
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
+from voltcloud.platform.enums import PowerUpMode
 from voltcloud.platform.feed import Change, ChangeFeed
 from voltcloud.settlement.api import PriceBook
 from voltcloud.stations.api import SessionLink, SessionReport, StationCommands
+from voltcloud.telemetry.api import PowerUpHint
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +149,37 @@ class PowerUp:
                 raise
             except Exception as error:  # a background job must never die: log and go on
                 log.warning("%s failed: %s", name, error, exc_info=log.isEnabledFor(logging.DEBUG))
+
+
+LOW_BATTERY_TARGET_PERMILLE = 900  # what a one-click power-up offered by a low-battery alert aims at
+_DRIVE_TO = frozenset({int(PowerUpMode.SWAP), int(PowerUpMode.CHARGE)})
+
+
+class EngineFinder:
+    """Telemetry's `PowerUpFinder` port: the engine's soonest reachable swap or charge option for a vehicle
+    (the engine's options already exclude what the vehicle cannot reach on its SOC)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def nearest(
+        self, session: AsyncSession, vehicle: Vehicle, lat: float, lng: float, soc_permille: int, now: dt.datetime
+    ) -> PowerUpHint | None:
+        request = OptionRequest(
+            vehicle=profile_of(vehicle), lat=lat, lng=lng, soc_permille=soc_permille,
+            target_soc_permille=max(LOW_BATTERY_TARGET_PERMILLE, soc_permille), modes=_DRIVE_TO, now=now,
+            max_options=4,
+        )  # fmt: skip
+        try:
+            options = self.engine.options(request)
+        except Exception:  # an engine not loaded yet or a refused request: the alert goes out without a hint
+            log.exception("no power-up option for low-battery alert of %s", vehicle.id)
+            return None
+        if not options:
+            return None
+        best = min(options, key=lambda o: (o.eta_s, o.distance_m))
+        return PowerUpHint(
+            mode=best.mode, station_id=best.station_id or "", distance_m=best.distance_m, eta_s=best.eta_s,
+            arrival_soc_permille=best.arrival_soc_permille, vehicle_id=vehicle.id, lat=lat, lng=lng,
+            soc_permille=soc_permille, target_soc_permille=request.target_soc_permille,
+        )  # fmt: skip

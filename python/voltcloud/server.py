@@ -77,7 +77,32 @@ def _servicer(cls: type, *args: Any) -> Any:
     return factory(*args)
 
 
-def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
+def vehicle_telemetry(settings: Settings, db: Database, powerup: PowerUp, clock: Any) -> Any:
+    """The telemetry room's object, its ports filled: the engine's nearest option, ordering's last facts."""
+    from voltcloud.ordering import fleet_reports
+    from voltcloud.runtime import EngineFinder
+    from voltcloud.telemetry import api as telemetry
+
+    thresholds = telemetry.Thresholds(
+        spike_soc_permille=settings.telemetry_spike_soc_permille,
+        spike_soc_window=dt.timedelta(seconds=settings.telemetry_spike_soc_window_s),
+        spike_position_m=settings.telemetry_spike_position_m,
+        spike_position_window=dt.timedelta(seconds=settings.telemetry_spike_position_window_s),
+        gap=dt.timedelta(seconds=settings.telemetry_gap_s),
+        stuck=dt.timedelta(seconds=settings.telemetry_stuck_s),
+        interpolate_max=dt.timedelta(seconds=settings.telemetry_interpolate_max_s),
+    )
+    limits = telemetry.Limits(
+        speed_m_per_h=settings.telemetry_speed_limit_m_per_h,
+        fatigue_drive=dt.timedelta(seconds=settings.telemetry_fatigue_drive_s),
+        fatigue_rest=dt.timedelta(seconds=settings.telemetry_fatigue_rest_s),
+        low_soc_permille=settings.telemetry_low_soc_permille,
+    )
+    rules = telemetry.Rules(thresholds, limits)
+    return telemetry.VehicleTelemetry(db, clock, rules, EngineFinder(powerup.engine), fleet_reports)
+
+
+def _bindings(db: Database, powerup: PowerUp, vehicles: Any) -> list[ServiceBinding]:
     from voltcloud.dispatch.service import DispatchServicer
     from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
@@ -88,6 +113,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     from voltcloud.settlement.service import SettlementServicer
     from voltcloud.stations.fleet_tokens import FleetTokens
     from voltcloud.stations.service import StationServicer
+    from voltcloud.telemetry.service import VehicleTelemetryRpcs
 
     # Services whose domain is not built yet are the generated base classes: they answer UNIMPLEMENTED.
     return [
@@ -113,8 +139,18 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
-            # fleet's ports: ledger, pack types, charging tokens, ordering's facts for reports
-            _servicer(FleetServicer, db, settlement, _pack_type_exists, FleetTokens(settlement), fleet_reports),
+            # fleet's ports: ledger, pack types, charging tokens, ordering's facts for reports, the telemetry
+            # room's vehicle RPCs and its driving figures for reports
+            _servicer(
+                FleetServicer,
+                db,
+                settlement,
+                _pack_type_exists,
+                FleetTokens(settlement),
+                fleet_reports,
+                VehicleTelemetryRpcs(vehicles),
+                vehicles,
+            ),
             fleet_pb2_grpc.add_FleetServiceServicer_to_server,
         ),
         ServiceBinding(
@@ -133,6 +169,20 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
 def admission(settings: Settings) -> Admission:
     overrides = {name: (m.max_running, m.max_queued) for name, m in settings.rpc_method_admission.items()}
     return Admission(settings.rpc_max_running, settings.rpc_max_queued, overrides)
+
+
+async def _reading_partitions(db: Database, now: dt.datetime) -> None:
+    """PostgreSQL: the reading history's monthly partitions a few months ahead (a no-op on SQLite)."""
+    from voltcloud.telemetry.api import ensure_partitions
+
+    try:
+        async with db.transaction("telemetry.partitions") as session:
+            created = await ensure_partitions(session, now)
+    except Exception:  # another worker created them at the same moment; the DEFAULT partition takes any reading
+        log.warning("vehicle_reading partitions not created by this worker", exc_info=True)
+        return
+    if created:
+        log.info("vehicle_reading: %d monthly partitions created", created)
 
 
 async def _pack_type_exists(session: AsyncSession, pack_type_id: int) -> bool:
@@ -187,8 +237,13 @@ class Platform:
         hub.on_inventory(self.powerup.engine.apply)  # the engine learns station-reported changes at once
         self.powerup.station_commands = hub  # StartByScan's remote start goes down the gateway stream
         await hub.follow(self.feed)  # twins, gateway links and commands across replicas
+        # Vehicle telemetry: the uplink's vehicle readings and alarms; WatchVehicles follows the feed.
+        self.vehicles = vehicle_telemetry(self.settings, self.db, self.powerup, hub.clock)
+        self.vehicles.watch.follow(self.feed)
+        hub.vehicles = self.vehicles
+        await _reading_partitions(self.db, hub.clock.now())
         self.settlement_scheduler.start()
-        bindings = _bindings(self.db, self.powerup)
+        bindings = _bindings(self.db, self.powerup, self.vehicles)
         check_table_covers([b.name for b in bindings])
         for binding in bindings:
             binding.register(binding.servicer, self.server)

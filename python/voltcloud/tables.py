@@ -12,6 +12,7 @@ from voltcloud.platform import idempotency as idempotency_models
 from voltcloud.settlement import models as settlement_models
 from voltcloud.stations import models as station_models
 from voltcloud.stations import token_models
+from voltcloud.telemetry import models as telemetry_models
 
 metadata = SQLModel.metadata
 
@@ -26,5 +27,6 @@ __all__ = [
     "ordering_models",
     "settlement_models",
     "station_models",
+    "telemetry_models",
     "token_models",
 ]

@@ -889,7 +889,7 @@ async def _fleet_token_expiry(c: Call) -> Message:
 
 
 _OWN_FLEET: Mapping[Role, Cell] = {A: both(OK), FM: cell(OK, NF)}
-_NOT_YET = ex(FP, why="no telemetry yet: FAILED_PRECONDITION once access is checked")
+_VEHICLE_TELEMETRY = {A: both(OK), FM: cell(OK, NF), DR: cell(OK, NF)}
 _MEMBER = ex(FP, why="the fleet driver already belongs to a fleet; only a driver without one applies")
 
 FLEET_ROWS = [
@@ -997,10 +997,51 @@ FLEET_ROWS = [
         lambda c: fleet_pb2.GetFleetStatementRequest(fleet_id=c.side.fleet_id, period=_window(-60, 60)),
         _OWN_FLEET,
     ),
+    # Without telemetry the state comes from the vehicle's orders (the side's driver ordered for it).
     Row(
         "FleetService/GetVehicleState",
         lambda c: fleet_pb2.GetVehicleStateRequest(vehicle_id=c.side.vehicle_id),
-        {A: both(_NOT_YET), FM: cell(_NOT_YET, NF), DR: cell(_NOT_YET, NF)},
+        _VEHICLE_TELEMETRY,
+    ),
+    Row(
+        "FleetService/GetVehicleTrack",
+        lambda c: fleet_pb2.GetVehicleTrackRequest(vehicle_id=c.side.vehicle_id, window=_window(-60, 1)),
+        _VEHICLE_TELEMETRY,
+    ),
+    Row(
+        "FleetService/ListVehicleAlerts",
+        lambda c: fleet_pb2.ListVehicleAlertsRequest(vehicle_id=c.side.vehicle_id),
+        _VEHICLE_TELEMETRY,
+    ),
+    Row(
+        "FleetService/ListVehicleAlerts",
+        lambda c: fleet_pb2.ListVehicleAlertsRequest(fleet_id=c.side.fleet_id),
+        {
+            A: both(OK),
+            FM: cell(OK, NF),
+            DR: both(ex(NF, why="a fleet's alerts are its manager's; a driver asks per vehicle")),
+        },
+        variant="fleet",
+    ),
+    Row(
+        "FleetService/WatchVehicles",
+        lambda c: fleet_pb2.WatchVehiclesRequest(vehicle_id=c.side.vehicle_id, alerts=True),
+        _VEHICLE_TELEMETRY,
+    ),
+    Row(
+        "FleetService/WatchVehicles",
+        lambda c: fleet_pb2.WatchVehiclesRequest(fleet_id=c.side.fleet_id),
+        {A: both(OK), FM: cell(OK, NF), DR: both(ex(IA, why="a driver watches one vehicle (vehicle_id)"))},
+        variant="fleet",
+    ),
+    Row(
+        "FleetService/SetFleetAlertLimits",
+        lambda c: fleet_pb2.SetFleetAlertLimitsRequest(
+            idempotency_key=c.key,
+            fleet_id=c.side.fleet_id,
+            limits=fleet_pb2.FleetAlertLimits(speed_limit_m_per_h=100_000, low_soc_permille=200),
+        ),
+        _OWN_FLEET,
     ),
     Row(
         "FleetService/IssueChargingToken",
@@ -1117,6 +1158,13 @@ INGEST_ROWS = [
             gateway_id=c.subject, station_id=c.side.charge_station_id, id_tag=_id_tag(c)
         ),
         {A: both(OK), GW: cell(OK, ex(PD, NF, why="another operator's station"))},
+    ),
+    # Scoped like the uplink: a fleet's gateway resolves its fleet's VINs; others (an operator's gateway, as
+    # here, or another fleet's VIN) are answered unknown, never refused, so VINs cannot be probed by status.
+    Row(
+        "IngestService/ResolveVehicles",
+        lambda c: ingest_pb2.ResolveVehiclesRequest(gateway_id=c.subject, vins=["1M8GDM9AXKP042788"]),
+        {A: both(OK), GW: both(OK)},
     ),
     Row(
         "IngestService/RegisterChargingToken",

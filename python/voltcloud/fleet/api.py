@@ -7,10 +7,13 @@ settlement reads it, and `SubFleet`, to decide who spends a fleet's money.
 
 from __future__ import annotations
 
+from voltcloud.fleet.access import managed_fleet, sub_fleet_of
 from voltcloud.fleet.models import Driver, Fleet, SubFleet, Vehicle
 from voltcloud.fleet.ports import (
     AccountStatement,
     ChargingTokens,
+    DrivingDay,
+    DrivingFacts,
     Ledger,
     OrderFacts,
     PackTypes,
@@ -19,12 +22,15 @@ from voltcloud.fleet.ports import (
     TokenView,
     VehicleDay,
 )
+from voltcloud.fleet.vehicles import visible_vehicle
 from voltcloud.fleet.vin import normalise_vin
 
 __all__ = [
     "AccountStatement",
     "ChargingTokens",
     "Driver",
+    "DrivingDay",
+    "DrivingFacts",
     "Fleet",
     "Ledger",
     "OrderFacts",
@@ -35,5 +41,8 @@ __all__ = [
     "TokenView",
     "Vehicle",
     "VehicleDay",
+    "managed_fleet",
     "normalise_vin",
+    "sub_fleet_of",
+    "visible_vehicle",
 ]

@@ -15,7 +15,7 @@ from voltcloud.fleet.tokens import NewToken
 from voltcloud.fleet.vehicles import NewVehicle, VehicleFilter
 from voltcloud.platform.convert import money_message, money_value
 from voltcloud.platform.errors import InvalidArgument
-from voltcloud.platform.limits import optional_datetime, to_timestamp
+from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
 
 _STANDARDS = [s for s in common_pb2.ConnectorStandard.values() if s != common_pb2.CONNECTOR_STANDARD_UNSPECIFIED]
 
@@ -216,6 +216,9 @@ def daily_report_message(report: DailyReport) -> fleet_pb2.GetFleetDailyReportRe
                 swap_energy_wh=line.day.swap_energy_wh,
                 charge_energy_wh=line.day.charge_energy_wh,
                 cost=money_message(line.day.cost_minor, report.currency),
+                has_telemetry=line.driving is not None,
+                distance_m=line.driving.distance_m if line.driving else 0,
+                driving=to_duration(line.driving.driving_s if line.driving else 0),
             )
             for line in report.lines
         ],

@@ -164,3 +164,29 @@ class OrderFacts(Protocol):
     async def vehicle_days(
         self, session: AsyncSession, *, fleet_id: str, vehicle_ids: Sequence[str], start: dt.datetime, end: dt.datetime
     ) -> list[VehicleDay]: ...
+
+
+@dataclass(frozen=True)
+class DrivingDay:
+    """A vehicle's telemetry figures in a window: telemetry's facts for fleet's daily report."""
+
+    vehicle_id: str
+    distance_m: int
+    driving_s: int
+
+
+class DrivingFacts(Protocol):
+    """Telemetry's side of fleet reports (`telemetry.api.VehicleTelemetry`); joins the caller's transaction."""
+
+    async def driving_days(
+        self, session: AsyncSession, *, vehicle_ids: Sequence[str], start: dt.datetime, end: dt.datetime
+    ) -> list[DrivingDay]: ...
+
+
+class NoDriving:
+    """Where no telemetry room is wired (tests of fleet alone): no figures."""
+
+    async def driving_days(
+        self, session: AsyncSession, *, vehicle_ids: Sequence[str], start: dt.datetime, end: dt.datetime
+    ) -> list[DrivingDay]:
+        return []

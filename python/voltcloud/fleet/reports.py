@@ -1,7 +1,7 @@
 """A fleet's daily operation report: one line per vehicle of the fleet (or one sub-fleet), with ordering's
-facts for the day (`OrderFacts` port), and its CSV export. The day is a local calendar day (default
-Asia/Shanghai), turned into a UTC window. Distance, driving time and energy per km need vehicle telemetry
-(GB/T 32960), not ingested yet."""
+facts for the day (`OrderFacts` port), telemetry's distance and driving time where the vehicle sent telemetry
+(`DrivingFacts` port), and its CSV export. The day is a local calendar day (default Asia/Shanghai), turned
+into a UTC window."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.access import managed_fleet, sub_fleet_of
 from voltcloud.fleet.models import Vehicle
-from voltcloud.fleet.ports import OrderFacts, VehicleDay
+from voltcloud.fleet.ports import DrivingDay, DrivingFacts, OrderFacts, VehicleDay
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.errors import InvalidArgument
 
@@ -28,6 +28,7 @@ MAX_VEHICLES = 5_000  # one report is one answer; larger fleets ask per sub-flee
 class ReportLine:
     vehicle: Vehicle
     day: VehicleDay
+    driving: DrivingDay | None = None  # None: no telemetry that day
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def day_window(date: str, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
 async def daily_report(
     session: AsyncSession,
     facts: OrderFacts,
+    driving: DrivingFacts,
     principal: Principal,
     *,
     fleet_id: str,
@@ -76,7 +78,14 @@ async def daily_report(
         session, fleet_id=fleet.id, vehicle_ids=[v.id for v in vehicles], start=start, end=end
     )
     by_vehicle = {d.vehicle_id: d for d in days}
-    lines = [ReportLine(v, by_vehicle.get(v.id) or VehicleDay(v.id, 0, 0, 0, 0, 0, fleet.currency)) for v in vehicles]
+    driven = {
+        d.vehicle_id: d
+        for d in await driving.driving_days(session, vehicle_ids=[v.id for v in vehicles], start=start, end=end)
+    }
+    lines = [
+        ReportLine(v, by_vehicle.get(v.id) or VehicleDay(v.id, 0, 0, 0, 0, 0, fleet.currency), driven.get(v.id))
+        for v in vehicles
+    ]
     return DailyReport(fleet.currency, lines)
 
 
@@ -90,6 +99,8 @@ CSV_HEADER = [
     "charge_energy_wh",
     "cost_minor",
     "currency",
+    "distance_m",
+    "driving_s",
 ]
 
 
@@ -110,6 +121,8 @@ def to_csv(report: DailyReport) -> str:
                 d.charge_energy_wh,
                 d.cost_minor,
                 report.currency,
+                line.driving.distance_m if line.driving else "",
+                line.driving.driving_s if line.driving else "",
             ]
         )
     return out.getvalue()

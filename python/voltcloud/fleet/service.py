@@ -3,14 +3,14 @@ rule, including whose fleet the caller may see and change) and converts their an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc
-from voltcloud.fleet import convert, drivers, fleets, reports, state, statements, tokens, vehicles
-from voltcloud.fleet.ports import ChargingTokens, Ledger, OrderFacts, PackTypes
+from voltcloud.fleet import convert, drivers, fleets, reports, statements, tokens, vehicles
+from voltcloud.fleet.ports import ChargingTokens, DrivingFacts, Ledger, OrderFacts, PackTypes
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.convert import money_message
@@ -23,6 +23,30 @@ from voltcloud.platform.rpc import current_principal
 R = TypeVar("R", bound=idempotency.Response)
 
 
+class VehicleTelemetryRpcs(Protocol):
+    """The vehicle telemetry RPCs, answered by the telemetry room (above fleet), wired by `server.py`."""
+
+    async def GetVehicleState(
+        self, request: fleet_pb2.GetVehicleStateRequest, context: Any
+    ) -> fleet_pb2.GetVehicleStateResponse: ...
+
+    async def GetVehicleTrack(
+        self, request: fleet_pb2.GetVehicleTrackRequest, context: Any
+    ) -> fleet_pb2.GetVehicleTrackResponse: ...
+
+    async def ListVehicleAlerts(
+        self, request: fleet_pb2.ListVehicleAlertsRequest, context: Any
+    ) -> fleet_pb2.ListVehicleAlertsResponse: ...
+
+    def WatchVehicles(
+        self, request: fleet_pb2.WatchVehiclesRequest, context: Any
+    ) -> AsyncIterator[fleet_pb2.WatchVehiclesResponse]: ...
+
+    async def SetFleetAlertLimits(
+        self, request: fleet_pb2.SetFleetAlertLimitsRequest, context: Any
+    ) -> fleet_pb2.SetFleetAlertLimitsResponse: ...
+
+
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     def __init__(
         self,
@@ -31,6 +55,8 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         pack_types: PackTypes,
         charging_tokens: ChargingTokens,
         order_facts: OrderFacts,
+        telemetry: VehicleTelemetryRpcs,
+        driving_facts: DrivingFacts,
         clock: Clock | None = None,
     ) -> None:
         self._db = db
@@ -38,6 +64,8 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         self._pack_types = pack_types
         self._tokens = charging_tokens
         self._order_facts = order_facts
+        self._telemetry = telemetry
+        self._driving = driving_facts
         self._clock: Clock = clock or SystemClock()
 
     async def _keyed(
@@ -203,9 +231,28 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
     async def GetVehicleState(
         self, request: fleet_pb2.GetVehicleStateRequest, context: Any
     ) -> fleet_pb2.GetVehicleStateResponse:
-        async with self._db.transaction("fleet.GetVehicleState") as session:
-            missing = await state.vehicle_state(session, current_principal(), request.vehicle_id)
-        raise missing
+        return await self._telemetry.GetVehicleState(request, context)
+
+    async def GetVehicleTrack(
+        self, request: fleet_pb2.GetVehicleTrackRequest, context: Any
+    ) -> fleet_pb2.GetVehicleTrackResponse:
+        return await self._telemetry.GetVehicleTrack(request, context)
+
+    async def ListVehicleAlerts(
+        self, request: fleet_pb2.ListVehicleAlertsRequest, context: Any
+    ) -> fleet_pb2.ListVehicleAlertsResponse:
+        return await self._telemetry.ListVehicleAlerts(request, context)
+
+    async def WatchVehicles(
+        self, request: fleet_pb2.WatchVehiclesRequest, context: Any
+    ) -> AsyncIterator[fleet_pb2.WatchVehiclesResponse]:
+        async for update in self._telemetry.WatchVehicles(request, context):
+            yield update
+
+    async def SetFleetAlertLimits(
+        self, request: fleet_pb2.SetFleetAlertLimitsRequest, context: Any
+    ) -> fleet_pb2.SetFleetAlertLimitsResponse:
+        return await self._telemetry.SetFleetAlertLimits(request, context)
 
     # drivers --------------------------------------------------------------------------------------------------
 
@@ -321,6 +368,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
             report = await reports.daily_report(
                 session,
                 self._order_facts,
+                self._driving,
                 current_principal(),
                 fleet_id=request.fleet_id,
                 sub_fleet_id=request.sub_fleet_id,

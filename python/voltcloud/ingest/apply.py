@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,10 +18,11 @@ from voltcloud.ingest import events
 from voltcloud.ingest.hub import Hub
 from voltcloud.ingest.models import StationEventLog
 from voltcloud.maintenance import api as workorders
-from voltcloud.platform.auth import Role
+from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import AlarmLevel
 from voltcloud.platform.errors import FieldViolation
 from voltcloud.platform.ids import new_id
+from voltcloud.platform.limits import TIMESTAMP_MAX, TIMESTAMP_MIN
 from voltcloud.stations.api import (
     InventoryChange,
     Pack,
@@ -34,6 +36,7 @@ from voltcloud.stations.api import (
     tokens,
 )
 from voltcloud.stations.api import twin as twin_ops
+from voltcloud.telemetry.api import Raw, VehicleAlarm
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class EventContext:
     hub: Hub
     gateway_id: str
     stations: frozenset[str] | None  # None: any station (admin / unary push)
+    principal: Principal | None = None  # the gateway's (vehicle events are scoped by it)
     post: list[PostCommit] = field(default_factory=list)  # after the commit, after the twin ops
     twins: dict[str, Twin] = field(default_factory=dict)
     ops: dict[str, list[twin_ops.TwinOp]] = field(default_factory=dict)  # station -> twin ops, in order
@@ -100,6 +104,8 @@ def validate_event(event: events.StationEvent, allowed: frozenset[str] | None) -
     kind = event.kind
     if not kind:
         return FieldViolation("event.event", "no event kind set")
+    if vehicle_alarm(event) is not None:
+        return None  # a vehicle's alarm: the telemetry room checks the gateway may report the vehicle
     if not event.station_id:
         return FieldViolation("event.station_id", "is required")
     if allowed is not None and event.station_id not in allowed:
@@ -142,7 +148,11 @@ def validate_telemetry(batch: events.TelemetryBatch) -> FieldViolation | None:
 
 def apply_telemetry(hub: Hub, batch: events.TelemetryBatch, allowed: frozenset[str] | None) -> int:
     """Applies the latest value per (source, metric) of the batch to the twins. Later readings in a batch
-    supersede earlier ones. Returns the number of readings in the batch."""
+    supersede earlier ones. Returns the number of readings in the batch. A batch of vehicle sources only (a
+    GB/T gateway's) touches no twin and skips the work."""
+    count = len(batch.readings) + len(batch.col_source_index)
+    if not any(s.station_id for s in batch.sources):
+        return count
     sources = [
         TelemetrySource(s.station_id if allowed is None or s.station_id in allowed else "", s.resource_id, s.pack_id)
         for s in batch.sources
@@ -164,7 +174,55 @@ def apply_telemetry(hub: Hub, batch: events.TelemetryBatch, allowed: frozenset[s
         change = twin.history[-1] if twin.commit(now) else None
         if change is not None:
             hub.telemetry_changed(twin, change.connectors, change.slots)
-    return len(batch.readings) + len(batch.col_source_index)
+    return count
+
+
+# ---- vehicle telemetry (GB/T 32960: persisted by the telemetry room, one transaction per batch) ----
+
+
+def vehicle_readings(
+    batch: events.TelemetryBatch, now: dt.datetime
+) -> tuple[dict[str, list[Raw]], FieldViolation | None]:
+    """The batch's readings of vehicle sources, per vehicle, each at base_time + offset (`now` when the batch
+    has no base time). Readings whose time falls outside the API's window are left out and named."""
+    vehicle_of = {i: s.vehicle_id for i, s in enumerate(batch.sources) if s.vehicle_id and not s.station_id}
+    if not vehicle_of:
+        return {}, None
+    base = batch.base_time or now
+    out: dict[str, list[Raw]] = {}
+    bad: str | None = None
+    at_offset: dict[int, dt.datetime | None] = {}  # a frame's readings share an offset: one datetime each
+    columns = zip(batch.col_source_index, batch.col_metric, batch.col_offset_ms, batch.col_int_value, strict=True)
+    rows = zip(batch.readings, batch.reading_offsets_ms or [0] * len(batch.readings), strict=True)
+    for index, metric, offset, value in itertools.chain(columns, ((r[0], r[1], o, r[2]) for r, o in rows)):
+        vehicle_id = vehicle_of.get(index)
+        if vehicle_id is None:
+            continue
+        at = at_offset.get(offset, ...)
+        if at is ...:
+            at = at_offset[offset] = _reading_time(base, offset)
+        if at is None:
+            bad = f"a reading of vehicle {vehicle_id} is at {offset} ms from base_time, outside the API's time range"
+            continue
+        out.setdefault(vehicle_id, []).append(Raw(at, metric, value))
+    return out, (FieldViolation("telemetry.col_offset_ms", bad) if bad else None)
+
+
+def _reading_time(base: dt.datetime, offset_ms: int) -> dt.datetime | None:
+    """base + offset, or None outside the API's time range (offsets are not range-checked at the edge)."""
+    try:
+        at = base + dt.timedelta(milliseconds=offset_ms)
+    except OverflowError:
+        return None
+    return at if TIMESTAMP_MIN <= at < TIMESTAMP_MAX else None
+
+
+def vehicle_alarm(event: events.StationEvent) -> VehicleAlarm | None:
+    """A vehicle's GB/T alarm (an alarm event naming a vehicle and no station), else None."""
+    body = event.body
+    if event.station_id or not isinstance(body, events.AlarmReport) or not body.vehicle_id:
+        return None
+    return VehicleAlarm(body.vehicle_id, body.code[:64], body.level, body.message[:200], body.cleared)
 
 
 # ---- events (persisted) ----
@@ -177,6 +235,10 @@ async def apply_event(
     `seq` is the uplink seq for the event log (None for unary pushes, which are not logged)."""
     kind = event.kind
     when = event.time or now
+    alarm = vehicle_alarm(event)
+    if alarm is not None:
+        await _vehicle_alarm(session, ctx, alarm, when)
+        return
     if seq is not None:
         session.add(
             StationEventLog(
@@ -456,6 +518,23 @@ async def _alarm(
         open_work_order=body.level >= AlarmLevel.MAJOR,
     )
     await _station_alarm(session, twin, now, alarm, body.message)
+
+
+async def _vehicle_alarm(session: AsyncSession, ctx: EventContext, alarm: VehicleAlarm, when: dt.datetime) -> None:
+    vehicles = ctx.hub.vehicles
+    if vehicles is None or ctx.principal is None:
+        raise ValueError("vehicle telemetry is not wired")  # the event is then rejected, never half-applied
+    violation = await vehicles.alarm(session, ctx.principal, alarm, when)
+    if violation is not None:
+        raise VehicleRefused(violation)
+
+
+class VehicleRefused(Exception):
+    """A vehicle event the gateway may not report: the event is rejected with this violation."""
+
+    def __init__(self, violation: FieldViolation) -> None:
+        super().__init__(violation.description)
+        self.violation = violation
 
 
 @dataclass(frozen=True)

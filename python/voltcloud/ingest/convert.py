@@ -43,14 +43,17 @@ def station_event(message: ingest_pb2.StationEvent) -> events.StationEvent:
 
 
 def telemetry(batch: ingest_pb2.TelemetryBatch) -> events.TelemetryBatch:
-    """Decodes a batch; the columns are passed through (the repeated fields themselves, no copy)."""
+    """Decodes a batch; the columns are passed through (the repeated fields themselves, no copy). An invalid
+    base time raises InvalidArgument naming `telemetry.base_time`."""
     return events.TelemetryBatch(
-        sources=[events.TelemetrySource(s.station_id, s.resource_id, s.pack_id) for s in batch.sources],
+        sources=[events.TelemetrySource(s.station_id, s.resource_id, s.pack_id, s.vehicle_id) for s in batch.sources],
         col_source_index=batch.col_source_index,
         col_metric=batch.col_metric,
         col_offset_ms=batch.col_offset_ms,
         col_int_value=batch.col_int_value,
         readings=[(r.source_index, r.metric, r.int_value or int(r.double_value)) for r in batch.readings],
+        reading_offsets_ms=[r.offset_ms for r in batch.readings],
+        base_time=optional_datetime(batch, "base_time", "telemetry.base_time", zero="unset"),
     )
 
 

@@ -132,6 +132,7 @@ class TelemetrySource:
     station_id: str
     resource_id: str
     pack_id: str
+    vehicle_id: str = ""  # a vehicle source (GB/T 32960) names only this
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ class TelemetryBatch:
     col_offset_ms: Sequence[int]
     col_int_value: Sequence[int]
     readings: Sequence[tuple[int, int, int]] = ()
+    reading_offsets_ms: Sequence[int] = ()  # offset_ms of each of `readings`
+    base_time: dt.datetime | None = None  # None: not given (readings are then "now")
 
 
 @dataclass(frozen=True)

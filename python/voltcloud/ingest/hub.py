@@ -53,6 +53,7 @@ from voltcloud.stations.api import (
     TwinStore,
 )
 from voltcloud.stations.api import twin as twin_ops
+from voltcloud.telemetry.api import VehicleTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class Hub:
         self.background: set[asyncio.Task[Any]] = set()
         self.session_listeners: list[SessionListener] = []
         self.inventory_listeners: list[InventoryListener] = []
+        self.vehicles: VehicleTelemetry | None = None  # vehicle readings and alarms (wired by server.py)
 
     def on_session(self, listener: SessionListener) -> None:
         """Subscribes to sessions that start or end (called in the session's transaction; see apply.py)."""

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.api.v1 import ingest_pb2, ingest_pb2_grpc
 from voltcloud.ingest import apply, convert, uplink
-from voltcloud.ingest.events import Ack, Rejection, StationEvent
+from voltcloud.ingest.events import Ack, Rejection, StationEvent, TelemetryBatch
 from voltcloud.ingest.hub import GatewayLink, Hub, Outbound, hub_for
 from voltcloud.ingest.models import GatewayCursor
 from voltcloud.platform import idempotency
@@ -42,6 +42,7 @@ from voltcloud.platform.limits import optional_datetime, to_timestamp
 from voltcloud.platform.rpc import current_principal
 from voltcloud.settlement import api as settlement
 from voltcloud.stations.api import ChargingToken, tokens
+from voltcloud.telemetry import api as telemetry
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +178,9 @@ class UplinkStream:
                 if queued:
                     await self.commit_events(queued)
                     queued = []
-                batch = convert.telemetry(message.telemetry)
-                violation = apply.validate_telemetry(batch)
+                violation = await self.telemetry(message.telemetry, allowed)
                 if violation is not None:
                     self.reject(seq, violation)
-                else:
-                    self.readings += apply.apply_telemetry(self.hub, batch, allowed)
             elif kind == "event":
                 decoded = _decode_event(message.event, allowed)
                 if isinstance(decoded, FieldViolation):
@@ -205,6 +203,18 @@ class UplinkStream:
         if error is not None:
             raise error
 
+    async def telemetry(self, message: ingest_pb2.TelemetryBatch, allowed: frozenset[str]) -> FieldViolation | None:
+        """Station readings to the twins (memory); vehicle readings to the telemetry store, one transaction."""
+        try:
+            batch = convert.telemetry(message)
+        except InvalidArgument as error:
+            return error.violations[0] if error.violations else FieldViolation("telemetry", str(error))
+        violation = apply.validate_telemetry(batch)
+        if violation is not None:
+            return violation
+        self.readings += apply.apply_telemetry(self.hub, batch, allowed)
+        return await apply_vehicles(self.hub, self.principal, batch)
+
     def reject(self, seq: int, violation: FieldViolation) -> None:
         log.warning("gateway %s seq %d rejected: %s: %s", self.gateway_id, seq, violation.field, violation.description)
         self.outbox.put_nowait(Rejection(seq, violation.field, violation.description))
@@ -217,11 +227,14 @@ class UplinkStream:
             await self._commit(events, last_seq)
         except Aborted:
             raise
-        except Exception:
+        except Exception as error:
             if len(events) == 1:
                 seq = events[0][0]
-                log.exception("gateway %s seq %d could not be applied", self.gateway_id, seq)
-                self.reject(seq, FieldViolation("event", "could not be applied; see the platform log"))
+                if isinstance(error, apply.VehicleRefused):
+                    self.reject(seq, error.violation)
+                else:
+                    log.exception("gateway %s seq %d could not be applied", self.gateway_id, seq)
+                    self.reject(seq, FieldViolation("event", "could not be applied; see the platform log"))
                 async with self.db.transaction("ingest.cursor") as session:
                     await _advance_cursor(session, self.gateway_id, self.protocol.persisted, seq, self.hub.clock.now())
                 self.protocol.persisted_up_to(seq)
@@ -230,7 +243,9 @@ class UplinkStream:
                 await self.commit_events([single])
 
     async def _commit(self, events: list[tuple[int, StationEvent]], last_seq: int) -> None:
-        ctx = apply.EventContext(self.hub, self.gateway_id, self.link.stations if self.link else frozenset())
+        ctx = apply.EventContext(
+            self.hub, self.gateway_id, self.link.stations if self.link else frozenset(), self.principal
+        )
         now = self.hub.clock.now()
         async with self.db.transaction("ingest.events") as session:
             for seq, event in events:
@@ -325,7 +340,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if principal.role is not Role.PLATFORM_ADMIN:
                 principal.require_tenant("operator", known[sid])
         now = self.hub.clock.now()
-        ctx = apply.EventContext(self.hub, request.gateway_id, None)
+        ctx = apply.EventContext(self.hub, request.gateway_id, None, principal)
         stored = await _read_cursor(self._db, request.gateway_id, now) if request.seq else 0
         if uplink.push_is_replay(request.seq, stored):
             return ingest_pb2.PushTelemetryResponse(duplicate=True)
@@ -340,7 +355,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         for sid in known:
             await self.hub.twin(sid)
         readings = apply.apply_telemetry(self.hub, batch, None)
+        violation = await apply_vehicles(self.hub, principal, batch)
+        if violation is not None:
+            raise InvalidArgument.for_fields([violation])
         return ingest_pb2.PushTelemetryResponse(readings_accepted=readings, events_accepted=len(request.events))
+
+    async def ResolveVehicles(
+        self, request: ingest_pb2.ResolveVehiclesRequest, context: Any
+    ) -> ingest_pb2.ResolveVehiclesResponse:
+        principal = current_principal()
+        _check_gateway(principal, request.gateway_id, "gateway_id")
+        async with self._db.transaction("ingest.resolve_vehicles") as session:
+            found = await telemetry.resolve_vins(session, principal, list(request.vins))
+        return ingest_pb2.ResolveVehiclesResponse(
+            vehicles=[ingest_pb2.ResolvedVehicle(vin=vin, vehicle_id=vid) for vin, vid in found]
+        )
 
     # ---- charging tokens (issue 9 finding 4: no free energy over OCPP) ----
 
@@ -414,6 +443,21 @@ def _token_message(token: ChargingToken, now: dt.datetime) -> ingest_pb2.Chargin
     if token.expires_at is not None:
         message.expiry_time.CopyFrom(to_timestamp(token.expires_at))
     return message
+
+
+async def apply_vehicles(hub: Hub, principal: Principal, batch: TelemetryBatch) -> FieldViolation | None:
+    """The batch's vehicle readings, in one transaction of the telemetry store; a violation names the vehicles
+    the gateway may not report (their readings are not stored) or readings out of the time range."""
+    readings, violation = apply.vehicle_readings(batch, hub.clock.now())
+    if not readings:
+        return violation
+    if hub.vehicles is None:
+        return FieldViolation("telemetry.sources", "vehicle telemetry is not served by this platform")
+    _, refused = await hub.vehicles.ingest(principal, readings)
+    if refused:
+        shown = ", ".join(refused[:5])
+        return FieldViolation("telemetry.sources.vehicle_id", f"not this gateway's vehicles: {shown}")
+    return violation
 
 
 def _decode_event(message: ingest_pb2.StationEvent, allowed: frozenset[str]) -> StationEvent | FieldViolation:

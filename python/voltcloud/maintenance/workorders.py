@@ -21,6 +21,7 @@ from voltcloud.platform.ids import new_id
 ALARM_SOURCE_STATION = int(AlarmSource.STATION)
 ALARM_SOURCE_INSPECTION = int(AlarmSource.PLATFORM)
 ALARM_SOURCE_PLATFORM = int(AlarmSource.PLATFORM)
+ALARM_SOURCE_VEHICLE = int(AlarmSource.VEHICLE)
 ALARM_STATE_ACTIVE, ALARM_STATE_ACKNOWLEDGED, ALARM_STATE_CLEARED = (int(s) for s in AlarmState)
 ALARM_LEVEL_MAJOR = int(AlarmLevel.MAJOR)
 WORK_ORDER_SOURCE_ALARM = int(WorkOrderSource.ALARM)

@@ -1,6 +1,7 @@
 """Ordering's facts for fleet reports (fleet's `OrderFacts` port, wired by `server.py`): per vehicle, the
 orders created in a window, how many completed, the energy they delivered by swap and by charging, and what
-they cost."""
+they cost. Also telemetry's `VehicleFacts` port: a vehicle's last known position and SOC, from its latest
+quote, for GetVehicleState when the vehicle sends no telemetry."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.api import VehicleDay
-from voltcloud.ordering.models import Order
+from voltcloud.ordering.models import Order, Quote
 from voltcloud.ordering.states import Mode, OrderState
+from voltcloud.telemetry.api import LastKnown
 
 
 async def vehicle_days(
@@ -38,3 +40,12 @@ async def vehicle_days(
             currency=order.currency,
         )
     return [days[v] for v in sorted(days)]
+
+
+async def last_known(session: AsyncSession, vehicle_id: str) -> LastKnown | None:
+    """Where and at what SOC the vehicle last asked for a power-up (its latest quote)."""
+    query = select(Quote).where(Quote.vehicle_id == vehicle_id).order_by(col(Quote.created_at).desc()).limit(1)
+    quote = (await session.exec(query)).first()
+    if quote is None:
+        return None
+    return LastKnown(quote.lat, quote.lng, quote.soc_permille, quote.created_at)

@@ -33,7 +33,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,27 @@ async def publish(session: AsyncSession, topic: str, key: str, payload: Mapping[
         )
     )
     session.info[NOTIFY_AT_COMMIT] = CHANNEL  # PostgreSQL: `Database.transaction` notifies just before commit
+
+
+async def publish_many(session: AsyncSession, topic: str, changes: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """`publish` for many (key, payload) changes of one topic at once: one INSERT of all their outbox rows
+    (a telemetry batch announces hundreds of vehicles; one ORM object each would cost more than the batch)."""
+    if not changes:
+        return
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "topic": topic,
+            "key": key,
+            "payload": json.dumps(payload, separators=(",", ":"), default=_json_default),
+            "origin": ORIGIN,
+            "created_at": now,
+        }
+        for key, payload in changes
+    ]
+    connection = await session.connection()
+    await connection.execute(sa.insert(ChangeEvent.__table__), rows)  # type: ignore[attr-defined]
+    session.info[NOTIFY_AT_COMMIT] = CHANNEL
 
 
 def _json_default(value: Any) -> Any:

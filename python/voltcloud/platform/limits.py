@@ -107,6 +107,8 @@ OVERRIDES: dict[str, FieldLimit] = {
     "voltcloud.v1.TelemetryBatch.col_offset_ms": FieldLimit(max_items=_TELEMETRY_READINGS, check_values=False),
     "voltcloud.v1.TelemetryBatch.col_int_value": FieldLimit(max_items=_TELEMETRY_READINGS, check_values=False),
     "voltcloud.v1.Reading.offset_ms": FieldLimit(lo=-(2**63), hi=BIGINT_MAX),
+    "voltcloud.v1.ResolveVehiclesRequest.vins": FieldLimit(max_chars=OTHER_MAX_CHARS, max_items=1_000),
+    "voltcloud.v1.GetVehicleTrackRequest.metrics": FieldLimit(max_items=20),
     "voltcloud.v1.Reading.int_value": FieldLimit(lo=-(2**63), hi=BIGINT_MAX),
 }
 

@@ -110,6 +110,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/SetChargingTokenExpiry": FLEET,
     "voltcloud.v1.FleetService/ListChargingTokens": FLEET,
     "voltcloud.v1.FleetService/GetFleetDailyReport": FLEET,
+    # Vehicle telemetry (issue 13): the fleet's manager, the vehicle's driver, the admin; rows scoped in telemetry.
+    "voltcloud.v1.FleetService/GetVehicleTrack": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/WatchVehicles": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/ListVehicleAlerts": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/SetFleetAlertLimits": FLEET,
     # MaintenanceService: engineers and operators.
     "voltcloud.v1.MaintenanceService/ListAlarms": STAFF,
     "voltcloud.v1.MaintenanceService/AcknowledgeAlarm": STAFF,
@@ -127,6 +132,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     # Charging tokens (issue 9 finding 4): gateways authorize idTags at their operator's stations; fleets and
     # drivers register their own tokens; owners, the operator a token is valid at, and admins block them.
     "voltcloud.v1.IngestService/AuthorizeIdTag": GATEWAYS,
+    "voltcloud.v1.IngestService/ResolveVehicles": GATEWAYS,
     "voltcloud.v1.IngestService/RegisterChargingToken": ADMIN | {Role.FLEET_MANAGER, Role.DRIVER},
     "voltcloud.v1.IngestService/SetChargingTokenStatus": CUSTOMERS,
 }

@@ -5,12 +5,14 @@ FleetService: fleets, sub-fleets, vehicles, drivers, payment modes and live vehi
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from voltcloud.api.v1 import common_pb2 as _common_pb2
 from voltcloud.api.v1 import ingest_pb2 as _ingest_pb2
+from voltcloud.api.v1 import ordering_pb2 as _ordering_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -73,6 +75,98 @@ DRIVER_STATUS_APPROVED: DriverStatus.ValueType  # 2
 DRIVER_STATUS_REJECTED: DriverStatus.ValueType  # 3
 """The application was rejected (see rejection_reason)."""
 Global___DriverStatus: _TypeAlias = DriverStatus  # noqa: Y015
+
+class _VehicleStateSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VehicleStateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VehicleStateSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VEHICLE_STATE_SOURCE_UNSPECIFIED: _VehicleStateSource.ValueType  # 0
+    """Not set."""
+    VEHICLE_STATE_SOURCE_TELEMETRY: _VehicleStateSource.ValueType  # 1
+    """Live telemetry (GB/T 32960)."""
+    VEHICLE_STATE_SOURCE_ORDERS: _VehicleStateSource.ValueType  # 2
+    """No telemetry: the latest order's reported position and SOC."""
+
+class VehicleStateSource(_VehicleStateSource, metaclass=_VehicleStateSourceEnumTypeWrapper):
+    """Where a VehicleState comes from."""
+
+VEHICLE_STATE_SOURCE_UNSPECIFIED: VehicleStateSource.ValueType  # 0
+"""Not set."""
+VEHICLE_STATE_SOURCE_TELEMETRY: VehicleStateSource.ValueType  # 1
+"""Live telemetry (GB/T 32960)."""
+VEHICLE_STATE_SOURCE_ORDERS: VehicleStateSource.ValueType  # 2
+"""No telemetry: the latest order's reported position and SOC."""
+Global___VehicleStateSource: _TypeAlias = VehicleStateSource  # noqa: Y015
+
+class _VehicleAlertKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VehicleAlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VehicleAlertKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VEHICLE_ALERT_KIND_UNSPECIFIED: _VehicleAlertKind.ValueType  # 0
+    """Not set."""
+    VEHICLE_ALERT_KIND_SPEEDING: _VehicleAlertKind.ValueType  # 1
+    """Speed above the fleet's limit."""
+    VEHICLE_ALERT_KIND_FATIGUE: _VehicleAlertKind.ValueType  # 2
+    """Continuous driving beyond the fleet's limit without a rest."""
+    VEHICLE_ALERT_KIND_LOW_BATTERY: _VehicleAlertKind.ValueType  # 3
+    """SOC below the fleet's threshold; carries the nearest reachable swap/charge option."""
+    VEHICLE_ALERT_KIND_VEHICLE_ALARM: _VehicleAlertKind.ValueType  # 4
+    """A GB/T 32960 alarm (level 1-3) reported by the vehicle; also raised as a platform alarm."""
+
+class VehicleAlertKind(_VehicleAlertKind, metaclass=_VehicleAlertKindEnumTypeWrapper):
+    """Kind of driving alert."""
+
+VEHICLE_ALERT_KIND_UNSPECIFIED: VehicleAlertKind.ValueType  # 0
+"""Not set."""
+VEHICLE_ALERT_KIND_SPEEDING: VehicleAlertKind.ValueType  # 1
+"""Speed above the fleet's limit."""
+VEHICLE_ALERT_KIND_FATIGUE: VehicleAlertKind.ValueType  # 2
+"""Continuous driving beyond the fleet's limit without a rest."""
+VEHICLE_ALERT_KIND_LOW_BATTERY: VehicleAlertKind.ValueType  # 3
+"""SOC below the fleet's threshold; carries the nearest reachable swap/charge option."""
+VEHICLE_ALERT_KIND_VEHICLE_ALARM: VehicleAlertKind.ValueType  # 4
+"""A GB/T 32960 alarm (level 1-3) reported by the vehicle; also raised as a platform alarm."""
+Global___VehicleAlertKind: _TypeAlias = VehicleAlertKind  # noqa: Y015
+
+class _ReadingFlag:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReadingFlagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadingFlag.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    READING_FLAG_UNSPECIFIED: _ReadingFlag.ValueType  # 0
+    """No flag."""
+    READING_FLAG_OUT_OF_ORDER: _ReadingFlag.ValueType  # 1
+    """Older than data already applied (reissued or out of order): kept in the history, the live state unmoved."""
+    READING_FLAG_SPIKE: _ReadingFlag.ValueType  # 2
+    """A spike (SOC jump, position jump) against the previous accepted value."""
+    READING_FLAG_GAP: _ReadingFlag.ValueType  # 4
+    """First reading after a gap in the vehicle's data."""
+    READING_FLAG_STUCK: _ReadingFlag.ValueType  # 8
+    """A stuck sensor (the value did not change while it should have)."""
+    READING_FLAG_OUT_OF_RANGE: _ReadingFlag.ValueType  # 16
+    """Outside the metric's physical range."""
+
+class ReadingFlag(_ReadingFlag, metaclass=_ReadingFlagEnumTypeWrapper):
+    """Remediation flags of a reading (bit mask)."""
+
+READING_FLAG_UNSPECIFIED: ReadingFlag.ValueType  # 0
+"""No flag."""
+READING_FLAG_OUT_OF_ORDER: ReadingFlag.ValueType  # 1
+"""Older than data already applied (reissued or out of order): kept in the history, the live state unmoved."""
+READING_FLAG_SPIKE: ReadingFlag.ValueType  # 2
+"""A spike (SOC jump, position jump) against the previous accepted value."""
+READING_FLAG_GAP: ReadingFlag.ValueType  # 4
+"""First reading after a gap in the vehicle's data."""
+READING_FLAG_STUCK: ReadingFlag.ValueType  # 8
+"""A stuck sensor (the value did not change while it should have)."""
+READING_FLAG_OUT_OF_RANGE: ReadingFlag.ValueType  # 16
+"""Outside the metric's physical range."""
+Global___ReadingFlag: _TypeAlias = ReadingFlag  # noqa: Y015
 
 @_typing.final
 class Fleet(_message.Message):
@@ -342,6 +436,14 @@ class VehicleState(_message.Message):
     VOLTAGE_MV_FIELD_NUMBER: _builtins.int
     CURRENT_MA_FIELD_NUMBER: _builtins.int
     MAX_TEMPERATURE_MILLI_C_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    ALARM_CODES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    INSULATION_KOHM_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    HAS_POSITION_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     """Vehicle id."""
     soc_permille: _builtins.int
@@ -362,6 +464,20 @@ class VehicleState(_message.Message):
     """Pack current, milliamperes."""
     max_temperature_milli_c: _builtins.int
     """Highest probe temperature, milli-degrees Celsius."""
+    fleet_id: _builtins.str
+    """Fleet of the vehicle; empty for a private car."""
+    sub_fleet_id: _builtins.str
+    """Sub-fleet; empty = the fleet itself."""
+    driver_id: _builtins.str
+    """The driver currently assigned to the vehicle, if any."""
+    source: Global___VehicleStateSource.ValueType
+    """Where the state comes from."""
+    insulation_kohm: _builtins.int
+    """Insulation resistance, kilo-ohms."""
+    version: _builtins.int
+    """Increases with every change of the live state."""
+    has_position: _builtins.bool
+    """Whether a position is known (position is meaningless otherwise)."""
     @_builtins.property
     def position(self) -> _common_pb2.LatLng:
         """Position."""
@@ -369,6 +485,10 @@ class VehicleState(_message.Message):
     @_builtins.property
     def report_time(self) -> _timestamp_pb2.Timestamp:
         """Time of the latest reading."""
+
+    @_builtins.property
+    def alarm_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Codes of the GB/T 32960 alarms currently raised."""
 
     def __init__(
         self,
@@ -385,14 +505,210 @@ class VehicleState(_message.Message):
         voltage_mv: _builtins.int = ...,
         current_ma: _builtins.int = ...,
         max_temperature_milli_c: _builtins.int = ...,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        alarm_codes: _abc.Iterable[_builtins.str] | None = ...,
+        source: Global___VehicleStateSource.ValueType = ...,
+        insulation_kohm: _builtins.int = ...,
+        version: _builtins.int = ...,
+        has_position: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "report_time", b"report_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_level", b"alarm_level", "charging", b"charging", "current_ma", b"current_ma", "max_temperature_milli_c", b"max_temperature_milli_c", "odometer_m", b"odometer_m", "position", b"position", "range_m", b"range_m", "report_time", b"report_time", "soc_permille", b"soc_permille", "speed_m_per_h", b"speed_m_per_h", "vehicle_id", b"vehicle_id", "voltage_mv", b"voltage_mv"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_codes", b"alarm_codes", "alarm_level", b"alarm_level", "charging", b"charging", "current_ma", b"current_ma", "driver_id", b"driver_id", "fleet_id", b"fleet_id", "has_position", b"has_position", "insulation_kohm", b"insulation_kohm", "max_temperature_milli_c", b"max_temperature_milli_c", "odometer_m", b"odometer_m", "position", b"position", "range_m", b"range_m", "report_time", b"report_time", "soc_permille", b"soc_permille", "source", b"source", "speed_m_per_h", b"speed_m_per_h", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id", "version", b"version", "voltage_mv", b"voltage_mv"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VehicleState: _TypeAlias = VehicleState  # noqa: Y015
+
+@_typing.final
+class PowerUpHint(_message.Message):
+    """The nearest reachable power-up for a low-battery alert, and what a one-click QuotePowerUp needs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    DISTANCE_M_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
+    ARRIVAL_SOC_PERMILLE_FIELD_NUMBER: _builtins.int
+    QUOTE_REQUEST_FIELD_NUMBER: _builtins.int
+    mode: _common_pb2.PowerUpMode.ValueType
+    """Mode (SWAP or CHARGE)."""
+    station_id: _builtins.str
+    """Station."""
+    distance_m: _builtins.int
+    """Road distance, meters."""
+    arrival_soc_permille: _builtins.int
+    """SOC on arrival, permille."""
+    @_builtins.property
+    def eta(self) -> _duration_pb2.Duration:
+        """Travel time."""
+
+    @_builtins.property
+    def quote_request(self) -> _ordering_pb2.QuotePowerUpRequest:
+        """A ready QuotePowerUp request for this option (vehicle, position, SOC, mode, station)."""
+
+    def __init__(
+        self,
+        *,
+        mode: _common_pb2.PowerUpMode.ValueType = ...,
+        station_id: _builtins.str = ...,
+        distance_m: _builtins.int = ...,
+        eta: _duration_pb2.Duration | None = ...,
+        arrival_soc_permille: _builtins.int = ...,
+        quote_request: _ordering_pb2.QuotePowerUpRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta", "quote_request", b"quote_request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_soc_permille", b"arrival_soc_permille", "distance_m", b"distance_m", "eta", b"eta", "mode", b"mode", "quote_request", b"quote_request", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PowerUpHint: _TypeAlias = PowerUpHint  # noqa: Y015
+
+@_typing.final
+class VehicleAlert(_message.Message):
+    """A driving alert."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    OPEN_TIME_FIELD_NUMBER: _builtins.int
+    CLEAR_TIME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    SPEED_M_PER_H_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    DRIVING_FIELD_NUMBER: _builtins.int
+    SOC_PERMILLE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    POWER_UP_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    """Alert id."""
+    vehicle_id: _builtins.str
+    """Vehicle."""
+    fleet_id: _builtins.str
+    """Fleet; empty for a private car."""
+    kind: Global___VehicleAlertKind.ValueType
+    """Kind."""
+    level: _common_pb2.AlarmLevel.ValueType
+    """Level."""
+    open: _builtins.bool
+    """Whether it is still open (one open alert per kind and vehicle)."""
+    message: _builtins.str
+    """What happened."""
+    speed_m_per_h: _builtins.int
+    """Speed that opened a SPEEDING alert, m/h."""
+    limit: _builtins.int
+    """The limit in force (SPEEDING m/h, LOW_BATTERY permille)."""
+    soc_permille: _builtins.int
+    """SOC (LOW_BATTERY), permille."""
+    code: _builtins.str
+    """GB/T alarm code (VEHICLE_ALARM)."""
+    driver_id: _builtins.str
+    """Driver assigned to the vehicle when it opened."""
+    @_builtins.property
+    def open_time(self) -> _timestamp_pb2.Timestamp:
+        """Opened at (time of the reading that opened it)."""
+
+    @_builtins.property
+    def clear_time(self) -> _timestamp_pb2.Timestamp:
+        """Cleared at, if cleared."""
+
+    @_builtins.property
+    def driving(self) -> _duration_pb2.Duration:
+        """Continuous driving time (FATIGUE)."""
+
+    @_builtins.property
+    def power_up(self) -> Global___PowerUpHint:
+        """Nearest reachable power-up (LOW_BATTERY), when the engine found one."""
+
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        kind: Global___VehicleAlertKind.ValueType = ...,
+        level: _common_pb2.AlarmLevel.ValueType = ...,
+        open: _builtins.bool = ...,
+        open_time: _timestamp_pb2.Timestamp | None = ...,
+        clear_time: _timestamp_pb2.Timestamp | None = ...,
+        message: _builtins.str = ...,
+        speed_m_per_h: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        driving: _duration_pb2.Duration | None = ...,
+        soc_permille: _builtins.int = ...,
+        code: _builtins.str = ...,
+        power_up: Global___PowerUpHint | None = ...,
+        driver_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clear_time", b"clear_time", "driving", b"driving", "open_time", b"open_time", "power_up", b"power_up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "clear_time", b"clear_time", "code", b"code", "driver_id", b"driver_id", "driving", b"driving", "fleet_id", b"fleet_id", "kind", b"kind", "level", b"level", "limit", b"limit", "message", b"message", "open", b"open", "open_time", b"open_time", "power_up", b"power_up", "soc_permille", b"soc_permille", "speed_m_per_h", b"speed_m_per_h", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VehicleAlert: _TypeAlias = VehicleAlert  # noqa: Y015
+
+@_typing.final
+class TrackReading(_message.Message):
+    """One stored reading."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    RAW_VALUE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    HAS_VALUE_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    REPAIR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    metric: _common_pb2.Metric.ValueType
+    """Metric."""
+    raw_value: _builtins.int
+    """The value as received."""
+    value: _builtins.int
+    """The value after remediation (equal to raw_value unless repaired); meaningless when discarded."""
+    has_value: _builtins.bool
+    """False when the repair discarded the reading."""
+    flags: _builtins.int
+    """ReadingFlag bits."""
+    repair: _builtins.str
+    """The repair: "", "interpolate", "hold_last" or "discard"."""
+    reason: _builtins.str
+    """Why it was flagged or repaired."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Reading time (the vehicle's own)."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        metric: _common_pb2.Metric.ValueType = ...,
+        raw_value: _builtins.int = ...,
+        value: _builtins.int = ...,
+        has_value: _builtins.bool = ...,
+        flags: _builtins.int = ...,
+        repair: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flags", b"flags", "has_value", b"has_value", "metric", b"metric", "raw_value", b"raw_value", "reason", b"reason", "repair", b"repair", "time", b"time", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrackReading: _TypeAlias = TrackReading  # noqa: Y015
 
 @_typing.final
 class FleetStatementLine(_message.Message):
@@ -1213,6 +1529,314 @@ class FleetStatementEntry(_message.Message):
 Global___FleetStatementEntry: _TypeAlias = FleetStatementEntry  # noqa: Y015
 
 @_typing.final
+class GetVehicleTrackRequest(_message.Message):
+    """GetVehicleTrack request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    vehicle_id: _builtins.str
+    """Vehicle."""
+    page_size: _builtins.int
+    """Page size; 0 = 500, at most 5,000."""
+    page_token: _builtins.str
+    """Page token from a previous response."""
+    @_builtins.property
+    def window(self) -> _common_pb2.TimeWindow:
+        """The window (required, start < end, at most 31 days)."""
+
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Metric.ValueType]:
+        """Only these metrics; empty = all.
+        Limit: at most 20 metrics.
+        """
+
+    def __init__(
+        self,
+        *,
+        vehicle_id: _builtins.str = ...,
+        window: _common_pb2.TimeWindow | None = ...,
+        metrics: _abc.Iterable[_common_pb2.Metric.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "page_size", b"page_size", "page_token", b"page_token", "vehicle_id", b"vehicle_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVehicleTrackRequest: _TypeAlias = GetVehicleTrackRequest  # noqa: Y015
+
+@_typing.final
+class GetVehicleTrackResponse(_message.Message):
+    """GetVehicleTrack response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READINGS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token; empty when done."""
+    @_builtins.property
+    def readings(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrackReading]:
+        """Readings, by time then metric."""
+
+    def __init__(
+        self,
+        *,
+        readings: _abc.Iterable[Global___TrackReading] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "readings", b"readings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVehicleTrackResponse: _TypeAlias = GetVehicleTrackResponse  # noqa: Y015
+
+@_typing.final
+class WatchVehiclesRequest(_message.Message):
+    """WatchVehicles request: exactly one of fleet_id, vehicle_id or bounds (bounds may be combined with fleet_id)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    SUB_FLEET_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    BOUNDS_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """A fleet's vehicles."""
+    sub_fleet_id: _builtins.str
+    """Only this sub-fleet of fleet_id."""
+    vehicle_id: _builtins.str
+    """One vehicle (a driver's own)."""
+    alerts: _builtins.bool
+    """Also stream alerts."""
+    @_builtins.property
+    def bounds(self) -> _common_pb2.BoundingBox:
+        """Vehicles whose last position is inside the box (a manager: within their fleet)."""
+
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        sub_fleet_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        bounds: _common_pb2.BoundingBox | None = ...,
+        alerts: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bounds", b"bounds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "bounds", b"bounds", "fleet_id", b"fleet_id", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchVehiclesRequest: _TypeAlias = WatchVehiclesRequest  # noqa: Y015
+
+@_typing.final
+class WatchVehiclesResponse(_message.Message):
+    """One WatchVehicles message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DONE_FIELD_NUMBER: _builtins.int
+    snapshot_done: _builtins.bool
+    """True on the message that ends the initial snapshot (it carries no update)."""
+    @_builtins.property
+    def state(self) -> Global___VehicleState:
+        """A vehicle's state (snapshot or change)."""
+
+    @_builtins.property
+    def alert(self) -> Global___VehicleAlert:
+        """An alert opened or cleared."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___VehicleState | None = ...,
+        alert: Global___VehicleAlert | None = ...,
+        snapshot_done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "state", b"state", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "snapshot_done", b"snapshot_done", "state", b"state", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_update: _TypeAlias = _typing.Literal["state", "alert"]  # noqa: Y015
+    _WhichOneofArgType_update: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_update) -> _WhichOneofReturnType_update | None: ...
+
+Global___WatchVehiclesResponse: _TypeAlias = WatchVehiclesResponse  # noqa: Y015
+
+@_typing.final
+class ListVehicleAlertsRequest(_message.Message):
+    """ListVehicleAlerts request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    fleet_id: _builtins.str
+    """Fleet (required unless vehicle_id is given)."""
+    vehicle_id: _builtins.str
+    """Only this vehicle."""
+    open_only: _builtins.bool
+    """Only open alerts."""
+    page_size: _builtins.int
+    """Page size."""
+    page_token: _builtins.str
+    """Page token."""
+    def __init__(
+        self,
+        *,
+        fleet_id: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        open_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "open_only", b"open_only", "page_size", b"page_size", "page_token", b"page_token", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVehicleAlertsRequest: _TypeAlias = ListVehicleAlertsRequest  # noqa: Y015
+
+@_typing.final
+class ListVehicleAlertsResponse(_message.Message):
+    """ListVehicleAlerts response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___VehicleAlert]:
+        """Alerts, newest first."""
+
+    def __init__(
+        self,
+        *,
+        alerts: _abc.Iterable[Global___VehicleAlert] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListVehicleAlertsResponse: _TypeAlias = ListVehicleAlertsResponse  # noqa: Y015
+
+@_typing.final
+class FleetAlertLimits(_message.Message):
+    """A fleet's alert limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEED_LIMIT_M_PER_H_FIELD_NUMBER: _builtins.int
+    FATIGUE_DRIVING_FIELD_NUMBER: _builtins.int
+    FATIGUE_REST_FIELD_NUMBER: _builtins.int
+    LOW_SOC_PERMILLE_FIELD_NUMBER: _builtins.int
+    speed_limit_m_per_h: _builtins.int
+    """Speeding above this, m/h."""
+    low_soc_permille: _builtins.int
+    """SOC below this raises LOW_BATTERY, permille (0..1000)."""
+    @_builtins.property
+    def fatigue_driving(self) -> _duration_pb2.Duration:
+        """Continuous driving beyond this without a rest raises FATIGUE."""
+
+    @_builtins.property
+    def fatigue_rest(self) -> _duration_pb2.Duration:
+        """A stop at least this long is a rest."""
+
+    def __init__(
+        self,
+        *,
+        speed_limit_m_per_h: _builtins.int = ...,
+        fatigue_driving: _duration_pb2.Duration | None = ...,
+        fatigue_rest: _duration_pb2.Duration | None = ...,
+        low_soc_permille: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fatigue_driving", b"fatigue_driving", "fatigue_rest", b"fatigue_rest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fatigue_driving", b"fatigue_driving", "fatigue_rest", b"fatigue_rest", "low_soc_permille", b"low_soc_permille", "speed_limit_m_per_h", b"speed_limit_m_per_h"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FleetAlertLimits: _TypeAlias = FleetAlertLimits  # noqa: Y015
+
+@_typing.final
+class SetFleetAlertLimitsRequest(_message.Message):
+    """SetFleetAlertLimits request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    fleet_id: _builtins.str
+    """Fleet."""
+    @_builtins.property
+    def limits(self) -> Global___FleetAlertLimits:
+        """The limits; a zero field (or, for low_soc_permille, a negative one is refused) takes the default."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        limits: Global___FleetAlertLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "idempotency_key", b"idempotency_key", "limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFleetAlertLimitsRequest: _TypeAlias = SetFleetAlertLimitsRequest  # noqa: Y015
+
+@_typing.final
+class SetFleetAlertLimitsResponse(_message.Message):
+    """SetFleetAlertLimits response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> Global___FleetAlertLimits:
+        """The limits in force after the change (defaults filled in)."""
+
+    def __init__(
+        self,
+        *,
+        limits: Global___FleetAlertLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetFleetAlertLimitsResponse: _TypeAlias = SetFleetAlertLimitsResponse  # noqa: Y015
+
+@_typing.final
 class GetVehicleStateRequest(_message.Message):
     """GetVehicleState request."""
 
@@ -1730,6 +2354,9 @@ class VehicleDayLine(_message.Message):
     SWAP_ENERGY_WH_FIELD_NUMBER: _builtins.int
     CHARGE_ENERGY_WH_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    HAS_TELEMETRY_FIELD_NUMBER: _builtins.int
+    DISTANCE_M_FIELD_NUMBER: _builtins.int
+    DRIVING_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     """Vehicle."""
     sub_fleet_id: _builtins.str
@@ -1744,9 +2371,17 @@ class VehicleDayLine(_message.Message):
     """Energy delivered by swaps, Wh."""
     charge_energy_wh: _builtins.int
     """Energy delivered by charging (at a charger, valet or mobile van), Wh."""
+    has_telemetry: _builtins.bool
+    """Whether the vehicle sent telemetry that day (distance and driving time below come from it)."""
+    distance_m: _builtins.int
+    """Distance driven, meters (the odometer's span over the day's accepted readings)."""
     @_builtins.property
     def cost(self) -> _common_pb2.Money:
         """What the orders cost (final amounts and cancellation fees)."""
+
+    @_builtins.property
+    def driving(self) -> _duration_pb2.Duration:
+        """Driving time (speed at least 5 km/h between consecutive readings at most the gap threshold apart)."""
 
     def __init__(
         self,
@@ -1759,10 +2394,13 @@ class VehicleDayLine(_message.Message):
         swap_energy_wh: _builtins.int = ...,
         charge_energy_wh: _builtins.int = ...,
         cost: _common_pb2.Money | None = ...,
+        has_telemetry: _builtins.bool = ...,
+        distance_m: _builtins.int = ...,
+        driving: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "driving", b"driving"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "completed_count", b"completed_count", "cost", b"cost", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "completed_count", b"completed_count", "cost", b"cost", "distance_m", b"distance_m", "driving", b"driving", "has_telemetry", b"has_telemetry", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

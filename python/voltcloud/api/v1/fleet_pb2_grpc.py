@@ -130,6 +130,26 @@ class FleetServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.FromString,
                 _registered_method=True)
+        self.GetVehicleTrack = channel.unary_unary(
+                '/voltcloud.v1.FleetService/GetVehicleTrack',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleTrackRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleTrackResponse.FromString,
+                _registered_method=True)
+        self.WatchVehicles = channel.unary_stream(
+                '/voltcloud.v1.FleetService/WatchVehicles',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.WatchVehiclesRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.WatchVehiclesResponse.FromString,
+                _registered_method=True)
+        self.ListVehicleAlerts = channel.unary_unary(
+                '/voltcloud.v1.FleetService/ListVehicleAlerts',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsResponse.FromString,
+                _registered_method=True)
+        self.SetFleetAlertLimits = channel.unary_unary(
+                '/voltcloud.v1.FleetService/SetFleetAlertLimits',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -214,7 +234,8 @@ class FleetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetVehicleState(self, request, context):
-        """Returns a vehicle's live state (from GB/T 32960 telemetry).
+        """Returns a vehicle's live state (from GB/T 32960 telemetry; without telemetry, from its orders' facts).
+        The fleet's manager, the fleet's driver of the vehicle (or a private car's owner), the admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +285,38 @@ class FleetServiceServicer:
 
     def GetFleetDailyReport(self, request, context):
         """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVehicleTrack(self, request, context):
+        """A vehicle's telemetry history in a time window, oldest first, paged: each reading's raw value beside the
+        value after remediation, with the flags and the repair's reason. Who: as GetVehicleState.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchVehicles(self, request, context):
+        """The live map: an initial snapshot of the selected vehicles' states, then every state change and alert as
+        it commits (fed by the change feed). A manager selects their fleet (or a sub-fleet, or a bounding box
+        within their fleet), a driver their own vehicle, the admin any fleet or box.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVehicleAlerts(self, request, context):
+        """A fleet's (or one vehicle's) driving alerts, newest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFleetAlertLimits(self, request, context):
+        """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+        default. The fleet's manager or the admin; answers the limits now in force.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +419,26 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.GetFleetDailyReport,
                     request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.SerializeToString,
+            ),
+            'GetVehicleTrack': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVehicleTrack,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleTrackRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.GetVehicleTrackResponse.SerializeToString,
+            ),
+            'WatchVehicles': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchVehicles,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.WatchVehiclesRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.WatchVehiclesResponse.SerializeToString,
+            ),
+            'ListVehicleAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVehicleAlerts,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsResponse.SerializeToString,
+            ),
+            'SetFleetAlertLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFleetAlertLimits,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -882,6 +955,114 @@ class FleetService:
             '/voltcloud.v1.FleetService/GetFleetDailyReport',
             voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportRequest.SerializeToString,
             voltcloud_dot_v1_dot_fleet__pb2.GetFleetDailyReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVehicleTrack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/GetVehicleTrack',
+            voltcloud_dot_v1_dot_fleet__pb2.GetVehicleTrackRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.GetVehicleTrackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchVehicles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/WatchVehicles',
+            voltcloud_dot_v1_dot_fleet__pb2.WatchVehiclesRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.WatchVehiclesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVehicleAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/ListVehicleAlerts',
+            voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.ListVehicleAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFleetAlertLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/SetFleetAlertLimits',
+            voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,7 +56,9 @@ class FleetServiceStub:
     GetFleetStatement: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetStatementRequest, _fleet_pb2.GetFleetStatementResponse]
     """Returns a fleet's statement for a period (orders, energy, amounts per sub-fleet/vehicle)."""
     GetVehicleState: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetVehicleStateRequest, _fleet_pb2.GetVehicleStateResponse]
-    """Returns a vehicle's live state (from GB/T 32960 telemetry)."""
+    """Returns a vehicle's live state (from GB/T 32960 telemetry; without telemetry, from its orders' facts).
+    The fleet's manager, the fleet's driver of the vehicle (or a private car's owner), the admin.
+    """
     ReviewDriver: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ReviewDriverRequest, _fleet_pb2.ReviewDriverResponse]
     """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
     MoveVehicle: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.MoveVehicleRequest, _fleet_pb2.MoveVehicleResponse]
@@ -71,6 +73,21 @@ class FleetServiceStub:
     """Lists the fleet's charging tokens."""
     GetFleetDailyReport: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetDailyReportRequest, _fleet_pb2.GetFleetDailyReportResponse]
     """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
+    GetVehicleTrack: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.GetVehicleTrackRequest, _fleet_pb2.GetVehicleTrackResponse]
+    """A vehicle's telemetry history in a time window, oldest first, paged: each reading's raw value beside the
+    value after remediation, with the flags and the repair's reason. Who: as GetVehicleState.
+    """
+    WatchVehicles: _grpc.UnaryStreamMultiCallable[_fleet_pb2.WatchVehiclesRequest, _fleet_pb2.WatchVehiclesResponse]
+    """The live map: an initial snapshot of the selected vehicles' states, then every state change and alert as
+    it commits (fed by the change feed). A manager selects their fleet (or a sub-fleet, or a bounding box
+    within their fleet), a driver their own vehicle, the admin any fleet or box.
+    """
+    ListVehicleAlerts: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.ListVehicleAlertsRequest, _fleet_pb2.ListVehicleAlertsResponse]
+    """A fleet's (or one vehicle's) driving alerts, newest first, paged."""
+    SetFleetAlertLimits: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SetFleetAlertLimitsRequest, _fleet_pb2.SetFleetAlertLimitsResponse]
+    """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+    default. The fleet's manager or the admin; answers the limits now in force.
+    """
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -100,7 +117,9 @@ class FleetServiceAsyncStub(FleetServiceStub):
     GetFleetStatement: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetStatementRequest, _fleet_pb2.GetFleetStatementResponse]  # type: ignore[assignment]
     """Returns a fleet's statement for a period (orders, energy, amounts per sub-fleet/vehicle)."""
     GetVehicleState: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetVehicleStateRequest, _fleet_pb2.GetVehicleStateResponse]  # type: ignore[assignment]
-    """Returns a vehicle's live state (from GB/T 32960 telemetry)."""
+    """Returns a vehicle's live state (from GB/T 32960 telemetry; without telemetry, from its orders' facts).
+    The fleet's manager, the fleet's driver of the vehicle (or a private car's owner), the admin.
+    """
     ReviewDriver: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ReviewDriverRequest, _fleet_pb2.ReviewDriverResponse]  # type: ignore[assignment]
     """Approves or rejects a driver's pending application to join a fleet (the fleet's manager)."""
     MoveVehicle: _aio.UnaryUnaryMultiCallable[_fleet_pb2.MoveVehicleRequest, _fleet_pb2.MoveVehicleResponse]  # type: ignore[assignment]
@@ -115,6 +134,21 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Lists the fleet's charging tokens."""
     GetFleetDailyReport: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetFleetDailyReportRequest, _fleet_pb2.GetFleetDailyReportResponse]  # type: ignore[assignment]
     """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
+    GetVehicleTrack: _aio.UnaryUnaryMultiCallable[_fleet_pb2.GetVehicleTrackRequest, _fleet_pb2.GetVehicleTrackResponse]  # type: ignore[assignment]
+    """A vehicle's telemetry history in a time window, oldest first, paged: each reading's raw value beside the
+    value after remediation, with the flags and the repair's reason. Who: as GetVehicleState.
+    """
+    WatchVehicles: _aio.UnaryStreamMultiCallable[_fleet_pb2.WatchVehiclesRequest, _fleet_pb2.WatchVehiclesResponse]  # type: ignore[assignment]
+    """The live map: an initial snapshot of the selected vehicles' states, then every state change and alert as
+    it commits (fed by the change feed). A manager selects their fleet (or a sub-fleet, or a bounding box
+    within their fleet), a driver their own vehicle, the admin any fleet or box.
+    """
+    ListVehicleAlerts: _aio.UnaryUnaryMultiCallable[_fleet_pb2.ListVehicleAlertsRequest, _fleet_pb2.ListVehicleAlertsResponse]  # type: ignore[assignment]
+    """A fleet's (or one vehicle's) driving alerts, newest first, paged."""
+    SetFleetAlertLimits: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SetFleetAlertLimitsRequest, _fleet_pb2.SetFleetAlertLimitsResponse]  # type: ignore[assignment]
+    """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+    default. The fleet's manager or the admin; answers the limits now in force.
+    """
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fleet tenants and their vehicles and drivers."""
@@ -213,7 +247,9 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fleet_pb2.GetVehicleStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.GetVehicleStateResponse, _abc.Awaitable[_fleet_pb2.GetVehicleStateResponse]]:
-        """Returns a vehicle's live state (from GB/T 32960 telemetry)."""
+        """Returns a vehicle's live state (from GB/T 32960 telemetry; without telemetry, from its orders' facts).
+        The fleet's manager, the fleet's driver of the vehicle (or a private car's owner), the admin.
+        """
 
     @_abc_1.abstractmethod
     def ReviewDriver(
@@ -270,5 +306,44 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fleet_pb2.GetFleetDailyReportResponse, _abc.Awaitable[_fleet_pb2.GetFleetDailyReportResponse]]:
         """The day's operation report per vehicle of a fleet (or sub-fleet), with a CSV export."""
+
+    @_abc_1.abstractmethod
+    def GetVehicleTrack(
+        self,
+        request: _fleet_pb2.GetVehicleTrackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.GetVehicleTrackResponse, _abc.Awaitable[_fleet_pb2.GetVehicleTrackResponse]]:
+        """A vehicle's telemetry history in a time window, oldest first, paged: each reading's raw value beside the
+        value after remediation, with the flags and the repair's reason. Who: as GetVehicleState.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchVehicles(
+        self,
+        request: _fleet_pb2.WatchVehiclesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fleet_pb2.WatchVehiclesResponse], _abc.AsyncIterator[_fleet_pb2.WatchVehiclesResponse]]:
+        """The live map: an initial snapshot of the selected vehicles' states, then every state change and alert as
+        it commits (fed by the change feed). A manager selects their fleet (or a sub-fleet, or a bounding box
+        within their fleet), a driver their own vehicle, the admin any fleet or box.
+        """
+
+    @_abc_1.abstractmethod
+    def ListVehicleAlerts(
+        self,
+        request: _fleet_pb2.ListVehicleAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.ListVehicleAlertsResponse, _abc.Awaitable[_fleet_pb2.ListVehicleAlertsResponse]]:
+        """A fleet's (or one vehicle's) driving alerts, newest first, paged."""
+
+    @_abc_1.abstractmethod
+    def SetFleetAlertLimits(
+        self,
+        request: _fleet_pb2.SetFleetAlertLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SetFleetAlertLimitsResponse, _abc.Awaitable[_fleet_pb2.SetFleetAlertLimitsResponse]]:
+        """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
+        default. The fleet's manager or the admin; answers the limits now in force.
+        """
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

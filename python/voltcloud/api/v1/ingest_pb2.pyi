@@ -125,8 +125,92 @@ class Hello(_message.Message):
 Global___Hello: _TypeAlias = Hello  # noqa: Y015
 
 @_typing.final
+class ResolveVehiclesRequest(_message.Message):
+    """ResolveVehicles request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GATEWAY_ID_FIELD_NUMBER: _builtins.int
+    VINS_FIELD_NUMBER: _builtins.int
+    gateway_id: _builtins.str
+    """Gateway asking (must match the caller's credentials)."""
+    @_builtins.property
+    def vins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """VINs, 17 characters each.
+        Limit: at most 1,000 VINs.
+        """
+
+    def __init__(
+        self,
+        *,
+        gateway_id: _builtins.str = ...,
+        vins: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_id", b"gateway_id", "vins", b"vins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveVehiclesRequest: _TypeAlias = ResolveVehiclesRequest  # noqa: Y015
+
+@_typing.final
+class ResolvedVehicle(_message.Message):
+    """One resolved VIN."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIN_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    vin: _builtins.str
+    """The VIN as asked (upper-cased)."""
+    vehicle_id: _builtins.str
+    """The vehicle id; empty when the VIN is not registered (or not the gateway's to see)."""
+    def __init__(
+        self,
+        *,
+        vin: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vehicle_id", b"vehicle_id", "vin", b"vin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolvedVehicle: _TypeAlias = ResolvedVehicle  # noqa: Y015
+
+@_typing.final
+class ResolveVehiclesResponse(_message.Message):
+    """ResolveVehicles response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vehicles(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolvedVehicle]:
+        """One entry per VIN asked, in order."""
+
+    def __init__(
+        self,
+        *,
+        vehicles: _abc.Iterable[Global___ResolvedVehicle] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vehicles", b"vehicles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveVehiclesResponse: _TypeAlias = ResolveVehiclesResponse  # noqa: Y015
+
+@_typing.final
 class TelemetrySource(_message.Message):
-    """Who a reading is about; readings refer to sources by index to keep them small."""
+    """Who a reading is about; readings refer to sources by index to keep them small.
+    A vehicle source (GB/T 32960) names only vehicle_id: its readings go to the vehicle telemetry store and live
+    state (SOC permille, speed m/h, odometer m, latitude/longitude microdegrees, voltage, current,
+    temperatures, insulation), each at its own time (base_time + offset), one transaction per batch.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -619,7 +703,10 @@ class AlarmReport(_message.Message):
     code: _builtins.str
     """Vendor/standard code."""
     level: _common_pb2.AlarmLevel.ValueType
-    """Level."""
+    """Level. For a vehicle's GB/T 32960 alarm (vehicle_id set, no station) this is the GB/T level as its number,
+    1..3 (the platform raises level 1 as WARNING, 2 as MAJOR, 3 as CRITICAL); `code` names the alarm (a
+    general-alarm flag bit or a fault code) and a report with `cleared` closes that code.
+    """
     message: _builtins.str
     """Description."""
     cleared: _builtins.bool

@@ -60,6 +60,11 @@ class IngestServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusResponse.FromString,
                 _registered_method=True)
+        self.ResolveVehicles = channel.unary_unary(
+                '/voltcloud.v1.IngestService/ResolveVehicles',
+                request_serializer=voltcloud_dot_v1_dot_ingest__pb2.ResolveVehiclesRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ingest__pb2.ResolveVehiclesResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -105,6 +110,15 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveVehicles(self, request, context):
+        """A GB/T 32960 gateway resolves terminals' VINs to vehicle ids (its unknown-VIN check at vehicle login).
+        Scoped like the uplink: a gateway of fleet F (token tenant fleet:F) sees only F's vehicles; other VINs
+        are answered unknown, as unregistered ones are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +146,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.SetChargingTokenStatus,
                     request_deserializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusResponse.SerializeToString,
+            ),
+            'ResolveVehicles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveVehicles,
+                    request_deserializer=voltcloud_dot_v1_dot_ingest__pb2.ResolveVehiclesRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ingest__pb2.ResolveVehiclesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +289,33 @@ class IngestService:
             '/voltcloud.v1.IngestService/SetChargingTokenStatus',
             voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusRequest.SerializeToString,
             voltcloud_dot_v1_dot_ingest__pb2.SetChargingTokenStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveVehicles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.IngestService/ResolveVehicles',
+            voltcloud_dot_v1_dot_ingest__pb2.ResolveVehiclesRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ingest__pb2.ResolveVehiclesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class IngestServiceStub:
     """Registers a charging token: a fleet manager for its fleet, a driver for himself (platform admin: anyone)."""
     SetChargingTokenStatus: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.SetChargingTokenStatusRequest, _ingest_pb2.SetChargingTokenStatusResponse]
     """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin."""
+    ResolveVehicles: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ResolveVehiclesRequest, _ingest_pb2.ResolveVehiclesResponse]
+    """A GB/T 32960 gateway resolves terminals' VINs to vehicle ids (its unknown-VIN check at vehicle login).
+    Scoped like the uplink: a gateway of fleet F (token tenant fleet:F) sees only F's vehicles; other VINs
+    are answered unknown, as unregistered ones are.
+    """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
@@ -71,6 +76,11 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """Registers a charging token: a fleet manager for its fleet, a driver for himself (platform admin: anyone)."""
     SetChargingTokenStatus: _aio.UnaryUnaryMultiCallable[_ingest_pb2.SetChargingTokenStatusRequest, _ingest_pb2.SetChargingTokenStatusResponse]  # type: ignore[assignment]
     """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin."""
+    ResolveVehicles: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ResolveVehiclesRequest, _ingest_pb2.ResolveVehiclesResponse]  # type: ignore[assignment]
+    """A GB/T 32960 gateway resolves terminals' VINs to vehicle ids (its unknown-VIN check at vehicle login).
+    Scoped like the uplink: a gateway of fleet F (token tenant fleet:F) sees only F's vehicles; other VINs
+    are answered unknown, as unregistered ones are.
+    """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
     """Gateways (OCPP, GB/T 32960, swap-station uplink) talk to the platform only through this service."""
@@ -120,5 +130,16 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.SetChargingTokenStatusResponse, _abc.Awaitable[_ingest_pb2.SetChargingTokenStatusResponse]]:
         """Blocks or re-activates a token: its owner (fleet manager, driver), the operator it is valid at, an admin."""
+
+    @_abc_1.abstractmethod
+    def ResolveVehicles(
+        self,
+        request: _ingest_pb2.ResolveVehiclesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ResolveVehiclesResponse, _abc.Awaitable[_ingest_pb2.ResolveVehiclesResponse]]:
+        """A GB/T 32960 gateway resolves terminals' VINs to vehicle ids (its unknown-VIN check at vehicle login).
+        Scoped like the uplink: a gateway of fleet F (token tenant fleet:F) sees only F's vehicles; other VINs
+        are answered unknown, as unregistered ones are.
+        """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
