@@ -191,7 +191,8 @@ async def progress(session: AsyncSession, principal: Principal, p: Progress, now
     target = normalize(p.state)
     if target not in _PROGRESS_TARGETS or (target in (S.OPEN, S.ASSIGNED) and normalize(order.state) != S.ON_HOLD):
         raise InvalidArgument.for_field("state", f"{target.name} is not a progress step (use the RPC for it)")
-    if target == S.DIAGNOSED and not p.conclusion.strip():
+    resuming = normalize(order.state) == S.ON_HOLD
+    if target == S.DIAGNOSED and not resuming and not p.conclusion.strip():
         raise InvalidArgument.for_field("conclusion", "a diagnosis needs its conclusion")
     if target == S.ON_HOLD and not p.reason.strip():
         raise InvalidArgument.for_field("reason", "is required to put a work order on hold")

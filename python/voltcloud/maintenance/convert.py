@@ -132,11 +132,10 @@ def _position(r: maintenance_pb2.UpdateWorkOrderProgressRequest) -> tuple[int, i
 
 
 def progress(r: maintenance_pb2.UpdateWorkOrderProgressRequest) -> closedloop.Progress:
-    reported = bool(r.percent_complete or r.state or r.note)
     return closedloop.Progress(
         work_order_id=r.work_order_id, state=r.state, note=r.note, reason=r.reason, conclusion=r.conclusion,
         position=_position(r), attachments=tuple(r.photo_uris),
-        percent_complete=r.percent_complete if reported else None, expected_version=r.expected_version,
+        percent_complete=r.percent_complete or None, expected_version=r.expected_version,
     )  # fmt: skip
 
 

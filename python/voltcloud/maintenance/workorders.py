@@ -257,8 +257,9 @@ def _apply(
         order.accepted_at = now
     elif target == S.ON_SITE:
         order.on_site_at = order.on_site_at or now
-    elif target == S.DIAGNOSED:
-        order.diagnosed_at, order.diagnosis = now, conclusion[:2000]
+    elif target == S.DIAGNOSED:  # back from hold without a new conclusion keeps the diagnosis
+        order.diagnosed_at = now if conclusion or order.diagnosed_at is None else order.diagnosed_at
+        order.diagnosis = conclusion[:2000] or order.diagnosis
     elif target == S.RESOLVED:
         order.resolved_at = now
         order.resolution = conclusion[:2000] or order.resolution

@@ -1221,7 +1221,7 @@ class UpdateWorkOrderProgressRequest(_message.Message):
     Limit: at most 2,000 characters.
     """
     percent_complete: _builtins.int
-    """Percent done (0..100); 0 with no state change and no note = not reported."""
+    """Percent done (1..100); 0 = not reported."""
     reason: _builtins.str
     """Reason (on hold, decline)."""
     conclusion: _builtins.str
