@@ -53,13 +53,15 @@ async def test_closed_loop_from_a_scanned_code(tmp_path: Path, database_url: str
             assert err.code().name == status, code
             if status == "INVALID_ARGUMENT":
                 assert field_violations(err) == ["equipment_code"]
-        lane = await stub.ReportFault(m.ReportFaultRequest(equipment_code=f"voltcloud://l/{SWAP_STATION}/1",
-                                                           description="lane door stuck"), metadata=who.operator)  # fmt: skip
+        lane_code = f"voltcloud://l/{SWAP_STATION}/1"
+        lane = await stub.ReportFault(m.ReportFaultRequest(equipment_code=lane_code, description="lane door stuck"),
+                                      metadata=who.operator)  # fmt: skip
         assert lane.work_order.equipment_kind == "lane"
         # Dispatch assigns (maint-field's AssignWorkOrder does this through transition).
         async with platform.db.transaction() as session:
+            now = dt.datetime.now(dt.UTC)
             await workorders.transition(session, order.work_order_id, to_state=S.ASSIGNED, actor_id="dispatch",
-                                        actor_role="platform", now=dt.datetime.now(dt.UTC), engineer_id="eng-1")  # fmt: skip
+                                        actor_role="platform", now=now, engineer_id="eng-1")  # fmt: skip
         wid = order.work_order_id
 
         async def step(state: int, md: object = who.engineer, **kw: object) -> m.WorkOrder:
