@@ -35,7 +35,7 @@ def minutes(n: int) -> duration_pb2.Duration:
 
 async def until(check: Callable[[], object], timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while not await check():  # type: ignore[misc]
+        while not await check():  # type: ignore[misc]  # noqa: ASYNC110 - the state is in the database
             await asyncio.sleep(0.05)
 
 
@@ -48,7 +48,7 @@ def prefs(kind: str, ident: str, **kw: object) -> m.SetNotificationPreferencesRe
 
 async def test_sla_warning_and_escalations_notify_once(tmp_path: Path, database_url: str) -> None:
     clock = frozen_now()
-    async with smtp_server() as smtp, webhook_server() as hook:
+    async with smtp_server() as smtp, webhook_server() as hook:  # noqa: SIM117 - the platform needs the port
         async with maintenance_platform(tmp_path, database_url, clock, smtp_host="127.0.0.1", smtp_port=smtp.port) as (
             platform,
             stub,
@@ -161,37 +161,38 @@ async def test_racing_timers_fire_each_event_once(tmp_path: Path, database_url: 
 
 async def test_webhook_retries_with_backoff_and_dedups(tmp_path: Path, database_url: str) -> None:
     clock = frozen_now()
-    async with webhook_server(fail_first=2) as hook:
-        async with maintenance_platform(tmp_path, database_url, clock, notify_backoff_s=30) as (platform, stub):
-            who = callers(platform)
-            await stub.SetNotificationPreferences(prefs("operator", OP1, webhook_url=hook.url), metadata=who.operator)
+    async with (
+        webhook_server(fail_first=2) as hook,
+        maintenance_platform(tmp_path, database_url, clock, notify_backoff_s=30) as (platform, stub),
+    ):
+        who = callers(platform)
+        await stub.SetNotificationPreferences(prefs("operator", OP1, webhook_url=hook.url), metadata=who.operator)
+        async with platform.db.transaction() as session:
+            kw = {"operator_id": OP1, "recipient_kind": "operator", "recipient_id": OP1, "topic": "test"}
+            first = await notify.enqueue(session, **kw, subject="hello", body="b", dedup_key="k1", now=clock.now())
+            second = await notify.enqueue(session, **kw, subject="hello", body="b", dedup_key="k1", now=clock.now())
+        assert (first, second) == (True, False)
+        sender = platform.maintenance.sender
+        await until(lambda: _attempts(platform, 1))
+        assert hook.attempts == 1 and not hook.posts
+        clock.advance(dt.timedelta(seconds=29))
+        sender.wake()
+        await asyncio.sleep(0.3)
+        assert hook.attempts == 1  # the backoff (30 s) has not passed
+        clock.advance(dt.timedelta(seconds=2))
+        sender.wake()
+        await until(lambda: _attempts(platform, 2))
+        clock.advance(dt.timedelta(seconds=61))  # second backoff: 60 s
+        sender.wake()
+        posts = await hook.wait_for(1)
+        assert posts[0]["subject"] == "hello" and hook.keys == ["k1:webhook"]
+
+        async def sent() -> bool:
             async with platform.db.transaction() as session:
-                first = await notify.enqueue(session, operator_id=OP1, recipient_kind="operator", recipient_id=OP1,
-                                             topic="test", subject="hello", body="b", dedup_key="k1", now=clock.now())  # fmt: skip
-                second = await notify.enqueue(session, operator_id=OP1, recipient_kind="operator", recipient_id=OP1,
-                                              topic="test", subject="hello", body="b", dedup_key="k1", now=clock.now())  # fmt: skip
-            assert (first, second) == (True, False)
-            sender = platform.maintenance.sender
-            await until(lambda: _attempts(platform, 1))
-            assert hook.attempts == 1 and not hook.posts
-            clock.advance(dt.timedelta(seconds=29))
-            sender.wake()
-            await asyncio.sleep(0.3)
-            assert hook.attempts == 1  # the backoff (30 s) has not passed
-            clock.advance(dt.timedelta(seconds=2))
-            sender.wake()
-            await until(lambda: _attempts(platform, 2))
-            clock.advance(dt.timedelta(seconds=61))  # second backoff: 60 s
-            sender.wake()
-            posts = await hook.wait_for(1)
-            assert posts[0]["subject"] == "hello" and hook.keys == ["k1:webhook"]
+                row = (await session.exec(select(Notification))).one()
+            return (row.state, row.attempts, row.channel) == (notify.SENT, 3, "webhook")
 
-            async def sent() -> bool:
-                async with platform.db.transaction() as session:
-                    row = (await session.exec(select(Notification))).one()
-                return (row.state, row.attempts, row.channel) == (notify.SENT, 3, "webhook")
-
-            await until(sent)
+        await until(sent)
 
 
 async def _attempts(platform: Platform, n: int) -> bool:
