@@ -98,13 +98,11 @@ async def run(database_url: str, data_dir: Path, alarms: int, orders: int) -> di
     return out
 
 
-async def throwaway_postgres(url: str) -> str:
-    name = f"vc_bench_maint_{uuid.uuid4().hex[:8]}"
+async def admin(url: str, statement: str) -> None:
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:
-        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        await conn.execute(sa.text(statement))
     await engine.dispose()
-    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def main() -> None:
@@ -115,11 +113,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = {"sqlite": f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"}
+        scratch = f"vc_bench_maint_{uuid.uuid4().hex[:8]}"
         if args.postgres:
-            runs["postgresql"] = asyncio.run(throwaway_postgres(args.postgres))
-        for name, url in runs.items():
-            figures = asyncio.run(run(url, Path(tmp) / name, args.alarms, args.orders))
-            print(name, {k: round(v, 1) for k, v in figures.items()})
+            asyncio.run(admin(args.postgres, f'CREATE DATABASE "{scratch}"'))
+            runs["postgresql"] = sa.engine.make_url(args.postgres).set(database=scratch).render_as_string(False)
+        try:
+            for name, url in runs.items():
+                figures = asyncio.run(run(url, Path(tmp) / name, args.alarms, args.orders))
+                print(name, {k: round(v, 1) for k, v in figures.items()})
+        finally:
+            if args.postgres:
+                asyncio.run(admin(args.postgres, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
