@@ -188,3 +188,18 @@ def catch_up(clock: FrozenClock) -> None:
     ahead = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=30)
     if ahead > clock.now():
         clock.advance(ahead - clock.now())
+
+
+# ---- an SMS provider for the SMS interface (no provider is reachable here; this one records) -----------------
+
+SMS_SENT: list[tuple[str, str, str]] = []
+
+
+class RecordingSms:
+    """A `notify.SmsProvider` plugged in through the `sms_provider` setting, as a real one would be."""
+
+    def __init__(self, settings: object) -> None:
+        self.settings = settings
+
+    async def send_sms(self, phone: str, text: str, *, key: str) -> None:
+        SMS_SENT.append((phone, text, key))

@@ -199,3 +199,37 @@ async def _attempts(platform: Platform, n: int) -> bool:
     async with platform.db.transaction() as session:
         rows = list(await session.exec(select(Notification.attempts)))
     return bool(rows) and rows[0] >= n and platform.maintenance.sender is not None
+
+
+async def test_progress_goes_by_sms_when_configured_else_email(tmp_path: Path, database_url: str) -> None:
+    from .maintenance_support import SMS_SENT
+
+    SMS_SENT.clear()
+    async with smtp_server() as smtp:  # noqa: SIM117 - the platform needs the server's port
+        async with maintenance_platform(
+            tmp_path, database_url, smtp_host="127.0.0.1", smtp_port=smtp.port,
+            sms_provider="tests.integration.maintenance_support:RecordingSms",
+        ) as (platform, stub):  # fmt: skip
+            who = callers(platform)
+            both = prefs("operator", OP1, email="ops@op1.example", phone="+8613800000000")
+            await stub.SetNotificationPreferences(both, metadata=who.operator)
+            order = (await stub.CreateWorkOrder(m.CreateWorkOrderRequest(title="pump", station_id=CHARGING_STATION),
+                                                metadata=who.operator)).work_order  # fmt: skip
+            note = m.UpdateWorkOrderProgressRequest(work_order_id=order.work_order_id, note="parts ordered")
+            await stub.UpdateWorkOrderProgress(note, metadata=who.operator)
+            # "created" goes to every channel (email and SMS); the progress note by SMS only.
+            await smtp.wait_for(1)
+            await until(lambda: _count(SMS_SENT, 2))
+            assert [s[0] for s in SMS_SENT] == ["+8613800000000"] * 2 and "parts ordered" in SMS_SENT[1][1]
+            await asyncio.sleep(0.3)
+            assert len(smtp.messages) == 1 and smtp.messages[0]["Subject"].startswith("New work order")
+            email_only = prefs("operator", OP1, email="ops@op1.example", phone="+8613800000000", sms_on=False)
+            await stub.SetNotificationPreferences(email_only, metadata=who.operator)
+            await stub.UpdateWorkOrderProgress(note, metadata=who.operator)
+            progress = (await smtp.wait_for(2))[1]
+            assert progress["To"] == "ops@op1.example" and "parts ordered" in progress.get_content()
+            assert len(SMS_SENT) == 2
+
+
+async def _count(items: list[object], n: int) -> bool:
+    return len(items) >= n
