@@ -133,8 +133,13 @@ async def test_manual_work_order_links_alarms_and_close_clears_them(tmp_path: Pa
         assert opened.work_order_id is None  # a warning opens none by default
         create = m.CreateWorkOrderRequest(idempotency_key="k", title="Door", station_id=SWAP_STATION,
                                           alarm_ids=[opened.alarm_id], equipment_kind="station")  # fmt: skip
+        watch = stub.WatchAlarms(m.WatchAlarmsRequest(station_id=SWAP_STATION), metadata=who.operator)
+        assert [a.alarm_id for a in (await watch.read()).alarms] == [opened.alarm_id]  # the snapshot
         order = (await stub.CreateWorkOrder(create, metadata=who.operator)).work_order
         assert list(order.alarm_ids) == [opened.alarm_id] and order.operator_id == OP1
+        linked = await watch.read()
+        assert linked.change == m.ALARM_CHANGE_LINKED and linked.alarms[0].work_order_id == order.work_order_id
+        watch.cancel()
         foreign = m.CreateWorkOrderRequest(title="x", station_id="st-000002")
         assert (await refused(stub.CreateWorkOrder(foreign, metadata=who.operator))).code() == grpc.StatusCode.NOT_FOUND
         bad_kind = m.CreateWorkOrderRequest(title="x", station_id=SWAP_STATION, equipment_kind="toaster")

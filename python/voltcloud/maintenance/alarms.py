@@ -41,7 +41,7 @@ WORK_ORDER_SOURCE_INSPECTION = int(WorkOrderSource.INSPECTION)
 
 ALARM_TOPIC = "alarm"
 # What changed (the payload's "change"; WatchAlarms' AlarmChange numbers).
-RAISED, REPEATED, ACKNOWLEDGED, FLAPPING, CLEARED = 2, 3, 4, 5, 6
+RAISED, REPEATED, ACKNOWLEDGED, FLAPPING, CLEARED, LINKED = 2, 3, 4, 5, 6, 7
 
 
 @dataclass(frozen=True)

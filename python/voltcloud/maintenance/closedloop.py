@@ -62,7 +62,7 @@ async def create(
     for alarm in linked:
         alarm.work_order_id = order.id
         session.add(alarm)
-        await alarms.publish_alarm(session, alarm, alarms.REPEATED)
+        await alarms.publish_alarm(session, alarm, alarms.LINKED)
     return order
 
 

@@ -194,6 +194,8 @@ class _AlarmChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlarmChan
     """Marked flapping (kept open)."""
     ALARM_CHANGE_CLEARED: _AlarmChange.ValueType  # 6
     """Cleared."""
+    ALARM_CHANGE_LINKED: _AlarmChange.ValueType  # 7
+    """Linked to a work order opened by a person (CreateWorkOrder)."""
 
 class AlarmChange(_AlarmChange, metaclass=_AlarmChangeEnumTypeWrapper):
     """What happened to the alarms of one WatchAlarms message."""
@@ -212,6 +214,8 @@ ALARM_CHANGE_FLAPPING: AlarmChange.ValueType  # 5
 """Marked flapping (kept open)."""
 ALARM_CHANGE_CLEARED: AlarmChange.ValueType  # 6
 """Cleared."""
+ALARM_CHANGE_LINKED: AlarmChange.ValueType  # 7
+"""Linked to a work order opened by a person (CreateWorkOrder)."""
 Global___AlarmChange: _TypeAlias = AlarmChange  # noqa: Y015
 
 @_typing.final
