@@ -161,3 +161,34 @@ async def test_concurrent_raises_of_one_fault_make_one_alarm(tmp_path: Path, dat
         assert [(a.code, a.occurrences) for a in listed.alarms] == [("RACE", 20)]
         orders = await stub.ListWorkOrders(m.ListWorkOrdersRequest(), metadata=who.operator)
         assert len(orders.work_orders) == 1
+
+
+async def test_list_alarms_pages_newest_first_with_filters(tmp_path: Path, database_url: str) -> None:
+    from voltcloud.maintenance import api
+
+    async with maintenance_platform(tmp_path, database_url) as (platform, stub):
+        who = callers(platform)
+        raised = []
+        for i in range(5):
+            async with platform.db.transaction() as session:
+                opened = await api.raise_alarm(
+                    session, now=dt.datetime.now(dt.UTC), source=api.ALARM_SOURCE_STATION,
+                    level=common_pb2.ALARM_LEVEL_INFO if i % 2 else common_pb2.ALARM_LEVEL_MAJOR, code=f"P{i}",
+                    message="page", operator_id=OP1, station_id=CHARGING_STATION,
+                )  # fmt: skip
+            raised.append(opened.alarm_id)
+        seen, token = [], ""
+        while True:
+            page = await stub.ListAlarms(m.ListAlarmsRequest(page_size=2, page_token=token), metadata=who.engineer)
+            seen += [a.alarm_id for a in page.alarms]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == raised[::-1]
+        majors_here = m.ListAlarmsRequest(min_level=common_pb2.ALARM_LEVEL_MAJOR, station_id=CHARGING_STATION)
+        majors = await stub.ListAlarms(majors_here, metadata=who.admin)
+        assert [a.code for a in majors.alarms] == ["P4", "P2", "P0"]
+        bad = m.ListAlarmsRequest(page_token="not-a-token")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListAlarms(bad, metadata=who.operator)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
