@@ -52,11 +52,11 @@ async def test_station_alarm_to_closed_work_order_with_sla_and_email(tmp_path: P
             centre = stub.WatchAlarms(
                 m.WatchAlarmsRequest(min_level=common_pb2.ALARM_LEVEL_MAJOR), metadata=who.operator
             )
-            seen: list[m.WatchAlarmsResponse] = [await asyncio.wait_for(centre.read(), 5)]
+            seen: list[m.WatchAlarmsResponse] = [await asyncio.wait_for(centre.read(), 15)]
 
             async def watched(change: int) -> m.Alarm:
                 while seen[-1].change != change:
-                    seen.append(await asyncio.wait_for(centre.read(), 5))
+                    seen.append(await asyncio.wait_for(centre.read(), 15))
                 return seen[-1].alarms[0]
 
             # The station reports a level-3 alarm on the real uplink.

@@ -104,7 +104,7 @@ class SmtpServer:
             await writer.drain()
         writer.close()
 
-    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[EmailMessage]:
+    async def wait_for(self, count: int, timeout_s: float = 20.0) -> list[EmailMessage]:
         async with asyncio.timeout(timeout_s):
             while len(self.messages) < count:
                 self.received.clear()
@@ -158,7 +158,7 @@ class WebhookServer:
         await writer.drain()
         writer.close()
 
-    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, object]]:
+    async def wait_for(self, count: int, timeout_s: float = 20.0) -> list[dict[str, object]]:
         async with asyncio.timeout(timeout_s):
             while len(self.posts) < count:
                 self.received.clear()

@@ -29,7 +29,7 @@ def alarm_event(
     return event(seq, alarm=report)
 
 
-async def next_change(stream: object, timeout_s: float = 5.0) -> m.WatchAlarmsResponse:
+async def next_change(stream: object, timeout_s: float = 15.0) -> m.WatchAlarmsResponse:
     message = await asyncio.wait_for(stream.read(), timeout_s)  # type: ignore[attr-defined]
     assert message is not grpc.aio.EOF
     return message  # type: ignore[no-any-return]

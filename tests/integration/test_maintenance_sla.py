@@ -33,7 +33,7 @@ def minutes(n: int) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=60 * n)
 
 
-async def until(check: Callable[[], object], timeout_s: float = 10.0) -> None:
+async def until(check: Callable[[], object], timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not await check():  # type: ignore[misc]  # noqa: ASYNC110 - the state is in the database
             await asyncio.sleep(0.05)
