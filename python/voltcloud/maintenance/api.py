@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from voltcloud.maintenance.workorders import (
+from voltcloud.maintenance.alarms import (
     ALARM_SOURCE_INSPECTION,
     ALARM_SOURCE_PLATFORM,
     ALARM_SOURCE_STATION,
     ALARM_SOURCE_VEHICLE,
     WORK_ORDER_SOURCE_INSPECTION,
     clear_alarms,
+    clear_equipment_alarm,
     raise_alarm,
     raise_alarm_once,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ALARM_SOURCE_VEHICLE",
     "WORK_ORDER_SOURCE_INSPECTION",
     "clear_alarms",
+    "clear_equipment_alarm",
     "raise_alarm",
     "raise_alarm_once",
 ]
