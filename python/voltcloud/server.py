@@ -142,6 +142,82 @@ async def _pack_type_exists(session: AsyncSession, pack_type_id: int) -> bool:
     return await session.get(PackType, pack_type_id) is not None
 
 
+class MaintenanceStations:
+    """Maintenance's `ports.Stations`: stations' rows, pack withdrawal and the withdraw command (maintenance sits
+    below stations, so the composition root serves what it needs)."""
+
+    def __init__(self, commands: Any) -> None:
+        self._commands = commands  # the gateway hub (`ingest.hub.Hub.send_command`)
+
+    async def site(self, session: AsyncSession, station_id: str) -> Any:
+        from voltcloud.maintenance.ports import Site
+        from voltcloud.stations.api import Station
+
+        station = await session.get(Station, station_id) if station_id else None
+        return None if station is None else Site(station.id, station.operator_id, station.lat, station.lng)
+
+    async def pack(self, session: AsyncSession, pack_id: str) -> Any:
+        from voltcloud.stations.api import Pack
+
+        pack = await session.get(Pack, pack_id) if pack_id else None
+        return None if pack is None else await self._facts(session, pack)
+
+    async def _facts(self, session: AsyncSession, pack: Any) -> Any:
+        from voltcloud.maintenance.ports import PackFacts
+        from voltcloud.stations.api import PackType, packs
+
+        pack_type = await session.get(PackType, pack.pack_type_id)
+        return PackFacts(
+            pack.id, await packs.operator_of(session, pack), pack.station_id, pack.state, pack.soh_permille,
+            pack.cycles, pack_type.capacity_wh if pack_type else 0,
+        )  # fmt: skip
+
+    async def pack_samples(
+        self,
+        session: AsyncSession,
+        pack_id: str,
+        *,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        after_seq: int,
+        limit: int,
+    ) -> list[Any]:
+        from sqlmodel import col, select
+
+        from voltcloud.maintenance.ports import PackSample
+        from voltcloud.stations.models import PackEvent
+
+        query = select(PackEvent).where(PackEvent.pack_id == pack_id, col(PackEvent.soh_permille) > 0)
+        if start is not None:
+            query = query.where(col(PackEvent.time) >= start)
+        if end is not None:
+            query = query.where(col(PackEvent.time) < end)
+        if after_seq:
+            query = query.where(col(PackEvent.id) > after_seq)
+        rows = await session.exec(query.order_by(col(PackEvent.id)).limit(limit))
+        return [
+            PackSample(e.id or 0, e.time, e.soh_permille, e.cycles, e.temperature_milli_c, e.power_w) for e in rows
+        ]
+
+    async def withdraw_pack(
+        self, session: AsyncSession, pack_id: str, *, now: dt.datetime, actor: str, actor_role: int, reason: str
+    ) -> Any:
+        from voltcloud.stations.api import packs
+
+        pack = await packs.load_pack(session, None, pack_id, lock=True)
+        await packs.withdraw(session, pack, now, reason, packs.ActorRef(actor, actor_role))
+        return await self._facts(session, pack)
+
+    async def send_withdraw(self, station_id: str, pack_id: str, reason: str, answer_within: dt.timedelta) -> str:
+        from voltcloud.platform.enums import CommandStatus
+
+        command = stations_pb2.StationCommand(
+            withdraw_pack=stations_pb2.WithdrawPackCommand(pack_id=pack_id, reason=reason[:200])
+        )
+        answer = await self._commands.send_command(station_id, command, answer_within)
+        return CommandStatus(answer.status).name
+
+
 class Platform:
     """A running platform: the gRPC server and what it owns.
 

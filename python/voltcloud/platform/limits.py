@@ -106,6 +106,15 @@ OVERRIDES: dict[str, FieldLimit] = {
     "voltcloud.v1.TelemetryBatch.col_metric": FieldLimit(max_items=_TELEMETRY_READINGS, check_values=False),
     "voltcloud.v1.TelemetryBatch.col_offset_ms": FieldLimit(max_items=_TELEMETRY_READINGS, check_values=False),
     "voltcloud.v1.TelemetryBatch.col_int_value": FieldLimit(max_items=_TELEMETRY_READINGS, check_values=False),
+    # maint-field (issue 14): checklists, incidents, dispatch plans.
+    "voltcloud.v1.PlanDispatchRequest.work_order_ids": FieldLimit(max_chars=ID_MAX_CHARS, max_items=100),
+    "voltcloud.v1.SubmitSiteInspectionRequest.items": FieldLimit(max_items=50),
+    "voltcloud.v1.InspectionItem.photo_uris": FieldLimit(max_chars=URI_MAX_CHARS, max_items=10),
+    "voltcloud.v1.SafetyIncident.description": FieldLimit(max_chars=2000),
+    "voltcloud.v1.SafetyIncident.people": FieldLimit(max_chars=100, max_items=20),
+    "voltcloud.v1.SafetyIncident.actions": FieldLimit(max_chars=500, max_items=20),
+    "voltcloud.v1.SafetyIncident.photo_uris": FieldLimit(max_chars=URI_MAX_CHARS, max_items=10),
+    "voltcloud.v1.CloseSafetyIncidentRequest.resolution": FieldLimit(max_chars=2000),
     "voltcloud.v1.Reading.offset_ms": FieldLimit(lo=-(2**63), hi=BIGINT_MAX),
     "voltcloud.v1.Reading.int_value": FieldLimit(lo=-(2**63), hi=BIGINT_MAX),
 }
