@@ -82,6 +82,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
     from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
     from voltcloud.ingest.service import IngestServicer
+    from voltcloud.maintenance.service import MaintenanceServicer
     from voltcloud.ordering import fleet_reports
     from voltcloud.ordering.service import OrderingServicer
     from voltcloud.settlement import api as settlement
@@ -119,7 +120,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             maintenance_pb2.DESCRIPTOR.services_by_name["MaintenanceService"].full_name,
-            _servicer(maintenance_pb2_grpc.MaintenanceServiceServicer),
+            _servicer(MaintenanceServicer, db),
             maintenance_pb2_grpc.add_MaintenanceServiceServicer_to_server,
         ),
         ServiceBinding(

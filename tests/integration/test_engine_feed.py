@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 from sqlmodel import col, select
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
-from voltcloud.maintenance import workorders
+from voltcloud.maintenance import alarms as workorders
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.platform.feed import Change

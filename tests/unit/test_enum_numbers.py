@@ -30,6 +30,7 @@ PROTO_ENUMS: dict[type[enum.IntEnum], EnumDescriptor] = {
     enums.AlarmSource: maintenance_pb2.AlarmSource.DESCRIPTOR,
     enums.AlarmState: maintenance_pb2.AlarmState.DESCRIPTOR,
     enums.WorkOrderSource: maintenance_pb2.WorkOrderSource.DESCRIPTOR,
+    enums.WorkOrderState: maintenance_pb2.WorkOrderState.DESCRIPTOR,
     enums.TaskKind: dispatch_pb2.TaskKind.DESCRIPTOR,
     enums.TaskState: dispatch_pb2.TaskState.DESCRIPTOR,
     enums.StepKind: dispatch_pb2.StepKind.DESCRIPTOR,

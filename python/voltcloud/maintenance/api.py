@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voltcloud.maintenance.workorders import (
+from voltcloud.maintenance.alarms import (
     ALARM_SOURCE_INSPECTION,
     ALARM_SOURCE_PLATFORM,
     ALARM_SOURCE_STATION,

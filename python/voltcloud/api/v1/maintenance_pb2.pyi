@@ -99,9 +99,17 @@ class _WorkOrderStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkOr
     WORK_ORDER_STATE_ON_HOLD: _WorkOrderState.ValueType  # 4
     """Waiting (parts, access)."""
     WORK_ORDER_STATE_RESOLVED: _WorkOrderState.ValueType  # 5
-    """Closed resolved."""
+    """Resolved by the engineer, awaiting verification."""
     WORK_ORDER_STATE_CANCELLED: _WorkOrderState.ValueType  # 6
     """Closed unresolved / cancelled."""
+    WORK_ORDER_STATE_ACCEPTED: _WorkOrderState.ValueType  # 7
+    """The assigned engineer accepted it."""
+    WORK_ORDER_STATE_ON_SITE: _WorkOrderState.ValueType  # 8
+    """The engineer is on site (IN_PROGRESS is the legacy name of this step)."""
+    WORK_ORDER_STATE_DIAGNOSED: _WorkOrderState.ValueType  # 9
+    """Diagnosed, with a conclusion."""
+    WORK_ORDER_STATE_CLOSED: _WorkOrderState.ValueType  # 10
+    """Verified by a supervisor/operator and closed."""
 
 class WorkOrderState(_WorkOrderState, metaclass=_WorkOrderStateEnumTypeWrapper):
     """State of a work order."""
@@ -117,9 +125,17 @@ WORK_ORDER_STATE_IN_PROGRESS: WorkOrderState.ValueType  # 3
 WORK_ORDER_STATE_ON_HOLD: WorkOrderState.ValueType  # 4
 """Waiting (parts, access)."""
 WORK_ORDER_STATE_RESOLVED: WorkOrderState.ValueType  # 5
-"""Closed resolved."""
+"""Resolved by the engineer, awaiting verification."""
 WORK_ORDER_STATE_CANCELLED: WorkOrderState.ValueType  # 6
 """Closed unresolved / cancelled."""
+WORK_ORDER_STATE_ACCEPTED: WorkOrderState.ValueType  # 7
+"""The assigned engineer accepted it."""
+WORK_ORDER_STATE_ON_SITE: WorkOrderState.ValueType  # 8
+"""The engineer is on site (IN_PROGRESS is the legacy name of this step)."""
+WORK_ORDER_STATE_DIAGNOSED: WorkOrderState.ValueType  # 9
+"""Diagnosed, with a conclusion."""
+WORK_ORDER_STATE_CLOSED: WorkOrderState.ValueType  # 10
+"""Verified by a supervisor/operator and closed."""
 Global___WorkOrderState: _TypeAlias = WorkOrderState  # noqa: Y015
 
 class _WorkOrderSource:
@@ -236,6 +252,10 @@ class Alarm(_message.Message):
     CLEAR_TIME_FIELD_NUMBER: _builtins.int
     WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    OCCURRENCES_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    FLAPPING_FIELD_NUMBER: _builtins.int
+    ACK_NOTE_FIELD_NUMBER: _builtins.int
     alarm_id: _builtins.str
     """Alarm id."""
     source: Global___AlarmSource.ValueType
@@ -260,6 +280,14 @@ class Alarm(_message.Message):
     """Work order opened for it, if any."""
     operator_id: _builtins.str
     """Owning operator."""
+    occurrences: _builtins.int
+    """How many times the same code was raised for the same equipment while this alarm stayed open (de-dup)."""
+    flapping: _builtins.bool
+    """Raised and cleared too often in the flapping window: kept open (one row, one work order) until a person
+    clears it.
+    """
+    ack_note: _builtins.str
+    """The acknowledgement's note."""
     @_builtins.property
     def raise_time(self) -> _timestamp_pb2.Timestamp:
         """When raised."""
@@ -275,6 +303,10 @@ class Alarm(_message.Message):
     @_builtins.property
     def clear_time(self) -> _timestamp_pb2.Timestamp:
         """When cleared."""
+
+    @_builtins.property
+    def last_seen_time(self) -> _timestamp_pb2.Timestamp:
+        """When last raised (the latest occurrence)."""
 
     def __init__(
         self,
@@ -295,10 +327,14 @@ class Alarm(_message.Message):
         clear_time: _timestamp_pb2.Timestamp | None = ...,
         work_order_id: _builtins.str = ...,
         operator_id: _builtins.str = ...,
+        occurrences: _builtins.int = ...,
+        last_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        flapping: _builtins.bool = ...,
+        ack_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_time", b"ack_time", "acked_by", b"acked_by", "clear_time", b"clear_time", "raise_time", b"raise_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_time", b"ack_time", "acked_by", b"acked_by", "clear_time", b"clear_time", "last_seen_time", b"last_seen_time", "raise_time", b"raise_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_time", b"ack_time", "acked_by", b"acked_by", "alarm_id", b"alarm_id", "clear_time", b"clear_time", "code", b"code", "level", b"level", "message", b"message", "operator_id", b"operator_id", "pack_id", b"pack_id", "raise_time", b"raise_time", "resource_id", b"resource_id", "source", b"source", "state", b"state", "station_id", b"station_id", "vehicle_id", b"vehicle_id", "work_order_id", b"work_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_note", b"ack_note", "ack_time", b"ack_time", "acked_by", b"acked_by", "alarm_id", b"alarm_id", "clear_time", b"clear_time", "code", b"code", "flapping", b"flapping", "last_seen_time", b"last_seen_time", "level", b"level", "message", b"message", "occurrences", b"occurrences", "operator_id", b"operator_id", "pack_id", b"pack_id", "raise_time", b"raise_time", "resource_id", b"resource_id", "source", b"source", "state", b"state", "station_id", b"station_id", "vehicle_id", b"vehicle_id", "work_order_id", b"work_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,6 +421,21 @@ class WorkOrder(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_KIND_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_CODE_FIELD_NUMBER: _builtins.int
+    FAULT_CODE_FIELD_NUMBER: _builtins.int
+    REQUIRED_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    REPORTED_BY_FIELD_NUMBER: _builtins.int
+    ASSIGN_TIME_FIELD_NUMBER: _builtins.int
+    ACCEPT_TIME_FIELD_NUMBER: _builtins.int
+    ON_SITE_TIME_FIELD_NUMBER: _builtins.int
+    DIAGNOSE_TIME_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    SLA_WARNED_FIELD_NUMBER: _builtins.int
+    ESCALATION_LEVEL_FIELD_NUMBER: _builtins.int
+    REOPEN_COUNT_FIELD_NUMBER: _builtins.int
+    DIAGNOSIS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
     work_order_id: _builtins.str
     """Work order id."""
     source: Global___WorkOrderSource.ValueType
@@ -413,6 +464,24 @@ class WorkOrder(_message.Message):
     """Owning operator."""
     version: _builtins.int
     """Optimistic concurrency version."""
+    equipment_kind: _builtins.str
+    """Equipment kind: "station", "charger", "connector", "lane", "pack", "robot", "vehicle"; empty = unknown."""
+    equipment_code: _builtins.str
+    """The code scanned on the equipment (ReportFault), if any."""
+    fault_code: _builtins.str
+    """Fault code (the alarm's code or a vendor code)."""
+    required_certificate: _builtins.str
+    """Certificate an engineer must hold (unexpired) to take it; empty = none."""
+    reported_by: _builtins.str
+    """Who reported it (subject id); empty for alarms."""
+    sla_warned: _builtins.bool
+    """Whether the SLA warning fired."""
+    escalation_level: _builtins.int
+    """Escalation: 0 none, 1 supervisor, 2 operator."""
+    reopen_count: _builtins.int
+    """How many times reopened."""
+    diagnosis: _builtins.str
+    """Diagnosis conclusion."""
     @_builtins.property
     def alarm_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Alarms linked."""
@@ -439,7 +508,31 @@ class WorkOrder(_message.Message):
 
     @_builtins.property
     def close_time(self) -> _timestamp_pb2.Timestamp:
-        """Close time."""
+        """Close time (verified and closed, or cancelled)."""
+
+    @_builtins.property
+    def assign_time(self) -> _timestamp_pb2.Timestamp:
+        """When assigned."""
+
+    @_builtins.property
+    def accept_time(self) -> _timestamp_pb2.Timestamp:
+        """When accepted by the engineer."""
+
+    @_builtins.property
+    def on_site_time(self) -> _timestamp_pb2.Timestamp:
+        """When the engineer arrived on site."""
+
+    @_builtins.property
+    def diagnose_time(self) -> _timestamp_pb2.Timestamp:
+        """When diagnosed."""
+
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """When resolved (awaiting verification)."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkOrderStep]:
+        """Every step (who, when, from/to state, reason, conclusion), oldest first."""
 
     def __init__(
         self,
@@ -465,14 +558,99 @@ class WorkOrder(_message.Message):
         version: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         close_time: _timestamp_pb2.Timestamp | None = ...,
+        equipment_kind: _builtins.str = ...,
+        equipment_code: _builtins.str = ...,
+        fault_code: _builtins.str = ...,
+        required_certificate: _builtins.str = ...,
+        reported_by: _builtins.str = ...,
+        assign_time: _timestamp_pb2.Timestamp | None = ...,
+        accept_time: _timestamp_pb2.Timestamp | None = ...,
+        on_site_time: _timestamp_pb2.Timestamp | None = ...,
+        diagnose_time: _timestamp_pb2.Timestamp | None = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        sla_warned: _builtins.bool = ...,
+        escalation_level: _builtins.int = ...,
+        reopen_count: _builtins.int = ...,
+        diagnosis: _builtins.str = ...,
+        steps: _abc.Iterable[Global___WorkOrderStep] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "resolve_by", b"resolve_by", "respond_by", b"respond_by"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "assign_time", b"assign_time", "close_time", b"close_time", "create_time", b"create_time", "diagnose_time", b"diagnose_time", "on_site_time", b"on_site_time", "resolve_by", b"resolve_by", "resolve_time", b"resolve_time", "respond_by", b"respond_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_ids", b"alarm_ids", "close_time", b"close_time", "create_time", b"create_time", "description", b"description", "engineer_id", b"engineer_id", "level", b"level", "operator_id", b"operator_id", "pack_id", b"pack_id", "progress", b"progress", "required_skills", b"required_skills", "resolution", b"resolution", "resolve_by", b"resolve_by", "resource_id", b"resource_id", "respond_by", b"respond_by", "sla_breached", b"sla_breached", "source", b"source", "state", b"state", "station_id", b"station_id", "title", b"title", "version", b"version", "work_order_id", b"work_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "alarm_ids", b"alarm_ids", "assign_time", b"assign_time", "close_time", b"close_time", "create_time", b"create_time", "description", b"description", "diagnose_time", b"diagnose_time", "diagnosis", b"diagnosis", "engineer_id", b"engineer_id", "equipment_code", b"equipment_code", "equipment_kind", b"equipment_kind", "escalation_level", b"escalation_level", "fault_code", b"fault_code", "level", b"level", "on_site_time", b"on_site_time", "operator_id", b"operator_id", "pack_id", b"pack_id", "progress", b"progress", "reopen_count", b"reopen_count", "reported_by", b"reported_by", "required_certificate", b"required_certificate", "required_skills", b"required_skills", "resolution", b"resolution", "resolve_by", b"resolve_by", "resolve_time", b"resolve_time", "resource_id", b"resource_id", "respond_by", b"respond_by", "sla_breached", b"sla_breached", "sla_warned", b"sla_warned", "source", b"source", "state", b"state", "station_id", b"station_id", "steps", b"steps", "title", b"title", "version", b"version", "work_order_id", b"work_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkOrder: _TypeAlias = WorkOrder  # noqa: Y015
+
+@_typing.final
+class WorkOrderStep(_message.Message):
+    """One step of a work order's life: a state change or a progress note."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_ID_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    FROM_STATE_FIELD_NUMBER: _builtins.int
+    TO_STATE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONCLUSION_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_URIS_FIELD_NUMBER: _builtins.int
+    PERCENT_COMPLETE_FIELD_NUMBER: _builtins.int
+    step_id: _builtins.str
+    """Step id."""
+    from_state: Global___WorkOrderState.ValueType
+    """State before."""
+    to_state: Global___WorkOrderState.ValueType
+    """State after (same as from_state for a note)."""
+    note: _builtins.str
+    """Note."""
+    reason: _builtins.str
+    """Reason (on hold, cancel, reopen, decline, SLA)."""
+    conclusion: _builtins.str
+    """Conclusion (diagnosis, resolution, verification)."""
+    percent_complete: _builtins.int
+    """Percent done (0..100), if reported; -1 = not reported."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    @_builtins.property
+    def actor(self) -> _common_pb2.Actor:
+        """Who (subject id and role)."""
+
+    @_builtins.property
+    def position(self) -> _common_pb2.LatLng:
+        """Where the actor was, if reported."""
+
+    @_builtins.property
+    def attachment_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Attachment URIs (photos, reports)."""
+
+    def __init__(
+        self,
+        *,
+        step_id: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _common_pb2.Actor | None = ...,
+        from_state: Global___WorkOrderState.ValueType = ...,
+        to_state: Global___WorkOrderState.ValueType = ...,
+        note: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        conclusion: _builtins.str = ...,
+        position: _common_pb2.LatLng | None = ...,
+        attachment_uris: _abc.Iterable[_builtins.str] | None = ...,
+        percent_complete: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "position", b"position", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "attachment_uris", b"attachment_uris", "conclusion", b"conclusion", "from_state", b"from_state", "note", b"note", "percent_complete", b"percent_complete", "position", b"position", "reason", b"reason", "step_id", b"step_id", "time", b"time", "to_state", b"to_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkOrderStep: _TypeAlias = WorkOrderStep  # noqa: Y015
 
 @_typing.final
 class Engineer(_message.Message):
