@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,7 @@ def _servicer(cls: type, *args: Any) -> Any:
     return factory(*args)
 
 
-def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
+def _bindings(db: Database, powerup: PowerUp, field_hub: Any = None) -> list[ServiceBinding]:
     from voltcloud.dispatch.service import DispatchServicer
     from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
@@ -120,7 +120,7 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
         ),
         ServiceBinding(
             maintenance_pb2.DESCRIPTOR.services_by_name["MaintenanceService"].full_name,
-            _servicer(MaintenanceServicer, db),
+            _maintenance(MaintenanceServicer, db, field_hub),
             maintenance_pb2_grpc.add_MaintenanceServiceServicer_to_server,
         ),
         ServiceBinding(
@@ -129,6 +129,27 @@ def _bindings(db: Database, powerup: PowerUp) -> list[ServiceBinding]:
             ingest_pb2_grpc.add_IngestServiceServicer_to_server,
         ),
     ]
+
+
+def _maintenance(cls: type, db: Database, field_hub: Any) -> Any:
+    servicer = _servicer(cls, db, field_hub.clock if field_hub is not None else None)
+    if field_hub is not None:
+        servicer.attach_field(field_hub)  # maint-field's desk: engineer hub, stations and travel ports
+    return servicer
+
+
+def field_hub(settings: Settings, db: Database, powerup: PowerUp) -> Any:
+    """Maintenance's engineer hub with its ports: stations' rows and commands, the engine's travel and solver."""
+    from voltcloud.ingest.hub import hub_for
+    from voltcloud.maintenance.engineer_hub import EngineerHub
+    from voltcloud.maintenance.fielddispatch import Desk
+
+    desk = Desk(
+        MaintenanceStations(hub_for(db)),
+        EngineTravel(powerup.engine),
+        dt.timedelta(seconds=settings.engineer_offer_timeout_s),
+    )
+    return EngineerHub(db, powerup.clock, desk, interval_s=settings.maintenance_field_sweep_s)
 
 
 def admission(settings: Settings) -> Admission:
@@ -196,9 +217,7 @@ class MaintenanceStations:
         if after_seq:
             query = query.where(col(PackEvent.id) > after_seq)
         rows = await session.exec(query.order_by(col(PackEvent.id)).limit(limit))
-        return [
-            PackSample(e.id or 0, e.time, e.soh_permille, e.cycles, e.temperature_milli_c, e.power_w) for e in rows
-        ]
+        return [PackSample(e.id or 0, e.time, e.soh_permille, e.cycles, e.temperature_milli_c, e.power_w) for e in rows]
 
     async def withdraw_pack(
         self, session: AsyncSession, pack_id: str, *, now: dt.datetime, actor: str, actor_role: int, reason: str
@@ -217,6 +236,51 @@ class MaintenanceStations:
         )
         answer = await self._commands.send_command(station_id, command, answer_within)
         return CommandStatus(answer.status).name
+
+
+class EngineTravel:
+    """Maintenance's `ports.Travel`: road times from the engine's travel model (live congestion included) and
+    the assignment from its route solver (`_core.solve_routes`, one work order per engineer)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def durations(
+        self, origins: Sequence[tuple[float, float]], targets: Sequence[tuple[float, float]], at: dt.datetime
+    ) -> list[list[float]]:
+        matrix = self._engine.travel_matrix([*origins, *targets], at)
+        n = len(origins)
+        return [[float(matrix[i, n + j]) for j in range(len(targets))] for i in range(n)]
+
+    def assign(
+        self, cost: Sequence[Sequence[float]], allowed: Sequence[Sequence[bool]], time_limit_ms: int
+    ) -> dict[int, int]:
+        """Each work order j carries skill bit j; an engineer holds the bits of the orders it may take, so the
+        solver only pairs allowed ones (at most 63 orders per call: the caller batches)."""
+        import numpy as np
+
+        from voltcloud import _core
+
+        core: Any = _core
+        n, m = len(cost), len(cost[0]) if cost else 0
+        if not n or not m:
+            return {}
+        size = n + m
+        matrix = np.full((size, size), 1e7, dtype=np.float64)
+        np.fill_diagonal(matrix, 0.0)
+        for i in range(n):
+            for j in range(m):
+                matrix[i, n + j] = cost[i][j]
+                matrix[n + j, i] = 0.0  # nobody has to drive home inside the plan
+        skills = [sum(1 << j for j in range(m) if allowed[i][j]) for i in range(n)]
+        vehicles = [core.Vehicle(i, i, shift_start=0.0, shift_end=1e7, capacity=1, skills=skills[i]) for i in range(n)]
+        tasks = [core.Task(j, n + j, ready=0.0, due=1e6, service=0.0, demand=1, skills=1 << j) for j in range(m)]
+        solution = core.solve_routes(vehicles, tasks, matrix, time_limit_ms=time_limit_ms, seed=0)
+        chosen: dict[int, int] = {}
+        for route in solution.routes:
+            for task_no in route.task_ids:
+                chosen[int(task_no)] = int(route.vehicle_id)
+        return chosen
 
 
 class Platform:
@@ -245,6 +309,8 @@ class Platform:
         self.port = 0
         self.feed = ChangeFeed(self.db)  # this replica's follower of the change feed (platform/feed.py)
         self.powerup = PowerUp(settings, self.db, feed=self.feed)
+        self.field_hub = field_hub(settings, self.db, self.powerup)
+        self.field_hub.follow(self.feed)  # offers decided on any replica reach the engineer streams held here
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
         )
@@ -265,7 +331,8 @@ class Platform:
         self.powerup.station_commands = hub  # StartByScan's remote start goes down the gateway stream
         await hub.follow(self.feed)  # twins, gateway links and commands across replicas
         self.settlement_scheduler.start()
-        bindings = _bindings(self.db, self.powerup)
+        self.field_hub.start()
+        bindings = _bindings(self.db, self.powerup, self.field_hub)
         check_table_covers([b.name for b in bindings])
         for binding in bindings:
             binding.register(binding.servicer, self.server)
@@ -291,6 +358,7 @@ class Platform:
             await self.interceptor.activity.wait_quiet(self.settings.drain_s, grace / 2)
         await self.server.stop(max(grace - (loop_time() - started), 0.0))
         await self.settlement_scheduler.stop()
+        await self.field_hub.stop()
         from voltcloud.ingest.hub import hub_for
 
         await hub_for(self.db).stop()

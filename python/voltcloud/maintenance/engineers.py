@@ -68,7 +68,10 @@ class EngineerView:
 
     @property
     def shifts(self) -> list[Shift]:
-        return [Shift(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b)) for a, b in json.loads(self.engineer.shifts)]
+        return [
+            Shift(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b))
+            for a, b in json.loads(self.engineer.shifts)
+        ]
 
 
 def operator_scope(principal: Principal) -> str | None:
@@ -109,12 +112,19 @@ def _write_profile(row: Engineer, profile: Profile) -> None:
     row.skills = json.dumps(sorted(set(profile.skills)))
     row.equipment_kinds = json.dumps(sorted(set(profile.equipment_kinds)))
     row.regions = json.dumps([[b.south, b.west, b.north, b.east] for b in profile.regions])
-    row.shifts = json.dumps([[s.start.isoformat(), s.end.isoformat()] for s in sorted(profile.shifts, key=lambda s: s.start)])
+    row.shifts = json.dumps(
+        [[s.start.isoformat(), s.end.isoformat()] for s in sorted(profile.shifts, key=lambda s: s.start)]
+    )
     row.home_lat, row.home_lng = profile.home_lat, profile.home_lng
 
 
 async def publish(session: AsyncSession, row: Engineer) -> None:
-    payload = {"id": row.id, "operator_id": row.operator_id, "retired": row.retired_at is not None, "version": row.version}
+    payload = {
+        "id": row.id,
+        "operator_id": row.operator_id,
+        "retired": row.retired_at is not None,
+        "version": row.version,
+    }
     await feed.publish(session, ENGINEER_TOPIC, row.id, payload)
 
 
@@ -145,7 +155,9 @@ async def load(session: AsyncSession, principal: Principal, engineer_id: str, *,
 
 async def view(session: AsyncSession, row: Engineer) -> EngineerView:
     certs = await session.exec(
-        select(EngineerCertificate).where(EngineerCertificate.engineer_id == row.id).order_by(col(EngineerCertificate.id))
+        select(EngineerCertificate)
+        .where(EngineerCertificate.engineer_id == row.id)
+        .order_by(col(EngineerCertificate.id))
     )
     return EngineerView(row, list(certs))
 

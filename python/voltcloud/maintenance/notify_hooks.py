@@ -9,6 +9,7 @@ import datetime as dt
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.maintenance import notify
 from voltcloud.maintenance.field_models import Engineer, EngineerCertificate
 
 
@@ -39,5 +40,14 @@ async def dispatch_offer(
 async def _enqueue(
     session: AsyncSession, engineer: Engineer, topic: str, subject: str, body: str, dedup_key: str, now: dt.datetime
 ) -> bool:
-    # MAINT-CORE NOTIFIER CALL SITE: replaced by `notify.enqueue(...)` once maint-core's notifier is merged.
-    return False
+    return await notify.enqueue(
+        session,
+        operator_id=engineer.operator_id,
+        recipient_kind="engineer",
+        recipient_id=engineer.id,
+        topic=topic,
+        subject=subject,
+        body=body,
+        dedup_key=dedup_key,
+        now=now,
+    )

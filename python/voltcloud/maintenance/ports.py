@@ -83,7 +83,9 @@ class Travel(Protocol):
         """Road travel seconds from each origin to each target departing at `at` (the engine's travel model)."""
         ...
 
-    def assign(self, cost: Sequence[Sequence[float]], allowed: Sequence[Sequence[bool]], time_limit_ms: int) -> dict[int, int]:
+    def assign(
+        self, cost: Sequence[Sequence[float]], allowed: Sequence[Sequence[bool]], time_limit_ms: int
+    ) -> dict[int, int]:
         """Target j -> origin i, each origin at most once, minimising total cost over allowed pairs (the
         engine's route solver)."""
         ...

@@ -75,8 +75,14 @@ async def remind_due(session: AsyncSession, now: dt.datetime) -> list[Certificat
             sent_at=now,
         )
         session.add(reminder)
-        payload = {"certificate_id": cert.id, "engineer_id": cert.engineer_id, "operator_id": cert.operator_id,
-                   "kind": cert.kind, "stage": stage, "expires_at": cert.expires_at}  # fmt: skip
+        payload = {
+            "certificate_id": cert.id,
+            "engineer_id": cert.engineer_id,
+            "operator_id": cert.operator_id,
+            "kind": cert.kind,
+            "stage": stage,
+            "expires_at": cert.expires_at,
+        }
         await feed.publish(session, REMINDER_TOPIC, cert.id, payload)
         await notify_hooks.certificate_expiry(session, engineer, cert, stage, now)
         written.append(reminder)
