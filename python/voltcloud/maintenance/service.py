@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -142,8 +142,8 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
             engineer_id=c.engineer_id,
             kind=c.kind,
             number=c.number,
-            issued_at=_required_time(c.issue_time, "certificate.issue_time"),
-            expires_at=_required_time(c.expire_time, "certificate.expire_time"),
+            issued_at=_required_time(c, "issue_time", "certificate.issue_time"),
+            expires_at=_required_time(c, "expire_time", "certificate.expire_time"),
         )
         if not new.engineer_id:
             raise InvalidArgument.for_field("certificate.engineer_id", "is required")
@@ -159,7 +159,7 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
         self, request: maintenance_pb2.ListCertificatesRequest, context: Any
     ) -> maintenance_pb2.ListCertificatesResponse:
         page = parse_page(request.page_size, request.page_token)
-        before = optional_datetime(request.expires_before, "expires_before")
+        before = optional_datetime(request, "expires_before", zero="unset")
         async with self._db.transaction("maintenance.ListCertificates") as session:
             rows = await engineers.list_certificates(
                 session,
@@ -398,7 +398,7 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
         i = request.incident
         report = safety.Report(
             severity=int(i.severity),
-            occurred_at=optional_datetime(i.occur_time, "incident.occur_time"),
+            occurred_at=optional_datetime(i, "occur_time", "incident.occur_time", zero="unset"),
             description=i.description,
             station_id=i.station_id,
             operator_id=request.operator_id,
@@ -454,8 +454,8 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
             raise InvalidArgument.for_field("pack_id", "is required")
         page = parse_page(request.page_size, request.page_token)
         after = _sample_key(page.after)
-        start = optional_datetime(request.start_time, "start_time")
-        end = optional_datetime(request.end_time, "end_time")
+        start = optional_datetime(request, "start_time", zero="unset")
+        end = optional_datetime(request, "end_time", zero="unset")
         async with self._db.transaction("maintenance.GetBatteryHealth") as session:
             h = await battery.health(
                 session,
@@ -537,10 +537,10 @@ def _own_operator(principal: Principal) -> str:
     return principal.tenant.id if principal.tenant is not None and principal.tenant.kind == "operator" else ""
 
 
-def _required_time(value: timestamp_pb2.Timestamp, name: str) -> dt.datetime:
-    found = optional_datetime(value, name)
+def _required_time(parent: Message, name: str, path: str) -> dt.datetime:
+    found = optional_datetime(parent, name, path, zero="invalid")
     if found is None:
-        raise InvalidArgument.for_field(name, "is required")
+        raise InvalidArgument.for_field(path, "is required")
     return found
 
 
@@ -561,8 +561,8 @@ def _profile(e: maintenance_pb2.Engineer) -> engineers.Profile:
         regions.append(parse_box(f"engineer.regions[{i}]", sw, ne))
     shifts = []
     for i, w in enumerate(e.shifts):
-        start = _required_time(w.start, f"engineer.shifts[{i}].start")
-        shifts.append(engineers.Shift(start, _required_time(w.end, f"engineer.shifts[{i}].end")))
+        start = _required_time(w, "start", f"engineer.shifts[{i}].start")
+        shifts.append(engineers.Shift(start, _required_time(w, "end", f"engineer.shifts[{i}].end")))
     return engineers.Profile(
         name=e.name,
         phone=e.phone,
