@@ -1057,11 +1057,8 @@ MAINTENANCE_ROWS = _unbuilt(
         "CreateWorkOrder": _STAFF,
         "GetWorkOrder": _STAFF,
         "ListWorkOrders": _STAFF,
-        "AssignWorkOrder": frozenset({A, OP}),
         "UpdateWorkOrderProgress": _STAFF,
         "CloseWorkOrder": _STAFF,
-        "GetBatteryHealth": _STAFF | {FM},
-        "RegisterEngineer": frozenset({A, OP}),
     },
 )
 
@@ -1130,6 +1127,8 @@ INGEST_ROWS = [
     ),
 ]
 
+from .tenant_matrix_field import MAINTENANCE_FIELD_ROWS  # noqa: E402  (its rows use this module's helpers)
+
 # Ingest last: a gateway's hello attaches it to the side's station while its stream is open.
 ROWS: list[Row] = [
     *STATION_ROWS,
@@ -1138,6 +1137,7 @@ ROWS: list[Row] = [
     *SETTLEMENT_ROWS,
     *FLEET_ROWS,
     *MAINTENANCE_ROWS,
+    *MAINTENANCE_FIELD_ROWS,
     *INGEST_ROWS,
 ]
 
