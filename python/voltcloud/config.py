@@ -122,6 +122,26 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Period of hold expiry, T+3 payouts and monthly bills; 0 = off."
     )
     settlement_timezone: str = Field("Asia/Shanghai", description="Local time of payouts and of fleet/driver bills.")
+    # Maintenance (docs/maintenance.md): alarm flapping, the SLA timer and the notifier's channels.
+    maintenance_flap_threshold: int = Field(
+        3, gt=0, description="An alarm raised more than this many times within the flap window is flapping."
+    )
+    maintenance_flap_window_s: int = Field(3600, gt=0, description="The flapping window of an alarm, seconds.")
+    maintenance_timers: bool = Field(True, description="Run the SLA timer and the notification sender here.")
+    smtp_host: str = Field("", description="SMTP server for email notifications; empty = no email channel.")
+    smtp_port: int = Field(25, gt=0, lt=65536)
+    smtp_sender: str = Field("voltcloud@localhost", description="From address of notification emails.")
+    smtp_username: str = Field("", description="SMTP login; empty = no AUTH.")
+    smtp_password: str = ""
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    notify_webhooks: bool = Field(True, description="Deliver to recipients' webhook URLs (HTTP POST).")
+    sms_provider: str = Field(
+        "",
+        description="`module:factory` returning a voltcloud.maintenance.notify.SmsProvider (called with the "
+        "settings); empty = no SMS channel (progress goes by email then).",
+    )
+    notify_max_attempts: int = Field(6, gt=0, description="Delivery attempts of a notification before it fails.")
+    notify_backoff_s: float = Field(30.0, gt=0, description="First retry delay; doubles per attempt, at most 1 h.")
 
     @field_validator("listen")
     @classmethod

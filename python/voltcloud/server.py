@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import socket
 import sys
@@ -42,8 +43,12 @@ from voltcloud.api.v1 import (
     stations_pb2_grpc,
 )
 from voltcloud.config import Settings
+from voltcloud.maintenance.background import MaintenanceWorkers
+from voltcloud.maintenance.ports import Equipment
 from voltcloud.platform.auth import TokenService, load_or_create_dev_key
+from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database, upgrade_database_async
+from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.feed import ChangeFeed
 from voltcloud.platform.permissions import check_table_covers
 from voltcloud.platform.rpc import Admission, PlatformInterceptor
@@ -77,7 +82,9 @@ def _servicer(cls: type, *args: Any) -> Any:
     return factory(*args)
 
 
-def _bindings(db: Database, powerup: PowerUp, field_hub: Any = None) -> list[ServiceBinding]:
+def _bindings(
+    db: Database, powerup: PowerUp, maintenance: MaintenanceWorkers, field_hub: Any = None
+) -> list[ServiceBinding]:
     from voltcloud.dispatch.service import DispatchServicer
     from voltcloud.fleet.service import FleetServicer
     from voltcloud.ingest.hub import hub_for
@@ -120,7 +127,10 @@ def _bindings(db: Database, powerup: PowerUp, field_hub: Any = None) -> list[Ser
         ),
         ServiceBinding(
             maintenance_pb2.DESCRIPTOR.services_by_name["MaintenanceService"].full_name,
-            _maintenance(MaintenanceServicer, db, field_hub),
+            # maintenance's ports: stations' equipment (scanned codes); its alarm hub and clock; the field desk
+            _with_field(
+                _servicer(MaintenanceServicer, db, StationEquipment(), maintenance.hub, maintenance.clock), field_hub
+            ),
             maintenance_pb2_grpc.add_MaintenanceServiceServicer_to_server,
         ),
         ServiceBinding(
@@ -131,14 +141,13 @@ def _bindings(db: Database, powerup: PowerUp, field_hub: Any = None) -> list[Ser
     ]
 
 
-def _maintenance(cls: type, db: Database, field_hub: Any) -> Any:
-    servicer = _servicer(cls, db, field_hub.clock if field_hub is not None else None)
+def _with_field(servicer: Any, field_hub: Any) -> Any:
     if field_hub is not None:
         servicer.attach_field(field_hub)  # maint-field's desk: engineer hub, stations and travel ports
     return servicer
 
 
-def field_hub(settings: Settings, db: Database, powerup: PowerUp) -> Any:
+def field_hub(settings: Settings, db: Database, powerup: PowerUp, clock: Clock) -> Any:
     """Maintenance's engineer hub with its ports: stations' rows and commands, the engine's travel and solver."""
     from voltcloud.ingest.hub import hub_for
     from voltcloud.maintenance.engineer_hub import EngineerHub
@@ -149,7 +158,7 @@ def field_hub(settings: Settings, db: Database, powerup: PowerUp) -> Any:
         EngineTravel(powerup.engine),
         dt.timedelta(seconds=settings.engineer_offer_timeout_s),
     )
-    return EngineerHub(db, powerup.clock, desk, interval_s=settings.maintenance_field_sweep_s)
+    return EngineerHub(db, clock, desk, interval_s=settings.maintenance_field_sweep_s)
 
 
 def admission(settings: Settings) -> Admission:
@@ -162,6 +171,52 @@ async def _pack_type_exists(session: AsyncSession, pack_type_id: int) -> bool:
     from voltcloud.stations.models import PackType
 
     return await session.get(PackType, pack_type_id) is not None
+
+
+_EQUIPMENT_CODE = re.compile(
+    r"^voltcloud://(?:(?P<kind>[cl])/(?P<station>[A-Za-z0-9_.:-]{1,64})/(?P<target>[A-Za-z0-9_.:-]{1,64})"
+    r"|s/(?P<only_station>[A-Za-z0-9_.:-]{1,64})|p/(?P<pack>[A-Za-z0-9_.:-]{1,64}))$"
+)
+
+
+class StationEquipment:
+    """Maintenance's `EquipmentDirectory` port: scanned codes name stations' rows (the StartByScan codes for
+    connectors and lanes, plus stations and packs); maintenance sits below stations."""
+
+    async def station_operator(self, session: AsyncSession, station_id: str) -> str | None:
+        from voltcloud.stations.api import Station
+
+        station = await session.get(Station, station_id)
+        return station.operator_id if station else None
+
+    async def resolve(self, session: AsyncSession, code: str) -> Equipment | None:
+        from voltcloud.stations.api import Connector, Pack, Station
+
+        match = _EQUIPMENT_CODE.match(code)
+        if match is None:
+            raise InvalidArgument.for_field(
+                "equipment_code", "expected voltcloud://s/<station>, voltcloud://c/<station>/<connector>, "
+                "voltcloud://l/<station>/<lane> or voltcloud://p/<pack>",
+            )  # fmt: skip
+        if match["pack"]:
+            pack = await session.get(Pack, match["pack"])
+            station_id = pack.station_id if pack else None
+            operator = await self.station_operator(session, station_id) if station_id else None
+            return Equipment("pack", operator, station_id, pack_id=pack.id) if pack and operator else None
+        station = await session.get(Station, match["only_station"] or match["station"])
+        if station is None:
+            return None
+        if match["only_station"]:
+            return Equipment("station", station.operator_id, station.id)
+        if match["kind"] == "c":
+            connector = await session.get(Connector, match["target"])
+            if connector is None or connector.station_id != station.id:
+                return None
+            return Equipment("connector", station.operator_id, station.id, resource_id=connector.id)
+        lane = match["target"]
+        if not lane.isdigit() or not 1 <= int(lane) <= max(station.lanes, 0):
+            return None
+        return Equipment("lane", station.operator_id, station.id, resource_id=f"{station.id}/lane/{lane}")
 
 
 class MaintenanceStations:
@@ -289,7 +344,7 @@ class Platform:
     `worker` names a worker process of `serve_workers`: its supervisor has migrated and seeded the database,
     the port is shared with the other workers (SO_REUSEPORT), and each unary answer names the worker."""
 
-    def __init__(self, settings: Settings, worker: str | None = None) -> None:
+    def __init__(self, settings: Settings, worker: str | None = None, *, clock: Clock | None = None) -> None:
         self.settings = settings
         self.worker = worker
         self.db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
@@ -309,7 +364,8 @@ class Platform:
         self.port = 0
         self.feed = ChangeFeed(self.db)  # this replica's follower of the change feed (platform/feed.py)
         self.powerup = PowerUp(settings, self.db, feed=self.feed)
-        self.field_hub = field_hub(settings, self.db, self.powerup)
+        self.maintenance = MaintenanceWorkers(settings, self.db, clock or SystemClock())
+        self.field_hub = field_hub(settings, self.db, self.powerup, self.maintenance.clock)
         self.field_hub.follow(self.feed)  # offers decided on any replica reach the engineer streams held here
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
@@ -331,8 +387,10 @@ class Platform:
         self.powerup.station_commands = hub  # StartByScan's remote start goes down the gateway stream
         await hub.follow(self.feed)  # twins, gateway links and commands across replicas
         self.settlement_scheduler.start()
+        self.maintenance.follow(self.feed)
+        self.maintenance.start()
         self.field_hub.start()
-        bindings = _bindings(self.db, self.powerup, self.field_hub)
+        bindings = _bindings(self.db, self.powerup, self.maintenance, self.field_hub)
         check_table_covers([b.name for b in bindings])
         for binding in bindings:
             binding.register(binding.servicer, self.server)
@@ -358,6 +416,7 @@ class Platform:
             await self.interceptor.activity.wait_quiet(self.settings.drain_s, grace / 2)
         await self.server.stop(max(grace - (loop_time() - started), 0.0))
         await self.settlement_scheduler.stop()
+        await self.maintenance.stop()
         await self.field_hub.stop()
         from voltcloud.ingest.hub import hub_for
 

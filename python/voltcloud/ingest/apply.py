@@ -446,7 +446,16 @@ async def _alarm(
     when: dt.datetime,
     now: dt.datetime,
 ) -> None:
-    if body.cleared:
+    if body.cleared:  # the station says the fault is gone: its open alarm clears (unless flapping)
+        await workorders.clear_equipment_alarm(
+            session,
+            now=now,
+            code=body.code,
+            station_id=twin.station_id,
+            resource_id=body.resource_id or None,
+            vehicle_id=body.vehicle_id or None,
+            pack_id=body.pack_id or None,
+        )
         return
     alarm = _Alarm(
         body.level or AlarmLevel.WARNING,
@@ -454,7 +463,7 @@ async def _alarm(
         resource_id=body.resource_id or None,
         vehicle_id=body.vehicle_id or None,
         pack_id=body.pack_id or None,
-        open_work_order=body.level >= AlarmLevel.MAJOR,
+        open_work_order=None,  # the operator's rules decide (by default MAJOR and above)
     )
     await _station_alarm(session, twin, now, alarm, body.message)
 
@@ -466,7 +475,7 @@ class _Alarm:
     resource_id: str | None = None
     vehicle_id: str | None = None
     pack_id: str | None = None
-    open_work_order: bool = True
+    open_work_order: bool | None = True  # None: the operator's rules (maintenance's SLA policy) decide
 
 
 async def _station_alarm(session: AsyncSession, twin: Twin, now: dt.datetime, alarm: _Alarm, message: str) -> None:

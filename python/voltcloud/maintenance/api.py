@@ -8,6 +8,7 @@ from voltcloud.maintenance.alarms import (
     ALARM_SOURCE_STATION,
     WORK_ORDER_SOURCE_INSPECTION,
     clear_alarms,
+    clear_equipment_alarm,
     raise_alarm,
     raise_alarm_once,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "ALARM_SOURCE_STATION",
     "WORK_ORDER_SOURCE_INSPECTION",
     "clear_alarms",
+    "clear_equipment_alarm",
     "raise_alarm",
     "raise_alarm_once",
 ]

@@ -2,7 +2,9 @@
 
 Maintenance sits below stations, the engine and dispatch in the room layers (stations imports maintenance's
 api to raise alarms), so it reads stations' rows, withdraws packs, commands stations and asks the engine's
-travel model and route solver only through these Protocols."""
+travel model and route solver only through these Protocols: the station registry's equipment (a scanned code
+names a station, connector, lane or pack; a station's operator), stations' sites and packs (maint-field), and
+the engine's travel times and route solver (maint-field)."""
 
 from __future__ import annotations
 
@@ -88,4 +90,24 @@ class Travel(Protocol):
     ) -> dict[int, int]:
         """Target j -> origin i, each origin at most once, minimising total cost over allowed pairs (the
         engine's route solver)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Equipment:
+    kind: str  # "station", "connector", "lane", "pack"
+    operator_id: str
+    station_id: str | None
+    resource_id: str | None = None  # the connector id or "<station>/lane/<n>"
+    pack_id: str | None = None
+
+
+class EquipmentDirectory(Protocol):
+    async def resolve(self, session: AsyncSession, code: str) -> Equipment | None:
+        """The equipment a scanned code names; None when it names nothing registered. May raise
+        InvalidArgument (field `equipment_code`) for a code of the wrong shape."""
+        ...
+
+    async def station_operator(self, session: AsyncSession, station_id: str) -> str | None:
+        """The operator of a station; None for an unknown station."""
         ...

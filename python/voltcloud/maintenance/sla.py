@@ -23,6 +23,8 @@ from voltcloud.maintenance.models import SlaPolicy, WorkOrder
 from voltcloud.maintenance.states import FINAL_STATES, normalize
 from voltcloud.platform.enums import AlarmLevel
 from voltcloud.platform.enums import WorkOrderState as S
+from voltcloud.platform.errors import InvalidArgument
+from voltcloud.platform.ids import new_id
 
 EQUIPMENT_KINDS = ("station", "charger", "connector", "lane", "pack", "robot", "vehicle")
 
@@ -131,3 +133,85 @@ def due(order: WorkOrder, now: dt.datetime) -> list[Event]:
 def next_due(order: WorkOrder) -> dt.datetime | None:
     pending = [e.at for e in events(order) if not order.sla_fired & e.bit]
     return min(pending) if pending else None
+
+
+@dataclass(frozen=True)
+class Rule:
+    level: int
+    equipment_kind: str
+    policy: Policy
+    is_default: bool = False
+
+
+_MAX_SPAN = dt.timedelta(days=366)
+
+
+def _check_rule(i: int, r: Rule) -> None:
+    at = f"rules[{i}]"
+    if r.level not in {int(v) for v in AlarmLevel}:
+        raise InvalidArgument.for_field(f"{at}.level", "must be INFO, WARNING, MAJOR or CRITICAL")
+    if r.equipment_kind and r.equipment_kind not in EQUIPMENT_KINDS:
+        raise InvalidArgument.for_field(f"{at}.equipment_kind", f"must be empty or one of {', '.join(EQUIPMENT_KINDS)}")
+    p = r.policy
+    if not dt.timedelta(minutes=1) <= p.respond <= p.resolve <= _MAX_SPAN:
+        raise InvalidArgument.for_field(f"{at}.respond_within", "needs 1 minute <= respond_within <= resolve_within")
+    if p.warn_before >= p.respond:
+        raise InvalidArgument.for_field(f"{at}.warn_before", "must be shorter than respond_within")
+    if p.escalate_after <= dt.timedelta(0):
+        raise InvalidArgument.for_field(f"{at}.escalate_after", "must be positive")
+
+
+async def set_rules(
+    session: AsyncSession, operator_id: str, rules: list[Rule], *, actor_id: str, now: dt.datetime
+) -> list[Rule]:
+    """Upserts the operator's rows named by (level, kind); returns all its rows."""
+    for i, rule in enumerate(rules):
+        _check_rule(i, rule)
+    for rule in rules:
+        row = (
+            await session.exec(
+                select(SlaPolicy).where(
+                    SlaPolicy.operator_id == operator_id,
+                    SlaPolicy.level == rule.level,
+                    SlaPolicy.equipment_kind == rule.equipment_kind,
+                )
+            )
+        ).first() or SlaPolicy(id=new_id("sla"), operator_id=operator_id, equipment_kind=rule.equipment_kind,
+                               level=rule.level, respond_s=0, resolve_s=0, warn_before_s=0, escalate_after_s=0,
+                               updated_at=now)  # fmt: skip
+        p = rule.policy
+        row.respond_s, row.resolve_s = int(p.respond.total_seconds()), int(p.resolve.total_seconds())
+        row.warn_before_s, row.escalate_after_s = (
+            int(p.warn_before.total_seconds()),
+            int(p.escalate_after.total_seconds()),
+        )
+        row.auto_work_order, row.updated_at, row.updated_by = p.auto_work_order, now, actor_id[:64]
+        session.add(row)
+    await session.flush()
+    return await rules_of(session, operator_id)
+
+
+async def rules_of(session: AsyncSession, operator_id: str) -> list[Rule]:
+    rows = await session.exec(
+        select(SlaPolicy)
+        .where(SlaPolicy.operator_id == operator_id)
+        .order_by(col(SlaPolicy.level), col(SlaPolicy.equipment_kind))
+    )
+    return [
+        Rule(
+            r.level,
+            r.equipment_kind,
+            Policy(
+                dt.timedelta(seconds=r.respond_s),
+                dt.timedelta(seconds=r.resolve_s),
+                dt.timedelta(seconds=r.warn_before_s),
+                dt.timedelta(seconds=r.escalate_after_s),
+                r.auto_work_order,
+            ),
+        )
+        for r in rows
+    ]
+
+
+def default_rules() -> list[Rule]:
+    return [Rule(level, "", policy, is_default=True) for level, policy in sorted(DEFAULTS.items())]

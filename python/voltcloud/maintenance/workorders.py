@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.maintenance import sla
+from voltcloud.maintenance import notices, sla
 from voltcloud.maintenance.models import WorkOrder, WorkOrderStep
 from voltcloud.maintenance.states import allowed, is_reopen, normalize
 from voltcloud.platform import feed
@@ -131,6 +131,7 @@ async def open_work_order(
     session.add(order)
     add_step(session, order, 0, now, StepInput(actor_id, actor_role, note="reported", reason=new.description[:2000]))
     await publish_work_order(session, order)
+    await notices.created(session, order, now)
     return order
 
 
@@ -219,6 +220,29 @@ async def transition(
     step = StepInput(actor_id, actor_role, note, reason, conclusion, position, attachments, percent_complete)
     add_step(session, order, int(current), now, step)
     await publish_work_order(session, order)
+    await notices.stepped(session, order, f"v{order.version}", note or conclusion or reason, now)
+    return order
+
+
+async def add_note(
+    session: AsyncSession,
+    work_order_id: str,
+    *,
+    step: StepInput,
+    now: dt.datetime,
+    expected_version: int = 0,
+) -> WorkOrder:
+    """A progress step without a state change (a note, a position, photos, percent done)."""
+    order = await get_work_order(session, work_order_id)
+    if expected_version and expected_version != order.version:
+        raise Aborted(f"work order {work_order_id} is at version {order.version}, not {expected_version}")
+    if normalize(order.state) in (S.CLOSED, S.CANCELLED):
+        raise FailedPrecondition(f"work order {work_order_id} is {S(order.state).name}: reopen it first")
+    await bump_version(session, order)
+    session.add(order)
+    add_step(session, order, order.state, now, step)
+    await publish_work_order(session, order)
+    await notices.stepped(session, order, f"v{order.version}", step.note, now)
     return order
 
 
@@ -233,8 +257,9 @@ def _apply(
         order.accepted_at = now
     elif target == S.ON_SITE:
         order.on_site_at = order.on_site_at or now
-    elif target == S.DIAGNOSED:
-        order.diagnosed_at, order.diagnosis = now, conclusion[:2000]
+    elif target == S.DIAGNOSED:  # back from hold without a new conclusion keeps the diagnosis
+        order.diagnosed_at = now if conclusion or order.diagnosed_at is None else order.diagnosed_at
+        order.diagnosis = conclusion[:2000] or order.diagnosis
     elif target == S.RESOLVED:
         order.resolved_at = now
         order.resolution = conclusion[:2000] or order.resolution

@@ -121,6 +121,17 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.MaintenanceService/CloseWorkOrder": STAFF,
     "voltcloud.v1.MaintenanceService/GetBatteryHealth": STAFF | {Role.FLEET_MANAGER},
     "voltcloud.v1.MaintenanceService/RegisterEngineer": OPERATORS,
+    # maint-core (issue 14): the control centre, the closed loop, SLA policy, notifications, fault analysis.
+    # Engineers see their operator's alarms and report, progress and resolve work; verifying, reopening and
+    # policies are the operator's.
+    "voltcloud.v1.MaintenanceService/ClearAlarm": STAFF,
+    "voltcloud.v1.MaintenanceService/WatchAlarms": STAFF,
+    "voltcloud.v1.MaintenanceService/ReportFault": STAFF,
+    "voltcloud.v1.MaintenanceService/ReopenWorkOrder": OPERATORS,
+    "voltcloud.v1.MaintenanceService/SetSlaPolicy": OPERATORS,
+    "voltcloud.v1.MaintenanceService/GetSlaPolicy": STAFF,
+    "voltcloud.v1.MaintenanceService/SetNotificationPreferences": STAFF,
+    "voltcloud.v1.MaintenanceService/GetFaultAnalysis": OPERATORS,
     # maint-field: engineers and certificates (operators manage, staff read), dispatch, the engineer app,
     # inspections and safety (staff report, operators close), pack withdrawal (operators).
     "voltcloud.v1.MaintenanceService/UpdateEngineer": OPERATORS,

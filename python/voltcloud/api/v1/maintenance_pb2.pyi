@@ -174,6 +174,46 @@ WORK_ORDER_SOURCE_CUSTOMER: WorkOrderSource.ValueType  # 5
 """Customer complaint."""
 Global___WorkOrderSource: _TypeAlias = WorkOrderSource  # noqa: Y015
 
+class _AlarmChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlarmChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlarmChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALARM_CHANGE_UNSPECIFIED: _AlarmChange.ValueType  # 0
+    """Not set."""
+    ALARM_CHANGE_SNAPSHOT: _AlarmChange.ValueType  # 1
+    """The open alarms when the stream started (the first message; possibly empty)."""
+    ALARM_CHANGE_RAISED: _AlarmChange.ValueType  # 2
+    """A new alarm."""
+    ALARM_CHANGE_REPEATED: _AlarmChange.ValueType  # 3
+    """The same fault again while open: occurrences and last_seen_time grew."""
+    ALARM_CHANGE_ACKNOWLEDGED: _AlarmChange.ValueType  # 4
+    """Acknowledged."""
+    ALARM_CHANGE_FLAPPING: _AlarmChange.ValueType  # 5
+    """Marked flapping (kept open)."""
+    ALARM_CHANGE_CLEARED: _AlarmChange.ValueType  # 6
+    """Cleared."""
+
+class AlarmChange(_AlarmChange, metaclass=_AlarmChangeEnumTypeWrapper):
+    """What happened to the alarms of one WatchAlarms message."""
+
+ALARM_CHANGE_UNSPECIFIED: AlarmChange.ValueType  # 0
+"""Not set."""
+ALARM_CHANGE_SNAPSHOT: AlarmChange.ValueType  # 1
+"""The open alarms when the stream started (the first message; possibly empty)."""
+ALARM_CHANGE_RAISED: AlarmChange.ValueType  # 2
+"""A new alarm."""
+ALARM_CHANGE_REPEATED: AlarmChange.ValueType  # 3
+"""The same fault again while open: occurrences and last_seen_time grew."""
+ALARM_CHANGE_ACKNOWLEDGED: AlarmChange.ValueType  # 4
+"""Acknowledged."""
+ALARM_CHANGE_FLAPPING: AlarmChange.ValueType  # 5
+"""Marked flapping (kept open)."""
+ALARM_CHANGE_CLEARED: AlarmChange.ValueType  # 6
+"""Cleared."""
+Global___AlarmChange: _TypeAlias = AlarmChange  # noqa: Y015
+
 class _SiteInspectionKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -972,6 +1012,10 @@ class CreateWorkOrderRequest(_message.Message):
     REQUIRED_SKILLS_FIELD_NUMBER: _builtins.int
     RESPOND_WITHIN_FIELD_NUMBER: _builtins.int
     RESOLVE_WITHIN_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_KIND_FIELD_NUMBER: _builtins.int
+    FAULT_CODE_FIELD_NUMBER: _builtins.int
+    REQUIRED_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Idempotency key."""
     source: Global___WorkOrderSource.ValueType
@@ -990,6 +1034,14 @@ class CreateWorkOrderRequest(_message.Message):
     """Resource id."""
     pack_id: _builtins.str
     """Pack id."""
+    equipment_kind: _builtins.str
+    """Equipment kind ("station", "charger", "connector", "lane", "pack", "robot", "vehicle"); empty = unknown."""
+    fault_code: _builtins.str
+    """Fault code."""
+    required_certificate: _builtins.str
+    """Certificate an engineer must hold."""
+    operator_id: _builtins.str
+    """Operator (the platform admin names it; others get their own; with a station, the station's)."""
     @_builtins.property
     def alarm_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Alarms to link."""
@@ -1021,10 +1073,14 @@ class CreateWorkOrderRequest(_message.Message):
         required_skills: _abc.Iterable[_builtins.str] | None = ...,
         respond_within: _duration_pb2.Duration | None = ...,
         resolve_within: _duration_pb2.Duration | None = ...,
+        equipment_kind: _builtins.str = ...,
+        fault_code: _builtins.str = ...,
+        required_certificate: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resolve_within", b"resolve_within", "respond_within", b"respond_within"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_ids", b"alarm_ids", "description", b"description", "idempotency_key", b"idempotency_key", "level", b"level", "pack_id", b"pack_id", "required_skills", b"required_skills", "resolve_within", b"resolve_within", "resource_id", b"resource_id", "respond_within", b"respond_within", "source", b"source", "station_id", b"station_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_ids", b"alarm_ids", "description", b"description", "equipment_kind", b"equipment_kind", "fault_code", b"fault_code", "idempotency_key", b"idempotency_key", "level", b"level", "operator_id", b"operator_id", "pack_id", b"pack_id", "required_certificate", b"required_certificate", "required_skills", b"required_skills", "resolve_within", b"resolve_within", "resource_id", b"resource_id", "respond_within", b"respond_within", "source", b"source", "station_id", b"station_id", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1114,6 +1170,7 @@ class ListWorkOrdersRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     MIN_LEVEL_FIELD_NUMBER: _builtins.int
     SLA_BREACHED_ONLY_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_KIND_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum results."""
     page_token: _builtins.str
@@ -1128,6 +1185,8 @@ class ListWorkOrdersRequest(_message.Message):
     """Only at/above this level."""
     sla_breached_only: _builtins.bool
     """Only SLA-breached ones."""
+    equipment_kind: _builtins.str
+    """Only this equipment kind."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___WorkOrderState.ValueType]:
         """Only these states; empty = any."""
@@ -1143,10 +1202,11 @@ class ListWorkOrdersRequest(_message.Message):
         states: _abc.Iterable[Global___WorkOrderState.ValueType] | None = ...,
         min_level: _common_pb2.AlarmLevel.ValueType = ...,
         sla_breached_only: _builtins.bool = ...,
+        equipment_kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id", "min_level", b"min_level", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token", "sla_breached_only", b"sla_breached_only", "states", b"states", "station_id", b"station_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id", "equipment_kind", b"equipment_kind", "min_level", b"min_level", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token", "sla_breached_only", b"sla_breached_only", "states", b"states", "station_id", b"station_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1257,16 +1317,31 @@ class UpdateWorkOrderProgressRequest(_message.Message):
     POSITION_FIELD_NUMBER: _builtins.int
     PHOTO_URIS_FIELD_NUMBER: _builtins.int
     PERCENT_COMPLETE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONCLUSION_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Idempotency key."""
     work_order_id: _builtins.str
     """Work order id."""
     state: Global___WorkOrderState.ValueType
-    """New state (IN_PROGRESS or ON_HOLD); UNSPECIFIED = unchanged."""
+    """New state (ACCEPTED, ON_SITE (IN_PROGRESS), DIAGNOSED, RESOLVED, ON_HOLD or back from it);
+    UNSPECIFIED = a note only.
+    """
     note: _builtins.str
-    """Note."""
+    """Note.
+    Limit: at most 2,000 characters.
+    """
     percent_complete: _builtins.int
-    """Percent done (0..100)."""
+    """Percent done (1..100); 0 = not reported."""
+    reason: _builtins.str
+    """Reason (on hold, decline)."""
+    conclusion: _builtins.str
+    """Conclusion (the diagnosis when moving to DIAGNOSED, the resolution when moving to RESOLVED).
+    Limit: at most 2,000 characters.
+    """
+    expected_version: _builtins.int
+    """Expected version (optimistic check); 0 = no check."""
     @_builtins.property
     def position(self) -> _common_pb2.LatLng:
         """Position."""
@@ -1287,10 +1362,13 @@ class UpdateWorkOrderProgressRequest(_message.Message):
         position: _common_pb2.LatLng | None = ...,
         photo_uris: _abc.Iterable[_builtins.str] | None = ...,
         percent_complete: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        conclusion: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "note", b"note", "percent_complete", b"percent_complete", "photo_uris", b"photo_uris", "position", b"position", "state", b"state", "work_order_id", b"work_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conclusion", b"conclusion", "expected_version", b"expected_version", "idempotency_key", b"idempotency_key", "note", b"note", "percent_complete", b"percent_complete", "photo_uris", b"photo_uris", "position", b"position", "reason", b"reason", "state", b"state", "work_order_id", b"work_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1332,18 +1410,26 @@ class CloseWorkOrderRequest(_message.Message):
     RESOLUTION_FIELD_NUMBER: _builtins.int
     CLEAR_ALARMS_FIELD_NUMBER: _builtins.int
     RELEASE_PACK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Idempotency key."""
     work_order_id: _builtins.str
     """Work order id."""
     final_state: Global___WorkOrderState.ValueType
-    """RESOLVED or CANCELLED."""
+    """RESOLVED (by whoever fixed it), CLOSED (verified: an operator or the platform admin) or CANCELLED."""
     resolution: _builtins.str
-    """Resolution summary."""
+    """Resolution summary (RESOLVED) or verification conclusion (CLOSED).
+    Limit: at most 2,000 characters.
+    """
     clear_alarms: _builtins.bool
     """Clear the linked alarms."""
     release_pack: _builtins.bool
-    """Release quarantined pack back to service (after repair)."""
+    """Release quarantined pack back to service (after repair); not supported yet (INVALID_ARGUMENT when set)."""
+    reason: _builtins.str
+    """Reason (required to cancel)."""
+    expected_version: _builtins.int
+    """Expected version (optimistic check); 0 = no check."""
     def __init__(
         self,
         *,
@@ -1353,10 +1439,12 @@ class CloseWorkOrderRequest(_message.Message):
         resolution: _builtins.str = ...,
         clear_alarms: _builtins.bool = ...,
         release_pack: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_alarms", b"clear_alarms", "final_state", b"final_state", "idempotency_key", b"idempotency_key", "release_pack", b"release_pack", "resolution", b"resolution", "work_order_id", b"work_order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clear_alarms", b"clear_alarms", "expected_version", b"expected_version", "final_state", b"final_state", "idempotency_key", b"idempotency_key", "reason", b"reason", "release_pack", b"release_pack", "resolution", b"resolution", "work_order_id", b"work_order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1557,6 +1645,698 @@ class RegisterEngineerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterEngineerResponse: _TypeAlias = RegisterEngineerResponse  # noqa: Y015
+
+@_typing.final
+class ClearAlarmRequest(_message.Message):
+    """---- maint-core (issue 14) messages ----
+
+    ClearAlarm request.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ALARM_ID_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    alarm_id: _builtins.str
+    """Alarm id."""
+    note: _builtins.str
+    """Why it is cleared."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        alarm_id: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm_id", b"alarm_id", "idempotency_key", b"idempotency_key", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearAlarmRequest: _TypeAlias = ClearAlarmRequest  # noqa: Y015
+
+@_typing.final
+class ClearAlarmResponse(_message.Message):
+    """ClearAlarm response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALARM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alarm(self) -> Global___Alarm:
+        """The alarm."""
+
+    def __init__(
+        self,
+        *,
+        alarm: Global___Alarm | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarm", b"alarm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearAlarmResponse: _TypeAlias = ClearAlarmResponse  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsRequest(_message.Message):
+    """WatchAlarms request: filters; the scope is the caller's (an operator's staff see their operator's alarms)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    MIN_LEVEL_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Only this operator (the platform admin; others are limited to their own)."""
+    station_id: _builtins.str
+    """Only this station."""
+    min_level: _common_pb2.AlarmLevel.ValueType
+    """Only at/above this level."""
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedScalarFieldContainer[Global___AlarmSource.ValueType]:
+        """Only these sources; empty = any.
+        Limit: at most 4 sources.
+        """
+
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        min_level: _common_pb2.AlarmLevel.ValueType = ...,
+        sources: _abc.Iterable[Global___AlarmSource.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_level", b"min_level", "operator_id", b"operator_id", "sources", b"sources", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsRequest: _TypeAlias = WatchAlarmsRequest  # noqa: Y015
+
+@_typing.final
+class WatchAlarmsResponse(_message.Message):
+    """WatchAlarms response: one change of one or more alarms."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    ALARMS_FIELD_NUMBER: _builtins.int
+    change: Global___AlarmChange.ValueType
+    """What happened."""
+    @_builtins.property
+    def alarms(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alarm]:
+        """The alarms as they are now (the snapshot: at most 1,000, most severe and newest first)."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___AlarmChange.ValueType = ...,
+        alarms: _abc.Iterable[Global___Alarm] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alarms", b"alarms", "change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchAlarmsResponse: _TypeAlias = WatchAlarmsResponse  # noqa: Y015
+
+@_typing.final
+class ReportFaultRequest(_message.Message):
+    """ReportFault request: what a person scanned and saw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_CODE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PHOTO_URIS_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    FAULT_CODE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    equipment_code: _builtins.str
+    """The code on the equipment: voltcloud://s/<station_id>, voltcloud://c/<station_id>/<connector_id>,
+    voltcloud://l/<station_id>/<lane>, voltcloud://p/<pack_id> (the codes StartByScan reads, and more).
+    Limit: at most 512 characters.
+    """
+    description: _builtins.str
+    """What is wrong.
+    Limit: at most 2,000 characters.
+    """
+    level: _common_pb2.AlarmLevel.ValueType
+    """Level; unset = MAJOR."""
+    fault_code: _builtins.str
+    """Fault code if the reporter knows one."""
+    @_builtins.property
+    def photo_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Photo URIs.
+        Limit: at most 20 URIs of at most 2,048 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        equipment_code: _builtins.str = ...,
+        description: _builtins.str = ...,
+        photo_uris: _abc.Iterable[_builtins.str] | None = ...,
+        level: _common_pb2.AlarmLevel.ValueType = ...,
+        fault_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "equipment_code", b"equipment_code", "fault_code", b"fault_code", "idempotency_key", b"idempotency_key", "level", b"level", "photo_uris", b"photo_uris"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportFaultRequest: _TypeAlias = ReportFaultRequest  # noqa: Y015
+
+@_typing.final
+class ReportFaultResponse(_message.Message):
+    """ReportFault response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def work_order(self) -> Global___WorkOrder:
+        """The work order opened."""
+
+    def __init__(
+        self,
+        *,
+        work_order: Global___WorkOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["work_order", b"work_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["work_order", b"work_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportFaultResponse: _TypeAlias = ReportFaultResponse  # noqa: Y015
+
+@_typing.final
+class ReopenWorkOrderRequest(_message.Message):
+    """ReopenWorkOrder request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    work_order_id: _builtins.str
+    """Work order id."""
+    reason: _builtins.str
+    """Why (required)."""
+    expected_version: _builtins.int
+    """Expected version (optimistic check); 0 = no check."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        work_order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "idempotency_key", b"idempotency_key", "reason", b"reason", "work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenWorkOrderRequest: _TypeAlias = ReopenWorkOrderRequest  # noqa: Y015
+
+@_typing.final
+class ReopenWorkOrderResponse(_message.Message):
+    """ReopenWorkOrder response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def work_order(self) -> Global___WorkOrder:
+        """The work order."""
+
+    def __init__(
+        self,
+        *,
+        work_order: Global___WorkOrder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["work_order", b"work_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["work_order", b"work_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReopenWorkOrderResponse: _TypeAlias = ReopenWorkOrderResponse  # noqa: Y015
+
+@_typing.final
+class SlaPolicyRule(_message.Message):
+    """One SLA policy row."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVEL_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_KIND_FIELD_NUMBER: _builtins.int
+    RESPOND_WITHIN_FIELD_NUMBER: _builtins.int
+    RESOLVE_WITHIN_FIELD_NUMBER: _builtins.int
+    WARN_BEFORE_FIELD_NUMBER: _builtins.int
+    ESCALATE_AFTER_FIELD_NUMBER: _builtins.int
+    AUTO_WORK_ORDER_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    level: _common_pb2.AlarmLevel.ValueType
+    """Level."""
+    equipment_kind: _builtins.str
+    """Equipment kind ("station", "charger", "connector", "lane", "pack", "robot", "vehicle"); empty = every kind."""
+    auto_work_order: _builtins.bool
+    """Whether an alarm of this level and kind opens a work order by itself."""
+    is_default: _builtins.bool
+    """True for a default (no row of the operator's)."""
+    @_builtins.property
+    def respond_within(self) -> _duration_pb2.Duration:
+        """Respond (be on site) within."""
+
+    @_builtins.property
+    def resolve_within(self) -> _duration_pb2.Duration:
+        """Resolve within."""
+
+    @_builtins.property
+    def warn_before(self) -> _duration_pb2.Duration:
+        """Warn this long before each deadline."""
+
+    @_builtins.property
+    def escalate_after(self) -> _duration_pb2.Duration:
+        """Escalate from the supervisor to the operator this long after a deadline."""
+
+    def __init__(
+        self,
+        *,
+        level: _common_pb2.AlarmLevel.ValueType = ...,
+        equipment_kind: _builtins.str = ...,
+        respond_within: _duration_pb2.Duration | None = ...,
+        resolve_within: _duration_pb2.Duration | None = ...,
+        warn_before: _duration_pb2.Duration | None = ...,
+        escalate_after: _duration_pb2.Duration | None = ...,
+        auto_work_order: _builtins.bool = ...,
+        is_default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["escalate_after", b"escalate_after", "resolve_within", b"resolve_within", "respond_within", b"respond_within", "warn_before", b"warn_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_work_order", b"auto_work_order", "equipment_kind", b"equipment_kind", "escalate_after", b"escalate_after", "is_default", b"is_default", "level", b"level", "resolve_within", b"resolve_within", "respond_within", b"respond_within", "warn_before", b"warn_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlaPolicyRule: _TypeAlias = SlaPolicyRule  # noqa: Y015
+
+@_typing.final
+class SetSlaPolicyRequest(_message.Message):
+    """SetSlaPolicy request: replaces the rows named (by level and kind); other rows stay."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    operator_id: _builtins.str
+    """Operator (the caller's own for an operator)."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaPolicyRule]:
+        """Rows to set.
+        Limit: at most 40 rules.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        rules: _abc.Iterable[Global___SlaPolicyRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSlaPolicyRequest: _TypeAlias = SetSlaPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetSlaPolicyResponse(_message.Message):
+    """SetSlaPolicy response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaPolicyRule]:
+        """The operator's rows after the change."""
+
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___SlaPolicyRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSlaPolicyResponse: _TypeAlias = SetSlaPolicyResponse  # noqa: Y015
+
+@_typing.final
+class GetSlaPolicyRequest(_message.Message):
+    """GetSlaPolicy request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Operator (the caller's own for an operator or engineer)."""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSlaPolicyRequest: _TypeAlias = GetSlaPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetSlaPolicyResponse(_message.Message):
+    """GetSlaPolicy response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    DEFAULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaPolicyRule]:
+        """The operator's rows."""
+
+    @_builtins.property
+    def defaults(self) -> _containers.RepeatedCompositeFieldContainer[Global___SlaPolicyRule]:
+        """The defaults (by level, every kind) used where the operator has no row."""
+
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___SlaPolicyRule] | None = ...,
+        defaults: _abc.Iterable[Global___SlaPolicyRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["defaults", b"defaults", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSlaPolicyResponse: _TypeAlias = GetSlaPolicyResponse  # noqa: Y015
+
+@_typing.final
+class NotificationPreferences(_message.Message):
+    """A recipient's notification preferences."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_KIND_FIELD_NUMBER: _builtins.int
+    RECIPIENT_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    EMAIL_ON_FIELD_NUMBER: _builtins.int
+    SMS_ON_FIELD_NUMBER: _builtins.int
+    WEBHOOK_ON_FIELD_NUMBER: _builtins.int
+    SUPERVISOR_FIELD_NUMBER: _builtins.int
+    recipient_kind: _builtins.str
+    """"staff" (a person of the operator), "engineer" or "operator" (the operator's own contact)."""
+    recipient_id: _builtins.str
+    """Subject id of the person (the engineer id; the operator id for "operator")."""
+    operator_id: _builtins.str
+    """Operator the recipient belongs to."""
+    email: _builtins.str
+    """Email address; empty = none."""
+    phone: _builtins.str
+    """Phone (E.164) for SMS; empty = none."""
+    webhook_url: _builtins.str
+    """Webhook URL (http or https); empty = none.
+    Limit: at most 2,048 characters.
+    """
+    email_on: _builtins.bool
+    """Channels on."""
+    sms_on: _builtins.bool
+    """SMS on."""
+    webhook_on: _builtins.bool
+    """Webhook on."""
+    supervisor: _builtins.bool
+    """A supervisor: receives SLA escalations (level 1)."""
+    def __init__(
+        self,
+        *,
+        recipient_kind: _builtins.str = ...,
+        recipient_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        webhook_url: _builtins.str = ...,
+        email_on: _builtins.bool = ...,
+        sms_on: _builtins.bool = ...,
+        webhook_on: _builtins.bool = ...,
+        supervisor: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "email_on", b"email_on", "operator_id", b"operator_id", "phone", b"phone", "recipient_id", b"recipient_id", "recipient_kind", b"recipient_kind", "sms_on", b"sms_on", "supervisor", b"supervisor", "webhook_on", b"webhook_on", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationPreferences: _TypeAlias = NotificationPreferences  # noqa: Y015
+
+@_typing.final
+class SetNotificationPreferencesRequest(_message.Message):
+    """SetNotificationPreferences request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def preferences(self) -> Global___NotificationPreferences:
+        """The preferences (replaced whole)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        preferences: Global___NotificationPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNotificationPreferencesRequest: _TypeAlias = SetNotificationPreferencesRequest  # noqa: Y015
+
+@_typing.final
+class SetNotificationPreferencesResponse(_message.Message):
+    """SetNotificationPreferences response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___NotificationPreferences:
+        """As stored."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___NotificationPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNotificationPreferencesResponse: _TypeAlias = SetNotificationPreferencesResponse  # noqa: Y015
+
+@_typing.final
+class GetFaultAnalysisRequest(_message.Message):
+    """GetFaultAnalysis request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    TOP_FIELD_NUMBER: _builtins.int
+    INCLUDE_CSV_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Operator (the caller's own for an operator)."""
+    top: _builtins.int
+    """How many top recurring faults."""
+    include_csv: _builtins.bool
+    """Also return the figures as CSV."""
+    @_builtins.property
+    def period(self) -> _common_pb2.TimeWindow:
+        """Period: work orders created in [start, end)."""
+
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        period: _common_pb2.TimeWindow | None = ...,
+        top: _builtins.int = ...,
+        include_csv: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_csv", b"include_csv", "operator_id", b"operator_id", "period", b"period", "top", b"top"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFaultAnalysisRequest: _TypeAlias = GetFaultAnalysisRequest  # noqa: Y015
+
+@_typing.final
+class FaultFigures(_message.Message):
+    """Figures of one group of work orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    WORK_ORDERS_FIELD_NUMBER: _builtins.int
+    RESOLVED_FIELD_NUMBER: _builtins.int
+    MTTR_S_FIELD_NUMBER: _builtins.int
+    MTBF_S_FIELD_NUMBER: _builtins.int
+    SLA_COMPLIANCE_PERMILLE_FIELD_NUMBER: _builtins.int
+    SLA_BREACHED_FIELD_NUMBER: _builtins.int
+    dimension: _builtins.str
+    """Dimension: "station", "equipment_kind", "fault_code", "engineer" or "all"."""
+    key: _builtins.str
+    """The group's key (a station id, a kind, a code, an engineer id; "" for none)."""
+    work_orders: _builtins.int
+    """Work orders created in the period."""
+    resolved: _builtins.int
+    """Of which resolved (reached RESOLVED; closed ones count)."""
+    mttr_s: _builtins.int
+    """Mean time to repair: created → resolved, over the resolved ones, seconds."""
+    mtbf_s: _builtins.int
+    """Mean time between failures: the period's length times the group's equipment count over its work orders,
+    seconds (see docs/maintenance.md); 0 without work orders.
+    """
+    sla_compliance_permille: _builtins.int
+    """Work orders whose SLA was kept (not breached), permille of those in the group."""
+    sla_breached: _builtins.int
+    """Of which breached."""
+    def __init__(
+        self,
+        *,
+        dimension: _builtins.str = ...,
+        key: _builtins.str = ...,
+        work_orders: _builtins.int = ...,
+        resolved: _builtins.int = ...,
+        mttr_s: _builtins.int = ...,
+        mtbf_s: _builtins.int = ...,
+        sla_compliance_permille: _builtins.int = ...,
+        sla_breached: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "key", b"key", "mtbf_s", b"mtbf_s", "mttr_s", b"mttr_s", "resolved", b"resolved", "sla_breached", b"sla_breached", "sla_compliance_permille", b"sla_compliance_permille", "work_orders", b"work_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaultFigures: _TypeAlias = FaultFigures  # noqa: Y015
+
+@_typing.final
+class RecurringFault(_message.Message):
+    """A recurring fault."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAULT_CODE_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_ID_FIELD_NUMBER: _builtins.int
+    WORK_ORDERS_FIELD_NUMBER: _builtins.int
+    fault_code: _builtins.str
+    """Fault code."""
+    station_id: _builtins.str
+    """Station."""
+    equipment_id: _builtins.str
+    """Equipment (resource or pack id; "" = the station)."""
+    work_orders: _builtins.int
+    """Work orders in the period."""
+    def __init__(
+        self,
+        *,
+        fault_code: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        equipment_id: _builtins.str = ...,
+        work_orders: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["equipment_id", b"equipment_id", "fault_code", b"fault_code", "station_id", b"station_id", "work_orders", b"work_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecurringFault: _TypeAlias = RecurringFault  # noqa: Y015
+
+@_typing.final
+class GetFaultAnalysisResponse(_message.Message):
+    """GetFaultAnalysis response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIGURES_FIELD_NUMBER: _builtins.int
+    TOP_FAULTS_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
+    csv: _builtins.str
+    """The figures as CSV (header line first), when asked."""
+    @_builtins.property
+    def figures(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaultFigures]:
+        """Figures of all work orders, then by station, equipment kind, fault code and engineer."""
+
+    @_builtins.property
+    def top_faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecurringFault]:
+        """Top recurring faults (most work orders first)."""
+
+    def __init__(
+        self,
+        *,
+        figures: _abc.Iterable[Global___FaultFigures] | None = ...,
+        top_faults: _abc.Iterable[Global___RecurringFault] | None = ...,
+        csv: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "figures", b"figures", "top_faults", b"top_faults"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFaultAnalysisResponse: _TypeAlias = GetFaultAnalysisResponse  # noqa: Y015
 
 @_typing.final
 class Certificate(_message.Message):

@@ -85,6 +85,46 @@ class MaintenanceServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.RegisterEngineerRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.RegisterEngineerResponse.FromString,
                 _registered_method=True)
+        self.ClearAlarm = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ClearAlarm',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ClearAlarmRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ClearAlarmResponse.FromString,
+                _registered_method=True)
+        self.WatchAlarms = channel.unary_stream(
+                '/voltcloud.v1.MaintenanceService/WatchAlarms',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.WatchAlarmsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.WatchAlarmsResponse.FromString,
+                _registered_method=True)
+        self.ReportFault = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ReportFault',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportFaultRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportFaultResponse.FromString,
+                _registered_method=True)
+        self.ReopenWorkOrder = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ReopenWorkOrder',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ReopenWorkOrderRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ReopenWorkOrderResponse.FromString,
+                _registered_method=True)
+        self.SetSlaPolicy = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/SetSlaPolicy',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetSlaPolicyRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetSlaPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetSlaPolicy = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/GetSlaPolicy',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetSlaPolicyRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetSlaPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetNotificationPreferences = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/SetNotificationPreferences',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetNotificationPreferencesRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetNotificationPreferencesResponse.FromString,
+                _registered_method=True)
+        self.GetFaultAnalysis = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/GetFaultAnalysis',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisResponse.FromString,
+                _registered_method=True)
         self.UpdateEngineer = channel.unary_unary(
                 '/voltcloud.v1.MaintenanceService/UpdateEngineer',
                 request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerRequest.SerializeToString,
@@ -226,6 +266,64 @@ class MaintenanceServiceServicer:
 
     def RegisterEngineer(self, request, context):
         """Registers a maintenance engineer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearAlarm(self, request, context):
+        """---- maint-core (issue 14): alarms, closed-loop work orders, SLAs, notifications, fault analysis ----
+        A person clears an alarm (also a flapping one, which automatic clears leave open).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAlarms(self, request, context):
+        """The control centre's live alarm screen: first a snapshot of the open alarms in the caller's scope, then
+        every raise, repeat, acknowledgement, flapping mark and clear as it commits (any replica).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportFault(self, request, context):
+        """Reports a fault by the code scanned on the equipment: opens a work order for what the code names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReopenWorkOrder(self, request, context):
+        """Reopens a resolved or closed work order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSlaPolicy(self, request, context):
+        """Sets an operator's SLA policy rows (by level and equipment kind).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSlaPolicy(self, request, context):
+        """Returns an operator's SLA policy (its rows and the defaults it falls back to).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNotificationPreferences(self, request, context):
+        """Sets a recipient's notification addresses and channels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFaultAnalysis(self, request, context):
+        """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -382,6 +480,46 @@ def add_MaintenanceServiceServicer_to_server(servicer, server):
                     servicer.RegisterEngineer,
                     request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.RegisterEngineerRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.RegisterEngineerResponse.SerializeToString,
+            ),
+            'ClearAlarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearAlarm,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ClearAlarmRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ClearAlarmResponse.SerializeToString,
+            ),
+            'WatchAlarms': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAlarms,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.WatchAlarmsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.WatchAlarmsResponse.SerializeToString,
+            ),
+            'ReportFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportFault,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportFaultRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportFaultResponse.SerializeToString,
+            ),
+            'ReopenWorkOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenWorkOrder,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ReopenWorkOrderRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ReopenWorkOrderResponse.SerializeToString,
+            ),
+            'SetSlaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSlaPolicy,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetSlaPolicyRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetSlaPolicyResponse.SerializeToString,
+            ),
+            'GetSlaPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSlaPolicy,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetSlaPolicyRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetSlaPolicyResponse.SerializeToString,
+            ),
+            'SetNotificationPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNotificationPreferences,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetNotificationPreferencesRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetNotificationPreferencesResponse.SerializeToString,
+            ),
+            'GetFaultAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFaultAnalysis,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisResponse.SerializeToString,
             ),
             'UpdateEngineer': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateEngineer,
@@ -725,6 +863,222 @@ class MaintenanceService:
             '/voltcloud.v1.MaintenanceService/RegisterEngineer',
             voltcloud_dot_v1_dot_maintenance__pb2.RegisterEngineerRequest.SerializeToString,
             voltcloud_dot_v1_dot_maintenance__pb2.RegisterEngineerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearAlarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ClearAlarm',
+            voltcloud_dot_v1_dot_maintenance__pb2.ClearAlarmRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ClearAlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAlarms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/WatchAlarms',
+            voltcloud_dot_v1_dot_maintenance__pb2.WatchAlarmsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.WatchAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ReportFault',
+            voltcloud_dot_v1_dot_maintenance__pb2.ReportFaultRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ReportFaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReopenWorkOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ReopenWorkOrder',
+            voltcloud_dot_v1_dot_maintenance__pb2.ReopenWorkOrderRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ReopenWorkOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSlaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/SetSlaPolicy',
+            voltcloud_dot_v1_dot_maintenance__pb2.SetSlaPolicyRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.SetSlaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSlaPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/GetSlaPolicy',
+            voltcloud_dot_v1_dot_maintenance__pb2.GetSlaPolicyRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.GetSlaPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNotificationPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/SetNotificationPreferences',
+            voltcloud_dot_v1_dot_maintenance__pb2.SetNotificationPreferencesRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.SetNotificationPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFaultAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/GetFaultAnalysis',
+            voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,26 @@ class MaintenanceServiceStub:
     """Returns a pack's state-of-health history."""
     RegisterEngineer: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.RegisterEngineerRequest, _maintenance_pb2.RegisterEngineerResponse]
     """Registers a maintenance engineer."""
+    ClearAlarm: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ClearAlarmRequest, _maintenance_pb2.ClearAlarmResponse]
+    """---- maint-core (issue 14): alarms, closed-loop work orders, SLAs, notifications, fault analysis ----
+    A person clears an alarm (also a flapping one, which automatic clears leave open).
+    """
+    WatchAlarms: _grpc.UnaryStreamMultiCallable[_maintenance_pb2.WatchAlarmsRequest, _maintenance_pb2.WatchAlarmsResponse]
+    """The control centre's live alarm screen: first a snapshot of the open alarms in the caller's scope, then
+    every raise, repeat, acknowledgement, flapping mark and clear as it commits (any replica).
+    """
+    ReportFault: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ReportFaultRequest, _maintenance_pb2.ReportFaultResponse]
+    """Reports a fault by the code scanned on the equipment: opens a work order for what the code names."""
+    ReopenWorkOrder: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ReopenWorkOrderRequest, _maintenance_pb2.ReopenWorkOrderResponse]
+    """Reopens a resolved or closed work order."""
+    SetSlaPolicy: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.SetSlaPolicyRequest, _maintenance_pb2.SetSlaPolicyResponse]
+    """Sets an operator's SLA policy rows (by level and equipment kind)."""
+    GetSlaPolicy: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.GetSlaPolicyRequest, _maintenance_pb2.GetSlaPolicyResponse]
+    """Returns an operator's SLA policy (its rows and the defaults it falls back to)."""
+    SetNotificationPreferences: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.SetNotificationPreferencesRequest, _maintenance_pb2.SetNotificationPreferencesResponse]
+    """Sets a recipient's notification addresses and channels."""
+    GetFaultAnalysis: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.GetFaultAnalysisRequest, _maintenance_pb2.GetFaultAnalysisResponse]
+    """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV."""
     UpdateEngineer: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.UpdateEngineerRequest, _maintenance_pb2.UpdateEngineerResponse]
     """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
     Updates an engineer's profile (skills, equipment kinds, regions, shifts, home, contact).
@@ -109,6 +129,26 @@ class MaintenanceServiceAsyncStub(MaintenanceServiceStub):
     """Returns a pack's state-of-health history."""
     RegisterEngineer: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.RegisterEngineerRequest, _maintenance_pb2.RegisterEngineerResponse]  # type: ignore[assignment]
     """Registers a maintenance engineer."""
+    ClearAlarm: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ClearAlarmRequest, _maintenance_pb2.ClearAlarmResponse]  # type: ignore[assignment]
+    """---- maint-core (issue 14): alarms, closed-loop work orders, SLAs, notifications, fault analysis ----
+    A person clears an alarm (also a flapping one, which automatic clears leave open).
+    """
+    WatchAlarms: _aio.UnaryStreamMultiCallable[_maintenance_pb2.WatchAlarmsRequest, _maintenance_pb2.WatchAlarmsResponse]  # type: ignore[assignment]
+    """The control centre's live alarm screen: first a snapshot of the open alarms in the caller's scope, then
+    every raise, repeat, acknowledgement, flapping mark and clear as it commits (any replica).
+    """
+    ReportFault: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ReportFaultRequest, _maintenance_pb2.ReportFaultResponse]  # type: ignore[assignment]
+    """Reports a fault by the code scanned on the equipment: opens a work order for what the code names."""
+    ReopenWorkOrder: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ReopenWorkOrderRequest, _maintenance_pb2.ReopenWorkOrderResponse]  # type: ignore[assignment]
+    """Reopens a resolved or closed work order."""
+    SetSlaPolicy: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.SetSlaPolicyRequest, _maintenance_pb2.SetSlaPolicyResponse]  # type: ignore[assignment]
+    """Sets an operator's SLA policy rows (by level and equipment kind)."""
+    GetSlaPolicy: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.GetSlaPolicyRequest, _maintenance_pb2.GetSlaPolicyResponse]  # type: ignore[assignment]
+    """Returns an operator's SLA policy (its rows and the defaults it falls back to)."""
+    SetNotificationPreferences: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.SetNotificationPreferencesRequest, _maintenance_pb2.SetNotificationPreferencesResponse]  # type: ignore[assignment]
+    """Sets a recipient's notification addresses and channels."""
+    GetFaultAnalysis: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.GetFaultAnalysisRequest, _maintenance_pb2.GetFaultAnalysisResponse]  # type: ignore[assignment]
+    """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV."""
     UpdateEngineer: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.UpdateEngineerRequest, _maintenance_pb2.UpdateEngineerResponse]  # type: ignore[assignment]
     """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
     Updates an engineer's profile (skills, equipment kinds, regions, shifts, home, contact).
@@ -222,6 +262,74 @@ class MaintenanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_maintenance_pb2.RegisterEngineerResponse, _abc.Awaitable[_maintenance_pb2.RegisterEngineerResponse]]:
         """Registers a maintenance engineer."""
+
+    @_abc_1.abstractmethod
+    def ClearAlarm(
+        self,
+        request: _maintenance_pb2.ClearAlarmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ClearAlarmResponse, _abc.Awaitable[_maintenance_pb2.ClearAlarmResponse]]:
+        """---- maint-core (issue 14): alarms, closed-loop work orders, SLAs, notifications, fault analysis ----
+        A person clears an alarm (also a flapping one, which automatic clears leave open).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAlarms(
+        self,
+        request: _maintenance_pb2.WatchAlarmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_maintenance_pb2.WatchAlarmsResponse], _abc.AsyncIterator[_maintenance_pb2.WatchAlarmsResponse]]:
+        """The control centre's live alarm screen: first a snapshot of the open alarms in the caller's scope, then
+        every raise, repeat, acknowledgement, flapping mark and clear as it commits (any replica).
+        """
+
+    @_abc_1.abstractmethod
+    def ReportFault(
+        self,
+        request: _maintenance_pb2.ReportFaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ReportFaultResponse, _abc.Awaitable[_maintenance_pb2.ReportFaultResponse]]:
+        """Reports a fault by the code scanned on the equipment: opens a work order for what the code names."""
+
+    @_abc_1.abstractmethod
+    def ReopenWorkOrder(
+        self,
+        request: _maintenance_pb2.ReopenWorkOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ReopenWorkOrderResponse, _abc.Awaitable[_maintenance_pb2.ReopenWorkOrderResponse]]:
+        """Reopens a resolved or closed work order."""
+
+    @_abc_1.abstractmethod
+    def SetSlaPolicy(
+        self,
+        request: _maintenance_pb2.SetSlaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.SetSlaPolicyResponse, _abc.Awaitable[_maintenance_pb2.SetSlaPolicyResponse]]:
+        """Sets an operator's SLA policy rows (by level and equipment kind)."""
+
+    @_abc_1.abstractmethod
+    def GetSlaPolicy(
+        self,
+        request: _maintenance_pb2.GetSlaPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.GetSlaPolicyResponse, _abc.Awaitable[_maintenance_pb2.GetSlaPolicyResponse]]:
+        """Returns an operator's SLA policy (its rows and the defaults it falls back to)."""
+
+    @_abc_1.abstractmethod
+    def SetNotificationPreferences(
+        self,
+        request: _maintenance_pb2.SetNotificationPreferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.SetNotificationPreferencesResponse, _abc.Awaitable[_maintenance_pb2.SetNotificationPreferencesResponse]]:
+        """Sets a recipient's notification addresses and channels."""
+
+    @_abc_1.abstractmethod
+    def GetFaultAnalysis(
+        self,
+        request: _maintenance_pb2.GetFaultAnalysisRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.GetFaultAnalysisResponse, _abc.Awaitable[_maintenance_pb2.GetFaultAnalysisResponse]]:
+        """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV."""
 
     @_abc_1.abstractmethod
     def UpdateEngineer(

@@ -1,0 +1,182 @@
+"""Real parts for the maintenance tests: a platform on a clock the test moves, a minimal real SMTP server
+(asyncio, RFC 5321's commands the standard library's client uses; aiosmtpd is not installed here) and a real
+HTTP server receiving webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import grpc
+
+from voltcloud.api.v1 import maintenance_pb2_grpc
+from voltcloud.platform.auth import Role, Tenant
+from voltcloud.platform.clock import FrozenClock
+from voltcloud.server import Platform
+
+from .conftest import platform_settings
+
+Metadata = tuple[tuple[str, str], ...]
+OP1, OP2 = "op-0001", "op-0002"
+
+
+def md(platform: Platform, subject: str, role: Role, operator: str | None = None) -> Metadata:
+    tenant = Tenant("operator", operator) if operator else None
+    return (("authorization", f"Bearer {platform.tokens.mint(subject, role, tenant)}"),)
+
+
+@dataclass
+class Callers:
+    admin: Metadata
+    operator: Metadata
+    engineer: Metadata
+    other_operator: Metadata
+
+
+def callers(platform: Platform) -> Callers:
+    return Callers(
+        md(platform, "admin", Role.PLATFORM_ADMIN),
+        md(platform, "alice", Role.OPERATOR, OP1),
+        md(platform, "eng-1", Role.ENGINEER, OP1),
+        md(platform, "bob", Role.OPERATOR, OP2),
+    )
+
+
+@asynccontextmanager
+async def maintenance_platform(
+    tmp_path: Path, database_url: str, clock: FrozenClock | None = None, **overrides: object
+) -> AsyncIterator[tuple[Platform, maintenance_pb2_grpc.MaintenanceServiceStub]]:
+    platform = Platform(platform_settings(tmp_path, database_url, **overrides), clock=clock)
+    await platform.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.port}") as channel:
+            yield platform, maintenance_pb2_grpc.MaintenanceServiceStub(channel)
+    finally:
+        await platform.stop(grace=0)
+
+
+# ---- a minimal real SMTP server ----------------------------------------------------------------------------
+
+
+@dataclass
+class SmtpServer:
+    messages: list[EmailMessage] = field(default_factory=list)
+    port: int = 0
+    received: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def say(line: str) -> None:
+            writer.write(f"{line}\r\n".encode())
+
+        say("220 localhost test SMTP")
+        await writer.drain()
+        while line := await reader.readline():
+            command = line.decode().strip().upper()
+            if command.startswith("EHLO"):
+                say("250-localhost")
+                say("250 8BITMIME")
+            elif command.startswith(("HELO", "MAIL", "RCPT", "RSET", "NOOP")):
+                say("250 OK")
+            elif command == "DATA":
+                say("354 end with <CRLF>.<CRLF>")
+                await writer.drain()
+                data = b""
+                while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                    data += chunk[1:] if chunk.startswith(b"..") else chunk
+                parsed = email.message_from_bytes(data, policy=email.policy.default)
+                self.messages.append(parsed)  # type: ignore[arg-type]
+                self.received.set()
+                say("250 queued")
+            elif command == "QUIT":
+                say("221 bye")
+                await writer.drain()
+                break
+            else:
+                say("502 not implemented")
+            await writer.drain()
+        writer.close()
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[EmailMessage]:
+        async with asyncio.timeout(timeout_s):
+            while len(self.messages) < count:
+                self.received.clear()
+                await self.received.wait()
+        return self.messages
+
+
+@asynccontextmanager
+async def smtp_server() -> AsyncIterator[SmtpServer]:
+    server = SmtpServer()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    server.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        listener.close()
+
+
+# ---- a real HTTP server for webhooks -----------------------------------------------------------------------
+
+
+@dataclass
+class WebhookServer:
+    fail_first: int = 0  # answer 503 to this many requests first
+    posts: list[dict[str, object]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    attempts: int = 0
+    port: int = 0
+    received: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode().split("\r\n")[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.attempts += 1
+        if self.attempts <= self.fail_first:
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        else:
+            self.posts.append(json.loads(body))
+            self.keys.append(headers.get("idempotency-key", ""))
+            writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            self.received.set()
+        await writer.drain()
+        writer.close()
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, object]]:
+        async with asyncio.timeout(timeout_s):
+            while len(self.posts) < count:
+                self.received.clear()
+                await self.received.wait()
+        return self.posts
+
+
+@asynccontextmanager
+async def webhook_server(fail_first: int = 0) -> AsyncIterator[WebhookServer]:
+    server = WebhookServer(fail_first=fail_first)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    server.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        listener.close()
+
+
+def frozen_now() -> FrozenClock:
+    """A test clock starting at the real now (rows other rooms write carry the real time)."""
+    return FrozenClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
