@@ -121,14 +121,18 @@ async def test_alarm_work_order_goes_to_the_nearest_certified_engineer_on_the_ap
     update = await mid.next("update")
     assert update.work_order.state == maintenance_pb2.WORK_ORDER_STATE_ACCEPTED
 
-    # On site and resolved: the engineer's progress steps (UpdateWorkOrderProgress is maint-core's RPC; until it
-    # is merged the steps go through the same `workorders.transition` it uses).
-    for state, note in ((S.ON_SITE, "on site"), (S.RESOLVED, "insulation restored, bus re-tested")):
-        async with platform.db.transaction() as session:
-            await workorders.transition(
-                session, work_order_id, to_state=int(state), actor_id=crew["mid"], actor_role="engineer",
-                now=platform.field_hub.clock.now(), note=note, conclusion=note,
-            )  # fmt: skip
+    # On site, then resolved: the engineer's progress steps (maint-core's UpdateWorkOrderProgress).
+    engineer_md = md(platform, crew["mid"], Role.ENGINEER)
+    for key, state, extra in (
+        ("p1", S.ON_SITE, {"position": common_pb2.LatLng(lat=station.lat, lng=station.lng), "note": "on site"}),
+        ("p2", S.RESOLVED, {"conclusion": "insulation restored, bus re-tested"}),
+    ):
+        await api.UpdateWorkOrderProgress(
+            maintenance_pb2.UpdateWorkOrderProgressRequest(
+                idempotency_key=key, work_order_id=work_order_id, state=int(state), **extra
+            ),
+            metadata=engineer_md,
+        )
     assert (await mid.next("update")).work_order.state == maintenance_pb2.WORK_ORDER_STATE_ON_SITE
     async with platform.db.transaction() as session:
         done = await session.get(WorkOrder, work_order_id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.maintenance import access
 from voltcloud.maintenance.field_models import Engineer, EngineerCertificate
 from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal
@@ -75,19 +76,13 @@ class EngineerView:
 
 
 def operator_scope(principal: Principal) -> str | None:
-    """The operator whose rows the caller sees; None for the platform admin (all)."""
-    if principal.is_admin:
-        return None
-    if principal.tenant is None or principal.tenant.kind != "operator":
-        return ""  # sees nothing (the permissions table keeps other roles out anyway)
-    return principal.tenant.id
+    """The operator whose rows the caller sees; None for the platform admin (all). One rule: `access`."""
+    return access.own_operator(principal)
 
 
 def require_operator(principal: Principal, operator_id: str, what: str) -> None:
     """Another operator's row is NOT_FOUND, so ids cannot be probed."""
-    scope = operator_scope(principal)
-    if scope is not None and scope != operator_id:
-        raise NotFound(f"{what} not found")
+    access.require_visible(principal, operator_id, what)
 
 
 def check_profile(profile: Profile) -> None:

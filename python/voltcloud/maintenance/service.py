@@ -431,7 +431,7 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
                 )
             await session.refresh(order)
             return maintenance_pb2.AssignWorkOrderResponse(
-                work_order=_work_order_brief(order), eta_time=to_timestamp(made.eta)
+                work_order=convert.work_order_message(order), eta_time=to_timestamp(made.eta)
             )
 
         return await self._fkeyed("AssignWorkOrder", request, maintenance_pb2.AssignWorkOrderResponse, work)
@@ -533,7 +533,7 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
         if order is None:
             return None
         offer = maintenance_pb2.WorkOrderOffer(
-            work_order=_work_order_brief(order), respond_by=to_timestamp(out.respond_by), travel_s=out.travel_s
+            work_order=convert.work_order_message(order), respond_by=to_timestamp(out.respond_by), travel_s=out.travel_s
         )
         if out.kind == "offer":
             return R(offer=offer) if order.state == int(WorkOrderState.ASSIGNED) else None
@@ -842,31 +842,6 @@ def _certificate_message(c: EngineerCertificate, now: dt.datetime) -> maintenanc
         expire_time=to_timestamp(c.expires_at),
         lapsed=c.expires_at <= now,
         operator_id=c.operator_id,
-    )
-
-
-def _work_order_brief(o: WorkOrder) -> maintenance_pb2.WorkOrder:
-    """The work order as an offer shows it (maint-core's converter gives the full message with steps)."""
-    return maintenance_pb2.WorkOrder(
-        work_order_id=o.id,
-        source=o.source,  # type: ignore[arg-type]
-        level=o.level,  # type: ignore[arg-type]
-        state=o.state,  # type: ignore[arg-type]
-        title=o.title,
-        description=o.description,
-        station_id=o.station_id or "",
-        resource_id=o.resource_id or "",
-        pack_id=o.pack_id or "",
-        required_skills=json.loads(o.required_skills),
-        engineer_id=o.engineer_id or "",
-        respond_by=to_timestamp(o.respond_by),
-        resolve_by=to_timestamp(o.resolve_by),
-        sla_breached=o.sla_breached,
-        resolution=o.resolution,
-        operator_id=o.operator_id or "",
-        version=o.version,
-        create_time=to_timestamp(o.created_at),
-        close_time=to_timestamp(o.closed_at),
     )
 
 
