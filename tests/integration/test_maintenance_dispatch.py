@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.integration.conftest import RunningPlatform
+from tests.integration.conftest import RunningPlatform, channel_to, serving
 from voltcloud.api.v1 import common_pb2, maintenance_pb2
 from voltcloud.maintenance import api as maintenance
 from voltcloud.maintenance import workorders
@@ -210,3 +212,43 @@ async def test_plan_dispatch_assigns_jointly_not_greedily(running: RunningPlatfo
             maintenance_pb2.PlanDispatchRequest(idempotency_key="plan3", operator_id="op-0002"), metadata=boss
         )
     assert foreign.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Platform, Platform]]:
+    quiet = {"maintenance_field_sweep_s": 0, "sweep_interval_s": 3600.0, "reoptimize_interval_s": 0}
+    async with (
+        serving(tmp_path / "a", database_url, **quiet) as a,  # migrates and seeds first
+        serving(tmp_path / "b", database_url, seed_demo=False, **quiet) as b,
+    ):
+        yield a, b
+
+
+async def test_an_offer_decided_on_one_replica_reaches_the_engineer_on_another(
+    replicas: tuple[Platform, Platform],
+) -> None:
+    """Only the feed's "work_order" topic can carry it: replica B's sweep is off and nothing else reads offers."""
+    a, b = replicas
+    async with channel_to(a) as channel_a, channel_to(b) as channel_b:
+        api_a = stub(channel_a)
+        station = (await stations_of(a))[0]
+        crew = await _crew(a, api_a, station, a.field_hub.clock.now())
+        work_order_id = await _alarm_work_order(a, station)
+        app = App(b, stub(channel_b), crew["mid"])
+        try:
+            await app.hello()
+            boss = operator(a)
+            await api_a.AssignWorkOrder(
+                maintenance_pb2.AssignWorkOrderRequest(idempotency_key="r1", work_order_id=work_order_id), metadata=boss
+            )
+            assert (await app.next("offer")).work_order.work_order_id == work_order_id
+            await api_a.AssignWorkOrder(  # the operator gives it to someone else: B's app drops it
+                maintenance_pb2.AssignWorkOrderRequest(
+                    idempotency_key="r2", work_order_id=work_order_id, engineer_id=crew["far"]
+                ),
+                metadata=boss,
+            )
+            withdrawn = await app.next("withdrawn")
+            assert withdrawn.work_order_id == work_order_id and "another engineer" in withdrawn.reason
+        finally:
+            app.call.cancel()
