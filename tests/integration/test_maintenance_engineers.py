@@ -4,18 +4,22 @@ real gRPC against a demo platform on SQLite and PostgreSQL (issue 14, maint-fiel
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from sqlmodel import col, select
 
 from tests.integration.conftest import RunningPlatform, field_violations
+from tests.integration.maintenance_support import SmtpServer, maintenance_platform, smtp_server
 from voltcloud.api.v1 import common_pb2, maintenance_pb2
 from voltcloud.maintenance.field_models import CertificateReminder
 from voltcloud.maintenance.models import Notification, WorkOrder
 from voltcloud.platform.auth import Role
 from voltcloud.platform.clock import FrozenClock
 from voltcloud.platform.feed import Change
+from voltcloud.server import Platform
 
 from .maintenance_field_support import OTHER, certify, md, operator, register, stations_of, stub, ts
 
@@ -80,14 +84,20 @@ async def test_engineer_profile_lifecycle_and_tenancy(running: RunningPlatform, 
     assert eng.engineer_id not in [e.engineer_id for e in listed.engineers]
 
 
-async def test_certificates_and_expiry_reminders_on_the_moving_clock(
-    running: RunningPlatform, channel: grpc.aio.Channel
-) -> None:
-    platform, api = running.platform, stub(channel)
-    boss = operator(platform)
+async def test_certificates_and_expiry_reminders_on_the_moving_clock(tmp_path: Path, database_url: str) -> None:
     start = dt.datetime(2031, 3, 1, 9, tzinfo=dt.UTC)
     clock = FrozenClock(start)
-    platform.field_hub.clock = clock
+    async with (
+        smtp_server() as smtp,
+        maintenance_platform(
+            tmp_path, database_url, clock, smtp_host="127.0.0.1", smtp_port=smtp.port, maintenance_field_sweep_s=0
+        ) as (platform, api),
+    ):
+        await _reminders(platform, api, clock, start, smtp)
+
+
+async def _reminders(platform: Platform, api: Any, clock: FrozenClock, start: dt.datetime, smtp: SmtpServer) -> None:
+    boss = operator(platform)
     heard: list[Change] = []
     platform.feed.subscribe("certificate_reminder", heard.extend)
 
@@ -129,6 +139,11 @@ async def test_certificates_and_expiry_reminders_on_the_moving_clock(
     async with platform.db.transaction() as session:
         queued = list(await session.exec(select(Notification).where(Notification.recipient_id == eng.engineer_id)))
     assert len({n.dedup_key.rsplit(":", 1)[0] for n in queued}) == 3  # one notification per stage, via the outbox
+    # The profile's email is the engineer's address: each reminder went out by email (a real SMTP server).
+    assert sorted((n.channel, n.address) for n in queued) == [("email", "li@example.com")] * 3
+    mails = await smtp.wait_for(3)
+    assert sorted(m["To"] for m in mails) == ["li@example.com"] * 3
+    assert any("lapsed" in str(m["Subject"]) for m in mails)
     await platform.feed.catch_up()
     assert [c.payload["stage"] for c in heard if c.key == cert.certificate_id] == ["30d", "7d", "lapsed"]
 

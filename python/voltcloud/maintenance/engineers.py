@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.maintenance import access
 from voltcloud.maintenance.field_models import Engineer, EngineerCertificate
+from voltcloud.maintenance.models import NotificationPreference
 from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
@@ -134,7 +135,20 @@ async def register(
     _write_profile(row, profile)
     session.add(row)
     await publish(session, row)
+    await _default_contact(session, row, now)
     return EngineerView(row)
+
+
+async def _default_contact(session: AsyncSession, row: Engineer, now: dt.datetime) -> None:
+    """The profile's email and phone become the engineer's notification addresses (offers, certificate
+    reminders) unless preferences were set for them already (SetNotificationPreferences wins)."""
+    if (row.email or row.phone) and await session.get(NotificationPreference, ("engineer", row.id)) is None:
+        session.add(
+            NotificationPreference(
+                recipient_kind="engineer", recipient_id=row.id, operator_id=row.operator_id, email=row.email,
+                phone=row.phone, updated_at=now,
+            )
+        )  # fmt: skip
 
 
 async def load(session: AsyncSession, principal: Principal, engineer_id: str, *, lock: bool = False) -> Engineer:
@@ -162,7 +176,13 @@ async def get(session: AsyncSession, principal: Principal, engineer_id: str) -> 
 
 
 async def update(
-    session: AsyncSession, principal: Principal, engineer_id: str, profile: Profile, *, expected_version: int
+    session: AsyncSession,
+    principal: Principal,
+    engineer_id: str,
+    profile: Profile,
+    *,
+    expected_version: int,
+    now: dt.datetime,
 ) -> EngineerView:
     row = await load(session, principal, engineer_id, lock=True)
     if expected_version and expected_version != row.version:
@@ -174,6 +194,7 @@ async def update(
     row.version += 1
     session.add(row)
     await publish(session, row)
+    await _default_contact(session, row, now)
     return await view(session, row)
 
 

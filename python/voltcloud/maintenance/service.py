@@ -315,7 +315,12 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
 
         async def work(session: AsyncSession) -> maintenance_pb2.UpdateEngineerResponse:
             view = await engineers.update(
-                session, principal, request.engineer.engineer_id, profile, expected_version=request.expected_version
+                session,
+                principal,
+                request.engineer.engineer_id,
+                profile,
+                expected_version=request.expected_version,
+                now=self._fnow(),
             )
             return maintenance_pb2.UpdateEngineerResponse(engineer=_engineer_message(view, self._fnow()))
 
