@@ -31,12 +31,14 @@ from .maintenance_field_support import OP, certify, md, operator, register, stat
 READ_S = 5.0
 
 
-async def _alarm_work_order(platform: Platform, station: Station, *, certificate: str | None = "hv") -> str:
+async def _alarm_work_order(
+    platform: Platform, station: Station, *, certificate: str | None = "hv", code: str = "E_HV_INSULATION"
+) -> str:
     """A level-3 (MAJOR) station alarm opens a work order; the fault needs an HV-certified engineer."""
     async with platform.db.transaction() as session:
         opened = await maintenance.raise_alarm(
             session, now=platform.field_hub.clock.now(), source=maintenance.ALARM_SOURCE_STATION, level=3,
-            code="E_HV_INSULATION", message="insulation fault on the charger bus", operator_id=OP,
+            code=code, message="insulation fault on the charger bus", operator_id=OP,
             station_id=station.id,
         )  # fmt: skip
         assert opened.work_order_id
@@ -207,6 +209,15 @@ async def test_plan_dispatch_assigns_jointly_not_greedily(running: RunningPlatfo
         maintenance_pb2.PlanDispatchRequest(idempotency_key="plan2", operator_id=OP), metadata=boss
     )
     assert not again.assignments  # nothing OPEN is left; both engineers are busy
+    w3 = await _alarm_work_order(platform, s1, code="E_HV_BREAKER")  # another fault: its own work order
+    with pytest.raises(grpc.aio.AioRpcError) as busy:
+        await api.AssignWorkOrder(
+            maintenance_pb2.AssignWorkOrderRequest(
+                idempotency_key="busy", work_order_id=w3, engineer_id=both.engineer_id
+            ),
+            metadata=boss,
+        )
+    assert busy.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "busy" in (busy.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as foreign:
         await api.PlanDispatch(
             maintenance_pb2.PlanDispatchRequest(idempotency_key="plan3", operator_id="op-0002"), metadata=boss

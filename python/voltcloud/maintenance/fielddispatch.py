@@ -264,6 +264,8 @@ async def assign_named(
     certs = list(await session.exec(select(EngineerCertificate).where(EngineerCertificate.engineer_id == engineer_id)))
     site = await desk.stations.site(session, order.station_id) if order.station_id else None
     reason = why_not(Candidate(engineer, certs), order, site, now)
+    if reason is None and engineer_id in await _busy(session, [engineer_id]) and order.engineer_id != engineer_id:
+        reason = "is busy with another work order"
     if reason is not None:
         raise FailedPrecondition(f"engineer {engineer_id} {reason}")
     travel_s = 0.0
