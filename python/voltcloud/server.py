@@ -303,9 +303,19 @@ class EngineTravel:
     def durations(
         self, origins: Sequence[tuple[float, float]], targets: Sequence[tuple[float, float]], at: dt.datetime
     ) -> list[list[float]]:
-        matrix = self._engine.travel_matrix([*origins, *targets], at)
-        n = len(origins)
-        return [[float(matrix[i, n + j]) for j in range(len(targets))] for i in range(n)]
+        """Only the origin -> target pairs (not the square matrix over both): one `travel_many` call."""
+        import numpy as np
+
+        n, m = len(origins), len(targets)
+        if not n or not m:
+            return [[] for _ in range(n)]
+        lat1 = np.repeat(np.array([o[0] for o in origins], dtype=np.float64), m)
+        lng1 = np.repeat(np.array([o[1] for o in origins], dtype=np.float64), m)
+        lat2 = np.tile(np.array([t[0] for t in targets], dtype=np.float64), n)
+        lng2 = np.tile(np.array([t[1] for t in targets], dtype=np.float64), n)
+        _dist, dur = self._engine.travel_model.travel_many(lat1, lng1, lat2, lng2, int(at.timestamp()))
+        flat = np.asarray(dur, dtype=np.float64).reshape(n, m)
+        return [[float(x) for x in row] for row in flat]
 
     def assign(
         self, cost: Sequence[Sequence[float]], allowed: Sequence[Sequence[bool]], time_limit_ms: int
@@ -320,6 +330,9 @@ class EngineTravel:
         n, m = len(cost), len(cost[0]) if cost else 0
         if not n or not m:
             return {}
+        if m == 1:  # one work order: the nearest allowed engineer is the optimum, no search needed
+            allowed_i = [i for i in range(n) if allowed[i][0]]
+            return {0: min(allowed_i, key=lambda i: cost[i][0])} if allowed_i else {}
         size = n + m
         matrix = np.full((size, size), 1e7, dtype=np.float64)
         np.fill_diagonal(matrix, 0.0)

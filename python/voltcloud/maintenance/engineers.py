@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -56,19 +57,19 @@ class EngineerView:
     engineer: Engineer
     certificates: list[EngineerCertificate] = field(default_factory=list)
 
-    @property
+    @cached_property
     def skills(self) -> list[str]:
         return list(json.loads(self.engineer.skills))
 
-    @property
+    @cached_property
     def equipment_kinds(self) -> list[str]:
         return list(json.loads(self.engineer.equipment_kinds))
 
-    @property
+    @cached_property
     def regions(self) -> list[Box]:
         return [Box(*r) for r in json.loads(self.engineer.regions)]
 
-    @property
+    @cached_property
     def shifts(self) -> list[Shift]:
         return [
             Shift(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b))

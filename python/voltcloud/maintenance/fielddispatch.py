@@ -19,6 +19,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -57,6 +58,11 @@ class Candidate:
         e = self.engineer
         return (e.lat, e.lng) if e.lat is not None and e.lng is not None else (e.home_lat, e.home_lng)
 
+    @cached_property
+    def view(self) -> engineers.EngineerView:
+        """Parsed once per plan: a plan checks every engineer against every work order."""
+        return engineers.EngineerView(self.engineer, self.certificates)
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -78,8 +84,7 @@ class Plan:
 
 def why_not(candidate: Candidate, order: WorkOrder, site: Site | None, now: dt.datetime) -> str | None:
     """Why this engineer may not take this work order now (None: qualified). Busy-ness is checked apart."""
-    view = engineers.EngineerView(candidate.engineer, candidate.certificates)
-    e = candidate.engineer
+    view, e = candidate.view, candidate.engineer
     if e.retired_at is not None:
         return "is retired"
     if e.operator_id != order.operator_id:
