@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,10 +14,11 @@ import pytest
 from sqlmodel import col, select
 
 from tests.integration.conftest import RunningPlatform
-from voltcloud.api.v1 import common_pb2, maintenance_pb2
+from voltcloud.api.v1 import common_pb2, ingest_pb2, maintenance_pb2, stations_pb2
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.stations import packs
 from voltcloud.stations.models import Pack, PackType
+from voltcloud_gateways.uplink import UplinkClient
 
 from .maintenance_field_support import OTHER, operator, stations_of, stub, ts
 
@@ -127,3 +129,36 @@ async def test_withdrawn_pack_leaves_circulation_and_the_station_is_told(
         assert row is not None and row.state == common_pb2.PACK_STATE_WITHDRAWN
     again = await api.WithdrawPack(request, metadata=operator(platform))  # a retry replays the first answer
     assert again == done
+
+
+async def test_the_withdraw_command_reaches_the_station_gateway(
+    running: RunningPlatform, channel: grpc.aio.Channel, tmp_path: Path
+) -> None:
+    """A real gateway client (voltcloud_gateways' uplink) holds the pack's station: it receives the command."""
+    platform, api = running.platform, stub(channel)
+    pack, _ = await _swap_pack(running)
+    seen: list[ingest_pb2.Command] = []
+
+    async def on_command(command: ingest_pb2.Command) -> stations_pb2.StationCommandResult:
+        seen.append(command)
+        return stations_pb2.StationCommandResult(status=stations_pb2.COMMAND_STATUS_ACCEPTED, detail="slot locked")
+
+    gateway = "gw-withdraw"
+    client = UplinkClient(
+        running.target, gateway_id=gateway, kind=ingest_pb2.GATEWAY_KIND_SWAP,
+        token=platform.tokens.mint(gateway, Role.GATEWAY, Tenant("operator", "op-0001")),
+        station_ids=[pack.station_id or ""], outbox_path=tmp_path / "outbox.db", on_command=on_command,
+    )  # fmt: skip
+    client.start()
+    try:
+        await asyncio.wait_for(client.connected.wait(), 10)
+        done = await api.WithdrawPack(
+            maintenance_pb2.WithdrawPackRequest(idempotency_key="g1", pack_id=pack.id, reason="thermal event"),
+            metadata=operator(platform),
+        )
+    finally:
+        await client.stop()
+    assert done.command_status == "ACCEPTED" and done.pack_state == common_pb2.PACK_STATE_WITHDRAWN
+    assert [(c.station_id, c.command.withdraw_pack.pack_id, c.command.withdraw_pack.reason) for c in seen] == [
+        (pack.station_id, pack.id, "thermal event")
+    ]
