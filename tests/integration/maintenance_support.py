@@ -178,5 +178,6 @@ async def webhook_server(fail_first: int = 0) -> AsyncIterator[WebhookServer]:
 
 
 def frozen_now() -> FrozenClock:
-    """A test clock starting at the real now (rows other rooms write carry the real time)."""
-    return FrozenClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    """A test clock starting just ahead of the real now: rows other rooms write (an alarm from the uplink) carry
+    the real time, and must not sort after what the test does next on this clock."""
+    return FrozenClock(dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=3))

@@ -39,7 +39,14 @@ SERVICE_MODULES: list[ModuleType] = [
     maintenance_pb2,
     ingest_pb2,
 ]
-NOT_BUILT = frozenset({"voltcloud.v1.MaintenanceService"})
+# RPCs not built yet answer UNIMPLEMENTED (maint-field's engineers and battery health, issue 14).
+NOT_BUILT = frozenset(
+    {
+        "voltcloud.v1.MaintenanceService/AssignWorkOrder",
+        "voltcloud.v1.MaintenanceService/GetBatteryHealth",
+        "voltcloud.v1.MaintenanceService/RegisterEngineer",
+    }
+)
 NEVER = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 
 # Real ids of the demo world, so generated requests also get past the lookups into the servicers' rules.
@@ -94,6 +101,17 @@ class Method:
         return f"/{self.service}/{self.name}"
 
 
+def stream_methods() -> list[Method]:
+    """Server-streaming methods (one request, a stream of answers)."""
+    return [
+        Method(service.full_name, m.name, m.input_type)
+        for module in SERVICE_MODULES
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for m in service.methods
+        if m.server_streaming and not m.client_streaming
+    ]
+
+
 def unary_methods() -> list[Method]:
     methods = []
     for module in SERVICE_MODULES:
@@ -108,7 +126,7 @@ def allowed(method: Method, code: grpc.StatusCode) -> bool:
     """UNKNOWN and INTERNAL never; UNIMPLEMENTED only from the services not built yet."""
     if code in NEVER:
         return False
-    return code is not grpc.StatusCode.UNIMPLEMENTED or method.service in NOT_BUILT
+    return code is not grpc.StatusCode.UNIMPLEMENTED or method.path.lstrip("/") in NOT_BUILT
 
 
 # ---- strategies ----
@@ -205,7 +223,7 @@ def _assign(
 class Call:
     method: Method
     body: bytes
-    role: str  # "admin", "operator", "fleet" (manager of fl-0001) or "driver" (dr-000001)
+    role: str  # "admin", "operator", "fleet" (manager of fl-0001), "driver" (dr-000001) or "engineer" (op-0001)
 
     def __repr__(self) -> str:  # a falsifying example names what was sent, not megabytes of it
         return f"Call({self.method.path}, {self.role}, {len(self.body)} bytes: {self.body[:200]!r})"
@@ -262,6 +280,7 @@ class ThreadedPlatform:
             "operator": lambda: tokens.mint("fuzz-op", Role.OPERATOR, Tenant("operator", "op-0001")),
             "fleet": lambda: tokens.mint("fuzz-fleet", Role.FLEET_MANAGER, Tenant("fleet", "fl-0001")),
             "driver": lambda: tokens.mint("dr-000001", Role.DRIVER, None),
+            "engineer": lambda: tokens.mint("fuzz-eng", Role.ENGINEER, Tenant("operator", "op-0001")),
         }[role]()
         return (("authorization", f"Bearer {token}"),)
 
@@ -274,4 +293,19 @@ def send(channel: grpc.Channel, server: ThreadedPlatform, call: Call, timeout: f
     except grpc.RpcError as error:
         code: grpc.StatusCode = error.code()
         return code
+    return grpc.StatusCode.OK
+
+
+def send_stream(channel: grpc.Channel, server: ThreadedPlatform, call: Call, first_s: float = 5.0) -> grpc.StatusCode:
+    """Sends one fuzzed server-streaming call; reads its first answer (OK) or its status, then cancels."""
+    stream = channel.unary_stream(call.method.path)(call.body, metadata=server.metadata(call.role), timeout=first_s)
+    try:
+        next(iter(stream))
+    except StopIteration:
+        return grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code
+    finally:
+        stream.cancel()
     return grpc.StatusCode.OK

@@ -134,6 +134,8 @@ class Fresh(Protocol):
     async def station_version(self, station_id: str) -> int: ...
     async def charging_token(self, side: Side, owner_kind: str) -> str: ...  # registered by the side's owner
     async def applicant(self, side: Side) -> str: ...  # a new driver with a pending application to the side's fleet
+    async def alarm(self, side: Side) -> str: ...  # an open alarm at the side's swap station
+    async def work_order(self, side: Side, resolved: bool = False) -> str: ...  # OPEN (or RESOLVED) at the station
 
 
 @dataclass(frozen=True)
@@ -1030,9 +1032,9 @@ FLEET_ROWS = [
     ),
 ]
 
-# ---- MaintenanceService: not built yet ----------------------------------------------------------------------
-# Permitted roles get UNIMPLEMENTED (the generated base servicer), everyone else PERMISSION_DENIED. When a
-# service is built, replace its rows with real builders and tenant expectations.
+# ---- MaintenanceService ------------------------------------------------------------------------------------
+# maint-field's RPCs are not built on this branch: permitted roles get UNIMPLEMENTED (the generated base
+# servicer), everyone else PERMISSION_DENIED. maint-core's rows follow with real builders.
 
 
 def _unbuilt(service: str, module: object, methods: Mapping[str, frozenset[Role]]) -> list[Row]:
@@ -1048,19 +1050,138 @@ def _unbuilt(service: str, module: object, methods: Mapping[str, frozenset[Role]
 
 
 _STAFF = frozenset({A, OP, EN})
-MAINTENANCE_ROWS = _unbuilt(
-    "MaintenanceService",
-    maintenance_pb2,
-    {
-        "ListAlarms": _STAFF,
-        "AcknowledgeAlarm": _STAFF,
-        "CreateWorkOrder": _STAFF,
-        "GetWorkOrder": _STAFF,
-        "ListWorkOrders": _STAFF,
-        "UpdateWorkOrderProgress": _STAFF,
-        "CloseWorkOrder": _STAFF,
-    },
-)
+_MAINTENANCE_UNBUILT = _unbuilt("MaintenanceService", maintenance_pb2, {})  # every RPC is built now
+_OWN_OPERATOR_LIST = {A: both(OK), OP: cell(OK, PD), EN: cell(OK, PD)}  # another operator in the filter: refused
+_OPERATOR_ONLY = {A: both(OK), OP: cell(OK, PD)}
+
+
+async def _alarm_call(c: Call, request_type: type[Message]) -> Message:
+    return request_type(idempotency_key=c.key, alarm_id=await c.fresh.alarm(c.side), note="matrix")  # type: ignore[call-arg]
+
+
+async def _progress(c: Call) -> Message:
+    wid = await c.fresh.work_order(c.side)
+    return maintenance_pb2.UpdateWorkOrderProgressRequest(idempotency_key=c.key, work_order_id=wid, note="matrix")
+
+
+async def _cancel(c: Call) -> Message:
+    wid = await c.fresh.work_order(c.side)
+    return maintenance_pb2.CloseWorkOrderRequest(
+        idempotency_key=c.key, work_order_id=wid, final_state=maintenance_pb2.WORK_ORDER_STATE_CANCELLED, reason="m"
+    )
+
+
+async def _reopen(c: Call) -> Message:
+    wid = await c.fresh.work_order(c.side, resolved=True)
+    return maintenance_pb2.ReopenWorkOrderRequest(idempotency_key=c.key, work_order_id=wid, reason="matrix")
+
+
+async def _get_work_order(c: Call) -> Message:
+    return maintenance_pb2.GetWorkOrderRequest(work_order_id=await c.fresh.work_order(c.side))
+
+
+def _sla_rule() -> maintenance_pb2.SlaPolicyRule:
+    return maintenance_pb2.SlaPolicyRule(
+        level=common_pb2.ALARM_LEVEL_WARNING, equipment_kind="charger",
+        respond_within=duration_pb2.Duration(seconds=3600), resolve_within=duration_pb2.Duration(seconds=86400),
+        warn_before=duration_pb2.Duration(seconds=600), escalate_after=duration_pb2.Duration(seconds=3600),
+    )  # fmt: skip
+
+
+def _contact(c: Call) -> Message:
+    prefs = maintenance_pb2.NotificationPreferences(
+        recipient_kind="operator", recipient_id=c.side.operator_id, operator_id=c.side.operator_id,
+        email=f"ops@{c.side.operator_id}.example", email_on=True,
+    )  # fmt: skip
+    return maintenance_pb2.SetNotificationPreferencesRequest(idempotency_key=c.key, preferences=prefs)
+
+
+def _own_engineer_prefs(c: Call) -> Message:
+    prefs = maintenance_pb2.NotificationPreferences(
+        recipient_kind="engineer", recipient_id=c.subject, operator_id=c.side.operator_id, email="e@x.example",
+    )  # fmt: skip
+    return maintenance_pb2.SetNotificationPreferencesRequest(idempotency_key=c.key, preferences=prefs)
+
+
+_AN_ENGINEER_SETS_ONLY_THEIRS = ex(PD, why="an engineer sets only their own notification preferences")
+_VERIFY = ex(PD, why="closing (cancel, verify) and reopening are the operator's")
+
+MAINTENANCE_ROWS = [
+    *_MAINTENANCE_UNBUILT,
+    Row(
+        "MaintenanceService/ListAlarms",
+        lambda c: maintenance_pb2.ListAlarmsRequest(operator_id=c.side.operator_id, page_size=5),
+        _OWN_OPERATOR_LIST,
+    ),
+    Row(
+        "MaintenanceService/AcknowledgeAlarm",
+        lambda c: _alarm_call(c, maintenance_pb2.AcknowledgeAlarmRequest),
+        _STAFF_OWN,
+    ),
+    Row("MaintenanceService/ClearAlarm", lambda c: _alarm_call(c, maintenance_pb2.ClearAlarmRequest), _STAFF_OWN),
+    Row(
+        "MaintenanceService/WatchAlarms",
+        lambda c: maintenance_pb2.WatchAlarmsRequest(station_id=c.side.station_id),
+        _STAFF_OWN,
+    ),
+    Row(
+        "MaintenanceService/WatchAlarms",
+        lambda c: maintenance_pb2.WatchAlarmsRequest(operator_id=c.side.operator_id),
+        _OWN_OPERATOR_LIST,
+        variant="operator filter",
+    ),
+    Row(
+        "MaintenanceService/CreateWorkOrder",
+        lambda c: maintenance_pb2.CreateWorkOrderRequest(
+            idempotency_key=c.key, title="matrix", station_id=c.side.station_id, equipment_kind="station"
+        ),
+        _STAFF_OWN,
+    ),
+    Row(
+        "MaintenanceService/ReportFault",
+        lambda c: maintenance_pb2.ReportFaultRequest(
+            idempotency_key=c.key, equipment_code=f"voltcloud://s/{c.side.station_id}", description="matrix"
+        ),
+        _STAFF_OWN,
+    ),
+    Row("MaintenanceService/GetWorkOrder", _get_work_order, _STAFF_OWN),
+    Row(
+        "MaintenanceService/ListWorkOrders",
+        lambda c: maintenance_pb2.ListWorkOrdersRequest(operator_id=c.side.operator_id, page_size=5),
+        _OWN_OPERATOR_LIST,
+    ),
+    Row("MaintenanceService/UpdateWorkOrderProgress", _progress, _STAFF_OWN),
+    Row("MaintenanceService/CloseWorkOrder", _cancel, {A: both(OK), OP: cell(OK, NF), EN: cell(_VERIFY, NF)}),
+    Row("MaintenanceService/ReopenWorkOrder", _reopen, {A: both(OK), OP: cell(OK, NF)}),
+    Row(
+        "MaintenanceService/SetSlaPolicy",
+        lambda c: maintenance_pb2.SetSlaPolicyRequest(
+            idempotency_key=c.key, operator_id=c.side.operator_id, rules=[_sla_rule()]
+        ),
+        _OPERATOR_ONLY,
+    ),
+    Row(
+        "MaintenanceService/GetSlaPolicy",
+        lambda c: maintenance_pb2.GetSlaPolicyRequest(operator_id=c.side.operator_id),
+        _OWN_OPERATOR_LIST,
+    ),
+    Row(
+        "MaintenanceService/SetNotificationPreferences",
+        _contact,
+        {A: both(OK), OP: cell(OK, PD), EN: both(_AN_ENGINEER_SETS_ONLY_THEIRS)},
+    ),
+    Row(
+        "MaintenanceService/SetNotificationPreferences",
+        _own_engineer_prefs,
+        {A: both(OK), OP: cell(OK, PD), EN: cell(OK, PD)},
+        variant="an engineer's own",
+    ),
+    Row(
+        "MaintenanceService/GetFaultAnalysis",
+        lambda c: maintenance_pb2.GetFaultAnalysisRequest(operator_id=c.side.operator_id, period=_window(-60 * 24, 60)),
+        _OPERATOR_ONLY,
+    ),
+]
 
 # ---- IngestService ----------------------------------------------------------------------------------------
 

@@ -94,6 +94,44 @@ def test_fleet_service_fuzzed_as_its_own_roles(server: fuzzkit.ThreadedPlatform)
     assert seen["INVALID_ARGUMENT"] > 0 and "UNIMPLEMENTED" not in seen, seen
 
 
+MAINTENANCE_EXAMPLES = 300
+
+
+@st.composite
+def _maintenance_calls(draw: st.DrawFn) -> fuzzkit.Call:
+    """MaintenanceService alone (its server stream too), as the roles it serves: admin, operator, engineer."""
+    service = "voltcloud.v1.MaintenanceService"
+    methods = [m for m in fuzzkit.unary_methods() + fuzzkit.stream_methods() if m.service == service]
+    call = draw(fuzzkit.calls(methods))
+    return fuzzkit.Call(call.method, call.body, draw(st.sampled_from(["admin", "operator", "engineer"])))
+
+
+def test_maintenance_service_fuzzed_as_its_own_roles(server: fuzzkit.ThreadedPlatform) -> None:
+    seen: collections.Counter[str] = collections.Counter()
+    streams = {m.path for m in fuzzkit.stream_methods()}
+    with grpc.insecure_channel(server.target) as channel:
+
+        @settings(
+            max_examples=MAINTENANCE_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(call=_maintenance_calls())
+        def one(call: fuzzkit.Call) -> None:
+            send = fuzzkit.send_stream if call.method.path in streams else fuzzkit.send
+            code = send(channel, server, call)
+            seen[f"{call.method.name}:{code.name}" if call.method.path in streams else code.name] += 1
+            assert fuzzkit.allowed(call.method, code), (code, call)
+
+        one()
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"MaintenanceService fuzz: {dict(seen)}")
+    assert seen["INVALID_ARGUMENT"] > 0 and any(k.startswith("WatchAlarms:") for k in seen), seen
+
+
 FIELD_EXAMPLES = 300
 
 

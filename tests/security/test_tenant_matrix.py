@@ -35,10 +35,12 @@ from voltcloud.api.v1 import (
     stations_pb2,
 )
 from voltcloud.fleet.models import Driver, Vehicle
+from voltcloud.maintenance import api as maintenance_api
 from voltcloud.maintenance import workorders
 from voltcloud.ordering.models import Order
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
+from voltcloud.platform.enums import WorkOrderState
 from voltcloud.platform.permissions import PERMISSIONS
 from voltcloud.server import Platform
 from voltcloud.stations.models import Connector, Pack, Station
@@ -174,6 +176,12 @@ class Factory:
         )  # fmt: skip
         return str((await self.unary("IngestService/RegisterChargingToken", request, md)).token.token_id)
 
+    async def alarm(self, side: tm.Side) -> str:
+        return await _maintenance_alarm(self.platform, side, next(self.keys))
+
+    async def work_order(self, side: tm.Side, resolved: bool = False) -> str:
+        return await _maintenance_work_order(self.platform, side, resolved)
+
     async def applicant(self, side: tm.Side) -> str:
         subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"
         request = fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name=subject, fleet_id=side.fleet_id))
@@ -196,15 +204,29 @@ class Factory:
         request = maintenance_pb2.ReportSafetyIncidentRequest(idempotency_key=self.key(), incident=incident)
         return str((await self.unary("MaintenanceService/ReportSafetyIncident", request)).incident.incident_id)
 
-    async def work_order(self, side: tm.Side) -> str:
-        new = workorders.NewWorkOrder(
-            source=4, level=2, title="matrix work order", operator_id=side.operator_id, station_id=side.station_id
-        )
-        async with self.platform.db.transaction() as session:
-            order = await workorders.open_work_order(
-                session, new, now=dt.datetime.now(dt.UTC), actor_id="m", actor_role="m"
-            )
-            return order.id
+
+async def _maintenance_alarm(platform: Platform, side: tm.Side, n: int) -> str:
+    async with platform.db.transaction() as session:
+        opened = await maintenance_api.raise_alarm(
+            session, now=dt.datetime.now(dt.UTC), source=maintenance_api.ALARM_SOURCE_STATION,
+            level=common_pb2.ALARM_LEVEL_WARNING, code=f"MATRIX_{n}", message="matrix", operator_id=side.operator_id,
+            station_id=side.station_id,
+        )  # fmt: skip
+    return opened.alarm_id
+
+
+async def _maintenance_work_order(platform: Platform, side: tm.Side, resolved: bool) -> str:
+    now = dt.datetime.now(dt.UTC)
+    async with platform.db.transaction() as session:
+        new = workorders.NewWorkOrder(source=4, level=3, title="matrix", operator_id=side.operator_id,
+                                      station_id=side.station_id, equipment_kind="station")  # fmt: skip
+        order = await workorders.open_work_order(session, new, now=now, actor_id="matrix", actor_role="operator")
+        if resolved:
+            for state in (WorkOrderState.ASSIGNED, WorkOrderState.ACCEPTED, WorkOrderState.ON_SITE,
+                          WorkOrderState.RESOLVED):  # fmt: skip
+                await workorders.transition(session, order.id, to_state=state, actor_id="matrix", actor_role="operator",
+                                            now=now, engineer_id="matrix-engineer")  # fmt: skip
+    return order.id
 
 
 async def _operator_ids(factory: Factory, operator_id: str) -> dict[str, Any]:

@@ -288,10 +288,10 @@ class Sender:
 
     async def _seconds_to_next(self) -> float | None:
         async with self.db.transaction("notify.next") as session:
-            rows = await session.exec(
-                select(func.min(Notification.next_attempt_at)).where(Notification.state == PENDING)
+            retries = select(func.min(Notification.next_attempt_at)).where(
+                Notification.state == PENDING, col(Notification.attempts) > 0
             )
-            due = rows.one()
+            due = (await session.exec(retries)).one()
         return None if due is None else max((due - self.clock.now()).total_seconds(), 0.0)
 
     async def deliver_due(self) -> int:
@@ -300,7 +300,11 @@ class Sender:
         async with self.db.transaction("notify.due") as session:
             rows = await session.exec(
                 select(Notification)
-                .where(Notification.state == PENDING, col(Notification.next_attempt_at) <= now)
+                # A new row is due at once, whatever the writer's clock said (replicas' clocks differ a little).
+                .where(
+                    Notification.state == PENDING,
+                    sa.or_(col(Notification.attempts) == 0, col(Notification.next_attempt_at) <= now),
+                )
                 .order_by(col(Notification.next_attempt_at))
                 .limit(100)
             )

@@ -92,6 +92,9 @@ async def _fire_one(session: AsyncSession, work_order_id: str, now: dt.datetime)
     order = await session.get(WorkOrder, work_order_id)
     if order is None:
         return 0
+    # Detached before any change: the compare-and-set below is the only write (an autoflush of a changed ORM
+    # copy would write the bits unconditionally, and then the compare-and-set would never match).
+    session.expunge(order)
     events = sla.due(order, now)
     before = order.sla_fired
     for event in events:
@@ -112,7 +115,6 @@ async def _fire_one(session: AsyncSession, work_order_id: str, now: dt.datetime)
         )
         .execution_options(synchronize_session=False)
     )
-    session.expunge(order)  # the UPDATE above is the write; the ORM copy must not be flushed over it
     if not result.rowcount or not events:
         return 0  # another replica fired them (or only the timer's due time was stale)
     order.sla_due_at = next_due
