@@ -263,3 +263,36 @@ async def test_an_offer_decided_on_one_replica_reaches_the_engineer_on_another(
             assert withdrawn.work_order_id == work_order_id and "another engineer" in withdrawn.reason
         finally:
             app.call.cancel()
+
+
+async def test_availability_from_the_app_and_retirement(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
+    platform, api = running.platform, stub(channel)
+    boss = operator(platform)
+    station = (await stations_of(platform))[0]
+    crew = await _crew(platform, api, station, platform.field_hub.clock.now())
+    near = App(platform, api, crew["near"])
+    await near.hello()
+    await near.send(availability=maintenance_pb2.EngineerAvailability(available=False))
+    await near.next("acked_seq")
+    first = await _alarm_work_order(platform, station, certificate=None)
+    assigned = await api.AssignWorkOrder(
+        maintenance_pb2.AssignWorkOrderRequest(idempotency_key="v1", work_order_id=first), metadata=boss
+    )
+    assert assigned.work_order.engineer_id == crew["mid"]  # `near` said it is not available
+    await near.send(availability=maintenance_pb2.EngineerAvailability(available=True))
+    await near.next("acked_seq")
+    second = await _alarm_work_order(platform, station, certificate=None, code="E_DOOR")
+    assigned = await api.AssignWorkOrder(
+        maintenance_pb2.AssignWorkOrderRequest(idempotency_key="v2", work_order_id=second), metadata=boss
+    )
+    assert assigned.work_order.engineer_id == crew["near"]
+    assert (await near.next("offer")).work_order.work_order_id == second
+    # Retired: the stream closes and the pending offer goes to the next engineer (`far`: `mid` is busy).
+    await api.RetireEngineer(
+        maintenance_pb2.RetireEngineerRequest(idempotency_key="v3", engineer_id=crew["near"], reason="left"),
+        metadata=boss,
+    )
+    while (reply := await asyncio.wait_for(near.call.read(), READ_S)) is not grpc.aio.EOF:
+        assert reply.WhichOneof("msg") in ("acked_seq", "withdrawn"), reply
+    got = await api.GetWorkOrder(maintenance_pb2.GetWorkOrderRequest(work_order_id=second), metadata=boss)
+    assert got.work_order.engineer_id == crew["far"]
