@@ -83,6 +83,17 @@ async def test_battery_health_fits_the_trend_and_predicts_the_retirement_month(
     )
     assert [(s.soh_permille, s.cycle_count) for s in rest.samples] == [(920, base + 90)] and not rest.next_page_token
 
+    # The operator's own threshold: 900 is crossed (900 - 950) / (-1/3) = 150 days after 2031-01-01: 2031-05-31.
+    policy = maintenance_pb2.SetBatteryPolicyRequest(idempotency_key="bp", retirement_soh_permille=900)
+    assert (await api.SetBatteryPolicy(policy, metadata=operator(platform))).operator_id == "op-0001"
+    again = await api.GetBatteryHealth(request, metadata=operator(platform))
+    assert (again.retirement_threshold_permille, again.predicted_retirement_month) == (900, "2031-05")
+    with pytest.raises(grpc.aio.AioRpcError) as low:
+        await api.SetBatteryPolicy(
+            maintenance_pb2.SetBatteryPolicyRequest(idempotency_key="bp2", retirement_soh_permille=10),
+            metadata=operator(platform),
+        )
+    assert low.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     for meta in (operator(platform, OTHER), fleet_manager(platform)):
         with pytest.raises(grpc.aio.AioRpcError) as hidden:
             await api.GetBatteryHealth(maintenance_pb2.GetBatteryHealthRequest(pack_id=pack.id), metadata=meta)

@@ -127,6 +127,13 @@ MAINTENANCE_FIELD_ROWS = [
         lambda c: maintenance_pb2.GetBatteryHealthRequest(pack_id=c.side.pack_id),
         {**_OWN_STAFF, FM: both(ex(NF, why="fleets own no packs: battery health is the operator's"))},
     ),
+    Row(
+        "MaintenanceService/SetBatteryPolicy",
+        lambda c: maintenance_pb2.SetBatteryPolicyRequest(
+            idempotency_key=c.key, operator_id=c.side.operator_id, retirement_soh_permille=800
+        ),
+        _OWN_OP,
+    ),
     # Last of the field rows: it takes the side's pack out of circulation (ordering's rows ran before).
     Row(
         "MaintenanceService/WithdrawPack",

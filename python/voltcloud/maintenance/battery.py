@@ -21,7 +21,7 @@ from voltcloud.maintenance.field_models import BatteryPolicy
 from voltcloud.maintenance.ports import PackFacts, PackSample, Stations
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import PackState
-from voltcloud.platform.errors import NotFound
+from voltcloud.platform.errors import InvalidArgument, NotFound
 
 DEFAULT_RETIREMENT_PERMILLE = 800
 HOT_MILLI_C = 45_000
@@ -156,3 +156,16 @@ async def withdraw(
         session, pack_id, now=now, actor=principal.subject, actor_role=int(principal.role), reason=reason or "withdrawn"
     )
     return Withdrawn(done, True)
+
+
+async def set_threshold(session: AsyncSession, principal: Principal, operator_id: str, permille: int) -> int:
+    """An operator's retirement threshold (500..999 permille): below it a pack is due for withdrawal."""
+    if not operator_id:
+        raise InvalidArgument.for_field("operator_id", "is required")
+    if not 500 <= permille <= 999:
+        raise InvalidArgument.for_field("retirement_soh_permille", "must be within 500..999")
+    require_operator(principal, operator_id, f"operator {operator_id}")
+    policy = await session.get(BatteryPolicy, operator_id) or BatteryPolicy(operator_id=operator_id)
+    policy.retirement_soh_permille = permille
+    session.add(policy)
+    return permille

@@ -757,6 +757,18 @@ class MaintenanceServicer(maintenance_pb2_grpc.MaintenanceServiceServicer):
             await idempotency.complete(session, claim, response.SerializeToString())
         return response
 
+    async def SetBatteryPolicy(
+        self, request: maintenance_pb2.SetBatteryPolicyRequest, context: Any
+    ) -> maintenance_pb2.SetBatteryPolicyResponse:
+        principal = current_principal()
+        operator_id = request.operator_id or _own_operator(principal)
+
+        async def work(session: AsyncSession) -> maintenance_pb2.SetBatteryPolicyResponse:
+            value = await battery.set_threshold(session, principal, operator_id, request.retirement_soh_permille)
+            return maintenance_pb2.SetBatteryPolicyResponse(operator_id=operator_id, retirement_soh_permille=value)
+
+        return await self._fkeyed("SetBatteryPolicy", request, maintenance_pb2.SetBatteryPolicyResponse, work)
+
 
 # ---- maint-field: converters of the field RPCs --------------------------------------------------------------
 

@@ -148,6 +148,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.MaintenanceService/ListSafetyIncidents": STAFF,
     "voltcloud.v1.MaintenanceService/CloseSafetyIncident": OPERATORS,
     "voltcloud.v1.MaintenanceService/WithdrawPack": OPERATORS,
+    "voltcloud.v1.MaintenanceService/SetBatteryPolicy": OPERATORS,
     # IngestService: only gateways speak the uplink.
     "voltcloud.v1.IngestService/Uplink": GATEWAYS,
     "voltcloud.v1.IngestService/PushTelemetry": GATEWAYS,

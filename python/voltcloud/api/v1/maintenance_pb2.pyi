@@ -3704,3 +3704,59 @@ class WithdrawPackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WithdrawPackResponse: _TypeAlias = WithdrawPackResponse  # noqa: Y015
+
+@_typing.final
+class SetBatteryPolicyRequest(_message.Message):
+    """SetBatteryPolicy request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    RETIREMENT_SOH_PERMILLE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    operator_id: _builtins.str
+    """Operator (the caller's own for operators)."""
+    retirement_soh_permille: _builtins.int
+    """SOH below which a pack is retired, permille (500..999)."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        retirement_soh_permille: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "retirement_soh_permille", b"retirement_soh_permille"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBatteryPolicyRequest: _TypeAlias = SetBatteryPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetBatteryPolicyResponse(_message.Message):
+    """SetBatteryPolicy response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    RETIREMENT_SOH_PERMILLE_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Operator."""
+    retirement_soh_permille: _builtins.int
+    """The threshold now in force, permille."""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        retirement_soh_permille: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "retirement_soh_permille", b"retirement_soh_permille"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBatteryPolicyResponse: _TypeAlias = SetBatteryPolicyResponse  # noqa: Y015

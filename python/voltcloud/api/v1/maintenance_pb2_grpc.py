@@ -195,6 +195,11 @@ class MaintenanceServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackResponse.FromString,
                 _registered_method=True)
+        self.SetBatteryPolicy = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/SetBatteryPolicy',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class MaintenanceServiceServicer:
@@ -428,6 +433,13 @@ class MaintenanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBatteryPolicy(self, request, context):
+        """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaintenanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -590,6 +602,11 @@ def add_MaintenanceServiceServicer_to_server(servicer, server):
                     servicer.WithdrawPack,
                     request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackResponse.SerializeToString,
+            ),
+            'SetBatteryPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBatteryPolicy,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1457,6 +1474,33 @@ class MaintenanceService:
             '/voltcloud.v1.MaintenanceService/WithdrawPack',
             voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackRequest.SerializeToString,
             voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBatteryPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/SetBatteryPolicy',
+            voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -103,6 +103,8 @@ class MaintenanceServiceStub:
     """Closes a safety incident with its actions."""
     WithdrawPack: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.WithdrawPackRequest, _maintenance_pb2.WithdrawPackResponse]
     """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station."""
+    SetBatteryPolicy: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.SetBatteryPolicyRequest, _maintenance_pb2.SetBatteryPolicyResponse]
+    """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille)."""
 
 @_typing.type_check_only
 class MaintenanceServiceAsyncStub(MaintenanceServiceStub):
@@ -179,6 +181,8 @@ class MaintenanceServiceAsyncStub(MaintenanceServiceStub):
     """Closes a safety incident with its actions."""
     WithdrawPack: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.WithdrawPackRequest, _maintenance_pb2.WithdrawPackResponse]  # type: ignore[assignment]
     """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station."""
+    SetBatteryPolicy: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.SetBatteryPolicyRequest, _maintenance_pb2.SetBatteryPolicyResponse]  # type: ignore[assignment]
+    """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille)."""
 
 class MaintenanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operations and maintenance."""
@@ -444,5 +448,13 @@ class MaintenanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_maintenance_pb2.WithdrawPackResponse, _abc.Awaitable[_maintenance_pb2.WithdrawPackResponse]]:
         """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station."""
+
+    @_abc_1.abstractmethod
+    def SetBatteryPolicy(
+        self,
+        request: _maintenance_pb2.SetBatteryPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.SetBatteryPolicyResponse, _abc.Awaitable[_maintenance_pb2.SetBatteryPolicyResponse]]:
+        """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille)."""
 
 def add_MaintenanceServiceServicer_to_server(servicer: MaintenanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
