@@ -138,6 +138,7 @@ async def test_alarm_work_order_goes_to_the_nearest_certified_engineer_on_the_ap
             metadata=engineer_md,
         )
     assert (await mid.next("update")).work_order.state == maintenance_pb2.WORK_ORDER_STATE_ON_SITE
+    assert (await mid.next("withdrawn")).reason == "work order is resolved"  # off the app's list
     async with platform.db.transaction() as session:
         done = await session.get(WorkOrder, work_order_id)
         steps = await workorders.steps_of(session, work_order_id)

@@ -93,7 +93,8 @@ class EngineerHub:
             elif state in _MINE and holder is not None and work_order_id in holder.offered:
                 holder.queue.put_nowait(Outgoing("update", work_order_id, reason=S(state).name.lower()))
             for conn in self._connections.values():
-                if work_order_id in conn.offered and conn.engineer_id != engineer_id:
+                still_theirs = conn.engineer_id == engineer_id and (state == int(S.ASSIGNED) or state in _MINE)
+                if work_order_id in conn.offered and not still_theirs:  # re-assigned, cancelled, finished
                     conn.offered.discard(work_order_id)
                     conn.queue.put_nowait(Outgoing("withdrawn", work_order_id, reason=_why(state)))
 

@@ -376,10 +376,14 @@ async def expire_offers(session: AsyncSession, desk: Desk, now: dt.datetime, lim
         )
     )
     for row in lapsed:
-        row.state, row.reason, row.answered_at = EXPIRED, "no answer in time", now
-        session.add(row)
         order = await session.get(WorkOrder, row.work_order_id)
-        if order is not None and order.state == int(S.ASSIGNED) and order.engineer_id == row.engineer_id:
+        waiting = order is not None and order.state == int(S.ASSIGNED) and order.engineer_id == row.engineer_id
+        # Only an offer still waiting lapsed; one the order moved past (accepted through progress, cancelled)
+        # is withdrawn, so it does not bar the engineer from this work order later.
+        row.state, row.reason = (EXPIRED, "no answer in time") if waiting else (WITHDRAWN, "work order moved on")
+        row.answered_at = now
+        session.add(row)
+        if waiting:
             await _redispatch(session, desk, row.work_order_id, SYSTEM[0], "offer timed out", now)
     return len(lapsed)
 
