@@ -136,3 +136,28 @@ async def test_watch_filters_by_level_and_station(tmp_path: Path, database_url: 
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         majors.cancel()
         here.cancel()
+
+
+async def test_concurrent_raises_of_one_fault_make_one_alarm(tmp_path: Path, database_url: str) -> None:
+    """Twenty transactions raise the same fault at once (as twenty gateway events on several replicas would):
+    one alarm with twenty occurrences, one work order."""
+    from voltcloud.maintenance import api
+
+    async with maintenance_platform(tmp_path, database_url) as (platform, stub):
+
+        async def raise_one() -> str:
+            async with platform.db.transaction() as session:
+                opened = await api.raise_alarm(
+                    session, now=dt.datetime.now(dt.UTC), source=api.ALARM_SOURCE_STATION,
+                    level=common_pb2.ALARM_LEVEL_CRITICAL, code="RACE", message="race", operator_id=OP1,
+                    station_id=CHARGING_STATION, resource_id=CONNECTOR,
+                )  # fmt: skip
+            return opened.alarm_id
+
+        ids = await asyncio.gather(*(raise_one() for _ in range(20)))
+        assert len(set(ids)) == 1
+        who = callers(platform)
+        listed = await stub.ListAlarms(m.ListAlarmsRequest(station_id=CHARGING_STATION), metadata=who.operator)
+        assert [(a.code, a.occurrences) for a in listed.alarms] == [("RACE", 20)]
+        orders = await stub.ListWorkOrders(m.ListWorkOrdersRequest(), metadata=who.operator)
+        assert len(orders.work_orders) == 1

@@ -79,8 +79,8 @@ async def test_driver_calling_an_operator_rpc_is_permission_denied(
 async def test_unbuilt_rpc_answers_unimplemented(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
     stub = maintenance_pb2_grpc.MaintenanceServiceStub(channel)
     metadata = running.metadata(Role.OPERATOR, Tenant("operator", "op-01"))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListAlarms(maintenance_pb2.ListAlarmsRequest(), metadata=metadata)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # maint-field builds it (issue 14): then this test goes
+        await stub.RegisterEngineer(maintenance_pb2.RegisterEngineerRequest(), metadata=metadata)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

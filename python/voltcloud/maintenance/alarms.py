@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,6 +23,7 @@ from voltcloud.maintenance import sla, workorders
 from voltcloud.maintenance.models import Alarm, WorkOrder
 from voltcloud.maintenance.states import ACTIVE_STATES
 from voltcloud.platform import feed
+from voltcloud.platform.db import dialect
 from voltcloud.platform.enums import AlarmLevel, AlarmSource, AlarmState, WorkOrderSource
 from voltcloud.platform.errors import NotFound
 from voltcloud.platform.ids import new_id
@@ -98,6 +100,20 @@ class Opened:
     work_order_id: str | None
 
 
+async def _serialize(session: AsyncSession, key: str) -> None:
+    """Concurrent raises of one fault wait for each other, so the second sees the first's alarm and counts a
+    repeat instead of writing a twin. PostgreSQL: a transaction-scoped advisory lock on the key. SQLite: a no-op
+    write to the key's rows takes the database's write lock first (the driver starts the transaction at the first
+    write; reads before it would not see a concurrent raise that commits meanwhile)."""
+    connection = await session.connection()
+    if dialect(session) == "postgresql":
+        await connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    else:
+        await connection.execute(
+            sa.text("UPDATE alarm SET occurrences = occurrences WHERE dedup_key = :key"), {"key": key}
+        )
+
+
 async def _open_alarm(session: AsyncSession, key: str) -> Alarm | None:
     rows = await session.exec(
         select(Alarm)
@@ -150,6 +166,7 @@ async def raise_alarm(
     `auto_work_order` for its level and equipment kind; by default MAJOR and above) — unless one is already
     open for the same fault, which it joins."""
     key = dedup_key(code, station_id, resource_id, vehicle_id, pack_id)
+    await _serialize(session, key)
     existing = await _open_alarm(session, key)
     if existing is not None:
         existing.occurrences += 1
