@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     maintenance_field_sweep_s: float = Field(
         5.0, ge=0, description="Period of engineer offer timeouts and certificate-expiry reminders; 0 = off."
     )
+    engineer_autodispatch_s: float = Field(
+        0.0,
+        ge=0,
+        description="Period of automatic dispatch of OPEN work orders to engineers; 0 = off (operators "
+        "assign with AssignWorkOrder / PlanDispatch).",
+    )
     # Settlement (docs/settlement.md).
     settlement_scheduler_interval_s: float = Field(
         60.0, ge=0, description="Period of hold expiry, T+3 payouts and monthly bills; 0 = off."

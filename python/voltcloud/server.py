@@ -158,7 +158,9 @@ def field_hub(settings: Settings, db: Database, powerup: PowerUp, clock: Clock) 
         EngineTravel(powerup.engine),
         dt.timedelta(seconds=settings.engineer_offer_timeout_s),
     )
-    return EngineerHub(db, clock, desk, interval_s=settings.maintenance_field_sweep_s)
+    return EngineerHub(
+        db, clock, desk, interval_s=settings.maintenance_field_sweep_s, autodispatch_s=settings.engineer_autodispatch_s
+    )
 
 
 def admission(settings: Settings) -> Admission:

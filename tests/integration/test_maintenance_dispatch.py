@@ -297,3 +297,19 @@ async def test_availability_from_the_app_and_retirement(running: RunningPlatform
         assert reply.WhichOneof("msg") in ("acked_seq", "withdrawn"), reply
     got = await api.GetWorkOrder(maintenance_pb2.GetWorkOrderRequest(work_order_id=second), metadata=boss)
     assert got.work_order.engineer_id == crew["far"]
+
+
+async def test_automatic_dispatch_offers_an_alarm_work_order_without_an_operator(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with serving(tmp_path, database_url, engineer_autodispatch_s=0.2) as platform, channel_to(platform) as ch:
+        api = stub(ch)
+        station = (await stations_of(platform))[0]
+        crew = await _crew(platform, api, station, platform.field_hub.clock.now())
+        mid = App(platform, api, crew["mid"])
+        try:
+            await mid.hello()
+            work_order_id = await _alarm_work_order(platform, station)  # needs hv: `near` has lapsed
+            assert (await mid.next("offer")).work_order.work_order_id == work_order_id
+        finally:
+            mid.call.cancel()

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,13 +52,16 @@ class Connection:
 
 
 class EngineerHub:
-    def __init__(self, db: Database, clock: Clock, desk: Desk, *, interval_s: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, desk: Desk, *, interval_s: float = 5.0, autodispatch_s: float = 0.0
+    ) -> None:
         self.db = db
         self.clock = clock  # tests replace it with a FrozenClock to move time
         self.desk = desk
         self.interval_s = interval_s
+        self.autodispatch_s = autodispatch_s  # 0: work orders wait for AssignWorkOrder / PlanDispatch
         self._connections: dict[str, Connection] = {}
-        self._loop: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
 
     # ---- connections ------------------------------------------------------------------------------------
 
@@ -141,26 +144,37 @@ class EngineerHub:
             reminded = len(await reminders.remind_due(session, now))
         return expired, reminded
 
+    async def autodispatch_once(self) -> int:
+        """OPEN work orders offered to the nearest qualified engineers, planned together; returns how many."""
+        async with self.db.transaction("maintenance.autodispatch") as session:
+            return len((await fielddispatch.dispatch_open(session, self.desk, self.clock.now())).assignments)
+
     def start(self) -> None:
-        if self.interval_s > 0 and self._loop is None:
-            self._loop = asyncio.create_task(self._every(), name="maintenance.field-sweep")
+        jobs = (
+            (self.interval_s, "sweep", self.sweep_once),
+            (self.autodispatch_s, "autodispatch", self.autodispatch_once),
+        )
+        for period, name, job in jobs:
+            if period > 0:
+                self._loops.append(asyncio.create_task(self._every(period, name, job), name=f"maintenance.{name}"))
 
     async def stop(self) -> None:
-        loop, self._loop = self._loop, None
-        if loop is not None:
+        loops, self._loops = self._loops, []
+        for loop in loops:
             loop.cancel()
+        for loop in loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
 
-    async def _every(self) -> None:
+    async def _every(self, period_s: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(period_s)
             try:
-                await self.sweep_once()
+                await job()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # a background job must never die: log and go on
-                log.warning("maintenance field sweep failed: %s", error)
+            except Exception as error:  # a background job must never die (a lost race included): log, go on
+                log.warning("maintenance field %s failed: %s", name, error)
 
 
 def _why(state: int) -> str:

@@ -420,3 +420,21 @@ async def withdraw_engineer(session: AsyncSession, desk: Desk, engineer_id: str,
         row.state, row.reason, row.answered_at = WITHDRAWN, "engineer retired", now
         session.add(row)
         await _redispatch(session, desk, row.work_order_id, SYSTEM[0], "engineer retired", now)
+
+
+async def dispatch_open(session: AsyncSession, desk: Desk, now: dt.datetime) -> Plan:
+    """Automatic dispatch: the oldest OPEN work orders with a station, planned together per operator (the same
+    `plan` as PlanDispatch). Version-checked transitions make a concurrent run on another replica harmless."""
+    orders = list(
+        await session.exec(
+            select(WorkOrder)
+            .where(
+                WorkOrder.state == int(S.OPEN),
+                col(WorkOrder.station_id).is_not(None),
+                col(WorkOrder.operator_id).is_not(None),
+            )
+            .order_by(col(WorkOrder.created_at))
+            .limit(MAX_BATCH)
+        )
+    )
+    return await plan(session, desk, orders, now=now, actor=SYSTEM)
