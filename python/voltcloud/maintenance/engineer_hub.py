@@ -5,7 +5,8 @@ delivers them. Every replica's hub follows the feed topic "work_order" (written 
 the deciding transaction), so an offer decided on any replica wakes the engineer's stream wherever it is held,
 and a work order taken away (timed out, re-assigned, cancelled) is withdrawn from the app that was told of it.
 The sweep (`sweep_once`, every `interval_s` on the injectable clock) re-dispatches lapsed offers and writes the
-certificate-expiry reminders due; both are safe to run on every replica (version-checked transitions, unique
+certificate-expiry reminders due; the automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by
+default) plans the OPEN work orders. All are safe to run on every replica (version-checked transitions, unique
 reminder rows)."""
 
 from __future__ import annotations
