@@ -15,6 +15,7 @@ import grpc
 from tests.integration.maintenance_support import (
     OP1,
     callers,
+    catch_up,
     frozen_now,
     maintenance_platform,
     smtp_server,
@@ -36,6 +37,7 @@ async def test_station_alarm_to_closed_work_order_with_sla_and_email(tmp_path: P
             platform,
             stub,
         ):
+            catch_up(clock)
             who = callers(platform)
             for kind, ident, mail, supervisor, md in (
                 ("operator", OP1, "ops@op1.example", False, who.operator),
