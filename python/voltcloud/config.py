@@ -112,6 +112,17 @@ class Settings(BaseSettings):
         1.0, ge=0, description="A structural change the engine cannot apply in place rebuilds it after this delay."
     )
     sweep_interval_s: float = Field(1.0, gt=0, description="Period of the expiry and offer-timeout sweeps.")
+    # Maintenance field work (docs/maintenance-field.md).
+    engineer_offer_timeout_s: float = Field(300.0, gt=0, description="How long an engineer has to accept a work order.")
+    maintenance_field_sweep_s: float = Field(
+        5.0, ge=0, description="Period of engineer offer timeouts and certificate-expiry reminders; 0 = off."
+    )
+    engineer_autodispatch_s: float = Field(
+        0.0,
+        ge=0,
+        description="Period of automatic dispatch of OPEN work orders to engineers; 0 = off (operators "
+        "assign with AssignWorkOrder / PlanDispatch).",
+    )
     # Settlement (docs/settlement.md).
     settlement_scheduler_interval_s: float = Field(
         60.0, ge=0, description="Period of hold expiry, T+3 payouts and monthly bills; 0 = off."

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,7 @@ def vehicle_telemetry(settings: Settings, db: Database, powerup: PowerUp, clock:
 
 
 def _bindings(
-    db: Database, powerup: PowerUp, vehicles: Any, maintenance: MaintenanceWorkers
+    db: Database, powerup: PowerUp, vehicles: Any, maintenance: MaintenanceWorkers, field_hub: Any = None
 ) -> list[ServiceBinding]:
     from voltcloud.dispatch.service import DispatchServicer
     from voltcloud.fleet.service import FleetServicer
@@ -163,8 +163,10 @@ def _bindings(
         ),
         ServiceBinding(
             maintenance_pb2.DESCRIPTOR.services_by_name["MaintenanceService"].full_name,
-            # maintenance's ports: stations' equipment (scanned codes); its alarm hub and clock
-            _servicer(MaintenanceServicer, db, StationEquipment(), maintenance.hub, maintenance.clock),
+            # maintenance's ports: stations' equipment (scanned codes); its alarm hub and clock; the field desk
+            _with_field(
+                _servicer(MaintenanceServicer, db, StationEquipment(), maintenance.hub, maintenance.clock), field_hub
+            ),
             maintenance_pb2_grpc.add_MaintenanceServiceServicer_to_server,
         ),
         ServiceBinding(
@@ -173,6 +175,28 @@ def _bindings(
             ingest_pb2_grpc.add_IngestServiceServicer_to_server,
         ),
     ]
+
+
+def _with_field(servicer: Any, field_hub: Any) -> Any:
+    if field_hub is not None:
+        servicer.attach_field(field_hub)  # maint-field's desk: engineer hub, stations and travel ports
+    return servicer
+
+
+def field_hub(settings: Settings, db: Database, powerup: PowerUp, clock: Clock) -> Any:
+    """Maintenance's engineer hub with its ports: stations' rows and commands, the engine's travel and solver."""
+    from voltcloud.ingest.hub import hub_for
+    from voltcloud.maintenance.engineer_hub import EngineerHub
+    from voltcloud.maintenance.fielddispatch import Desk
+
+    desk = Desk(
+        MaintenanceStations(hub_for(db)),
+        EngineTravel(powerup.engine),
+        dt.timedelta(seconds=settings.engineer_offer_timeout_s),
+    )
+    return EngineerHub(
+        db, clock, desk, interval_s=settings.maintenance_field_sweep_s, autodispatch_s=settings.engineer_autodispatch_s
+    )
 
 
 def admission(settings: Settings) -> Admission:
@@ -247,6 +271,138 @@ class StationEquipment:
         return Equipment("lane", station.operator_id, station.id, resource_id=f"{station.id}/lane/{lane}")
 
 
+class MaintenanceStations:
+    """Maintenance's `ports.Stations`: stations' rows, pack withdrawal and the withdraw command (maintenance sits
+    below stations, so the composition root serves what it needs)."""
+
+    def __init__(self, commands: Any) -> None:
+        self._commands = commands  # the gateway hub (`ingest.hub.Hub.send_command`)
+
+    async def site(self, session: AsyncSession, station_id: str) -> Any:
+        from voltcloud.maintenance.ports import Site
+        from voltcloud.stations.api import Station
+
+        station = await session.get(Station, station_id) if station_id else None
+        return None if station is None else Site(station.id, station.operator_id, station.lat, station.lng)
+
+    async def pack(self, session: AsyncSession, pack_id: str) -> Any:
+        from voltcloud.stations.api import Pack
+
+        pack = await session.get(Pack, pack_id) if pack_id else None
+        return None if pack is None else await self._facts(session, pack)
+
+    async def _facts(self, session: AsyncSession, pack: Any) -> Any:
+        from voltcloud.maintenance.ports import PackFacts
+        from voltcloud.stations.api import PackType, packs
+
+        pack_type = await session.get(PackType, pack.pack_type_id)
+        return PackFacts(
+            pack.id, await packs.operator_of(session, pack), pack.station_id, pack.state, pack.soh_permille,
+            pack.cycles, pack_type.capacity_wh if pack_type else 0,
+        )  # fmt: skip
+
+    async def pack_samples(
+        self,
+        session: AsyncSession,
+        pack_id: str,
+        *,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        after_seq: int,
+        limit: int,
+    ) -> list[Any]:
+        from sqlmodel import col, select
+
+        from voltcloud.maintenance.ports import PackSample
+        from voltcloud.stations.models import PackEvent
+
+        query = select(PackEvent).where(PackEvent.pack_id == pack_id, col(PackEvent.soh_permille) > 0)
+        if start is not None:
+            query = query.where(col(PackEvent.time) >= start)
+        if end is not None:
+            query = query.where(col(PackEvent.time) < end)
+        if after_seq:
+            query = query.where(col(PackEvent.id) > after_seq)
+        rows = await session.exec(query.order_by(col(PackEvent.id)).limit(limit))
+        return [PackSample(e.id or 0, e.time, e.soh_permille, e.cycles, e.temperature_milli_c, e.power_w) for e in rows]
+
+    async def withdraw_pack(
+        self, session: AsyncSession, pack_id: str, *, now: dt.datetime, actor: str, actor_role: int, reason: str
+    ) -> Any:
+        from voltcloud.stations.api import packs
+
+        pack = await packs.load_pack(session, None, pack_id, lock=True)
+        await packs.withdraw(session, pack, now, reason, packs.ActorRef(actor, actor_role))
+        return await self._facts(session, pack)
+
+    async def send_withdraw(self, station_id: str, pack_id: str, reason: str, answer_within: dt.timedelta) -> str:
+        from voltcloud.platform.enums import CommandStatus
+
+        command = stations_pb2.StationCommand(
+            withdraw_pack=stations_pb2.WithdrawPackCommand(pack_id=pack_id, reason=reason[:200])
+        )
+        answer = await self._commands.send_command(station_id, command, answer_within)
+        return CommandStatus(answer.status).name
+
+
+class EngineTravel:
+    """Maintenance's `ports.Travel`: road times from the engine's travel model (live congestion included) and
+    the assignment from its route solver (`_core.solve_routes`, one work order per engineer)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def durations(
+        self, origins: Sequence[tuple[float, float]], targets: Sequence[tuple[float, float]], at: dt.datetime
+    ) -> list[list[float]]:
+        """Only the origin -> target pairs (not the square matrix over both): one `travel_many` call."""
+        import numpy as np
+
+        n, m = len(origins), len(targets)
+        if not n or not m:
+            return [[] for _ in range(n)]
+        lat1 = np.repeat(np.array([o[0] for o in origins], dtype=np.float64), m)
+        lng1 = np.repeat(np.array([o[1] for o in origins], dtype=np.float64), m)
+        lat2 = np.tile(np.array([t[0] for t in targets], dtype=np.float64), n)
+        lng2 = np.tile(np.array([t[1] for t in targets], dtype=np.float64), n)
+        _dist, dur = self._engine.travel_model.travel_many(lat1, lng1, lat2, lng2, int(at.timestamp()))
+        flat = np.asarray(dur, dtype=np.float64).reshape(n, m)
+        return [[float(x) for x in row] for row in flat]
+
+    def assign(
+        self, cost: Sequence[Sequence[float]], allowed: Sequence[Sequence[bool]], time_limit_ms: int
+    ) -> dict[int, int]:
+        """Each work order j carries skill bit j; an engineer holds the bits of the orders it may take, so the
+        solver only pairs allowed ones (at most 63 orders per call: the caller batches)."""
+        import numpy as np
+
+        from voltcloud import _core
+
+        core: Any = _core
+        n, m = len(cost), len(cost[0]) if cost else 0
+        if not n or not m:
+            return {}
+        if m == 1:  # one work order: the nearest allowed engineer is the optimum, no search needed
+            allowed_i = [i for i in range(n) if allowed[i][0]]
+            return {0: min(allowed_i, key=lambda i: cost[i][0])} if allowed_i else {}
+        size = n + m
+        matrix = np.full((size, size), 1e7, dtype=np.float64)
+        np.fill_diagonal(matrix, 0.0)
+        for i in range(n):
+            for j in range(m):
+                matrix[i, n + j] = cost[i][j]
+                matrix[n + j, i] = 0.0  # nobody has to drive home inside the plan
+        skills = [sum(1 << j for j in range(m) if allowed[i][j]) for i in range(n)]
+        vehicles = [core.Vehicle(i, i, shift_start=0.0, shift_end=1e7, capacity=1, skills=skills[i]) for i in range(n)]
+        tasks = [core.Task(j, n + j, ready=0.0, due=1e6, service=0.0, demand=1, skills=1 << j) for j in range(m)]
+        solution = core.solve_routes(vehicles, tasks, matrix, time_limit_ms=time_limit_ms, seed=0)
+        chosen: dict[int, int] = {}
+        for route in solution.routes:
+            for task_no in route.task_ids:
+                chosen[int(task_no)] = int(route.vehicle_id)
+        return chosen
+
+
 class Platform:
     """A running platform: the gRPC server and what it owns.
 
@@ -274,6 +430,8 @@ class Platform:
         self.feed = ChangeFeed(self.db)  # this replica's follower of the change feed (platform/feed.py)
         self.powerup = PowerUp(settings, self.db, feed=self.feed)
         self.maintenance = MaintenanceWorkers(settings, self.db, clock or SystemClock())
+        self.field_hub = field_hub(settings, self.db, self.powerup, self.maintenance.clock)
+        self.field_hub.follow(self.feed)  # offers decided on any replica reach the engineer streams held here
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
         )
@@ -301,7 +459,8 @@ class Platform:
         self.settlement_scheduler.start()
         self.maintenance.follow(self.feed)
         self.maintenance.start()
-        bindings = _bindings(self.db, self.powerup, self.vehicles, self.maintenance)
+        self.field_hub.start()
+        bindings = _bindings(self.db, self.powerup, self.vehicles, self.maintenance, self.field_hub)
         check_table_covers([b.name for b in bindings])
         for binding in bindings:
             binding.register(binding.servicer, self.server)
@@ -328,6 +487,7 @@ class Platform:
         await self.server.stop(max(grace - (loop_time() - started), 0.0))
         await self.settlement_scheduler.stop()
         await self.maintenance.stop()
+        await self.field_hub.stop()
         from voltcloud.ingest.hub import hub_for
 
         await hub_for(self.db).stop()

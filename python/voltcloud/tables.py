@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from voltcloud.dispatch import models as dispatch_models
 from voltcloud.fleet import models as fleet_models
 from voltcloud.ingest import models as ingest_models
+from voltcloud.maintenance import field_models as maintenance_field_models
 from voltcloud.maintenance import models as maintenance_models
 from voltcloud.ordering import models as ordering_models
 from voltcloud.platform import feed as feed_models
@@ -22,6 +23,7 @@ __all__ = [
     "fleet_models",
     "idempotency_models",
     "ingest_models",
+    "maintenance_field_models",
     "maintenance_models",
     "metadata",
     "ordering_models",

@@ -1091,15 +1091,7 @@ def _unbuilt(service: str, module: object, methods: Mapping[str, frozenset[Role]
 
 
 _STAFF = frozenset({A, OP, EN})
-_MAINTENANCE_UNBUILT = _unbuilt(
-    "MaintenanceService",
-    maintenance_pb2,
-    {
-        "AssignWorkOrder": frozenset({A, OP}),
-        "GetBatteryHealth": _STAFF | {FM},
-        "RegisterEngineer": frozenset({A, OP}),
-    },
-)
+_MAINTENANCE_UNBUILT = _unbuilt("MaintenanceService", maintenance_pb2, {})  # every RPC is built now
 _OWN_OPERATOR_LIST = {A: both(OK), OP: cell(OK, PD), EN: cell(OK, PD)}  # another operator in the filter: refused
 _OPERATOR_ONLY = {A: both(OK), OP: cell(OK, PD)}
 
@@ -1304,6 +1296,8 @@ INGEST_ROWS = [
     ),
 ]
 
+from .tenant_matrix_field import MAINTENANCE_FIELD_ROWS  # noqa: E402  (its rows use this module's helpers)
+
 # Ingest last: a gateway's hello attaches it to the side's station while its stream is open.
 ROWS: list[Row] = [
     *STATION_ROWS,
@@ -1312,6 +1306,7 @@ ROWS: list[Row] = [
     *SETTLEMENT_ROWS,
     *FLEET_ROWS,
     *MAINTENANCE_ROWS,
+    *MAINTENANCE_FIELD_ROWS,
     *INGEST_ROWS,
 ]
 

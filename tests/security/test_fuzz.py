@@ -130,3 +130,39 @@ def test_maintenance_service_fuzzed_as_its_own_roles(server: fuzzkit.ThreadedPla
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     print(f"MaintenanceService fuzz: {dict(seen)}")
     assert seen["INVALID_ARGUMENT"] > 0 and any(k.startswith("WatchAlarms:") for k in seen), seen
+
+
+FIELD_EXAMPLES = 300
+
+
+def test_maintenance_field_rpcs_fuzzed(server: fuzzkit.ThreadedPlatform) -> None:
+    """maint-field's unary MaintenanceService RPCs (engineers, certificates, dispatch, inspections, safety,
+    battery health, withdrawal) alone: never UNKNOWN, INTERNAL or UNIMPLEMENTED."""
+    from . import tenant_matrix  # noqa: F401  (loads the field rows after the helpers they use)
+    from .tenant_matrix_field import FIELD_METHODS
+
+    methods = [
+        m for m in fuzzkit.unary_methods() if m.service == "voltcloud.v1.MaintenanceService" and m.name in FIELD_METHODS
+    ]
+    assert len(methods) == len(FIELD_METHODS) - 1  # all but the EngineerConnect stream
+    seen: collections.Counter[str] = collections.Counter()
+    with grpc.insecure_channel(server.target) as channel:
+
+        @settings(
+            max_examples=FIELD_EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(call=fuzzkit.calls(methods))
+        def one(call: fuzzkit.Call) -> None:
+            code = fuzzkit.send(channel, server, call)
+            seen[code.name] += 1
+            assert code not in fuzzkit.NEVER and code is not grpc.StatusCode.UNIMPLEMENTED, (code, call)
+
+        one()
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"maintenance field fuzz: {dict(seen)}")
+    assert seen["INVALID_ARGUMENT"] > 0, seen

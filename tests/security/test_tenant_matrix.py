@@ -18,14 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.message import Message
 from sqlmodel import col, select
 
 import voltcloud.api.v1
 from tests.integration.conftest import channel_to, serving
 from tests.integration.powerup_support import candidates, fund, inventory_quote
-from voltcloud.api.v1 import common_pb2, fleet_pb2, ingest_pb2, ordering_pb2, settlement_pb2, stations_pb2
+from voltcloud.api.v1 import (
+    common_pb2,
+    fleet_pb2,
+    ingest_pb2,
+    maintenance_pb2,
+    ordering_pb2,
+    settlement_pb2,
+    stations_pb2,
+)
 from voltcloud.fleet.models import Driver, Vehicle
 from voltcloud.maintenance import api as maintenance_api
 from voltcloud.maintenance import workorders
@@ -179,6 +187,22 @@ class Factory:
         request = fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name=subject, fleet_id=side.fleet_id))
         md = _metadata(self.platform, subject, Role.DRIVER, None)
         return str((await self.unary("FleetService/RegisterDriver", request, md)).driver.driver_id)
+
+    # maint-field's fresh objects (tests/security/tenant_matrix_field.py)
+    async def engineer(self, side: tm.Side) -> str:
+        request = maintenance_pb2.RegisterEngineerRequest(
+            idempotency_key=self.key(),
+            engineer=maintenance_pb2.Engineer(name="matrix engineer", operator_id=side.operator_id),
+        )
+        return str((await self.unary("MaintenanceService/RegisterEngineer", request)).engineer.engineer_id)
+
+    async def incident(self, side: tm.Side) -> str:
+        incident = maintenance_pb2.SafetyIncident(
+            severity=maintenance_pb2.INCIDENT_SEVERITY_MINOR, station_id=side.station_id,
+            occur_time=timestamp_pb2.Timestamp(seconds=1_700_000_000), description="matrix incident",
+        )  # fmt: skip
+        request = maintenance_pb2.ReportSafetyIncidentRequest(idempotency_key=self.key(), incident=incident)
+        return str((await self.unary("MaintenanceService/ReportSafetyIncident", request)).incident.incident_id)
 
 
 async def _maintenance_alarm(platform: Platform, side: tm.Side, n: int) -> str:

@@ -465,6 +465,7 @@ async def _pack_report(
         temperature_milli_c=body.temperature_milli_c or None,
         cycles=body.cycle_count or None,
         state=body.state or None,
+        power_w=body.power_w,
     )
     if pack is not None:
         ctx.changed(inventory.pack_change(pack))

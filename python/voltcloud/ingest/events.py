@@ -73,6 +73,7 @@ class PackReport:
     temperature_milli_c: int
     cycle_count: int
     state: int
+    power_w: int = 0  # charging power into the pack (battery health's fast-charge share)
 
 
 @dataclass(frozen=True)

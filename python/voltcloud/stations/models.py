@@ -116,6 +116,8 @@ class PackEvent(SQLModel, table=True):
     soc_permille: int = 0
     soh_permille: int = 0
     temperature_milli_c: int = 0
+    cycles: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    power_w: int = Field(default=0, sa_type=sa.BigInteger, sa_column_kwargs={"server_default": "0"})
     reason: str = Field(default="", max_length=200)
     session_id: str | None = Field(default=None, max_length=64)
     actor_subject: str = Field(default="", max_length=128)

@@ -101,6 +101,7 @@ def record(
     reason: str,
     actor: ActorRef | None = None,
     session_id: str | None = None,
+    power_w: int = 0,
 ) -> None:
     session.add(
         PackEvent(
@@ -114,6 +115,8 @@ def record(
             soc_permille=pack.soc_permille,
             soh_permille=pack.soh_permille,
             temperature_milli_c=pack.temperature_milli_c,
+            cycles=pack.cycles,
+            power_w=power_w,
             reason=reason[:200],
             session_id=session_id,
             actor_subject=actor.subject if actor else "",
@@ -398,8 +401,10 @@ async def apply_report(
     temperature_milli_c: int | None,
     cycles: int | None,
     state: int | None,
+    power_w: int = 0,
 ) -> Pack | None:
-    """A station's condition report. Unknown packs are ignored (None). Sticky states are kept."""
+    """A station's condition report. Unknown packs are ignored (None). Sticky states are kept. The flow
+    history entry keeps SOH, cycles, temperature and charging power: battery health's samples."""
     pack = await session.get(Pack, pack_id)
     if pack is None:
         return None
@@ -418,8 +423,24 @@ async def apply_report(
         pack.state = state
     pack.version += 1
     session.add(pack)
-    record(session, pack, now, "station report")
+    record(session, pack, now, "station report", power_w=power_w)
     await inventory.pack_written(session, pack, placed=moved)
+    return pack
+
+
+async def operator_of(session: AsyncSession, pack: Pack) -> str:
+    """The operator a pack belongs to: its own, else its station's."""
+    return await _operator_of(session, pack)
+
+
+async def withdraw(session: AsyncSession, pack: Pack, now: dt.datetime, reason: str, actor: ActorRef) -> Pack:
+    """Any state -> WITHDRAWN (sticky: station reports never move it back, the engine never offers it). The
+    change goes on the inventory feed in this transaction, so every replica's engine learns it."""
+    pack.state = WITHDRAWN
+    pack.version += 1
+    session.add(pack)
+    record(session, pack, now, f"withdrawn: {reason}", actor)
+    await inventory.pack_written(session, pack)
     return pack
 
 

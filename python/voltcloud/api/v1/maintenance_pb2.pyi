@@ -218,6 +218,62 @@ ALARM_CHANGE_LINKED: AlarmChange.ValueType  # 7
 """Linked to a work order opened by a person (CreateWorkOrder)."""
 Global___AlarmChange: _TypeAlias = AlarmChange  # noqa: Y015
 
+class _SiteInspectionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SiteInspectionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SiteInspectionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SITE_INSPECTION_KIND_UNSPECIFIED: _SiteInspectionKind.ValueType  # 0
+    """Not set."""
+    SITE_INSPECTION_KIND_SIX_S: _SiteInspectionKind.ValueType  # 1
+    """6S: sort, set in order, shine, standardize, sustain, safety."""
+    SITE_INSPECTION_KIND_DAILY_RECONCILIATION: _SiteInspectionKind.ValueType  # 2
+    """Daily operational reconciliation checklist."""
+
+class SiteInspectionKind(_SiteInspectionKind, metaclass=_SiteInspectionKindEnumTypeWrapper):
+    """Kind of site inspection."""
+
+SITE_INSPECTION_KIND_UNSPECIFIED: SiteInspectionKind.ValueType  # 0
+"""Not set."""
+SITE_INSPECTION_KIND_SIX_S: SiteInspectionKind.ValueType  # 1
+"""6S: sort, set in order, shine, standardize, sustain, safety."""
+SITE_INSPECTION_KIND_DAILY_RECONCILIATION: SiteInspectionKind.ValueType  # 2
+"""Daily operational reconciliation checklist."""
+Global___SiteInspectionKind: _TypeAlias = SiteInspectionKind  # noqa: Y015
+
+class _IncidentSeverity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IncidentSeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IncidentSeverity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INCIDENT_SEVERITY_UNSPECIFIED: _IncidentSeverity.ValueType  # 0
+    """Not set."""
+    INCIDENT_SEVERITY_NEAR_MISS: _IncidentSeverity.ValueType  # 1
+    """Near miss, nobody hurt."""
+    INCIDENT_SEVERITY_MINOR: _IncidentSeverity.ValueType  # 2
+    """Minor: first aid, small damage."""
+    INCIDENT_SEVERITY_MAJOR: _IncidentSeverity.ValueType  # 3
+    """Major: injury needing treatment, equipment out of service."""
+    INCIDENT_SEVERITY_CRITICAL: _IncidentSeverity.ValueType  # 4
+    """Critical: serious injury, fire, thermal runaway."""
+
+class IncidentSeverity(_IncidentSeverity, metaclass=_IncidentSeverityEnumTypeWrapper):
+    """Severity of a safety incident."""
+
+INCIDENT_SEVERITY_UNSPECIFIED: IncidentSeverity.ValueType  # 0
+"""Not set."""
+INCIDENT_SEVERITY_NEAR_MISS: IncidentSeverity.ValueType  # 1
+"""Near miss, nobody hurt."""
+INCIDENT_SEVERITY_MINOR: IncidentSeverity.ValueType  # 2
+"""Minor: first aid, small damage."""
+INCIDENT_SEVERITY_MAJOR: IncidentSeverity.ValueType  # 3
+"""Major: injury needing treatment, equipment out of service."""
+INCIDENT_SEVERITY_CRITICAL: IncidentSeverity.ValueType  # 4
+"""Critical: serious injury, fire, thermal runaway."""
+Global___IncidentSeverity: _TypeAlias = IncidentSeverity  # noqa: Y015
+
 @_typing.final
 class Alarm(_message.Message):
     """An alarm."""
@@ -654,6 +710,15 @@ class Engineer(_message.Message):
     HOME_POSITION_FIELD_NUMBER: _builtins.int
     SHIFTS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EQUIPMENT_KINDS_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    RETIRED_FIELD_NUMBER: _builtins.int
+    RETIRE_TIME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     engineer_id: _builtins.str
     """Engineer id."""
     name: _builtins.str
@@ -662,6 +727,14 @@ class Engineer(_message.Message):
     """Phone (E.164)."""
     operator_id: _builtins.str
     """Employing operator."""
+    email: _builtins.str
+    """Contact email (reminders, offers)."""
+    retired: _builtins.bool
+    """Retired (output only): never dispatched again."""
+    version: _builtins.int
+    """Optimistic concurrency version (output only; UpdateEngineer's expected_version)."""
+    available: _builtins.bool
+    """Available for offers (set from the engineer's app)."""
     @_builtins.property
     def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Skills (e.g. "hv", "swap_robot", "ocpp")."""
@@ -678,6 +751,28 @@ class Engineer(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
 
+    @_builtins.property
+    def equipment_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """maint-field: equipment kinds the engineer may work on ("station", "charger", "connector", "lane", "pack",
+        "robot", "vehicle"); empty = any.
+        """
+
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.BoundingBox]:
+        """Regions served (boxes); empty = anywhere."""
+
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Certificate]:
+        """Certificates (output only; added with AddCertificate)."""
+
+    @_builtins.property
+    def retire_time(self) -> _timestamp_pb2.Timestamp:
+        """When retired (output only)."""
+
+    @_builtins.property
+    def position(self) -> _common_pb2.LatLng:
+        """Last reported position (from the app), or unset."""
+
     def __init__(
         self,
         *,
@@ -689,10 +784,19 @@ class Engineer(_message.Message):
         home_position: _common_pb2.LatLng | None = ...,
         shifts: _abc.Iterable[_common_pb2.TimeWindow] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        equipment_kinds: _abc.Iterable[_builtins.str] | None = ...,
+        regions: _abc.Iterable[_common_pb2.BoundingBox] | None = ...,
+        email: _builtins.str = ...,
+        certificates: _abc.Iterable[Global___Certificate] | None = ...,
+        retired: _builtins.bool = ...,
+        retire_time: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+        available: _builtins.bool = ...,
+        position: _common_pb2.LatLng | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "home_position", b"home_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "home_position", b"home_position", "position", b"position", "retire_time", b"retire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "engineer_id", b"engineer_id", "home_position", b"home_position", "name", b"name", "operator_id", b"operator_id", "phone", b"phone", "shifts", b"shifts", "skills", b"skills"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "certificates", b"certificates", "create_time", b"create_time", "email", b"email", "engineer_id", b"engineer_id", "equipment_kinds", b"equipment_kinds", "home_position", b"home_position", "name", b"name", "operator_id", b"operator_id", "phone", b"phone", "position", b"position", "regions", b"regions", "retire_time", b"retire_time", "retired", b"retired", "shifts", b"shifts", "skills", b"skills", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -708,12 +812,18 @@ class SohSample(_message.Message):
     SOH_PERMILLE_FIELD_NUMBER: _builtins.int
     CYCLE_COUNT_FIELD_NUMBER: _builtins.int
     CAPACITY_WH_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_MILLI_C_FIELD_NUMBER: _builtins.int
+    POWER_W_FIELD_NUMBER: _builtins.int
     soh_permille: _builtins.int
     """SOH, permille."""
     cycle_count: _builtins.int
     """Cycle count at the time."""
     capacity_wh: _builtins.int
     """Measured capacity, Wh."""
+    temperature_milli_c: _builtins.int
+    """Temperature at the time, milli-degrees Celsius."""
+    power_w: _builtins.int
+    """Charging power at the time, W (0: not charging or not reported)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -725,10 +835,12 @@ class SohSample(_message.Message):
         soh_permille: _builtins.int = ...,
         cycle_count: _builtins.int = ...,
         capacity_wh: _builtins.int = ...,
+        temperature_milli_c: _builtins.int = ...,
+        power_w: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_wh", b"capacity_wh", "cycle_count", b"cycle_count", "soh_permille", b"soh_permille", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_wh", b"capacity_wh", "cycle_count", b"cycle_count", "power_w", b"power_w", "soh_permille", b"soh_permille", "temperature_milli_c", b"temperature_milli_c", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1419,6 +1531,15 @@ class GetBatteryHealthResponse(_message.Message):
     SAMPLES_FIELD_NUMBER: _builtins.int
     TREND_PERMILLE_PER_100_CYCLES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CYCLE_COUNT_FIELD_NUMBER: _builtins.int
+    TREND_PERMILLE_PER_30_DAYS_FIELD_NUMBER: _builtins.int
+    HOT_SHARE_PERMILLE_FIELD_NUMBER: _builtins.int
+    MAX_TEMPERATURE_MILLI_C_FIELD_NUMBER: _builtins.int
+    FAST_CHARGE_SHARE_PERMILLE_FIELD_NUMBER: _builtins.int
+    RETIREMENT_THRESHOLD_PERMILLE_FIELD_NUMBER: _builtins.int
+    PREDICTED_RETIREMENT_MONTH_FIELD_NUMBER: _builtins.int
+    FITTED_SAMPLES_FIELD_NUMBER: _builtins.int
+    PACK_STATE_FIELD_NUMBER: _builtins.int
     pack_id: _builtins.str
     """Pack id."""
     soh_permille: _builtins.int
@@ -1427,6 +1548,26 @@ class GetBatteryHealthResponse(_message.Message):
     """Degradation trend, permille per 100 cycles (negative = losing health)."""
     next_page_token: _builtins.str
     """Next page token."""
+    cycle_count: _builtins.int
+    """Cycle count now."""
+    trend_permille_per_30_days: _builtins.int
+    """Degradation trend, permille per 30 days (negative = losing health)."""
+    hot_share_permille: _builtins.int
+    """Temperature stress: share of samples above 45 °C, permille."""
+    max_temperature_milli_c: _builtins.int
+    """Highest temperature seen in the window, milli-degrees Celsius."""
+    fast_charge_share_permille: _builtins.int
+    """Fast-charge share: share of charging samples at or above 1C (power >= capacity per hour), permille."""
+    retirement_threshold_permille: _builtins.int
+    """The operator's retirement threshold used, permille (default 800)."""
+    predicted_retirement_month: _builtins.str
+    """Predicted month ("YYYY-MM") the SOH crosses the threshold (least squares on SOH vs time); empty when the
+    model has too few samples or the trend is not falling; "now" when already below.
+    """
+    fitted_samples: _builtins.int
+    """Samples the model was fitted on."""
+    pack_state: _common_pb2.PackState.ValueType
+    """Pack state (PackState; WITHDRAWN once withdrawn)."""
     @_builtins.property
     def samples(self) -> _containers.RepeatedCompositeFieldContainer[Global___SohSample]:
         """Samples, oldest first."""
@@ -1439,10 +1580,19 @@ class GetBatteryHealthResponse(_message.Message):
         samples: _abc.Iterable[Global___SohSample] | None = ...,
         trend_permille_per_100_cycles: _builtins.int = ...,
         next_page_token: _builtins.str = ...,
+        cycle_count: _builtins.int = ...,
+        trend_permille_per_30_days: _builtins.int = ...,
+        hot_share_permille: _builtins.int = ...,
+        max_temperature_milli_c: _builtins.int = ...,
+        fast_charge_share_permille: _builtins.int = ...,
+        retirement_threshold_permille: _builtins.int = ...,
+        predicted_retirement_month: _builtins.str = ...,
+        fitted_samples: _builtins.int = ...,
+        pack_state: _common_pb2.PackState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "pack_id", b"pack_id", "samples", b"samples", "soh_permille", b"soh_permille", "trend_permille_per_100_cycles", b"trend_permille_per_100_cycles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cycle_count", b"cycle_count", "fast_charge_share_permille", b"fast_charge_share_permille", "fitted_samples", b"fitted_samples", "hot_share_permille", b"hot_share_permille", "max_temperature_milli_c", b"max_temperature_milli_c", "next_page_token", b"next_page_token", "pack_id", b"pack_id", "pack_state", b"pack_state", "predicted_retirement_month", b"predicted_retirement_month", "retirement_threshold_permille", b"retirement_threshold_permille", "samples", b"samples", "soh_permille", b"soh_permille", "trend_permille_per_100_cycles", b"trend_permille_per_100_cycles", "trend_permille_per_30_days", b"trend_permille_per_30_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2191,3 +2341,1426 @@ class GetFaultAnalysisResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFaultAnalysisResponse: _TypeAlias = GetFaultAnalysisResponse  # noqa: Y015
+
+@_typing.final
+class Certificate(_message.Message):
+    """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
+
+    A certificate in the staff certificate registry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    ENGINEER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    ISSUE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAPSED_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    """Certificate id (output only)."""
+    engineer_id: _builtins.str
+    """Engineer."""
+    kind: _builtins.str
+    """Kind (e.g. "hv_electrician", "working_at_height"); work orders name it in required_certificate."""
+    number: _builtins.str
+    """Certificate number as issued."""
+    lapsed: _builtins.bool
+    """Lapsed now (output only)."""
+    operator_id: _builtins.str
+    """Owning operator (output only)."""
+    @_builtins.property
+    def issue_time(self) -> _timestamp_pb2.Timestamp:
+        """Issued at."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Expires at."""
+
+    def __init__(
+        self,
+        *,
+        certificate_id: _builtins.str = ...,
+        engineer_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        number: _builtins.str = ...,
+        issue_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lapsed: _builtins.bool = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "issue_time", b"issue_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "engineer_id", b"engineer_id", "expire_time", b"expire_time", "issue_time", b"issue_time", "kind", b"kind", "lapsed", b"lapsed", "number", b"number", "operator_id", b"operator_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Certificate: _TypeAlias = Certificate  # noqa: Y015
+
+@_typing.final
+class UpdateEngineerRequest(_message.Message):
+    """UpdateEngineer request: replaces the profile fields of the engineer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ENGINEER_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    expected_version: _builtins.int
+    """Expected version (optimistic check); 0 = no check."""
+    @_builtins.property
+    def engineer(self) -> Global___Engineer:
+        """Engineer; engineer_id names it; name, phone, email, skills, equipment_kinds, regions, shifts and
+        home_position replace the stored ones (certificates, retired, version and available are ignored).
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        engineer: Global___Engineer | None = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer", "expected_version", b"expected_version", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateEngineerRequest: _TypeAlias = UpdateEngineerRequest  # noqa: Y015
+
+@_typing.final
+class UpdateEngineerResponse(_message.Message):
+    """UpdateEngineer response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINEER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def engineer(self) -> Global___Engineer:
+        """The engineer."""
+
+    def __init__(
+        self,
+        *,
+        engineer: Global___Engineer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateEngineerResponse: _TypeAlias = UpdateEngineerResponse  # noqa: Y015
+
+@_typing.final
+class RetireEngineerRequest(_message.Message):
+    """RetireEngineer request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ENGINEER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    engineer_id: _builtins.str
+    """Engineer."""
+    reason: _builtins.str
+    """Why."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        engineer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id", "idempotency_key", b"idempotency_key", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireEngineerRequest: _TypeAlias = RetireEngineerRequest  # noqa: Y015
+
+@_typing.final
+class RetireEngineerResponse(_message.Message):
+    """RetireEngineer response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINEER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def engineer(self) -> Global___Engineer:
+        """The engineer."""
+
+    def __init__(
+        self,
+        *,
+        engineer: Global___Engineer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireEngineerResponse: _TypeAlias = RetireEngineerResponse  # noqa: Y015
+
+@_typing.final
+class GetEngineerRequest(_message.Message):
+    """GetEngineer request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINEER_ID_FIELD_NUMBER: _builtins.int
+    engineer_id: _builtins.str
+    """Engineer."""
+    def __init__(
+        self,
+        *,
+        engineer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEngineerRequest: _TypeAlias = GetEngineerRequest  # noqa: Y015
+
+@_typing.final
+class GetEngineerResponse(_message.Message):
+    """GetEngineer response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINEER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def engineer(self) -> Global___Engineer:
+        """The engineer."""
+
+    def __init__(
+        self,
+        *,
+        engineer: Global___Engineer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer", b"engineer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEngineerResponse: _TypeAlias = GetEngineerResponse  # noqa: Y015
+
+@_typing.final
+class ListEngineersRequest(_message.Message):
+    """ListEngineers request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    SKILL_FIELD_NUMBER: _builtins.int
+    INCLUDE_RETIRED_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    operator_id: _builtins.str
+    """Only this operator (the caller's own for operators and engineers)."""
+    skill: _builtins.str
+    """Only engineers with this skill."""
+    include_retired: _builtins.bool
+    """Include retired engineers."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        skill: _builtins.str = ...,
+        include_retired: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_retired", b"include_retired", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token", "skill", b"skill"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEngineersRequest: _TypeAlias = ListEngineersRequest  # noqa: Y015
+
+@_typing.final
+class ListEngineersResponse(_message.Message):
+    """ListEngineers response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINEERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def engineers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Engineer]:
+        """Engineers, by id."""
+
+    def __init__(
+        self,
+        *,
+        engineers: _abc.Iterable[Global___Engineer] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineers", b"engineers", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEngineersResponse: _TypeAlias = ListEngineersResponse  # noqa: Y015
+
+@_typing.final
+class AddCertificateRequest(_message.Message):
+    """AddCertificate request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def certificate(self) -> Global___Certificate:
+        """The certificate; engineer_id, kind, number, issue_time and expire_time are required."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        certificate: Global___Certificate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCertificateRequest: _TypeAlias = AddCertificateRequest  # noqa: Y015
+
+@_typing.final
+class AddCertificateResponse(_message.Message):
+    """AddCertificate response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificate(self) -> Global___Certificate:
+        """The certificate."""
+
+    def __init__(
+        self,
+        *,
+        certificate: Global___Certificate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCertificateResponse: _TypeAlias = AddCertificateResponse  # noqa: Y015
+
+@_typing.final
+class ListCertificatesRequest(_message.Message):
+    """ListCertificates request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    ENGINEER_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_BEFORE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    operator_id: _builtins.str
+    """Only this operator."""
+    engineer_id: _builtins.str
+    """Only this engineer."""
+    @_builtins.property
+    def expires_before(self) -> _timestamp_pb2.Timestamp:
+        """Only certificates expiring before this time (e.g. now + 30 days); unset = any."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        engineer_id: _builtins.str = ...,
+        expires_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_before", b"expires_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id", "expires_before", b"expires_before", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCertificatesRequest: _TypeAlias = ListCertificatesRequest  # noqa: Y015
+
+@_typing.final
+class ListCertificatesResponse(_message.Message):
+    """ListCertificates response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Certificate]:
+        """Certificates, by id."""
+
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[Global___Certificate] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCertificatesResponse: _TypeAlias = ListCertificatesResponse  # noqa: Y015
+
+@_typing.final
+class DispatchAssignment(_message.Message):
+    """One assignment PlanDispatch made."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    ENGINEER_ID_FIELD_NUMBER: _builtins.int
+    ETA_TIME_FIELD_NUMBER: _builtins.int
+    TRAVEL_S_FIELD_NUMBER: _builtins.int
+    work_order_id: _builtins.str
+    """Work order."""
+    engineer_id: _builtins.str
+    """Engineer offered it."""
+    travel_s: _builtins.int
+    """Travel time, seconds."""
+    @_builtins.property
+    def eta_time(self) -> _timestamp_pb2.Timestamp:
+        """Estimated arrival."""
+
+    def __init__(
+        self,
+        *,
+        work_order_id: _builtins.str = ...,
+        engineer_id: _builtins.str = ...,
+        eta_time: _timestamp_pb2.Timestamp | None = ...,
+        travel_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["eta_time", b"eta_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id", "eta_time", b"eta_time", "travel_s", b"travel_s", "work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchAssignment: _TypeAlias = DispatchAssignment  # noqa: Y015
+
+@_typing.final
+class PlanDispatchRequest(_message.Message):
+    """PlanDispatch request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    WORK_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    operator_id: _builtins.str
+    """Operator whose OPEN work orders are planned (the caller's own for operators)."""
+    @_builtins.property
+    def work_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these work orders; empty = every OPEN one of the operator (at most 100).
+        Limit: at most 100 ids.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        work_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "work_order_ids", b"work_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanDispatchRequest: _TypeAlias = PlanDispatchRequest  # noqa: Y015
+
+@_typing.final
+class PlanDispatchResponse(_message.Message):
+    """PlanDispatch response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    UNASSIGNED_WORK_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    TOTAL_TRAVEL_S_FIELD_NUMBER: _builtins.int
+    total_travel_s: _builtins.int
+    """Total travel time of the plan, seconds."""
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DispatchAssignment]:
+        """Assignments made."""
+
+    @_builtins.property
+    def unassigned_work_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Work orders no qualified available engineer could take."""
+
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___DispatchAssignment] | None = ...,
+        unassigned_work_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        total_travel_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "total_travel_s", b"total_travel_s", "unassigned_work_order_ids", b"unassigned_work_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanDispatchResponse: _TypeAlias = PlanDispatchResponse  # noqa: Y015
+
+@_typing.final
+class EngineerHello(_message.Message):
+    """First message of the engineer's app stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINEER_ID_FIELD_NUMBER: _builtins.int
+    engineer_id: _builtins.str
+    """The engineer (the token's subject for the engineer role)."""
+    def __init__(
+        self,
+        *,
+        engineer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engineer_id", b"engineer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineerHello: _TypeAlias = EngineerHello  # noqa: Y015
+
+@_typing.final
+class EngineerAvailability(_message.Message):
+    """The engineer's availability."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    available: _builtins.bool
+    """Available for offers."""
+    def __init__(
+        self,
+        *,
+        available: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineerAvailability: _TypeAlias = EngineerAvailability  # noqa: Y015
+
+@_typing.final
+class EngineerPosition(_message.Message):
+    """The engineer's position."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def position(self) -> _common_pb2.LatLng:
+        """Where."""
+
+    def __init__(
+        self,
+        *,
+        position: _common_pb2.LatLng | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineerPosition: _TypeAlias = EngineerPosition  # noqa: Y015
+
+@_typing.final
+class EngineerAccept(_message.Message):
+    """Accept an offered work order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    work_order_id: _builtins.str
+    """Work order."""
+    def __init__(
+        self,
+        *,
+        work_order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineerAccept: _TypeAlias = EngineerAccept  # noqa: Y015
+
+@_typing.final
+class EngineerDecline(_message.Message):
+    """Decline an offered work order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    work_order_id: _builtins.str
+    """Work order."""
+    reason: _builtins.str
+    """Why."""
+    def __init__(
+        self,
+        *,
+        work_order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineerDecline: _TypeAlias = EngineerDecline  # noqa: Y015
+
+@_typing.final
+class EngineerConnectRequest(_message.Message):
+    """A message from the engineer's app."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    HELLO_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    DECLINE_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Client sequence number (acked; a replayed duplicate is acked and skipped); 0 = unnumbered."""
+    @_builtins.property
+    def hello(self) -> Global___EngineerHello:
+        """First message."""
+
+    @_builtins.property
+    def availability(self) -> Global___EngineerAvailability:
+        """Availability."""
+
+    @_builtins.property
+    def position(self) -> Global___EngineerPosition:
+        """Position."""
+
+    @_builtins.property
+    def accept(self) -> Global___EngineerAccept:
+        """Accept."""
+
+    @_builtins.property
+    def decline(self) -> Global___EngineerDecline:
+        """Decline."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        hello: Global___EngineerHello | None = ...,
+        availability: Global___EngineerAvailability | None = ...,
+        position: Global___EngineerPosition | None = ...,
+        accept: Global___EngineerAccept | None = ...,
+        decline: Global___EngineerDecline | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "availability", b"availability", "decline", b"decline", "hello", b"hello", "msg", b"msg", "position", b"position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "availability", b"availability", "decline", b"decline", "hello", b"hello", "msg", b"msg", "position", b"position", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["hello", "availability", "position", "accept", "decline"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___EngineerConnectRequest: _TypeAlias = EngineerConnectRequest  # noqa: Y015
+
+@_typing.final
+class WorkOrderOffer(_message.Message):
+    """An offer of a work order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_FIELD_NUMBER: _builtins.int
+    RESPOND_BY_FIELD_NUMBER: _builtins.int
+    TRAVEL_S_FIELD_NUMBER: _builtins.int
+    travel_s: _builtins.int
+    """Travel time estimate from the engineer's position, seconds."""
+    @_builtins.property
+    def work_order(self) -> Global___WorkOrder:
+        """The work order."""
+
+    @_builtins.property
+    def respond_by(self) -> _timestamp_pb2.Timestamp:
+        """Answer by (then it is offered to someone else)."""
+
+    def __init__(
+        self,
+        *,
+        work_order: Global___WorkOrder | None = ...,
+        respond_by: _timestamp_pb2.Timestamp | None = ...,
+        travel_s: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["respond_by", b"respond_by", "work_order", b"work_order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["respond_by", b"respond_by", "travel_s", b"travel_s", "work_order", b"work_order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkOrderOffer: _TypeAlias = WorkOrderOffer  # noqa: Y015
+
+@_typing.final
+class WorkOrderOfferWithdrawn(_message.Message):
+    """An offer withdrawn (timed out, re-planned, cancelled)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    work_order_id: _builtins.str
+    """Work order."""
+    reason: _builtins.str
+    """Why."""
+    def __init__(
+        self,
+        *,
+        work_order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkOrderOfferWithdrawn: _TypeAlias = WorkOrderOfferWithdrawn  # noqa: Y015
+
+@_typing.final
+class EngineerConnectResponse(_message.Message):
+    """A message to the engineer's app."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKED_SEQ_FIELD_NUMBER: _builtins.int
+    OFFER_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    acked_seq: _builtins.int
+    """Acknowledges client messages up to this seq."""
+    rejected: _builtins.str
+    """Why the last request was rejected (the stream stays up)."""
+    @_builtins.property
+    def offer(self) -> Global___WorkOrderOffer:
+        """An offer."""
+
+    @_builtins.property
+    def withdrawn(self) -> Global___WorkOrderOfferWithdrawn:
+        """An offer withdrawn."""
+
+    @_builtins.property
+    def update(self) -> Global___WorkOrderOffer:
+        """A work order of the engineer changed (accepted, resumed after reconnect, a request rejected)."""
+
+    def __init__(
+        self,
+        *,
+        acked_seq: _builtins.int = ...,
+        offer: Global___WorkOrderOffer | None = ...,
+        withdrawn: Global___WorkOrderOfferWithdrawn | None = ...,
+        update: Global___WorkOrderOffer | None = ...,
+        rejected: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "msg", b"msg", "offer", b"offer", "rejected", b"rejected", "update", b"update", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "msg", b"msg", "offer", b"offer", "rejected", b"rejected", "update", b"update", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["acked_seq", "offer", "withdrawn", "update", "rejected"]  # noqa: Y015
+    _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
+
+Global___EngineerConnectResponse: _TypeAlias = EngineerConnectResponse  # noqa: Y015
+
+@_typing.final
+class InspectionItem(_message.Message):
+    """One checklist item of a site inspection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MAX_SCORE_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    PHOTO_URIS_FIELD_NUMBER: _builtins.int
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Template item code (see docs/maintenance-field.md: e.g. "sort.no_idle_items", "recon.cash_matches")."""
+    score: _builtins.int
+    """Score given, 0..max_score."""
+    max_score: _builtins.int
+    """Max score of the item (output only; from the template)."""
+    passed: _builtins.bool
+    """Passed (score at least the template's pass mark; output only)."""
+    note: _builtins.str
+    """Note."""
+    work_order_id: _builtins.str
+    """Follow-up work order opened for a failed item (output only)."""
+    @_builtins.property
+    def photo_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Photo URIs.
+        Limit: at most 10 URIs of at most 2,048 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        score: _builtins.int = ...,
+        max_score: _builtins.int = ...,
+        passed: _builtins.bool = ...,
+        note: _builtins.str = ...,
+        photo_uris: _abc.Iterable[_builtins.str] | None = ...,
+        work_order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "max_score", b"max_score", "note", b"note", "passed", b"passed", "photo_uris", b"photo_uris", "score", b"score", "work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectionItem: _TypeAlias = InspectionItem  # noqa: Y015
+
+@_typing.final
+class SiteInspection(_message.Message):
+    """A site inspection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSPECTION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MAX_SCORE_FIELD_NUMBER: _builtins.int
+    INSPECTOR_FIELD_NUMBER: _builtins.int
+    SUBMIT_TIME_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    inspection_id: _builtins.str
+    """Id (output only)."""
+    kind: Global___SiteInspectionKind.ValueType
+    """Kind."""
+    station_id: _builtins.str
+    """Station."""
+    score: _builtins.int
+    """Total score (output only)."""
+    max_score: _builtins.int
+    """Max total score (output only)."""
+    operator_id: _builtins.str
+    """Owning operator (output only)."""
+    business_date: _builtins.str
+    """Business day reconciled ("YYYY-MM-DD"; daily reconciliation only)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___InspectionItem]:
+        """Items."""
+
+    @_builtins.property
+    def inspector(self) -> _common_pb2.Actor:
+        """Inspector."""
+
+    @_builtins.property
+    def submit_time(self) -> _timestamp_pb2.Timestamp:
+        """When submitted (output only)."""
+
+    def __init__(
+        self,
+        *,
+        inspection_id: _builtins.str = ...,
+        kind: Global___SiteInspectionKind.ValueType = ...,
+        station_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___InspectionItem] | None = ...,
+        score: _builtins.int = ...,
+        max_score: _builtins.int = ...,
+        inspector: _common_pb2.Actor | None = ...,
+        submit_time: _timestamp_pb2.Timestamp | None = ...,
+        operator_id: _builtins.str = ...,
+        business_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inspector", b"inspector", "submit_time", b"submit_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "inspection_id", b"inspection_id", "inspector", b"inspector", "items", b"items", "kind", b"kind", "max_score", b"max_score", "operator_id", b"operator_id", "score", b"score", "station_id", b"station_id", "submit_time", b"submit_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteInspection: _TypeAlias = SiteInspection  # noqa: Y015
+
+@_typing.final
+class SubmitSiteInspectionRequest(_message.Message):
+    """SubmitSiteInspection request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    kind: Global___SiteInspectionKind.ValueType
+    """Kind."""
+    station_id: _builtins.str
+    """Station."""
+    business_date: _builtins.str
+    """Business day ("YYYY-MM-DD"; daily reconciliation only)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___InspectionItem]:
+        """Items: every template item of the kind exactly once.
+        Limit: at most 50 items.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___SiteInspectionKind.ValueType = ...,
+        station_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___InspectionItem] | None = ...,
+        business_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "idempotency_key", b"idempotency_key", "items", b"items", "kind", b"kind", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitSiteInspectionRequest: _TypeAlias = SubmitSiteInspectionRequest  # noqa: Y015
+
+@_typing.final
+class SubmitSiteInspectionResponse(_message.Message):
+    """SubmitSiteInspection response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSPECTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def inspection(self) -> Global___SiteInspection:
+        """The inspection."""
+
+    def __init__(
+        self,
+        *,
+        inspection: Global___SiteInspection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inspection", b"inspection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inspection", b"inspection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitSiteInspectionResponse: _TypeAlias = SubmitSiteInspectionResponse  # noqa: Y015
+
+@_typing.final
+class ListSiteInspectionsRequest(_message.Message):
+    """ListSiteInspections request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    operator_id: _builtins.str
+    """Only this operator."""
+    station_id: _builtins.str
+    """Only this station."""
+    kind: Global___SiteInspectionKind.ValueType
+    """Only this kind."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        kind: Global___SiteInspectionKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSiteInspectionsRequest: _TypeAlias = ListSiteInspectionsRequest  # noqa: Y015
+
+@_typing.final
+class ListSiteInspectionsResponse(_message.Message):
+    """ListSiteInspections response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSPECTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def inspections(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteInspection]:
+        """Inspections, newest first."""
+
+    def __init__(
+        self,
+        *,
+        inspections: _abc.Iterable[Global___SiteInspection] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inspections", b"inspections", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSiteInspectionsResponse: _TypeAlias = ListSiteInspectionsResponse  # noqa: Y015
+
+@_typing.final
+class SafetyIncident(_message.Message):
+    """A safety incident."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    REPORTED_BY_FIELD_NUMBER: _builtins.int
+    REPORT_TIME_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    PHOTO_URIS_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    """Id (output only)."""
+    severity: Global___IncidentSeverity.ValueType
+    """Severity."""
+    station_id: _builtins.str
+    """Station, if any."""
+    description: _builtins.str
+    """What happened.
+    Limit: at most 2,000 characters.
+    """
+    closed: _builtins.bool
+    """Closed (output only)."""
+    resolution: _builtins.str
+    """Corrective actions at closure (output only; CloseSafetyIncident)."""
+    operator_id: _builtins.str
+    """Owning operator (output only)."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def people(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """People involved (names or staff ids).
+        Limit: at most 20 entries of at most 100 characters each.
+        """
+
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Immediate actions taken.
+        Limit: at most 20 entries of at most 500 characters each.
+        """
+
+    @_builtins.property
+    def reported_by(self) -> _common_pb2.Actor:
+        """Reporter (output only)."""
+
+    @_builtins.property
+    def report_time(self) -> _timestamp_pb2.Timestamp:
+        """Report time (output only)."""
+
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp:
+        """Close time (output only)."""
+
+    @_builtins.property
+    def photo_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Photo URIs.
+        Limit: at most 10 URIs of at most 2,048 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        severity: Global___IncidentSeverity.ValueType = ...,
+        station_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        description: _builtins.str = ...,
+        people: _abc.Iterable[_builtins.str] | None = ...,
+        actions: _abc.Iterable[_builtins.str] | None = ...,
+        closed: _builtins.bool = ...,
+        resolution: _builtins.str = ...,
+        reported_by: _common_pb2.Actor | None = ...,
+        report_time: _timestamp_pb2.Timestamp | None = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+        operator_id: _builtins.str = ...,
+        photo_uris: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "occur_time", b"occur_time", "report_time", b"report_time", "reported_by", b"reported_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "close_time", b"close_time", "closed", b"closed", "description", b"description", "incident_id", b"incident_id", "occur_time", b"occur_time", "operator_id", b"operator_id", "people", b"people", "photo_uris", b"photo_uris", "report_time", b"report_time", "reported_by", b"reported_by", "resolution", b"resolution", "severity", b"severity", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SafetyIncident: _TypeAlias = SafetyIncident  # noqa: Y015
+
+@_typing.final
+class ReportSafetyIncidentRequest(_message.Message):
+    """ReportSafetyIncident request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    operator_id: _builtins.str
+    """Operator (required for the platform admin when no station is named)."""
+    @_builtins.property
+    def incident(self) -> Global___SafetyIncident:
+        """The incident (severity, occur_time and description required)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        incident: Global___SafetyIncident | None = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "incident", b"incident", "operator_id", b"operator_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportSafetyIncidentRequest: _TypeAlias = ReportSafetyIncidentRequest  # noqa: Y015
+
+@_typing.final
+class ReportSafetyIncidentResponse(_message.Message):
+    """ReportSafetyIncident response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def incident(self) -> Global___SafetyIncident:
+        """The incident."""
+
+    def __init__(
+        self,
+        *,
+        incident: Global___SafetyIncident | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportSafetyIncidentResponse: _TypeAlias = ReportSafetyIncidentResponse  # noqa: Y015
+
+@_typing.final
+class ListSafetyIncidentsRequest(_message.Message):
+    """ListSafetyIncidents request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    OPEN_ONLY_FIELD_NUMBER: _builtins.int
+    MIN_SEVERITY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    operator_id: _builtins.str
+    """Only this operator."""
+    open_only: _builtins.bool
+    """Only open ones."""
+    min_severity: Global___IncidentSeverity.ValueType
+    """Only at/above this severity."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        open_only: _builtins.bool = ...,
+        min_severity: Global___IncidentSeverity.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_severity", b"min_severity", "open_only", b"open_only", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSafetyIncidentsRequest: _TypeAlias = ListSafetyIncidentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSafetyIncidentsResponse(_message.Message):
+    """ListSafetyIncidents response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def incidents(self) -> _containers.RepeatedCompositeFieldContainer[Global___SafetyIncident]:
+        """Incidents, newest first."""
+
+    def __init__(
+        self,
+        *,
+        incidents: _abc.Iterable[Global___SafetyIncident] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incidents", b"incidents", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSafetyIncidentsResponse: _TypeAlias = ListSafetyIncidentsResponse  # noqa: Y015
+
+@_typing.final
+class CloseSafetyIncidentRequest(_message.Message):
+    """CloseSafetyIncident request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    incident_id: _builtins.str
+    """Incident."""
+    resolution: _builtins.str
+    """Corrective actions / conclusion.
+    Limit: at most 2,000 characters.
+    """
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        incident_id: _builtins.str = ...,
+        resolution: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "incident_id", b"incident_id", "resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseSafetyIncidentRequest: _TypeAlias = CloseSafetyIncidentRequest  # noqa: Y015
+
+@_typing.final
+class CloseSafetyIncidentResponse(_message.Message):
+    """CloseSafetyIncident response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def incident(self) -> Global___SafetyIncident:
+        """The incident."""
+
+    def __init__(
+        self,
+        *,
+        incident: Global___SafetyIncident | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseSafetyIncidentResponse: _TypeAlias = CloseSafetyIncidentResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawPackRequest(_message.Message):
+    """WithdrawPack request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PACK_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    pack_id: _builtins.str
+    """Pack."""
+    reason: _builtins.str
+    """Why (e.g. "SOH below retirement threshold")."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        pack_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "pack_id", b"pack_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawPackRequest: _TypeAlias = WithdrawPackRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawPackResponse(_message.Message):
+    """WithdrawPack response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACK_ID_FIELD_NUMBER: _builtins.int
+    PACK_STATE_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    COMMAND_STATUS_FIELD_NUMBER: _builtins.int
+    pack_id: _builtins.str
+    """Pack id."""
+    pack_state: _common_pb2.PackState.ValueType
+    """Pack state now (WITHDRAWN)."""
+    station_id: _builtins.str
+    """The station the withdraw command went to (empty when the pack is not in a station)."""
+    command_status: _builtins.str
+    """Outcome of the withdraw command (OFFLINE when no gateway is connected: the station is told on its next
+    report, as a WITHDRAWN pack is sticky).
+    """
+    def __init__(
+        self,
+        *,
+        pack_id: _builtins.str = ...,
+        pack_state: _common_pb2.PackState.ValueType = ...,
+        station_id: _builtins.str = ...,
+        command_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_status", b"command_status", "pack_id", b"pack_id", "pack_state", b"pack_state", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawPackResponse: _TypeAlias = WithdrawPackResponse  # noqa: Y015
+
+@_typing.final
+class SetBatteryPolicyRequest(_message.Message):
+    """SetBatteryPolicy request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    RETIREMENT_SOH_PERMILLE_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key."""
+    operator_id: _builtins.str
+    """Operator (the caller's own for operators)."""
+    retirement_soh_permille: _builtins.int
+    """SOH below which a pack is retired, permille (500..999)."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        retirement_soh_permille: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "operator_id", b"operator_id", "retirement_soh_permille", b"retirement_soh_permille"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBatteryPolicyRequest: _TypeAlias = SetBatteryPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetBatteryPolicyResponse(_message.Message):
+    """SetBatteryPolicy response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    RETIREMENT_SOH_PERMILLE_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Operator."""
+    retirement_soh_permille: _builtins.int
+    """The threshold now in force, permille."""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        retirement_soh_permille: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "retirement_soh_permille", b"retirement_soh_permille"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBatteryPolicyResponse: _TypeAlias = SetBatteryPolicyResponse  # noqa: Y015

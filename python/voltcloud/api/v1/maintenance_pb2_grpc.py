@@ -125,6 +125,81 @@ class MaintenanceServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisResponse.FromString,
                 _registered_method=True)
+        self.UpdateEngineer = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/UpdateEngineer',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerResponse.FromString,
+                _registered_method=True)
+        self.RetireEngineer = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/RetireEngineer',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.RetireEngineerRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.RetireEngineerResponse.FromString,
+                _registered_method=True)
+        self.GetEngineer = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/GetEngineer',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetEngineerRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetEngineerResponse.FromString,
+                _registered_method=True)
+        self.ListEngineers = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ListEngineers',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListEngineersRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListEngineersResponse.FromString,
+                _registered_method=True)
+        self.AddCertificate = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/AddCertificate',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.AddCertificateRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.AddCertificateResponse.FromString,
+                _registered_method=True)
+        self.ListCertificates = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ListCertificates',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListCertificatesRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListCertificatesResponse.FromString,
+                _registered_method=True)
+        self.PlanDispatch = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/PlanDispatch',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.PlanDispatchRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.PlanDispatchResponse.FromString,
+                _registered_method=True)
+        self.EngineerConnect = channel.stream_stream(
+                '/voltcloud.v1.MaintenanceService/EngineerConnect',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.EngineerConnectRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.EngineerConnectResponse.FromString,
+                _registered_method=True)
+        self.SubmitSiteInspection = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/SubmitSiteInspection',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SubmitSiteInspectionRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SubmitSiteInspectionResponse.FromString,
+                _registered_method=True)
+        self.ListSiteInspections = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ListSiteInspections',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSiteInspectionsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSiteInspectionsResponse.FromString,
+                _registered_method=True)
+        self.ReportSafetyIncident = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ReportSafetyIncident',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportSafetyIncidentRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportSafetyIncidentResponse.FromString,
+                _registered_method=True)
+        self.ListSafetyIncidents = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/ListSafetyIncidents',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSafetyIncidentsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSafetyIncidentsResponse.FromString,
+                _registered_method=True)
+        self.CloseSafetyIncident = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/CloseSafetyIncident',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.CloseSafetyIncidentRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.CloseSafetyIncidentResponse.FromString,
+                _registered_method=True)
+        self.WithdrawPack = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/WithdrawPack',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackResponse.FromString,
+                _registered_method=True)
+        self.SetBatteryPolicy = channel.unary_unary(
+                '/voltcloud.v1.MaintenanceService/SetBatteryPolicy',
+                request_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyResponse.FromString,
+                _registered_method=True)
 
 
 class MaintenanceServiceServicer:
@@ -259,6 +334,112 @@ class MaintenanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateEngineer(self, request, context):
+        """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
+        Updates an engineer's profile (skills, equipment kinds, regions, shifts, home, contact).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireEngineer(self, request, context):
+        """Retires an engineer: never dispatched again; open offers are withdrawn.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEngineer(self, request, context):
+        """Returns one engineer with certificates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEngineers(self, request, context):
+        """Lists engineers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCertificate(self, request, context):
+        """Adds a certificate to an engineer (the staff certificate registry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCertificates(self, request, context):
+        """Lists certificates (e.g. the ones expiring soon).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanDispatch(self, request, context):
+        """Plans the open work orders of an operator jointly: assigns qualified engineers by travel time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EngineerConnect(self, request_iterator, context):
+        """The engineer's app: offers, accept/decline, availability and position (like DispatchService.Connect).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitSiteInspection(self, request, context):
+        """Submits a site inspection (6S checklist or daily operational reconciliation) for a station.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSiteInspections(self, request, context):
+        """Lists site inspections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportSafetyIncident(self, request, context):
+        """Reports a safety incident.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSafetyIncidents(self, request, context):
+        """Lists safety incidents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSafetyIncident(self, request, context):
+        """Closes a safety incident with its actions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawPack(self, request, context):
+        """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBatteryPolicy(self, request, context):
+        """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MaintenanceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +532,81 @@ def add_MaintenanceServiceServicer_to_server(servicer, server):
                     servicer.GetFaultAnalysis,
                     request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisResponse.SerializeToString,
+            ),
+            'UpdateEngineer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEngineer,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerResponse.SerializeToString,
+            ),
+            'RetireEngineer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireEngineer,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.RetireEngineerRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.RetireEngineerResponse.SerializeToString,
+            ),
+            'GetEngineer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEngineer,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.GetEngineerRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.GetEngineerResponse.SerializeToString,
+            ),
+            'ListEngineers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEngineers,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListEngineersRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListEngineersResponse.SerializeToString,
+            ),
+            'AddCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCertificate,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.AddCertificateRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.AddCertificateResponse.SerializeToString,
+            ),
+            'ListCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCertificates,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListCertificatesRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListCertificatesResponse.SerializeToString,
+            ),
+            'PlanDispatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanDispatch,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.PlanDispatchRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.PlanDispatchResponse.SerializeToString,
+            ),
+            'EngineerConnect': grpc.stream_stream_rpc_method_handler(
+                    servicer.EngineerConnect,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.EngineerConnectRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.EngineerConnectResponse.SerializeToString,
+            ),
+            'SubmitSiteInspection': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitSiteInspection,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SubmitSiteInspectionRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SubmitSiteInspectionResponse.SerializeToString,
+            ),
+            'ListSiteInspections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSiteInspections,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSiteInspectionsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSiteInspectionsResponse.SerializeToString,
+            ),
+            'ReportSafetyIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportSafetyIncident,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportSafetyIncidentRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ReportSafetyIncidentResponse.SerializeToString,
+            ),
+            'ListSafetyIncidents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSafetyIncidents,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSafetyIncidentsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.ListSafetyIncidentsResponse.SerializeToString,
+            ),
+            'CloseSafetyIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSafetyIncident,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.CloseSafetyIncidentRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.CloseSafetyIncidentResponse.SerializeToString,
+            ),
+            'WithdrawPack': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawPack,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackResponse.SerializeToString,
+            ),
+            'SetBatteryPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBatteryPolicy,
+                    request_deserializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -840,6 +1096,411 @@ class MaintenanceService:
             '/voltcloud.v1.MaintenanceService/GetFaultAnalysis',
             voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisRequest.SerializeToString,
             voltcloud_dot_v1_dot_maintenance__pb2.GetFaultAnalysisResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEngineer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/UpdateEngineer',
+            voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.UpdateEngineerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireEngineer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/RetireEngineer',
+            voltcloud_dot_v1_dot_maintenance__pb2.RetireEngineerRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.RetireEngineerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEngineer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/GetEngineer',
+            voltcloud_dot_v1_dot_maintenance__pb2.GetEngineerRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.GetEngineerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEngineers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ListEngineers',
+            voltcloud_dot_v1_dot_maintenance__pb2.ListEngineersRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ListEngineersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/AddCertificate',
+            voltcloud_dot_v1_dot_maintenance__pb2.AddCertificateRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.AddCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ListCertificates',
+            voltcloud_dot_v1_dot_maintenance__pb2.ListCertificatesRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ListCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanDispatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/PlanDispatch',
+            voltcloud_dot_v1_dot_maintenance__pb2.PlanDispatchRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.PlanDispatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EngineerConnect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voltcloud.v1.MaintenanceService/EngineerConnect',
+            voltcloud_dot_v1_dot_maintenance__pb2.EngineerConnectRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.EngineerConnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitSiteInspection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/SubmitSiteInspection',
+            voltcloud_dot_v1_dot_maintenance__pb2.SubmitSiteInspectionRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.SubmitSiteInspectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSiteInspections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ListSiteInspections',
+            voltcloud_dot_v1_dot_maintenance__pb2.ListSiteInspectionsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ListSiteInspectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportSafetyIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ReportSafetyIncident',
+            voltcloud_dot_v1_dot_maintenance__pb2.ReportSafetyIncidentRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ReportSafetyIncidentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSafetyIncidents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/ListSafetyIncidents',
+            voltcloud_dot_v1_dot_maintenance__pb2.ListSafetyIncidentsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.ListSafetyIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSafetyIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/CloseSafetyIncident',
+            voltcloud_dot_v1_dot_maintenance__pb2.CloseSafetyIncidentRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.CloseSafetyIncidentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawPack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/WithdrawPack',
+            voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.WithdrawPackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBatteryPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.MaintenanceService/SetBatteryPolicy',
+            voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyRequest.SerializeToString,
+            voltcloud_dot_v1_dot_maintenance__pb2.SetBatteryPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

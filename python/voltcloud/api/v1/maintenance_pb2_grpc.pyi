@@ -73,6 +73,38 @@ class MaintenanceServiceStub:
     """Sets a recipient's notification addresses and channels."""
     GetFaultAnalysis: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.GetFaultAnalysisRequest, _maintenance_pb2.GetFaultAnalysisResponse]
     """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV."""
+    UpdateEngineer: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.UpdateEngineerRequest, _maintenance_pb2.UpdateEngineerResponse]
+    """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
+    Updates an engineer's profile (skills, equipment kinds, regions, shifts, home, contact).
+    """
+    RetireEngineer: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.RetireEngineerRequest, _maintenance_pb2.RetireEngineerResponse]
+    """Retires an engineer: never dispatched again; open offers are withdrawn."""
+    GetEngineer: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.GetEngineerRequest, _maintenance_pb2.GetEngineerResponse]
+    """Returns one engineer with certificates."""
+    ListEngineers: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ListEngineersRequest, _maintenance_pb2.ListEngineersResponse]
+    """Lists engineers."""
+    AddCertificate: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.AddCertificateRequest, _maintenance_pb2.AddCertificateResponse]
+    """Adds a certificate to an engineer (the staff certificate registry)."""
+    ListCertificates: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ListCertificatesRequest, _maintenance_pb2.ListCertificatesResponse]
+    """Lists certificates (e.g. the ones expiring soon)."""
+    PlanDispatch: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.PlanDispatchRequest, _maintenance_pb2.PlanDispatchResponse]
+    """Plans the open work orders of an operator jointly: assigns qualified engineers by travel time."""
+    EngineerConnect: _grpc.StreamStreamMultiCallable[_maintenance_pb2.EngineerConnectRequest, _maintenance_pb2.EngineerConnectResponse]
+    """The engineer's app: offers, accept/decline, availability and position (like DispatchService.Connect)."""
+    SubmitSiteInspection: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.SubmitSiteInspectionRequest, _maintenance_pb2.SubmitSiteInspectionResponse]
+    """Submits a site inspection (6S checklist or daily operational reconciliation) for a station."""
+    ListSiteInspections: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ListSiteInspectionsRequest, _maintenance_pb2.ListSiteInspectionsResponse]
+    """Lists site inspections."""
+    ReportSafetyIncident: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ReportSafetyIncidentRequest, _maintenance_pb2.ReportSafetyIncidentResponse]
+    """Reports a safety incident."""
+    ListSafetyIncidents: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.ListSafetyIncidentsRequest, _maintenance_pb2.ListSafetyIncidentsResponse]
+    """Lists safety incidents."""
+    CloseSafetyIncident: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.CloseSafetyIncidentRequest, _maintenance_pb2.CloseSafetyIncidentResponse]
+    """Closes a safety incident with its actions."""
+    WithdrawPack: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.WithdrawPackRequest, _maintenance_pb2.WithdrawPackResponse]
+    """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station."""
+    SetBatteryPolicy: _grpc.UnaryUnaryMultiCallable[_maintenance_pb2.SetBatteryPolicyRequest, _maintenance_pb2.SetBatteryPolicyResponse]
+    """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille)."""
 
 @_typing.type_check_only
 class MaintenanceServiceAsyncStub(MaintenanceServiceStub):
@@ -119,6 +151,38 @@ class MaintenanceServiceAsyncStub(MaintenanceServiceStub):
     """Sets a recipient's notification addresses and channels."""
     GetFaultAnalysis: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.GetFaultAnalysisRequest, _maintenance_pb2.GetFaultAnalysisResponse]  # type: ignore[assignment]
     """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV."""
+    UpdateEngineer: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.UpdateEngineerRequest, _maintenance_pb2.UpdateEngineerResponse]  # type: ignore[assignment]
+    """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
+    Updates an engineer's profile (skills, equipment kinds, regions, shifts, home, contact).
+    """
+    RetireEngineer: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.RetireEngineerRequest, _maintenance_pb2.RetireEngineerResponse]  # type: ignore[assignment]
+    """Retires an engineer: never dispatched again; open offers are withdrawn."""
+    GetEngineer: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.GetEngineerRequest, _maintenance_pb2.GetEngineerResponse]  # type: ignore[assignment]
+    """Returns one engineer with certificates."""
+    ListEngineers: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ListEngineersRequest, _maintenance_pb2.ListEngineersResponse]  # type: ignore[assignment]
+    """Lists engineers."""
+    AddCertificate: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.AddCertificateRequest, _maintenance_pb2.AddCertificateResponse]  # type: ignore[assignment]
+    """Adds a certificate to an engineer (the staff certificate registry)."""
+    ListCertificates: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ListCertificatesRequest, _maintenance_pb2.ListCertificatesResponse]  # type: ignore[assignment]
+    """Lists certificates (e.g. the ones expiring soon)."""
+    PlanDispatch: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.PlanDispatchRequest, _maintenance_pb2.PlanDispatchResponse]  # type: ignore[assignment]
+    """Plans the open work orders of an operator jointly: assigns qualified engineers by travel time."""
+    EngineerConnect: _aio.StreamStreamMultiCallable[_maintenance_pb2.EngineerConnectRequest, _maintenance_pb2.EngineerConnectResponse]  # type: ignore[assignment]
+    """The engineer's app: offers, accept/decline, availability and position (like DispatchService.Connect)."""
+    SubmitSiteInspection: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.SubmitSiteInspectionRequest, _maintenance_pb2.SubmitSiteInspectionResponse]  # type: ignore[assignment]
+    """Submits a site inspection (6S checklist or daily operational reconciliation) for a station."""
+    ListSiteInspections: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ListSiteInspectionsRequest, _maintenance_pb2.ListSiteInspectionsResponse]  # type: ignore[assignment]
+    """Lists site inspections."""
+    ReportSafetyIncident: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ReportSafetyIncidentRequest, _maintenance_pb2.ReportSafetyIncidentResponse]  # type: ignore[assignment]
+    """Reports a safety incident."""
+    ListSafetyIncidents: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.ListSafetyIncidentsRequest, _maintenance_pb2.ListSafetyIncidentsResponse]  # type: ignore[assignment]
+    """Lists safety incidents."""
+    CloseSafetyIncident: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.CloseSafetyIncidentRequest, _maintenance_pb2.CloseSafetyIncidentResponse]  # type: ignore[assignment]
+    """Closes a safety incident with its actions."""
+    WithdrawPack: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.WithdrawPackRequest, _maintenance_pb2.WithdrawPackResponse]  # type: ignore[assignment]
+    """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station."""
+    SetBatteryPolicy: _aio.UnaryUnaryMultiCallable[_maintenance_pb2.SetBatteryPolicyRequest, _maintenance_pb2.SetBatteryPolicyResponse]  # type: ignore[assignment]
+    """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille)."""
 
 class MaintenanceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operations and maintenance."""
@@ -270,5 +334,127 @@ class MaintenanceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_maintenance_pb2.GetFaultAnalysisResponse, _abc.Awaitable[_maintenance_pb2.GetFaultAnalysisResponse]]:
         """Fault analysis over a period: counts, MTTR, MTBF, SLA compliance by dimension; top recurring faults; CSV."""
+
+    @_abc_1.abstractmethod
+    def UpdateEngineer(
+        self,
+        request: _maintenance_pb2.UpdateEngineerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.UpdateEngineerResponse, _abc.Awaitable[_maintenance_pb2.UpdateEngineerResponse]]:
+        """---- maint-field: engineers, certificates, dispatch, the engineer app, inspections, safety, packs ----
+        Updates an engineer's profile (skills, equipment kinds, regions, shifts, home, contact).
+        """
+
+    @_abc_1.abstractmethod
+    def RetireEngineer(
+        self,
+        request: _maintenance_pb2.RetireEngineerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.RetireEngineerResponse, _abc.Awaitable[_maintenance_pb2.RetireEngineerResponse]]:
+        """Retires an engineer: never dispatched again; open offers are withdrawn."""
+
+    @_abc_1.abstractmethod
+    def GetEngineer(
+        self,
+        request: _maintenance_pb2.GetEngineerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.GetEngineerResponse, _abc.Awaitable[_maintenance_pb2.GetEngineerResponse]]:
+        """Returns one engineer with certificates."""
+
+    @_abc_1.abstractmethod
+    def ListEngineers(
+        self,
+        request: _maintenance_pb2.ListEngineersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ListEngineersResponse, _abc.Awaitable[_maintenance_pb2.ListEngineersResponse]]:
+        """Lists engineers."""
+
+    @_abc_1.abstractmethod
+    def AddCertificate(
+        self,
+        request: _maintenance_pb2.AddCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.AddCertificateResponse, _abc.Awaitable[_maintenance_pb2.AddCertificateResponse]]:
+        """Adds a certificate to an engineer (the staff certificate registry)."""
+
+    @_abc_1.abstractmethod
+    def ListCertificates(
+        self,
+        request: _maintenance_pb2.ListCertificatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ListCertificatesResponse, _abc.Awaitable[_maintenance_pb2.ListCertificatesResponse]]:
+        """Lists certificates (e.g. the ones expiring soon)."""
+
+    @_abc_1.abstractmethod
+    def PlanDispatch(
+        self,
+        request: _maintenance_pb2.PlanDispatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.PlanDispatchResponse, _abc.Awaitable[_maintenance_pb2.PlanDispatchResponse]]:
+        """Plans the open work orders of an operator jointly: assigns qualified engineers by travel time."""
+
+    @_abc_1.abstractmethod
+    def EngineerConnect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_maintenance_pb2.EngineerConnectRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_maintenance_pb2.EngineerConnectResponse], _abc.AsyncIterator[_maintenance_pb2.EngineerConnectResponse]]:
+        """The engineer's app: offers, accept/decline, availability and position (like DispatchService.Connect)."""
+
+    @_abc_1.abstractmethod
+    def SubmitSiteInspection(
+        self,
+        request: _maintenance_pb2.SubmitSiteInspectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.SubmitSiteInspectionResponse, _abc.Awaitable[_maintenance_pb2.SubmitSiteInspectionResponse]]:
+        """Submits a site inspection (6S checklist or daily operational reconciliation) for a station."""
+
+    @_abc_1.abstractmethod
+    def ListSiteInspections(
+        self,
+        request: _maintenance_pb2.ListSiteInspectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ListSiteInspectionsResponse, _abc.Awaitable[_maintenance_pb2.ListSiteInspectionsResponse]]:
+        """Lists site inspections."""
+
+    @_abc_1.abstractmethod
+    def ReportSafetyIncident(
+        self,
+        request: _maintenance_pb2.ReportSafetyIncidentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ReportSafetyIncidentResponse, _abc.Awaitable[_maintenance_pb2.ReportSafetyIncidentResponse]]:
+        """Reports a safety incident."""
+
+    @_abc_1.abstractmethod
+    def ListSafetyIncidents(
+        self,
+        request: _maintenance_pb2.ListSafetyIncidentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.ListSafetyIncidentsResponse, _abc.Awaitable[_maintenance_pb2.ListSafetyIncidentsResponse]]:
+        """Lists safety incidents."""
+
+    @_abc_1.abstractmethod
+    def CloseSafetyIncident(
+        self,
+        request: _maintenance_pb2.CloseSafetyIncidentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.CloseSafetyIncidentResponse, _abc.Awaitable[_maintenance_pb2.CloseSafetyIncidentResponse]]:
+        """Closes a safety incident with its actions."""
+
+    @_abc_1.abstractmethod
+    def WithdrawPack(
+        self,
+        request: _maintenance_pb2.WithdrawPackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.WithdrawPackResponse, _abc.Awaitable[_maintenance_pb2.WithdrawPackResponse]]:
+        """Withdraws a pack from circulation (WITHDRAWN) and sends a withdraw command to its station."""
+
+    @_abc_1.abstractmethod
+    def SetBatteryPolicy(
+        self,
+        request: _maintenance_pb2.SetBatteryPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maintenance_pb2.SetBatteryPolicyResponse, _abc.Awaitable[_maintenance_pb2.SetBatteryPolicyResponse]]:
+        """Sets an operator's pack retirement threshold (battery health's prediction; default 800 permille)."""
 
 def add_MaintenanceServiceServicer_to_server(servicer: MaintenanceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

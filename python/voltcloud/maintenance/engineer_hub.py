@@ -1,0 +1,188 @@
+"""The live channel to connected engineers' apps (one per stream), and the field desk's background work.
+
+Like dispatch's hub for specialists: offers live in the database (`WorkOrderOffer` rows); the hub only
+delivers them. Every replica's hub follows the feed topic "work_order" (written by `workorders.transition` in
+the deciding transaction), so an offer decided on any replica wakes the engineer's stream wherever it is held,
+and a work order taken away (timed out, re-assigned, cancelled) is withdrawn from the app that was told of it.
+The sweep (`sweep_once`, every `interval_s` on the injectable clock) re-dispatches lapsed offers and writes the
+certificate-expiry reminders due; the automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by
+default) plans the OPEN work orders. All are safe to run on every replica (version-checked transitions, unique
+reminder rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from voltcloud.maintenance import engineers, fielddispatch, reminders
+from voltcloud.maintenance.fielddispatch import Desk
+from voltcloud.maintenance.workorders import WORK_ORDER_TOPIC
+from voltcloud.platform.clock import Clock
+from voltcloud.platform.db import Database
+from voltcloud.platform.enums import WorkOrderState as S
+from voltcloud.platform.feed import Change, ChangeFeed
+
+log = logging.getLogger(__name__)
+
+OutgoingKind = Literal["offer", "withdrawn", "update", "ack", "rejected", "close"]
+_MINE = frozenset({int(S.ACCEPTED), int(S.ON_SITE), int(S.IN_PROGRESS), int(S.DIAGNOSED), int(S.ON_HOLD)})
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    kind: OutgoingKind
+    work_order_id: str = ""
+    reason: str = ""
+    acked_seq: int = 0
+    respond_by: dt.datetime | None = None
+    travel_s: int = 0
+
+
+@dataclass(eq=False)
+class Connection:
+    engineer_id: str
+    queue: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
+    offered: set[str] = field(default_factory=set)  # work orders this app was told of (offers and its own)
+    acked_seq: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class EngineerHub:
+    def __init__(
+        self, db: Database, clock: Clock, desk: Desk, *, interval_s: float = 5.0, autodispatch_s: float = 0.0
+    ) -> None:
+        self.db = db
+        self.clock = clock  # tests replace it with a FrozenClock to move time
+        self.desk = desk
+        self.interval_s = interval_s
+        self.autodispatch_s = autodispatch_s  # 0: work orders wait for AssignWorkOrder / PlanDispatch
+        self._connections: dict[str, Connection] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ---- connections ------------------------------------------------------------------------------------
+
+    def connect(self, engineer_id: str) -> Connection:
+        old = self._connections.get(engineer_id)
+        if old is not None:
+            old.queue.put_nowait(Outgoing("close", reason="the app connected again"))
+        conn = Connection(engineer_id)
+        self._connections[engineer_id] = conn
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        if self._connections.get(conn.engineer_id) is conn:
+            del self._connections[conn.engineer_id]
+
+    def connected(self) -> list[str]:
+        return list(self._connections)
+
+    # ---- following the feed -----------------------------------------------------------------------------
+
+    def follow(self, changes: ChangeFeed) -> None:
+        changes.subscribe(WORK_ORDER_TOPIC, self._on_work_order)
+        changes.subscribe(engineers.ENGINEER_TOPIC, self._on_engineer)
+
+    def _on_work_order(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            work_order_id, state = change.key, int(change.payload.get("state") or 0)
+            engineer_id = str(change.payload.get("engineer_id") or "")
+            holder = self._connections.get(engineer_id)
+            if state == int(S.ASSIGNED) and holder is not None:
+                holder.wake.set()  # it re-reads its pending offers; ones already sent are skipped
+            elif state in _MINE and holder is not None and work_order_id in holder.offered:
+                holder.queue.put_nowait(Outgoing("update", work_order_id, reason=S(state).name.lower()))
+            for conn in self._connections.values():
+                still_theirs = conn.engineer_id == engineer_id and (state == int(S.ASSIGNED) or state in _MINE)
+                if work_order_id in conn.offered and not still_theirs:  # re-assigned, cancelled, finished
+                    conn.offered.discard(work_order_id)
+                    conn.queue.put_nowait(Outgoing("withdrawn", work_order_id, reason=_why(state)))
+
+    def _on_engineer(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            conn = self._connections.get(change.key)
+            if conn is not None and change.payload.get("retired"):
+                conn.queue.put_nowait(Outgoing("close", reason="engineer retired"))
+
+    # ---- delivery -----------------------------------------------------------------------------------------
+
+    async def deliver_offers(self, conn: Connection) -> int:
+        now = self.clock.now()
+        async with self.db.transaction("maintenance.offers.read") as session:
+            pending = await fielddispatch.pending_offers(session, conn.engineer_id, now)
+        sent = 0
+        for offer in pending:
+            if offer.work_order_id in conn.offered:
+                continue
+            conn.offered.add(offer.work_order_id)
+            conn.queue.put_nowait(
+                Outgoing("offer", offer.work_order_id, respond_by=offer.expires_at, travel_s=offer.travel_s)
+            )
+            sent += 1
+        return sent
+
+    async def resume(self, conn: Connection) -> None:
+        """After a (re)connect: the engineer's own open work orders as updates, then the pending offers."""
+        async with self.db.transaction("maintenance.resume.read") as session:
+            mine = await fielddispatch.open_work_of(session, conn.engineer_id)
+        for order in mine:
+            conn.offered.add(order.id)
+            conn.queue.put_nowait(Outgoing("update", order.id, reason="resumed after reconnect"))
+        await self.deliver_offers(conn)
+
+    # ---- background ---------------------------------------------------------------------------------------
+
+    async def sweep_once(self) -> tuple[int, int]:
+        """(offers expired and re-dispatched, certificate reminders written)."""
+        now = self.clock.now()
+        async with self.db.transaction("maintenance.offers.expire") as session:
+            expired = await fielddispatch.expire_offers(session, self.desk, now)
+        async with self.db.transaction("maintenance.certificates.remind") as session:
+            reminded = len(await reminders.remind_due(session, now))
+        return expired, reminded
+
+    async def autodispatch_once(self) -> int:
+        """OPEN work orders offered to the nearest qualified engineers, planned together; returns how many."""
+        async with self.db.transaction("maintenance.autodispatch") as session:
+            return len((await fielddispatch.dispatch_open(session, self.desk, self.clock.now())).assignments)
+
+    def start(self) -> None:
+        jobs = (
+            (self.interval_s, "sweep", self.sweep_once),
+            (self.autodispatch_s, "autodispatch", self.autodispatch_once),
+        )
+        for period, name, job in jobs:
+            if period > 0:
+                self._loops.append(asyncio.create_task(self._every(period, name, job), name=f"maintenance.{name}"))
+
+    async def stop(self) -> None:
+        loops, self._loops = self._loops, []
+        for loop in loops:
+            loop.cancel()
+        for loop in loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    async def _every(self, period_s: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a background job must never die (a lost race included): log, go on
+                log.warning("maintenance field %s failed: %s", name, error)
+
+
+def _why(state: int) -> str:
+    if state == int(S.OPEN):
+        return "offer withdrawn: declined, timed out or re-planned"
+    if state == int(S.CANCELLED):
+        return "work order cancelled"
+    if state == int(S.ASSIGNED):
+        return "assigned to another engineer"
+    return f"work order is {S(state).name.lower()}"
