@@ -11,8 +11,6 @@ from grpc_status import rpc_status
 
 from voltcloud.api.v1 import (
     common_pb2,
-    maintenance_pb2,
-    maintenance_pb2_grpc,
     stations_pb2,
     stations_pb2_grpc,
 )
@@ -74,14 +72,6 @@ async def test_driver_calling_an_operator_rpc_is_permission_denied(
         await stub.CreateStation(stations_pb2.CreateStationRequest(), metadata=running.metadata(Role.DRIVER))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "driver" in (err.value.details() or "")
-
-
-async def test_unbuilt_rpc_answers_unimplemented(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
-    stub = maintenance_pb2_grpc.MaintenanceServiceStub(channel)
-    metadata = running.metadata(Role.OPERATOR, Tenant("operator", "op-01"))
-    with pytest.raises(grpc.aio.AioRpcError) as err:  # maint-field builds it (issue 14): then this test goes
-        await stub.RegisterEngineer(maintenance_pb2.RegisterEngineerRequest(), metadata=metadata)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_malformed_request_is_invalid_argument_naming_the_field(

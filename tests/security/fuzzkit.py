@@ -39,14 +39,8 @@ SERVICE_MODULES: list[ModuleType] = [
     maintenance_pb2,
     ingest_pb2,
 ]
-# RPCs not built yet answer UNIMPLEMENTED (maint-field's engineers and battery health, issue 14).
-NOT_BUILT = frozenset(
-    {
-        "voltcloud.v1.MaintenanceService/AssignWorkOrder",
-        "voltcloud.v1.MaintenanceService/GetBatteryHealth",
-        "voltcloud.v1.MaintenanceService/RegisterEngineer",
-    }
-)
+# Every RPC is built: UNIMPLEMENTED is a failure for all of them.
+NOT_BUILT: frozenset[str] = frozenset()
 NEVER = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 
 # Real ids of the demo world, so generated requests also get past the lookups into the servicers' rules.

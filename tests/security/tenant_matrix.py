@@ -1074,24 +1074,8 @@ FLEET_ROWS = [
 ]
 
 # ---- MaintenanceService ------------------------------------------------------------------------------------
-# maint-field's RPCs are not built on this branch: permitted roles get UNIMPLEMENTED (the generated base
-# servicer), everyone else PERMISSION_DENIED. maint-core's rows follow with real builders.
-
-
-def _unbuilt(service: str, module: object, methods: Mapping[str, frozenset[Role]]) -> list[Row]:
-    rows = []
-    for name, roles in methods.items():
-        request_type = getattr(module, f"{name}Request")
-
-        def build(c: Call, request_type: type[Message] = request_type) -> Message:
-            return request_type()
-
-        rows.append(Row(f"{service}/{name}", build, {role: both(UN) for role in roles}))
-    return rows
-
 
 _STAFF = frozenset({A, OP, EN})
-_MAINTENANCE_UNBUILT = _unbuilt("MaintenanceService", maintenance_pb2, {})  # every RPC is built now
 _OWN_OPERATOR_LIST = {A: both(OK), OP: cell(OK, PD), EN: cell(OK, PD)}  # another operator in the filter: refused
 _OPERATOR_ONLY = {A: both(OK), OP: cell(OK, PD)}
 
@@ -1148,7 +1132,6 @@ _AN_ENGINEER_SETS_ONLY_THEIRS = ex(PD, why="an engineer sets only their own noti
 _VERIFY = ex(PD, why="closing (cancel, verify) and reopening are the operator's")
 
 MAINTENANCE_ROWS = [
-    *_MAINTENANCE_UNBUILT,
     Row(
         "MaintenanceService/ListAlarms",
         lambda c: maintenance_pb2.ListAlarmsRequest(operator_id=c.side.operator_id, page_size=5),
