@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         "or full path (`/voltcloud.v1.OrderingService/QuotePowerUp`); in the environment as JSON, e.g. "
         '{"QuotePowerUp": {"max_running": 64, "max_queued": 256}}.',
     )
+    rpc_max_concurrent: int = Field(
+        2048,
+        gt=0,
+        description="Calls of every kind (unary and streams: watches, gateway uplinks) one worker holds at once, "
+        "gRPC's own `maximum_concurrent_rpcs`: beyond it gRPC answers RESOURCE_EXHAUSTED before any servicer, "
+        "admission or authentication runs. A backstop for memory and the event loop, above what the per-method "
+        "bounds let in (those shape overload): size it to the streams a worker holds plus a few hundred unary calls.",
+    )
     rpc_deadline_floor_s: float = Field(
         0.01, ge=0, description="A unary call with less time than this left before its deadline is not started."
     )

@@ -159,6 +159,7 @@ class Platform:
         )
         self.server = grpc.aio.server(
             interceptors=[self.interceptor],
+            maximum_concurrent_rpcs=settings.rpc_max_concurrent,
             options=[
                 ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
                 # Only workers share their port; a lone server must fail on a port another process holds.
