@@ -119,7 +119,18 @@ class Settings(BaseSettings):
     engine_rebuild_debounce_s: float = Field(
         1.0, ge=0, description="A structural change the engine cannot apply in place rebuilds it after this delay."
     )
-    sweep_interval_s: float = Field(1.0, gt=0, description="Period of the expiry and offer-timeout sweeps.")
+    sweep_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="Shortest pause between two expiry and offer-timeout sweeps. The sweeps run when the earliest "
+        "offer, order or reservation falls due (and when the change feed announces a new one), not on a timer.",
+    )
+    sweep_idle_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause between two sweeps: the safety net for a deadline no change announced (a "
+        "reservation that holds no connector, a clock stepped forward).",
+    )
     # Settlement (docs/settlement.md).
     settlement_scheduler_interval_s: float = Field(
         60.0, ge=0, description="Period of hold expiry, T+3 payouts and monthly bills; 0 = off."
