@@ -81,6 +81,21 @@ class Settings(BaseSettings):
         "admission or authentication runs. A backstop for memory and the event loop, above what the per-method "
         "bounds let in (those shape overload): size it to the streams a worker holds plus a few hundred unary calls.",
     )
+    rpc_accept_servers: int = Field(
+        4,
+        ge=1,
+        description="gRPC servers per worker process on the worker's shared port (SO_REUSEPORT; a single-process "
+        "`serve` has one): a gRPC server takes in one call of a method at a time, a few event-loop turns apart, so "
+        "under load calls wait in gRPC's own queue, unseen by admission, until their deadline passes; several "
+        "servers take them in in parallel.",
+    )
+    rpc_max_unrequested_s: int = Field(
+        1,
+        ge=1,
+        description="Seconds a call may wait in gRPC's own queue (arrived, not yet taken in by a worker's event "
+        "loop) before gRPC drops it (CANCELLED, no Python runs): under overload that queue is first in, first out, "
+        "and without this bound a worker takes in only calls that are already (nearly) past their deadline.",
+    )
     rpc_deadline_floor_s: float = Field(
         0.01, ge=0, description="A unary call with less time than this left before its deadline is not started."
     )

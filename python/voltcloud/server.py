@@ -157,20 +157,30 @@ class Platform:
         self.interceptor = PlatformInterceptor(
             self.tokens, admission(settings), deadline_floor_s=settings.rpc_deadline_floor_s, worker=worker
         )
-        self.server = grpc.aio.server(
-            interceptors=[self.interceptor],
-            maximum_concurrent_rpcs=settings.rpc_max_concurrent,
-            options=[
-                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-                # Only workers share their port; a lone server must fail on a port another process holds.
-                ("grpc.so_reuseport", 1 if worker else 0),
-            ],
-        )
+        # Each gRPC server accepts one call of a method at a time, several event-loop turns apart: a worker
+        # runs `rpc_accept_servers` of them on its shared port so calls reach admission quickly under load.
+        accept_servers = settings.rpc_accept_servers if worker else 1
+        self.servers = [self._grpc_server(settings, worker, accept_servers) for _ in range(accept_servers)]
+        self.server = self.servers[0]
         self.port = 0
         self.feed = ChangeFeed(self.db)  # this replica's follower of the change feed (platform/feed.py)
         self.powerup = PowerUp(settings, self.db, feed=self.feed)
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
+        )
+
+    def _grpc_server(self, settings: Settings, worker: str | None, of: int) -> grpc.aio.Server:
+        return grpc.aio.server(
+            interceptors=[self.interceptor],
+            maximum_concurrent_rpcs=max(1, settings.rpc_max_concurrent // of),  # the worker's bound, shared out
+            options=[
+                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                # A call that waited this long in gRPC's queue is dropped there, before any Python runs for it:
+                # under overload that queue is first in, first out, and serving its oldest calls serves the dead.
+                ("grpc.server_max_unrequested_time_in_server", settings.rpc_max_unrequested_s),
+                # Only workers share their port; a lone server must fail on a port another process holds.
+                ("grpc.so_reuseport", 1 if worker else 0),
+            ],
         )
 
     async def start(self) -> int:
@@ -191,15 +201,20 @@ class Platform:
         self.settlement_scheduler.start()
         bindings = _bindings(self.db, self.powerup)
         check_table_covers([b.name for b in bindings])
-        for binding in bindings:
-            binding.register(binding.servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         service_names = [b.name for b in bindings]
-        reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        for server in self.servers:
+            for binding in bindings:
+                binding.register(binding.servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.listen}")
-        await self.server.start()
+        for server in self.servers[1:]:
+            if server.add_insecure_port(f"{_split_listen(self.settings.listen)[0]}:{self.port}") != self.port:
+                raise OSError(f"could not bind {self.settings.listen} again")
+        for server in self.servers:
+            await server.start()
         for name in ["", *service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -213,7 +228,8 @@ class Platform:
         if grace > 0:
             # Serve what is already on the wire (at most half the grace period), then stop accepting.
             await self.interceptor.activity.wait_quiet(self.settings.drain_s, grace / 2)
-        await self.server.stop(max(grace - (loop_time() - started), 0.0))
+        left = max(grace - (loop_time() - started), 0.0)
+        await asyncio.gather(*(server.stop(left) for server in self.servers))
         await self.settlement_scheduler.stop()
         from voltcloud.ingest.hub import hub_for
 
