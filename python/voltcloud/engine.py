@@ -948,7 +948,8 @@ def _column(values: Sequence[Any], dtype: type = np.int64) -> np.ndarray[Any, An
 
 
 def _within(values: np.ndarray[Any, Any], lo: int, hi: int) -> np.ndarray[Any, Any]:
-    return (values >= lo) & (values <= hi)
+    inside: np.ndarray[Any, Any] = (values >= lo) & (values <= hi)
+    return inside
 
 
 def _load_columnar(
@@ -976,8 +977,8 @@ def _load_columnar(
     stations = _column([station_idx.get(s, -1) for s in station_ids])
     ok = check(columns, stations) & (stations >= 0)
     if not ok.all():
-        rowwise([rows[i] for i in np.flatnonzero(~ok)])
-        keep = np.flatnonzero(ok)
+        rowwise([rows[i] for i in np.flatnonzero(~ok).tolist()])
+        keep: list[int] = np.flatnonzero(ok).tolist()
         ids, station_ids = [ids[i] for i in keep], [station_ids[i] for i in keep]
         versions = [values[2][i] for i in keep]
         columns, stations = {name: column[ok] for name, column in columns.items()}, stations[ok]
@@ -1014,10 +1015,11 @@ def _station_indexes(maps: _Maps, kind: int) -> dict[str, int]:
 
 def _load_connectors(index: Any, maps: _Maps, connectors: Sequence[Connector]) -> None:
     def check(c: dict[str, np.ndarray[Any, Any]], _stations: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return (
+        return cast(
+            "np.ndarray[Any, Any]",
             _within(c["standard"], 1, LIMITS.connector_standard_max)
             & _within(c["max_power_w"], LIMITS.min_connector_power_w, LIMITS.max_connector_power_w)
-            & _within(c["status"], 1, LIMITS.connector_status_max)
+            & _within(c["status"], 1, LIMITS.connector_status_max),
         )
 
     def load(stations: np.ndarray[Any, Any], c: dict[str, np.ndarray[Any, Any]]) -> Any:
@@ -1043,12 +1045,13 @@ def _load_connectors(index: Any, maps: _Maps, connectors: Sequence[Connector]) -
 
 def _load_packs(index: Any, maps: _Maps, packs: Sequence[Pack]) -> None:
     def check(c: dict[str, np.ndarray[Any, Any]], _stations: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return (
+        return cast(
+            "np.ndarray[Any, Any]",
             _within(c["pack_type_id"], 0, LIMITS.max_pack_type_id)
             & _within(c["soc_permille"], 0, LIMITS.max_permille)
             & _within(c["soh_permille"], 0, LIMITS.max_permille)
             & _within(c["cycles"], 0, LIMITS.max_pack_cycles)
-            & _within(c["state"], 1, LIMITS.pack_state_max)
+            & _within(c["state"], 1, LIMITS.pack_state_max),
         )
 
     def load(stations: np.ndarray[Any, Any], c: dict[str, np.ndarray[Any, Any]]) -> Any:

@@ -319,9 +319,14 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def _worker_main(settings: Settings, index: int, parent: int, ready: Any) -> None:
-    """The body of a worker process (multiprocessing spawn: a fresh interpreter, its own engine and pool)."""
+def _worker_main(settings: Settings | None, index: int, parent: int, ready: Any, prepared: Any) -> None:
+    """The body of a worker process (multiprocessing spawn: a fresh interpreter, its own engine and pool).
+    Without `settings` it waits for them on `prepared`: the first workers start (and import the platform)
+    while their supervisor still migrates the database."""
     _die_with_parent(parent)
+    if settings is None:
+        settings = prepared.get()
+        assert settings is not None
     configure_logging(settings)
     log.info("worker %d (pid %d) starting", index, os.getpid())
     asyncio.run(serve(settings, lambda _: ready.put((index, os.getpid())), worker=str(os.getpid())))
@@ -351,16 +356,24 @@ class Supervisor:
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
         self._ready: Any = self._context.Queue()
+        self._prepared_settings: Any = self._context.Queue()  # the first workers' settings, once prepared
+        self._settings_ready = False
         self._slots = [_Slot(i) for i in range(self.count)]
         self._stopping = False
 
     def run(self, on_ready: Callable[[Serving], None] | None = None) -> int:
-        settings, holder = self._prepared()
+        for slot in self._slots:  # they import the platform meanwhile, then wait for the settings
+            self._start(slot)
+        try:
+            settings, holder = self._prepared()
+        except BaseException:
+            self._stop_all()
+            raise
+        for _ in self._slots:
+            self._prepared_settings.put(settings)
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
-            for slot in self._slots:
-                self._start(slot)
             if not self._await_ready():
                 self._stop_all()
                 return 1
@@ -396,12 +409,19 @@ class Supervisor:
         key = settings.jwt_key or load_or_create_dev_key(settings.data_dir)  # one dev key, created once
         update = {"listen": f"{host}:{port}", "jwt_key": key, "seed_demo": False, "workers": self.count}
         self.settings = settings.model_copy(update=update)
+        self._settings_ready = True
         return self.settings, holder
 
     def _start(self, slot: _Slot) -> None:
         slot.process = self._context.Process(
             target=_worker_main,
-            args=(self.settings, slot.index, os.getpid(), self._ready),
+            args=(
+                self.settings if self._settings_ready else None,  # a restart knows them; the first workers wait
+                slot.index,
+                os.getpid(),
+                self._ready,
+                self._prepared_settings,
+            ),
             name=f"voltcloud-worker-{slot.index}",
         )
         slot.process.start()

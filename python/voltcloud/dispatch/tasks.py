@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -394,7 +394,7 @@ async def redispatch(
 async def next_offer_lapse(session: AsyncSession) -> dt.datetime | None:
     """When the earliest open offer lapses (None: no offer is open): the sweep sleeps until then."""
     query = select(sa.func.min(col(Task.offer_expires_at))).where(Task.state == int(TaskState.OFFERED))
-    return cast("dt.datetime | None", (await session.exec(query)).one())
+    return (await session.exec(query)).one()
 
 
 async def expire_offers(
