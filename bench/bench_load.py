@@ -397,7 +397,8 @@ async def bench_database(args: argparse.Namespace, db: str, run_dir: Path) -> di
     make_world = sqlite_world if db == "sqlite" else postgres_world
     url = await asyncio.to_thread(make_world, args.source, key, args.world_seed, run_dir)
     fixtures = await Fixtures.read(url)
-    env = server_env(JWT_KEY, {**SERVER_ENV, "VOLTCLOUD_DATABASE_URL": url}, args.source)
+    extra_env = dict(item.split("=", 1) for item in args.server_env)
+    env = server_env(JWT_KEY, {**SERVER_ENV, **extra_env, "VOLTCLOUD_DATABASE_URL": url}, args.source)
     extra = ["--workers", str(args.workers)] if args.workers else []
     server = await start_server(f"{db}", run_dir, env, extra)
     try:
@@ -539,6 +540,10 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=2, help="driver processes")
     parser.add_argument("--channels", type=int, default=4, help="connections per sender")
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--server-env", nargs="*", default=[], metavar="NAME=VALUE", help="settings for the server, e.g. "
+        "VOLTCLOUD_RPC_ACCEPT_SERVERS=1 (compare a setting in one invocation)",
+    )  # fmt: skip
     parser.add_argument(
         "--pre-quote-budget", type=float, default=90.0, help="at most this long quoting for one CreateOrder run"
     )

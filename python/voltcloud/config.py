@@ -73,6 +73,29 @@ class Settings(BaseSettings):
         "or full path (`/voltcloud.v1.OrderingService/QuotePowerUp`); in the environment as JSON, e.g. "
         '{"QuotePowerUp": {"max_running": 64, "max_queued": 256}}.',
     )
+    rpc_max_concurrent: int = Field(
+        2048,
+        gt=0,
+        description="Calls of every kind (unary and streams: watches, gateway uplinks) one worker holds at once, "
+        "gRPC's own `maximum_concurrent_rpcs`: beyond it gRPC answers RESOURCE_EXHAUSTED before any servicer, "
+        "admission or authentication runs. A backstop for memory and the event loop, above what the per-method "
+        "bounds let in (those shape overload): size it to the streams a worker holds plus a few hundred unary calls.",
+    )
+    rpc_accept_servers: int = Field(
+        1,
+        ge=1,
+        description="gRPC servers per worker process on the worker's shared port (SO_REUSEPORT; a single-process "
+        "`serve` has one). A grpc.aio server takes in one call of a method at a time, a few event-loop turns apart; "
+        "more servers take calls in in parallel (each connection stays on one). Measured (docs/benchmarks.md): 4 "
+        "beat 1 by far while gRPC's queue was unbounded, and not once `rpc_max_unrequested_s` bounds it.",
+    )
+    rpc_max_unrequested_s: int = Field(
+        1,
+        ge=1,
+        description="Seconds a call may wait in gRPC's own queue (arrived, not yet taken in by a worker's event "
+        "loop) before gRPC drops it (CANCELLED, no Python runs): under overload that queue is first in, first out, "
+        "and without this bound a worker takes in only calls that are already (nearly) past their deadline.",
+    )
     rpc_deadline_floor_s: float = Field(
         0.01, ge=0, description="A unary call with less time than this left before its deadline is not started."
     )
@@ -111,7 +134,6 @@ class Settings(BaseSettings):
     engine_rebuild_debounce_s: float = Field(
         1.0, ge=0, description="A structural change the engine cannot apply in place rebuilds it after this delay."
     )
-    sweep_interval_s: float = Field(1.0, gt=0, description="Period of the expiry and offer-timeout sweeps.")
     # Maintenance field work (docs/maintenance-field.md).
     engineer_offer_timeout_s: float = Field(300.0, gt=0, description="How long an engineer has to accept a work order.")
     maintenance_field_sweep_s: float = Field(
@@ -122,6 +144,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Period of automatic dispatch of OPEN work orders to engineers; 0 = off (operators "
         "assign with AssignWorkOrder / PlanDispatch).",
+    )
+    sweep_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="Shortest pause between two expiry and offer-timeout sweeps. The sweeps run when the earliest "
+        "offer, order or reservation falls due (and when the change feed announces a new one), not on a timer.",
+    )
+    sweep_idle_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause between two sweeps: the safety net for a deadline no change announced (a "
+        "reservation that holds no connector, a clock stepped forward).",
     )
     # Settlement (docs/settlement.md).
     settlement_scheduler_interval_s: float = Field(

@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
-from voltcloud.dispatch.api import DispatchHub, OrderTasks, planning
+from voltcloud.dispatch.api import DISPATCH_TOPIC, DispatchHub, OrderTasks, planning
 from voltcloud.engine import Engine, OptionRequest
 from voltcloud.fleet.api import Vehicle
 from voltcloud.ordering import orders, reservations, roads, station_sessions
-from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork
+from voltcloud.ordering.lifecycle import ORDER_TOPIC, OrderFeed, UnitOfWork
 from voltcloud.ordering.profiles import Profiles
 from voltcloud.ordering.quote_store import QuoteStore
 from voltcloud.ordering.quoting import QuotePath, profile_of
@@ -62,6 +62,7 @@ class PowerUp:
         self.deps = orders.OrderingDeps(self.uow, self.clock, settings, OrderTasks(self.hub), self.quote_path)
         self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []
+        self._sweep_wake = asyncio.Event()
         self._road_seen: set[str] = set()
         self._follow(self.changes)
 
@@ -74,6 +75,13 @@ class PowerUp:
         changes.subscribe("pack", functools.partial(engine.follow_packs, db))
         changes.subscribe("unit", functools.partial(engine.follow_units, db))
         changes.subscribe(roads.ROAD_CONDITION_TOPIC, self._road_conditions)
+        # A new order, offer or reservation may fall due before the sweep's next planned run.
+        changes.subscribe(ORDER_TOPIC, self._wake_sweep)
+        changes.subscribe(DISPATCH_TOPIC, self._wake_sweep)
+        changes.subscribe(reservations.RESERVATION_TOPIC, self._wake_sweep)
+
+    def _wake_sweep(self, _batch: Sequence[Change]) -> None:
+        self._sweep_wake.set()
 
     def _road_conditions(self, batch: Sequence[Change]) -> None:
         for change in batch:
@@ -88,7 +96,7 @@ class PowerUp:
         if not background:
             return
         s = self.settings
-        self._loops.append(asyncio.create_task(self._every(s.sweep_interval_s, "sweep", self.sweep_once)))
+        self._loops.append(asyncio.create_task(self._sweep_when_due()))
         self._loops.append(asyncio.create_task(self._every(CONGESTION_PURGE_S, "congestion purge", self._purge)))
         if s.engine_reconcile_interval_s > 0:
             self._loops.append(
@@ -118,6 +126,35 @@ class PowerUp:
         await self.hub.sweep_once()
         await orders.expire_due(self.deps)
         await reservations.expire_no_shows(self.uow, self.clock, self.settings)
+
+    async def next_due(self) -> dt.datetime | None:
+        """When the sweep next has work: the earliest offer lapse, order expiry or reservation no-show."""
+        async with self.db.transaction("ordering.sweep.next") as session:
+            due = [await orders.next_expiry(session), await reservations.next_no_show(session, self.settings)]
+        due.append(await self.hub.next_due())
+        return min((t for t in due if t is not None), default=None)
+
+    async def _sweep_when_due(self) -> None:
+        """Sweeps when something falls due, not on a timer: an idle replica with nothing pending sleeps
+        `sweep_idle_s`. A change announcing a new order, offer or reservation wakes it to look again;
+        two sweeps are at least `sweep_interval_s` apart."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        while True:
+            self._sweep_wake.clear()  # a change committed from here on wakes the wait below
+            started = loop.time()
+            try:
+                await self.sweep_once()
+                due = await self.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a background job must never die: log and go on
+                log.warning("sweep failed: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+                due = None
+            until_due = s.sweep_idle_s if due is None else (due - self.clock.now()).total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wake.wait(), min(max(until_due, 0.0), s.sweep_idle_s))
+            await asyncio.sleep(max(0.0, started + s.sweep_interval_s - loop.time()))
 
     async def reconcile(self) -> int:
         """The slow repair: every status compared with the database, stored road conditions replayed. Returns

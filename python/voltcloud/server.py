@@ -418,14 +418,11 @@ class Platform:
         self.interceptor = PlatformInterceptor(
             self.tokens, admission(settings), deadline_floor_s=settings.rpc_deadline_floor_s, worker=worker
         )
-        self.server = grpc.aio.server(
-            interceptors=[self.interceptor],
-            options=[
-                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
-                # Only workers share their port; a lone server must fail on a port another process holds.
-                ("grpc.so_reuseport", 1 if worker else 0),
-            ],
-        )
+        # Each gRPC server accepts one call of a method at a time, several event-loop turns apart: a worker
+        # runs `rpc_accept_servers` of them on its shared port so calls reach admission quickly under load.
+        accept_servers = settings.rpc_accept_servers if worker else 1
+        self.servers = [self._grpc_server(settings, worker, accept_servers) for _ in range(accept_servers)]
+        self.server = self.servers[0]
         self.port = 0
         self.feed = ChangeFeed(self.db)  # this replica's follower of the change feed (platform/feed.py)
         self.powerup = PowerUp(settings, self.db, feed=self.feed)
@@ -434,6 +431,20 @@ class Platform:
         self.field_hub.follow(self.feed)  # offers decided on any replica reach the engineer streams held here
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
+        )
+
+    def _grpc_server(self, settings: Settings, worker: str | None, of: int) -> grpc.aio.Server:
+        return grpc.aio.server(
+            interceptors=[self.interceptor],
+            maximum_concurrent_rpcs=max(1, settings.rpc_max_concurrent // of),  # the worker's bound, shared out
+            options=[
+                ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+                # A call that waited this long in gRPC's queue is dropped there, before any Python runs for it:
+                # under overload that queue is first in, first out, and serving its oldest calls serves the dead.
+                ("grpc.server_max_unrequested_time_in_server", settings.rpc_max_unrequested_s),
+                # Only workers share their port; a lone server must fail on a port another process holds.
+                ("grpc.so_reuseport", 1 if worker else 0),
+            ],
         )
 
     async def start(self) -> int:
@@ -462,15 +473,20 @@ class Platform:
         self.field_hub.start()
         bindings = _bindings(self.db, self.powerup, self.vehicles, self.maintenance, self.field_hub)
         check_table_covers([b.name for b in bindings])
-        for binding in bindings:
-            binding.register(binding.servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         service_names = [b.name for b in bindings]
-        reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        for server in self.servers:
+            for binding in bindings:
+                binding.register(binding.servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         self.port = self.server.add_insecure_port(self.settings.listen)
         if self.port == 0:
             raise OSError(f"could not bind {self.settings.listen}")
-        await self.server.start()
+        for server in self.servers[1:]:
+            if server.add_insecure_port(f"{_split_listen(self.settings.listen)[0]}:{self.port}") != self.port:
+                raise OSError(f"could not bind {self.settings.listen} again")
+        for server in self.servers:
+            await server.start()
         for name in ["", *service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -484,7 +500,8 @@ class Platform:
         if grace > 0:
             # Serve what is already on the wire (at most half the grace period), then stop accepting.
             await self.interceptor.activity.wait_quiet(self.settings.drain_s, grace / 2)
-        await self.server.stop(max(grace - (loop_time() - started), 0.0))
+        left = max(grace - (loop_time() - started), 0.0)
+        await asyncio.gather(*(server.stop(left) for server in self.servers))
         await self.settlement_scheduler.stop()
         await self.maintenance.stop()
         await self.field_hub.stop()
@@ -576,9 +593,14 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def _worker_main(settings: Settings, index: int, parent: int, ready: Any) -> None:
-    """The body of a worker process (multiprocessing spawn: a fresh interpreter, its own engine and pool)."""
+def _worker_main(settings: Settings | None, index: int, parent: int, ready: Any, prepared: Any) -> None:
+    """The body of a worker process (multiprocessing spawn: a fresh interpreter, its own engine and pool).
+    Without `settings` it waits for them on `prepared`: the first workers start (and import the platform)
+    while their supervisor still migrates the database."""
     _die_with_parent(parent)
+    if settings is None:
+        settings = prepared.get()
+        assert settings is not None
     configure_logging(settings)
     log.info("worker %d (pid %d) starting", index, os.getpid())
     asyncio.run(serve(settings, lambda _: ready.put((index, os.getpid())), worker=str(os.getpid())))
@@ -608,16 +630,24 @@ class Supervisor:
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
         self._ready: Any = self._context.Queue()
+        self._prepared_settings: Any = self._context.Queue()  # the first workers' settings, once prepared
+        self._settings_ready = False
         self._slots = [_Slot(i) for i in range(self.count)]
         self._stopping = False
 
     def run(self, on_ready: Callable[[Serving], None] | None = None) -> int:
-        settings, holder = self._prepared()
+        for slot in self._slots:  # they import the platform meanwhile, then wait for the settings
+            self._start(slot)
+        try:
+            settings, holder = self._prepared()
+        except BaseException:
+            self._stop_all()
+            raise
+        for _ in self._slots:
+            self._prepared_settings.put(settings)
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
-            for slot in self._slots:
-                self._start(slot)
             if not self._await_ready():
                 self._stop_all()
                 return 1
@@ -653,12 +683,19 @@ class Supervisor:
         key = settings.jwt_key or load_or_create_dev_key(settings.data_dir)  # one dev key, created once
         update = {"listen": f"{host}:{port}", "jwt_key": key, "seed_demo": False, "workers": self.count}
         self.settings = settings.model_copy(update=update)
+        self._settings_ready = True
         return self.settings, holder
 
     def _start(self, slot: _Slot) -> None:
         slot.process = self._context.Process(
             target=_worker_main,
-            args=(self.settings, slot.index, os.getpid(), self._ready),
+            args=(
+                self.settings if self._settings_ready else None,  # a restart knows them; the first workers wait
+                slot.index,
+                os.getpid(),
+                self._ready,
+                self._prepared_settings,
+            ),
             name=f"voltcloud-worker-{slot.index}",
         )
         slot.process.start()

@@ -198,3 +198,33 @@ async def test_recommendations_and_road_conditions(platform: Platform, channel: 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.PushRoadConditions(request, metadata=md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_sweep_sleeps_until_something_falls_due(
+    platform: Platform, channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, idle cost: with nothing pending the sweep does not run every `sweep_interval_s` (0.2 s here) but
+    sleeps; a new reservation, announced on the change feed, wakes it to plan its no-show expiry."""
+    sweeps = 0
+    original = platform.powerup.sweep_once
+
+    async def counting() -> None:
+        nonlocal sweeps
+        sweeps += 1
+        await original()
+
+    monkeypatch.setattr(platform.powerup, "sweep_once", counting)
+    await asyncio.sleep(1.2)
+    assert sweeps == 0  # six periods of the old timer passed
+    stub = ordering_pb2_grpc.OrderingServiceStub(channel)
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
+    window = _window(dt.datetime.now(dt.UTC), 20)
+    request = ordering_pb2.CreateReservationRequest(
+        idempotency_key="wake", station_id=_station(platform, STATION_SWAP), vehicle_id=vehicle.id, window=window
+    )
+    await stub.CreateReservation(request, metadata=driver_md(platform, DRIVER))
+    for _ in range(40):
+        if sweeps >= 2:  # woken by the feed, then again when its no-show (1 s) fell due
+            break
+        await asyncio.sleep(0.1)
+    assert sweeps >= 2

@@ -1,10 +1,13 @@
 """Issue 9, finding 9 over real gRPC: beyond a bounded queue the server answers RESOURCE_EXHAUSTED at once,
 and work whose deadline has passed is not started (no quote row is written for it). Issue 11: the bounds are
-per method, so a flood of one RPC does not starve the others."""
+per method, so a flood of one RPC does not starve the others; a call the queue would hold past its deadline is
+refused at once; gRPC's own bound on the calls a worker holds (`rpc_max_concurrent`) refuses before any of our
+code runs; after a flood the server serves again by itself."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,10 +28,9 @@ from .conftest import channel_to, serving
 SLOW_S = 0.6
 
 
-@pytest.fixture
-async def tiny(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
-    """A platform serving 1 unary call at a time with 2 waiting, whose QuotePowerUp writes its quote at once
-    and then holds its slot for SLOW_S (a stand-in for an expensive decision)."""
+def slow_quotes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """QuotePowerUp writes its quote at once and then holds its slot for SLOW_S (a stand-in for an expensive
+    decision)."""
     original = OrderingServicer.QuotePowerUp
 
     async def slow_quote(self: Any, request: Any, context: Any) -> Any:
@@ -37,6 +39,12 @@ async def tiny(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatc
         return reply
 
     monkeypatch.setattr(OrderingServicer, "QuotePowerUp", slow_quote)
+
+
+@pytest.fixture
+async def tiny(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Platform]:
+    """A platform serving 1 unary call of a method at a time with 2 waiting, whose QuotePowerUp is slow."""
+    slow_quotes(monkeypatch)
     async with serving(tmp_path, database_url, rpc_max_running=1, rpc_max_queued=2) as platform:
         yield platform
 
@@ -79,19 +87,92 @@ async def test_burst_beyond_the_queue_is_refused_at_once(tiny: Platform) -> None
         assert (await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)))[0] is grpc.StatusCode.OK
 
 
-async def test_a_call_whose_deadline_passes_in_the_queue_is_never_run(tiny: Platform) -> None:
+async def test_a_call_the_queue_would_hold_past_its_deadline_is_refused_at_once(tiny: Platform) -> None:
+    """One QuotePowerUp holds the only slot for SLOW_S: a call with less time than that wait and its own run
+    is refused at once (it would only time out in the queue) and does no work; one with time enough waits."""
     metadata = (("authorization", f"Bearer {tiny.tokens.mint('admin', Role.PLATFORM_ADMIN, None)}"),)
+    async with channel_to(tiny) as channel:
+        stub = ordering_pb2_grpc.OrderingServiceStub(channel)
+        await stub.QuotePowerUp(request(), metadata=metadata)  # the method's slot time is known: ~SLOW_S
+        before = await quotes(tiny)
+        holder = asyncio.ensure_future(timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)))
+        await asyncio.sleep(0.1)  # the holder runs
+        code, seconds = await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=SLOW_S))
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert seconds < SLOW_S / 2  # answered without waiting for the slot
+        assert (await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)))[0] is grpc.StatusCode.OK
+        assert (await holder)[0] is grpc.StatusCode.OK
+        assert await quotes(tiny) == before + 2  # the refused call wrote nothing
+
+
+async def test_a_call_whose_deadline_passes_in_the_queue_is_never_run(tmp_path: Path, database_url: str) -> None:
+    """The queue's estimate is only an average: a call admitted to wait whose deadline passes before a slot
+    frees leaves the queue DEADLINE_EXCEEDED without running (the slot is held here for longer than usual)."""
+    async with serving(tmp_path, database_url, rpc_max_running=1, rpc_max_queued=2) as platform:
+        metadata = (("authorization", f"Bearer {platform.tokens.mint('admin', Role.PLATFORM_ADMIN, None)}"),)
+        gate = platform.interceptor.admission.gate("/voltcloud.v1.OrderingService/QuotePowerUp")
+        async with channel_to(platform) as channel:
+            stub = ordering_pb2_grpc.OrderingServiceStub(channel)
+            await stub.QuotePowerUp(request(), metadata=metadata, timeout=10)  # a quote's usual slot time
+            before = await quotes(platform)
+            async with gate.slot("QuotePowerUp", None):  # the one slot, held far longer than a quote takes
+                code, _ = await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=0.5))
+                assert code is grpc.StatusCode.DEADLINE_EXCEEDED
+                await asyncio.sleep(0.1)  # the server's own wait ends with the same deadline
+                assert gate.queued == 0  # it left the queue
+            await asyncio.sleep(0.3)  # had the queued call run late, its quote would be written by now
+            assert await quotes(platform) == before
+
+
+async def test_a_flood_of_a_slow_method_is_refused_fast_and_the_server_recovers(tiny: Platform) -> None:
+    """Open loop: a QuotePowerUp every 50 ms for 3 s, each with 1 s to live, against one slot held SLOW_S per
+    call (over 10x its capacity). Every call is served in time or refused at once: none runs out its deadline in
+    a queue, the refused ones did no work, and once the flood ends the method is idle and serves again."""
+    metadata = (("authorization", f"Bearer {tiny.tokens.mint('admin', Role.PLATFORM_ADMIN, None)}"),)
+    gate = tiny.interceptor.admission.gate("/voltcloud.v1.OrderingService/QuotePowerUp")
     async with channel_to(tiny) as channel:
         stub = ordering_pb2_grpc.OrderingServiceStub(channel)
         await stub.QuotePowerUp(request(), metadata=metadata)
         before = await quotes(tiny)
-        holder = asyncio.ensure_future(timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)))
-        await asyncio.sleep(0.1)  # the holder runs; the next call queues behind it
-        code, _ = await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=0.3))
-        assert code is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert (await holder)[0] is grpc.StatusCode.OK
-        await asyncio.sleep(SLOW_S)  # had the queued call run late, its quote would be written by now
-        assert await quotes(tiny) == before + 1
+        flood = []
+        for _ in range(60):
+            call = stub.QuotePowerUp(request(), metadata=metadata, timeout=1.0)
+            flood.append(asyncio.ensure_future(timed(call)))
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(*flood)
+        codes = collections.Counter(code.name for code, _ in results)
+        assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes
+        assert codes["RESOURCE_EXHAUSTED"] > codes["OK"]
+        refused = [seconds for code, seconds in results if code is grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert max(refused) < SLOW_S  # none of them waited for a slot to be refused
+        assert await quotes(tiny) == before + codes["OK"]
+        assert (gate.running, gate.queued) == (0, 0)
+        assert (await timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)))[0] is grpc.StatusCode.OK
+
+
+async def test_grpc_refuses_calls_beyond_what_a_worker_may_hold(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rpc_max_concurrent` is gRPC's `maximum_concurrent_rpcs`: with 2 calls held, a third call of any method
+    is RESOURCE_EXHAUSTED before our code runs (no authentication: it carries no token), and once they end
+    the server serves again."""
+    slow_quotes(monkeypatch)
+    async with serving(tmp_path, database_url, rpc_max_concurrent=2) as platform:
+        metadata = (("authorization", f"Bearer {platform.tokens.mint('admin', Role.PLATFORM_ADMIN, None)}"),)
+        async with channel_to(platform) as channel:
+            ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
+            stations = stations_pb2_grpc.StationServiceStub(channel)
+            held = [
+                asyncio.ensure_future(timed(ordering.QuotePowerUp(request(), metadata=metadata, timeout=10)))
+                for _ in range(2)
+            ]
+            await asyncio.sleep(SLOW_S / 2)  # both run
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stations.ListStations(stations_pb2.ListStationsRequest(), timeout=10)
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert [code for code, _ in await asyncio.gather(*held)] == [grpc.StatusCode.OK] * 2
+            listed = await timed(stations.ListStations(stations_pb2.ListStationsRequest(), metadata=metadata))
+            assert listed[0] is grpc.StatusCode.OK
 
 
 async def test_a_call_with_too_little_time_left_is_not_started(tmp_path: Path, database_url: str) -> None:

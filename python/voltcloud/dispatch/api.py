@@ -10,10 +10,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud.dispatch import planning
 from voltcloud.dispatch.hub import DispatchHub
 from voltcloud.dispatch.models import Task
-from voltcloud.dispatch.tasks import Notifier, TaskKind, cancel_for_order, create_for_order
+from voltcloud.dispatch.tasks import DISPATCH_TOPIC, Notifier, TaskKind, cancel_for_order, create_for_order
 from voltcloud.ordering.api import Effects, Mode, Order, Place
 
-__all__ = ["DispatchHub", "OrderTasks", "planning"]
+__all__ = ["DISPATCH_TOPIC", "DispatchHub", "OrderTasks", "planning"]
 
 
 class OrderTasks:

@@ -135,6 +135,11 @@ class DispatchHub:
 
     # ---- background sweep ---------------------------------------------------------------------------------
 
+    async def next_due(self) -> dt.datetime | None:
+        """When the next open offer lapses (None: none is open)."""
+        async with self.uow.db.transaction("dispatch.sweep.next") as session:
+            return await tasks.next_offer_lapse(session)
+
     async def sweep_once(self) -> int:
         """Re-dispatches lapsed offers."""
         now = self.clock.now()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -388,6 +389,12 @@ async def redispatch(
         session, effects, order, target, actor, now, Facts(reason=f"re-dispatched to {chosen}: {why}")
     )
     await notify_workers(session, effects, notifier, "offer", chosen)
+
+
+async def next_offer_lapse(session: AsyncSession) -> dt.datetime | None:
+    """When the earliest open offer lapses (None: no offer is open): the sweep sleeps until then."""
+    query = select(sa.func.min(col(Task.offer_expires_at))).where(Task.state == int(TaskState.OFFERED))
+    return (await session.exec(query)).one()
 
 
 async def expire_offers(

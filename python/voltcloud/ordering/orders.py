@@ -6,8 +6,9 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -541,6 +542,13 @@ async def cancel_order(
         return Cancelled(order, order.cancellation_fee_minor)
 
     return await deps.uow.run("ordering.cancel", work)
+
+
+async def next_expiry(session: AsyncSession) -> dt.datetime | None:
+    """When the earliest order not yet in service expires (None: there is none): the sweep sleeps until then."""
+    states = [int(OrderState.CREATED), int(OrderState.ASSIGNED), int(OrderState.EN_ROUTE)]
+    query = select(sa.func.min(col(Order.service_by))).where(col(Order.state).in_(states))
+    return cast("dt.datetime | None", (await session.exec(query)).one())
 
 
 async def expire_due(deps: OrderingDeps) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,7 +19,7 @@ from voltcloud.config import Settings
 from voltcloud.ordering.lifecycle import Effects, UnitOfWork
 from voltcloud.ordering.models import RESERVATION_ACTIVE, RESERVATION_CANCELLED, RESERVATION_EXPIRED, Reservation
 from voltcloud.ordering.quoting import vehicle_for
-from voltcloud.platform import idempotency
+from voltcloud.platform import feed, idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.enums import ConnectorStatus, StationKind
@@ -69,6 +70,9 @@ async def overlapping(
     if exclude_orders:
         query = query.where(col(Reservation.order_id).is_(None))
     return list(await session.exec(query))
+
+
+RESERVATION_TOPIC = "reservation"  # a new reservation; payload: its window
 
 
 async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal, inp: ReservationInput) -> Reservation:
@@ -151,6 +155,8 @@ async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal
         )
         session.add(reservation)
         await session.flush()
+        # Every replica's sweep learns when it falls due (`expire_no_shows`): it sleeps until the earliest one.
+        await feed.publish(session, RESERVATION_TOPIC, reservation.id, {"starts_at": start, "ends_at": end})
         await idempotency.complete(session, claim, reservation.id)
         return reservation
 
@@ -232,6 +238,17 @@ async def list_reservations(
     if page.after is not None:
         query = query.where(col(Reservation.id) > page.after)
     return list(await session.exec(query))
+
+
+async def next_no_show(session: AsyncSession, settings: Settings) -> dt.datetime | None:
+    """When the earliest unused active reservation falls due for `expire_no_shows` (None: there is none)."""
+    table = Reservation.__table__  # type: ignore[attr-defined]
+    query = sa.select(sa.func.min(table.c.starts_at), sa.func.min(table.c.ends_at)).where(
+        table.c.state == RESERVATION_ACTIVE, table.c.order_id.is_(None)
+    )
+    first_start, first_end = (await (await session.connection()).execute(query)).one()
+    no_show = first_start + dt.timedelta(seconds=settings.reservation_no_show_s) if first_start else None
+    return min((t for t in (no_show, first_end) if t is not None), default=None)
 
 
 async def expire_no_shows(uow: UnitOfWork, clock: Clock, settings: Settings) -> int:

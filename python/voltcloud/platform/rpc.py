@@ -3,7 +3,8 @@
 Installed as a grpc.aio server interceptor that wraps each method handler, so servicers only parse,
 call the domain and build responses. The wrapper decodes requests itself (undecodable bytes and values outside
 the edge limits of `platform/limits.py` are INVALID_ARGUMENT before any servicer runs) and admits unary calls
-through `Admission` (a call whose deadline passed is not started; beyond a bounded queue, RESOURCE_EXHAUSTED).
+through `Admission` (a call whose deadline passed is not started; beyond a bounded queue, or when the queue
+would hold it past its deadline, RESOURCE_EXHAUSTED at once).
 The principal of the call is available through `current_principal()`.
 """
 
@@ -102,22 +103,44 @@ class CallActivity:
 
 
 class _Gate:
-    """The bounds of one method: at most `max_running` of its calls run, at most `max_queued` wait."""
+    """The bounds of one method: at most `max_running` of its calls run, at most `max_queued` wait, and a call
+    is refused at once when waiting and running would outlast its deadline (the queue's length in time)."""
+
+    SMOOTHING = 0.2  # weight of the latest call in the moving average of how long a call holds its slot
 
     def __init__(self, max_running: int, max_queued: int) -> None:
         self.max_running = max_running
         self.max_queued = max_queued
         self.running = 0
         self.queued = 0
+        self.hold_s = 0.0  # moving average of a call's time in its slot (0: none has finished yet)
         self._slot = asyncio.Semaphore(max_running)
+
+    def expected_wait(self) -> float:
+        """Seconds a call arriving now can expect to wait for a slot: the calls ahead of it, served
+        `max_running` at a time, each for the average hold time (Little's law; 0 while a slot is free)."""
+        if self.running < self.max_running and not self.queued:
+            return 0.0
+        return (self.queued + 1) * self.hold_s / self.max_running
+
+    def _refuse_or_queue(self, method: str, time_remaining: float | None) -> None:
+        if self.queued >= self.max_queued:
+            raise ResourceExhausted(
+                f"server busy: {self.running} {method} calls running, {self.queued} queued; retry with backoff"
+            )
+        wait = self.expected_wait()
+        if time_remaining is not None and wait + self.hold_s >= time_remaining:
+            # It would wait and run past its deadline: say so now, while the caller can still retry (another
+            # replica, or later), instead of letting it time out; the queue stays for calls that can finish.
+            raise ResourceExhausted(
+                f"server busy: a {method} call would wait ~{wait:.2f} s for a slot and run ~{self.hold_s:.2f} s, "
+                f"past its deadline ({time_remaining:.2f} s left); retry with backoff"
+            )
 
     @contextlib.asynccontextmanager
     async def slot(self, method: str, time_remaining: float | None) -> AsyncIterator[None]:
         if self.running >= self.max_running or self.queued:
-            if self.queued >= self.max_queued:
-                raise ResourceExhausted(
-                    f"server busy: {self.running} {method} calls running, {self.queued} queued; retry with backoff"
-                )
+            self._refuse_or_queue(method, time_remaining)
             self.queued += 1
             try:
                 await asyncio.wait_for(self._slot.acquire(), time_remaining)
@@ -128,17 +151,22 @@ class _Gate:
         else:
             await self._slot.acquire()
         self.running += 1
+        started = time.monotonic()
         try:
             yield
         finally:
+            held = time.monotonic() - started
+            self.hold_s = held if not self.hold_s else self.hold_s + self.SMOOTHING * (held - self.hold_s)
             self.running -= 1
             self._slot.release()
 
 
 class Admission:
     """Bounds the unary calls being served, per method: at most `max_running` calls of a method run, at most
-    `max_queued` wait for a slot, and beyond that a call is refused at once (RESOURCE_EXHAUSTED) instead of
-    joining a queue it would time out in. A waiting call whose deadline passes leaves the queue without running.
+    `max_queued` wait for a slot, and beyond that, or when the wait it can expect (the calls ahead of it times
+    the method's average slot time) and its own run would outlast its deadline, a call is refused at once
+    (RESOURCE_EXHAUSTED) instead of joining a queue it would time out in. A waiting call whose deadline passes
+    leaves the queue without running.
     Without this, a burst makes every call slow, most finish after their client gave up, and goodput collapses.
 
     Each method has its own bounds (the defaults, or `overrides` keyed by the method's name or full path), so a
@@ -181,6 +209,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # Several worker processes share one port; the answering one names itself (trailing metadata of a
         # unary call) so an operator, a test or a benchmark can tell which served a call.
         self.worker_metadata = ((WORKER_METADATA_KEY, worker),) if worker else None
+        # method -> (the registered handler, its wrapper): gRPC hands the same handler for every call of a
+        # method, so it is wrapped once, not on each call (part of what every call, even a refused one, costs).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -192,7 +223,10 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        return _wrap(handler, method, self)
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, _wrap(handler, method, self))
+        return cached[1]
 
 
 def _authorize(tokens: TokenService, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:

@@ -1,0 +1,92 @@
+"""Start-up and idle cost of `voltcloud serve` on the country world (issue 11: ready <= 5 s, idle <= 2 % of a core).
+
+For each `--source` checkout in turn (this one by default; e.g. `--source /tmp/main-python-tree .` to compare the
+code of main with this checkout, `git archive HEAD python` unpacked with the built `_core*.so` beside it), and
+`--repeats` times, alternating so drift of a shared machine hits every checkout alike: a fresh copy of the
+seeded country world (SQLite, cached by `bench_load.py`), `voltcloud serve --workers N` started, and measured
+
+- ready: process start -> the ready line and health SERVING (all workers), wall seconds;
+- start-up CPU: CPU seconds the server's processes (supervisor and workers) used until then; on a machine shared
+  with other work the wall time stretches, the CPU seconds much less;
+- idle: % of one core the server's processes use over `--idle-seconds` right after ready (utime + stime from
+  /proc), with no calls.
+
+    python bench/bench_idle.py --source /tmp/main-tree . --repeats 3 --json bench/results/idle-<date>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _openloop import server_env, start_server, stop_server  # bench/ is this script's directory
+from bench_load import JWT_KEY, SERVER_ENV, cpu_seconds, migration_key, process_tree, sqlite_world
+
+
+async def one(source: Path, workers: int, idle_s: float, world_seed: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
+        run_dir = Path(tmp)
+        url = await asyncio.to_thread(sqlite_world, source, migration_key(source), world_seed, run_dir)
+        env = server_env(JWT_KEY, {**SERVER_ENV, "VOLTCLOUD_DATABASE_URL": url}, source)
+        server = await start_server(str(source), run_dir, env, ["--workers", str(workers)])
+        try:
+            pids = process_tree(server.process.pid)
+            startup_cpu = cpu_seconds(pids)
+            before = cpu_seconds(pids)
+            await asyncio.sleep(idle_s)
+            idle = 100 * (cpu_seconds(pids) - before) / idle_s
+        finally:
+            await stop_server(server)
+    return {
+        "source": str(source),
+        "ready_s": round(server.ready_s, 2),
+        "startup_cpu_s": round(startup_cpu, 2),
+        "idle_percent": round(idle, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        for source in args.source:
+            run = await one(source.resolve(), args.workers, args.idle_seconds, args.world_seed)
+            run["repeat"] = repeat
+            print(run, flush=True)
+            runs.append(run)
+    print("\n| checkout | ready s (median, runs) | start-up CPU s | idle % of a core |\n|---|---|---|---|")
+    for source in args.source:
+        mine = [r for r in runs if r["source"] == str(source.resolve())]
+        cells = [
+            f"{statistics.median(r[k] for r in mine):.2f} ({', '.join(str(r[k]) for r in mine)})"
+            for k in ("ready_s", "startup_cpu_s", "idle_percent")
+        ]
+        print(f"| {source} | " + " | ".join(cells) + " |")
+    if args.json:
+        meta = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "python": platform.python_version(),
+            "workers": args.workers,
+            "idle_seconds": args.idle_seconds,
+        }
+        args.json.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, nargs="+", default=[Path(__file__).resolve().parent.parent])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--world-seed", type=int, default=7)
+    parser.add_argument("--json", type=Path)
+    asyncio.run(main(parser.parse_args()))
