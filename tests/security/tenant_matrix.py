@@ -134,6 +134,8 @@ class Fresh(Protocol):
     async def station_version(self, station_id: str) -> int: ...
     async def charging_token(self, side: Side, owner_kind: str) -> str: ...  # registered by the side's owner
     async def applicant(self, side: Side) -> str: ...  # a new driver with a pending application to the side's fleet
+    async def fleet_vehicle(self, side: Side, private: bool = False) -> str: ...  # a new vehicle (fleet's / private)
+    async def member(self, side: Side) -> str: ...  # a new approved driver of the side's fleet
 
 
 @dataclass(frozen=True)
@@ -852,8 +854,12 @@ def _fresh_vin(key: str) -> str:
 
 
 def _vehicle(c: Call, **fields: object) -> fleet_pb2.Vehicle:
+    return _vehicle_of(c.key, **fields)
+
+
+def _vehicle_of(key: str, **fields: object) -> fleet_pb2.Vehicle:
     return fleet_pb2.Vehicle(
-        vin=_fresh_vin(c.key),
+        vin=_fresh_vin(key),
         model_id="matrix van",
         connector_standards=[common_pb2.CONNECTOR_STANDARD_GBT_DC],
         battery_capacity_wh=50_000,
@@ -885,6 +891,38 @@ async def _fleet_token_expiry(c: Call) -> Message:
     token_id = await c.fresh.charging_token(c.side, "fleet")
     return fleet_pb2.SetChargingTokenExpiryRequest(
         fleet_id=c.side.fleet_id, token_id=token_id, expiry_time=_ts(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    )
+
+
+async def _retire(c: Call) -> Message:
+    vehicle_id = await c.fresh.fleet_vehicle(c.side)
+    return fleet_pb2.RetireVehicleRequest(idempotency_key=c.key, vehicle_id=vehicle_id, reason="matrix")
+
+
+async def _retire_private(c: Call) -> Message:
+    vehicle_id = await c.fresh.fleet_vehicle(c.side, private=True)
+    return fleet_pb2.RetireVehicleRequest(idempotency_key=c.key, vehicle_id=vehicle_id, reason="matrix")
+
+
+async def _update_driver(c: Call) -> Message:
+    driver_id = await c.fresh.member(c.side)
+    return fleet_pb2.UpdateDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id,
+        driver=fleet_pb2.Driver(phone="+8613800000001"), update_fields=["phone"],
+    )  # fmt: skip
+
+
+async def _suspend_driver(c: Call) -> Message:
+    driver_id = await c.fresh.member(c.side)
+    return fleet_pb2.SuspendDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id, suspended=True, reason="matrix"
+    )
+
+
+async def _remove_driver(c: Call) -> Message:
+    driver_id = await c.fresh.member(c.side)
+    return fleet_pb2.RemoveDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id, reason="matrix"
     )
 
 
@@ -968,6 +1006,40 @@ FLEET_ROWS = [
         driver="private",
     ),
     Row("FleetService/ReviewDriver", _review, _OWN_FLEET),
+    # fleet-swap: vehicle and driver lifecycle (retiring, suspending and removing use fresh vehicles and drivers).
+    Row(
+        "FleetService/UpdateVehicle",
+        lambda c: fleet_pb2.UpdateVehicleRequest(
+            idempotency_key=c.key,
+            vehicle_id=c.side.vehicle_id,
+            vehicle=fleet_pb2.Vehicle(plate="MX-1"),
+            update_fields=["plate"],
+        ),
+        {**_OWN_FLEET, DR: cell(ex(PD, why="a fleet's driver sees its vehicles but changes none"), NF)},
+    ),
+    Row(
+        "FleetService/UpdateVehicle",
+        lambda c: fleet_pb2.UpdateVehicleRequest(
+            idempotency_key=c.key,
+            vehicle_id=c.side.private_vehicle_id,
+            vehicle=fleet_pb2.Vehicle(plate="MX-2"),
+            update_fields=["plate"],
+        ),
+        {A: both(OK), FM: both(NF), DR: cell(OK, NF)},
+        variant="private car",
+        driver="private",
+    ),
+    Row("FleetService/RetireVehicle", _retire, {**_OWN_FLEET, DR: cell(ex(PD, why="the fleet's to retire"), NF)}),
+    Row(
+        "FleetService/RetireVehicle",
+        _retire_private,
+        {A: both(OK), FM: both(NF), DR: cell(OK, NF)},
+        variant="private car",
+        driver="private",
+    ),
+    Row("FleetService/UpdateDriver", _update_driver, _OWN_FLEET),
+    Row("FleetService/SuspendDriver", _suspend_driver, _OWN_FLEET),
+    Row("FleetService/RemoveDriver", _remove_driver, _OWN_FLEET),
     Row(
         "FleetService/ListDrivers",
         lambda c: fleet_pb2.ListDriversRequest(fleet_id=c.side.fleet_id, page_size=5),

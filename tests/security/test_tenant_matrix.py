@@ -164,6 +164,21 @@ class Factory:
         )  # fmt: skip
         return str((await self.unary("IngestService/RegisterChargingToken", request, md)).token.token_id)
 
+    async def fleet_vehicle(self, side: tm.Side, private: bool = False) -> str:
+        """A new vehicle of the side's fleet (or the side's private driver's car), registered by the admin."""
+        owner = {"owner_driver_id": side.private_driver_id} if private else {"fleet_id": side.fleet_id}
+        key = self.key()
+        request = fleet_pb2.RegisterVehicleRequest(idempotency_key=key, vehicle=tm._vehicle_of(key, **owner))
+        return str((await self.unary("FleetService/RegisterVehicle", request)).vehicle.vehicle_id)
+
+    async def member(self, side: tm.Side) -> str:
+        """A new approved driver of the side's fleet, registered by the admin."""
+        key = self.key()
+        request = fleet_pb2.RegisterDriverRequest(
+            idempotency_key=key, driver=fleet_pb2.Driver(name=f"member {key}", fleet_id=side.fleet_id)
+        )
+        return str((await self.unary("FleetService/RegisterDriver", request)).driver.driver_id)
+
     async def applicant(self, side: tm.Side) -> str:
         subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"
         request = fleet_pb2.RegisterDriverRequest(driver=fleet_pb2.Driver(name=subject, fleet_id=side.fleet_id))

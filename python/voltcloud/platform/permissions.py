@@ -110,6 +110,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/SetChargingTokenExpiry": FLEET,
     "voltcloud.v1.FleetService/ListChargingTokens": FLEET,
     "voltcloud.v1.FleetService/GetFleetDailyReport": FLEET,
+    # fleet-swap: vehicle and driver lifecycle. A driver updates or retires their own private car only.
+    "voltcloud.v1.FleetService/UpdateVehicle": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/RetireVehicle": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/UpdateDriver": FLEET,
+    "voltcloud.v1.FleetService/SuspendDriver": FLEET,
+    "voltcloud.v1.FleetService/RemoveDriver": FLEET,
     # MaintenanceService: engineers and operators.
     "voltcloud.v1.MaintenanceService/ListAlarms": STAFF,
     "voltcloud.v1.MaintenanceService/AcknowledgeAlarm": STAFF,
