@@ -231,3 +231,4 @@ class UnitStatus(enum.IntEnum):
     IDLE = 1
     BUSY = 2
     OFF_SHIFT = 3
+    RETIRED = 4  # DispatchService.RetireMobileUnit; the engine has no such state: OFFLINE, never offered

@@ -61,6 +61,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.DispatchService/GetTask": WORKFORCE,
     "voltcloud.v1.DispatchService/ReportTaskStep": WORKFORCE,
     "voltcloud.v1.DispatchService/ReoptimizeNow": OPERATORS,
+    # fleet-swap: an operator onboards, changes, retires and lists its own vans and specialists.
+    "voltcloud.v1.DispatchService/CreateMobileUnit": OPERATORS,
+    "voltcloud.v1.DispatchService/UpdateMobileUnit": OPERATORS,
+    "voltcloud.v1.DispatchService/RetireMobileUnit": OPERATORS,
+    "voltcloud.v1.DispatchService/ListMobileUnits": OPERATORS,
     # SettlementService: money. Customers see and fund their own accounts; operators run pricing.
     "voltcloud.v1.SettlementService/CreateAccount": FLEET_OR_OPERATOR,
     "voltcloud.v1.SettlementService/GetAccount": CUSTOMERS,
