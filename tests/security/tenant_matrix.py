@@ -136,6 +136,7 @@ class Fresh(Protocol):
     async def applicant(self, side: Side) -> str: ...  # a new driver with a pending application to the side's fleet
     async def fleet_vehicle(self, side: Side, private: bool = False) -> str: ...  # a new vehicle (fleet's / private)
     async def member(self, side: Side) -> str: ...  # a new approved driver of the side's fleet
+    async def mobile_unit(self, side: Side) -> str: ...  # a new van of the side's operator (off shift)
 
 
 @dataclass(frozen=True)
@@ -555,6 +556,27 @@ def _step(c: Call) -> Message:
     )
 
 
+def mobile_unit(side: Side) -> dispatch_pb2.MobileUnit:
+    """A van of the side's operator, at the side's charging station."""
+    return dispatch_pb2.MobileUnit(
+        operator_id=side.operator_id, kind=dispatch_pb2.MOBILE_UNIT_KIND_VAN, name="matrix van",
+        home=common_pb2.LatLng(lat=side.position[0], lng=side.position[1]), energy_on_board_wh=100_000,
+        connector_standards=[common_pb2.CONNECTOR_STANDARD_GBT_DC], shift_start_s=0, shift_end_s=86_400,
+    )  # fmt: skip
+
+
+async def _update_unit(c: Call) -> Message:
+    unit_id = await c.fresh.mobile_unit(c.side)
+    return dispatch_pb2.UpdateMobileUnitRequest(
+        idempotency_key=c.key, unit_id=unit_id, unit=dispatch_pb2.MobileUnit(name="renamed"), update_fields=["name"]
+    )
+
+
+async def _retire_unit(c: Call) -> Message:
+    unit_id = await c.fresh.mobile_unit(c.side)
+    return dispatch_pb2.RetireMobileUnitRequest(idempotency_key=c.key, unit_id=unit_id)
+
+
 DISPATCH_ROWS = [
     Row(
         "DispatchService/Connect",
@@ -583,6 +605,19 @@ DISPATCH_ROWS = [
     Row(
         "DispatchService/ReoptimizeNow",
         lambda c: dispatch_pb2.ReoptimizeNowRequest(idempotency_key=c.key, operator_id=c.side.operator_id),
+        {A: both(OK), OP: cell(OK, PD)},
+    ),
+    # fleet-swap: the operator's workforce (changed and retired units are fresh ones, off shift).
+    Row(
+        "DispatchService/CreateMobileUnit",
+        lambda c: dispatch_pb2.CreateMobileUnitRequest(idempotency_key=c.key, unit=mobile_unit(c.side)),
+        {A: both(OK), OP: cell(OK, PD)},
+    ),
+    Row("DispatchService/UpdateMobileUnit", _update_unit, {A: both(OK), OP: cell(OK, NF)}),
+    Row("DispatchService/RetireMobileUnit", _retire_unit, {A: both(OK), OP: cell(OK, NF)}),
+    Row(
+        "DispatchService/ListMobileUnits",
+        lambda c: dispatch_pb2.ListMobileUnitsRequest(operator_id=c.side.operator_id, page_size=5),
         {A: both(OK), OP: cell(OK, PD)},
     ),
 ]

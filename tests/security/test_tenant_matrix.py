@@ -24,7 +24,7 @@ from sqlmodel import col, select
 import voltcloud.api.v1
 from tests.integration.conftest import channel_to, serving
 from tests.integration.powerup_support import candidates, fund, inventory_quote
-from voltcloud.api.v1 import common_pb2, fleet_pb2, ingest_pb2, ordering_pb2, settlement_pb2, stations_pb2
+from voltcloud.api.v1 import common_pb2, dispatch_pb2, fleet_pb2, ingest_pb2, ordering_pb2, settlement_pb2, stations_pb2
 from voltcloud.fleet.models import Driver, Vehicle
 from voltcloud.ordering.models import Order
 from voltcloud.ordering.states import Mode
@@ -178,6 +178,10 @@ class Factory:
             idempotency_key=key, driver=fleet_pb2.Driver(name=f"member {key}", fleet_id=side.fleet_id)
         )
         return str((await self.unary("FleetService/RegisterDriver", request)).driver.driver_id)
+
+    async def mobile_unit(self, side: tm.Side) -> str:
+        request = dispatch_pb2.CreateMobileUnitRequest(idempotency_key=self.key(), unit=tm.mobile_unit(side))
+        return str((await self.unary("DispatchService/CreateMobileUnit", request)).unit.unit_id)
 
     async def applicant(self, side: tm.Side) -> str:
         subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"
