@@ -1,11 +1,13 @@
 """Scan to swap through the real MQTT swap gateway (the local Mosquitto), on SQLite and PostgreSQL: a driver
 scans a lane's QR code, the platform picks the pack with the battery matcher, holds the money and tells the
 station (a ReserveCommand on the lane); the station swaps, the order completes and settles. A failed swap and a
-refused reservation release hold, pack and lane, and move no money."""
+refused reservation release hold, pack and lane, and move no money; so does a swap that never happens (the
+order expires at `service_by`)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import grpc
@@ -14,6 +16,8 @@ from sqlmodel import col, select
 
 from tests.stationkit import OPERATOR, SWAP_STATION
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc, stations_pb2, stations_pb2_grpc
+from voltcloud.ordering import orders
+from voltcloud.ordering.models import Order
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.stations.models import Pack
 from voltcloud_gateways.swap.mqtt import SwapMqttGateway
@@ -159,6 +163,21 @@ async def test_failed_swap_and_refused_reservation_release_everything(
     assert await lane_reservation(stations, op_md, 1) == ""
     listed = (await ordering.ListOrders(ordering_pb2.ListOrdersRequest(), metadata=md)).orders
     assert sorted(o.state for o in listed) == [common_pb2.ORDER_STATE_FAILED] * 2
+
+    # The station takes the reservation and never swaps: at `service_by` the order expires, releasing all.
+    call = asyncio.ensure_future(scan(ordering, md, "fail-3", 1, vehicle.id))
+    command = await reserved(station, 1)
+    order = (await asyncio.wait_for(call, 10)).order
+    async with running.platform.db.transaction() as session:
+        row = await session.get(Order, order.order_id)
+        assert row is not None
+        row.service_by = running.platform.powerup.deps.clock.now() - dt.timedelta(seconds=1)
+        session.add(row)
+    assert await orders.expire_due(running.platform.powerup.deps) == 1  # what the expiry loop runs
+    expired = await order_in(ordering, md, order.order_id, common_pb2.ORDER_STATE_EXPIRED)
+    assert expired.state == common_pb2.ORDER_STATE_EXPIRED
+    assert await account_state(running.platform, account) == before
+    assert (await pack_row(running, command["pack_id"])).state == common_pb2.PACK_STATE_READY
 
     # Not a swap station, a lane it does not have, a fixed-battery car: refused before anything is written.
     for payload, code in (
