@@ -122,6 +122,11 @@ async def test_vehicle_update_and_retire(running: RunningPlatform, channel: grpc
     assert [v.retire_reason for v in listed] == ["sold"]
     err = await _error(update("u2", ["plate"], plate="沪A·F0002"))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    token = fleet_pb2.IssueChargingTokenRequest(
+        idempotency_key="t1", fleet_id=f.fleet.fleet_id, vehicle_id=vid, id_tag="RETIRED01", operator_id="op-0001"
+    )
+    err = await _error(fleets.IssueChargingToken(token, metadata=f.manager))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "retired" in (err.details() or "")
     again = await fleets.RetireVehicle(
         fleet_pb2.RetireVehicleRequest(idempotency_key="r1", vehicle_id=vid, reason="sold"), metadata=f.manager
     )
