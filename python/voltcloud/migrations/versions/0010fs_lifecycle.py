@@ -1,4 +1,5 @@
-"""Vehicle and workforce lifecycle (issue 12): a vehicle's retirement time and reason; a mobile unit's regions and home base
+"""Vehicle and workforce lifecycle (issue 12): a vehicle's retirement time and reason; a mobile unit's regions
+and home base
 
 Revision ID: 0010fs
 Revises: 0009fl
