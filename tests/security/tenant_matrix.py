@@ -136,6 +136,9 @@ class Fresh(Protocol):
     async def applicant(self, side: Side) -> str: ...  # a new driver with a pending application to the side's fleet
     async def alarm(self, side: Side) -> str: ...  # an open alarm at the side's swap station
     async def work_order(self, side: Side, resolved: bool = False) -> str: ...  # OPEN (or RESOLVED) at the station
+    async def fleet_vehicle(self, side: Side, private: bool = False) -> str: ...  # a new vehicle (fleet's / private)
+    async def member(self, side: Side) -> str: ...  # a new approved driver of the side's fleet
+    async def mobile_unit(self, side: Side) -> str: ...  # a new van of the side's operator (off shift)
 
 
 @dataclass(frozen=True)
@@ -555,6 +558,27 @@ def _step(c: Call) -> Message:
     )
 
 
+def mobile_unit(side: Side) -> dispatch_pb2.MobileUnit:
+    """A van of the side's operator, at the side's charging station."""
+    return dispatch_pb2.MobileUnit(
+        operator_id=side.operator_id, kind=dispatch_pb2.MOBILE_UNIT_KIND_VAN, name="matrix van",
+        home=common_pb2.LatLng(lat=side.position[0], lng=side.position[1]), energy_on_board_wh=100_000,
+        connector_standards=[common_pb2.CONNECTOR_STANDARD_GBT_DC], shift_start_s=0, shift_end_s=86_400,
+    )  # fmt: skip
+
+
+async def _update_unit(c: Call) -> Message:
+    unit_id = await c.fresh.mobile_unit(c.side)
+    return dispatch_pb2.UpdateMobileUnitRequest(
+        idempotency_key=c.key, unit_id=unit_id, unit=dispatch_pb2.MobileUnit(name="renamed"), update_fields=["name"]
+    )
+
+
+async def _retire_unit(c: Call) -> Message:
+    unit_id = await c.fresh.mobile_unit(c.side)
+    return dispatch_pb2.RetireMobileUnitRequest(idempotency_key=c.key, unit_id=unit_id)
+
+
 DISPATCH_ROWS = [
     Row(
         "DispatchService/Connect",
@@ -583,6 +607,19 @@ DISPATCH_ROWS = [
     Row(
         "DispatchService/ReoptimizeNow",
         lambda c: dispatch_pb2.ReoptimizeNowRequest(idempotency_key=c.key, operator_id=c.side.operator_id),
+        {A: both(OK), OP: cell(OK, PD)},
+    ),
+    # fleet-swap: the operator's workforce (changed and retired units are fresh ones, off shift).
+    Row(
+        "DispatchService/CreateMobileUnit",
+        lambda c: dispatch_pb2.CreateMobileUnitRequest(idempotency_key=c.key, unit=mobile_unit(c.side)),
+        {A: both(OK), OP: cell(OK, PD)},
+    ),
+    Row("DispatchService/UpdateMobileUnit", _update_unit, {A: both(OK), OP: cell(OK, NF)}),
+    Row("DispatchService/RetireMobileUnit", _retire_unit, {A: both(OK), OP: cell(OK, NF)}),
+    Row(
+        "DispatchService/ListMobileUnits",
+        lambda c: dispatch_pb2.ListMobileUnitsRequest(operator_id=c.side.operator_id, page_size=5),
         {A: both(OK), OP: cell(OK, PD)},
     ),
 ]
@@ -854,8 +891,12 @@ def _fresh_vin(key: str) -> str:
 
 
 def _vehicle(c: Call, **fields: object) -> fleet_pb2.Vehicle:
+    return _vehicle_of(c.key, **fields)
+
+
+def _vehicle_of(key: str, **fields: object) -> fleet_pb2.Vehicle:
     return fleet_pb2.Vehicle(
-        vin=_fresh_vin(c.key),
+        vin=_fresh_vin(key),
         model_id="matrix van",
         connector_standards=[common_pb2.CONNECTOR_STANDARD_GBT_DC],
         battery_capacity_wh=50_000,
@@ -887,6 +928,38 @@ async def _fleet_token_expiry(c: Call) -> Message:
     token_id = await c.fresh.charging_token(c.side, "fleet")
     return fleet_pb2.SetChargingTokenExpiryRequest(
         fleet_id=c.side.fleet_id, token_id=token_id, expiry_time=_ts(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    )
+
+
+async def _retire(c: Call) -> Message:
+    vehicle_id = await c.fresh.fleet_vehicle(c.side)
+    return fleet_pb2.RetireVehicleRequest(idempotency_key=c.key, vehicle_id=vehicle_id, reason="matrix")
+
+
+async def _retire_private(c: Call) -> Message:
+    vehicle_id = await c.fresh.fleet_vehicle(c.side, private=True)
+    return fleet_pb2.RetireVehicleRequest(idempotency_key=c.key, vehicle_id=vehicle_id, reason="matrix")
+
+
+async def _update_driver(c: Call) -> Message:
+    driver_id = await c.fresh.member(c.side)
+    return fleet_pb2.UpdateDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id,
+        driver=fleet_pb2.Driver(phone="+8613800000001"), update_fields=["phone"],
+    )  # fmt: skip
+
+
+async def _suspend_driver(c: Call) -> Message:
+    driver_id = await c.fresh.member(c.side)
+    return fleet_pb2.SuspendDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id, suspended=True, reason="matrix"
+    )
+
+
+async def _remove_driver(c: Call) -> Message:
+    driver_id = await c.fresh.member(c.side)
+    return fleet_pb2.RemoveDriverRequest(
+        idempotency_key=c.key, fleet_id=c.side.fleet_id, driver_id=driver_id, reason="matrix"
     )
 
 
@@ -970,6 +1043,40 @@ FLEET_ROWS = [
         driver="private",
     ),
     Row("FleetService/ReviewDriver", _review, _OWN_FLEET),
+    # fleet-swap: vehicle and driver lifecycle (retiring, suspending and removing use fresh vehicles and drivers).
+    Row(
+        "FleetService/UpdateVehicle",
+        lambda c: fleet_pb2.UpdateVehicleRequest(
+            idempotency_key=c.key,
+            vehicle_id=c.side.vehicle_id,
+            vehicle=fleet_pb2.Vehicle(plate="MX-1"),
+            update_fields=["plate"],
+        ),
+        {**_OWN_FLEET, DR: cell(ex(PD, why="a fleet's driver sees its vehicles but changes none"), NF)},
+    ),
+    Row(
+        "FleetService/UpdateVehicle",
+        lambda c: fleet_pb2.UpdateVehicleRequest(
+            idempotency_key=c.key,
+            vehicle_id=c.side.private_vehicle_id,
+            vehicle=fleet_pb2.Vehicle(plate="MX-2"),
+            update_fields=["plate"],
+        ),
+        {A: both(OK), FM: both(NF), DR: cell(OK, NF)},
+        variant="private car",
+        driver="private",
+    ),
+    Row("FleetService/RetireVehicle", _retire, {**_OWN_FLEET, DR: cell(ex(PD, why="the fleet's to retire"), NF)}),
+    Row(
+        "FleetService/RetireVehicle",
+        _retire_private,
+        {A: both(OK), FM: both(NF), DR: cell(OK, NF)},
+        variant="private car",
+        driver="private",
+    ),
+    Row("FleetService/UpdateDriver", _update_driver, _OWN_FLEET),
+    Row("FleetService/SuspendDriver", _suspend_driver, _OWN_FLEET),
+    Row("FleetService/RemoveDriver", _remove_driver, _OWN_FLEET),
     Row(
         "FleetService/ListDrivers",
         lambda c: fleet_pb2.ListDriversRequest(fleet_id=c.side.fleet_id, page_size=5),

@@ -27,6 +27,7 @@ from tests.integration.conftest import channel_to, serving
 from tests.integration.powerup_support import candidates, fund, inventory_quote
 from voltcloud.api.v1 import (
     common_pb2,
+    dispatch_pb2,
     fleet_pb2,
     ingest_pb2,
     maintenance_pb2,
@@ -181,6 +182,24 @@ class Factory:
 
     async def work_order(self, side: tm.Side, resolved: bool = False) -> str:
         return await _maintenance_work_order(self.platform, side, resolved)
+    async def fleet_vehicle(self, side: tm.Side, private: bool = False) -> str:
+        """A new vehicle of the side's fleet (or the side's private driver's car), registered by the admin."""
+        owner = {"owner_driver_id": side.private_driver_id} if private else {"fleet_id": side.fleet_id}
+        key = self.key()
+        request = fleet_pb2.RegisterVehicleRequest(idempotency_key=key, vehicle=tm._vehicle_of(key, **owner))
+        return str((await self.unary("FleetService/RegisterVehicle", request)).vehicle.vehicle_id)
+
+    async def member(self, side: tm.Side) -> str:
+        """A new approved driver of the side's fleet, registered by the admin."""
+        key = self.key()
+        request = fleet_pb2.RegisterDriverRequest(
+            idempotency_key=key, driver=fleet_pb2.Driver(name=f"member {key}", fleet_id=side.fleet_id)
+        )
+        return str((await self.unary("FleetService/RegisterDriver", request)).driver.driver_id)
+
+    async def mobile_unit(self, side: tm.Side) -> str:
+        request = dispatch_pb2.CreateMobileUnitRequest(idempotency_key=self.key(), unit=tm.mobile_unit(side))
+        return str((await self.unary("DispatchService/CreateMobileUnit", request)).unit.unit_id)
 
     async def applicant(self, side: tm.Side) -> str:
         subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"

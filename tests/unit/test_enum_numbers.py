@@ -120,3 +120,15 @@ def test_the_domains_use_the_one_definition() -> None:
     for twin_name, proto_name in projected.items():
         assert getattr(twin, f"METRIC_{twin_name}") == common_pb2.Metric.Value(f"METRIC_{proto_name}")
     assert twin.CONNECTOR_STATUS_OFFLINE == common_pb2.CONNECTOR_STATUS_OFFLINE
+
+
+def test_the_workforce_api_spells_the_stored_unit_numbers() -> None:
+    """DispatchService's MobileUnitKind/MobileUnitStatus carry the stored numbers; RETIRED is unknown to the
+    engine, so a retired unit loads as OFFLINE and is never offered."""
+    assert {k.name: int(k) for k in enums.UnitKind} == {
+        n.removeprefix("MOBILE_UNIT_KIND_"): v for n, v in dispatch_pb2.MobileUnitKind.items() if v
+    }
+    assert {s.name: int(s) for s in enums.UnitStatus} == {
+        n.removeprefix("MOBILE_UNIT_STATUS_"): v for n, v in dispatch_pb2.MobileUnitStatus.items() if v
+    }
+    assert enums.UnitStatus.RETIRED not in engine._UNIT_STATUS_TO_ENGINE

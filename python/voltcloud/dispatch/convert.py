@@ -13,6 +13,7 @@ from voltcloud.platform.convert import lat_lng_message
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.geo import Box, parse_box, parse_position
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
+from voltcloud.stations.api import MobileUnit, units
 
 DEFAULT_TIME_BUDGET_MS = 200
 
@@ -133,3 +134,41 @@ def reoptimize_response(outcome: planning.Outcome) -> dispatch_pb2.ReoptimizeNow
         travel_time_before=to_duration(outcome.travel_before_s),
         travel_time_after=to_duration(outcome.travel_after_s),
     )
+
+
+# ---- fleet-swap: the operator's workforce (vans and specialists) ----
+
+
+def unit_spec(message: dispatch_pb2.MobileUnit) -> units.UnitSpec:
+    """The `unit` message as the stations room's description; a home base not set stays None (required)."""
+    home = None
+    if message.HasField("home"):
+        position = parse_position("unit.home", message.home.lat, message.home.lng)
+        home = (position.lat, position.lng)
+    return units.UnitSpec(
+        operator_id=message.operator_id, kind=int(message.kind), name=message.name, home=home,
+        energy_wh=message.energy_on_board_wh, connector_standards=tuple(int(s) for s in message.connector_standards),
+        skills=message.skills, regions=tuple(message.regions), shift_start_s=message.shift_start_s,
+        shift_end_s=message.shift_end_s,
+    )  # fmt: skip
+
+
+def keyed(key: str) -> None:
+    if not key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+
+
+def unit_message(unit: MobileUnit) -> dispatch_pb2.MobileUnit:
+    home = (unit.home_lat, unit.home_lng) if unit.home_lat is not None and unit.home_lng is not None else None
+    lat, lng = home or (unit.lat, unit.lng)
+    return dispatch_pb2.MobileUnit(
+        unit_id=unit.id, operator_id=unit.operator_id, kind=unit.kind,  # type: ignore[arg-type]
+        name=unit.name, home=lat_lng_message(lat, lng), energy_on_board_wh=unit.energy_wh,
+        connector_standards=[s for s in range(32) if unit.connector_mask & (1 << s)],  # type: ignore[misc]
+        skills=unit.skills, regions=[r for r in unit.regions.split(",") if r], shift_start_s=unit.shift_start_s,
+        shift_end_s=unit.shift_end_s, status=unit.status, version=unit.version,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def unit_filter(request: dispatch_pb2.ListMobileUnitsRequest) -> units.UnitFilter:
+    return units.UnitFilter(request.operator_id, int(request.kind), int(request.status))

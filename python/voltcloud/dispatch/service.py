@@ -13,6 +13,7 @@ from voltcloud.api.v1 import dispatch_pb2, dispatch_pb2_grpc
 from voltcloud.config import Settings
 from voltcloud.dispatch import planning, tasks
 from voltcloud.dispatch.convert import (
+    keyed,
     reoptimize_region,
     reoptimize_response,
     step_input,
@@ -20,6 +21,9 @@ from voltcloud.dispatch.convert import (
     task_message,
     task_of,
     time_budget_ms,
+    unit_filter,
+    unit_message,
+    unit_spec,
 )
 from voltcloud.dispatch.hub import Connection, DispatchHub, Outgoing
 from voltcloud.dispatch.models import Task
@@ -35,7 +39,7 @@ from voltcloud.platform.geo import parse_position
 from voltcloud.platform.limits import to_timestamp
 from voltcloud.platform.paging import next_page_token, parse_page
 from voltcloud.platform.rpc import current_principal
-from voltcloud.stations.api import MobileUnit, inventory
+from voltcloud.stations.api import MobileUnit, inventory, units
 
 WORKER_AVAILABLE, WORKER_BUSY, WORKER_ON_BREAK, WORKER_OFF_SHIFT = (int(s) for s in WorkerStatus)
 
@@ -310,3 +314,67 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             idempotency_key=request.idempotency_key, caller=principal.subject,
         )  # fmt: skip
         return reoptimize_response(outcome)
+
+    # ---- fleet-swap: onboarding of the operator's workforce ---------------------------------------------------
+
+    async def _keyed(self, name: str, request: Any, parse: Any, work: Any) -> Any:
+        """One transaction: the key is claimed with the work, so a retry replays the first response."""
+        keyed(request.idempotency_key)
+        principal = current_principal()
+        async with self._p.db.transaction(f"dispatch.{name}") as session:
+            return await idempotency.once(
+                session, f"DispatchService.{name}", principal.subject, request, parse, lambda: work(session),
+                now=self._p.clock.now(),
+            )  # fmt: skip
+
+    async def CreateMobileUnit(
+        self, request: dispatch_pb2.CreateMobileUnitRequest, context: Any
+    ) -> dispatch_pb2.CreateMobileUnitResponse:
+        spec = unit_spec(request.unit)
+
+        async def work(session: AsyncSession) -> dispatch_pb2.CreateMobileUnitResponse:
+            unit = await units.create_unit(session, current_principal(), spec)
+            return dispatch_pb2.CreateMobileUnitResponse(unit=unit_message(unit))
+
+        response: dispatch_pb2.CreateMobileUnitResponse = await self._keyed(
+            "CreateMobileUnit", request, dispatch_pb2.CreateMobileUnitResponse.FromString, work
+        )
+        return response
+
+    async def UpdateMobileUnit(
+        self, request: dispatch_pb2.UpdateMobileUnitRequest, context: Any
+    ) -> dispatch_pb2.UpdateMobileUnitResponse:
+        fields = tuple(request.update_fields)
+        changes = unit_spec(request.unit)
+
+        async def work(session: AsyncSession) -> dispatch_pb2.UpdateMobileUnitResponse:
+            unit = await units.update_unit(session, current_principal(), request.unit_id, changes, fields)
+            return dispatch_pb2.UpdateMobileUnitResponse(unit=unit_message(unit))
+
+        response: dispatch_pb2.UpdateMobileUnitResponse = await self._keyed(
+            "UpdateMobileUnit", request, dispatch_pb2.UpdateMobileUnitResponse.FromString, work
+        )
+        return response
+
+    async def RetireMobileUnit(
+        self, request: dispatch_pb2.RetireMobileUnitRequest, context: Any
+    ) -> dispatch_pb2.RetireMobileUnitResponse:
+        async def work(session: AsyncSession) -> dispatch_pb2.RetireMobileUnitResponse:
+            unit = await units.retire_unit(session, current_principal(), request.unit_id)
+            return dispatch_pb2.RetireMobileUnitResponse(unit=unit_message(unit))
+
+        response: dispatch_pb2.RetireMobileUnitResponse = await self._keyed(
+            "RetireMobileUnit", request, dispatch_pb2.RetireMobileUnitResponse.FromString, work
+        )
+        return response
+
+    async def ListMobileUnits(
+        self, request: dispatch_pb2.ListMobileUnitsRequest, context: Any
+    ) -> dispatch_pb2.ListMobileUnitsResponse:
+        page = parse_page(request.page_size, request.page_token)
+        async with self._p.db.transaction("dispatch.ListMobileUnits") as session:
+            rows = await units.list_units(session, current_principal(), unit_filter(request), page)
+        return dispatch_pb2.ListMobileUnitsResponse(
+            units=[unit_message(u) for u in rows],
+            next_page_token=next_page_token(rows[-1].id if rows else None, len(rows), page),
+        )

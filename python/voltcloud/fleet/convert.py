@@ -103,7 +103,25 @@ def vehicle_message(vehicle: Vehicle) -> fleet_pb2.Vehicle:
     )
     if vehicle.created_at is not None:
         message.create_time.CopyFrom(to_timestamp(vehicle.created_at))
+    if vehicle.retired_at is not None:
+        message.retire_time.CopyFrom(to_timestamp(vehicle.retired_at))
+        message.retire_reason = vehicle.retire_reason or ""
     return message
+
+
+def vehicle_update(request: fleet_pb2.UpdateVehicleRequest) -> tuple[NewVehicle, tuple[str, ...]]:
+    """UpdateVehicle's new values (RegisterVehicle's shape) and the names of the fields to change."""
+    if not request.idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    changes = new_vehicle(fleet_pb2.RegisterVehicleRequest(vehicle=request.vehicle))
+    return changes, tuple(request.update_fields)
+
+
+def driver_update(request: fleet_pb2.UpdateDriverRequest) -> tuple[NewDriver, tuple[str, ...]]:
+    if not request.idempotency_key:
+        raise InvalidArgument.for_field("idempotency_key", "is required")
+    d = request.driver
+    return NewDriver(d.name, d.phone, "", d.sub_fleet_id, tuple(d.vehicle_ids)), tuple(request.update_fields)
 
 
 def new_driver(request: fleet_pb2.RegisterDriverRequest) -> NewDriver:

@@ -94,6 +94,8 @@ async def _fleet_vehicle(session: AsyncSession, fleet: Fleet, vehicle_ids: tuple
     vehicle = await session.get(Vehicle, vehicle_ids[0])
     if vehicle is None or vehicle.fleet_id != fleet.id:
         raise NotFound(f"vehicle {vehicle_ids[0]} (driver.vehicle_ids) not found in fleet {fleet.id}")
+    if vehicle.retired_at is not None:
+        raise FailedPrecondition(f"vehicle {vehicle.id} (driver.vehicle_ids) is retired")
     return vehicle.id
 
 
@@ -111,6 +113,8 @@ async def _apply(session: AsyncSession, principal: Principal, new: NewDriver, *,
         driver = Driver(id=principal.subject, name=new.name.strip(), created_at=now)
     elif driver.fleet_id is not None:
         raise FailedPrecondition(f"driver {driver.id} already belongs to fleet {driver.fleet_id}")
+    elif driver.status == DriverStatus.SUSPENDED:
+        raise FailedPrecondition(f"driver {driver.id} is suspended by fleet {driver.applied_fleet_id}")
     driver.name, driver.phone = new.name.strip(), new.phone or driver.phone
     driver.status, driver.applied_fleet_id, driver.rejection_reason = int(DriverStatus.PENDING), new.fleet_id, None
     session.add(driver)
@@ -180,3 +184,84 @@ async def list_drivers(session: AsyncSession, principal: Principal, where: Drive
     if page.after is not None:
         query = query.where(col(Driver.id) > page.after)
     return list(await session.exec(query))
+
+
+# ---- lifecycle: update, suspend, reinstate, remove (issue 12) ----
+# A suspended or removed driver loses `fleet_id` (so ordering and settlement refuse them, as an applicant)
+# and keeps `applied_fleet_id` = the fleet, so the fleet still lists them with their status and reason.
+
+MEMBERS = (int(DriverStatus.APPROVED), int(DriverStatus.SUSPENDED))
+DRIVER_FIELDS = ("name", "phone", "sub_fleet_id", "vehicle_ids")
+
+
+async def _member(
+    session: AsyncSession, principal: Principal, fleet_id: str, driver_id: str, statuses: tuple[int, ...]
+) -> tuple[Fleet, Driver]:
+    """The fleet (managed by the caller) and its driver in one of `statuses`."""
+    fleet = await managed_fleet(session, principal, fleet_id)
+    driver = await session.get(Driver, driver_id) if driver_id else None
+    if driver is None or fleet.id not in (driver.fleet_id, driver.applied_fleet_id):
+        raise NotFound(f"driver {driver_id} not found in fleet {fleet.id}")
+    if driver.status not in statuses:
+        names = " or ".join(DriverStatus(s).name for s in statuses)
+        raise FailedPrecondition(f"driver {driver.id} is {DriverStatus(driver.status).name}, not {names}")
+    return fleet, driver
+
+
+async def _save(session: AsyncSession, driver: Driver) -> Driver:
+    session.add(driver)
+    await session.flush()
+    await _announce(session, driver)
+    return driver
+
+
+async def update_driver(
+    session: AsyncSession, principal: Principal, fleet_id: str, driver_id: str, new: NewDriver, fields: tuple[str, ...]
+) -> Driver:
+    """Changes the named fields of a member (approved or suspended), each checked as RegisterDriver does."""
+    if not fields or set(fields) - set(DRIVER_FIELDS):
+        raise InvalidArgument.for_field("update_fields", f"name one or more of {', '.join(DRIVER_FIELDS)}")
+    fleet, driver = await _member(session, principal, fleet_id, driver_id, MEMBERS)
+    name, phone = new.name if "name" in fields else driver.name, new.phone if "phone" in fields else ""
+    _check(NewDriver(name, phone, "", "", new.vehicle_ids if "vehicle_ids" in fields else ()))
+    if "name" in fields:
+        driver.name = new.name.strip()
+    if "phone" in fields:
+        driver.phone = new.phone or None
+    if "sub_fleet_id" in fields:
+        field = "driver.sub_fleet_id"
+        driver.sub_fleet_id = (
+            (await sub_fleet_of(session, fleet, new.sub_fleet_id, field=field)).id if new.sub_fleet_id else None
+        )
+    if "vehicle_ids" in fields:
+        driver.vehicle_id = await _fleet_vehicle(session, fleet, new.vehicle_ids)
+    return await _save(session, driver)
+
+
+async def suspend_driver(
+    session: AsyncSession, principal: Principal, fleet_id: str, driver_id: str, *, suspended: bool, reason: str
+) -> Driver:
+    """Suspends an approved member (reason required) or reinstates a suspended one."""
+    if suspended and not reason.strip():
+        raise InvalidArgument.for_field("reason", "is required when suspending")
+    status = DriverStatus.APPROVED if suspended else DriverStatus.SUSPENDED
+    fleet, driver = await _member(session, principal, fleet_id, driver_id, (int(status),))
+    if suspended:
+        driver.status, driver.fleet_id, driver.applied_fleet_id = int(DriverStatus.SUSPENDED), None, fleet.id
+        driver.rejection_reason = reason.strip()
+    else:
+        driver.status, driver.fleet_id, driver.applied_fleet_id = int(DriverStatus.APPROVED), fleet.id, None
+        driver.rejection_reason = None
+    return await _save(session, driver)
+
+
+async def remove_driver(
+    session: AsyncSession, principal: Principal, fleet_id: str, driver_id: str, reason: str
+) -> Driver:
+    """Removes a member from the fleet: no fleet, sub-fleet or assigned car; the wallet stays theirs."""
+    if not reason.strip():
+        raise InvalidArgument.for_field("reason", "is required")
+    fleet, driver = await _member(session, principal, fleet_id, driver_id, MEMBERS)
+    driver.status, driver.fleet_id, driver.applied_fleet_id = int(DriverStatus.REMOVED), None, fleet.id
+    driver.sub_fleet_id, driver.vehicle_id, driver.rejection_reason = None, None, reason.strip()
+    return await _save(session, driver)

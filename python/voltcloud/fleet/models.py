@@ -51,6 +51,9 @@ class Vehicle(SQLModel, table=True):
     max_ac_power_w: int = Field(default=0, ge=0)
     plate: str | None = Field(default=None, max_length=16)
     created_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # RetireVehicle: no new orders from then on; the row stays for its history (orders, statements, reports).
+    retired_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    retire_reason: str | None = Field(default=None, max_length=200)
 
 
 class Driver(SQLModel, table=True):
@@ -63,7 +66,9 @@ class Driver(SQLModel, table=True):
     sub_fleet_id: str | None = Field(default=None, foreign_key="subfleet.id", max_length=64)
     phone: str | None = Field(default=None, max_length=16)
     account_id: str | None = Field(default=None, max_length=64)
-    status: int = Field(default=2, description="DriverStatus: 1 pending, 2 approved, 3 rejected")
+    status: int = Field(
+        default=2, description="DriverStatus: 1 pending, 2 approved, 3 rejected, 4 suspended, 5 removed"
+    )
     applied_fleet_id: str | None = Field(default=None, foreign_key="fleet.id", index=True, max_length=64)
     rejection_reason: str | None = Field(default=None, max_length=200)
     created_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

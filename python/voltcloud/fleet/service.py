@@ -375,3 +375,69 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
                 window=reports.day_window(request.date, request.time_zone),
             )
         return convert.daily_report_message(report)
+
+    # ---- fleet-swap: vehicle and driver lifecycle ------------------------------------------------------------
+
+    async def UpdateVehicle(
+        self, request: fleet_pb2.UpdateVehicleRequest, context: Any
+    ) -> fleet_pb2.UpdateVehicleResponse:
+        changes, fields = convert.vehicle_update(request)
+
+        async def work(session: AsyncSession) -> fleet_pb2.UpdateVehicleResponse:
+            vehicle = await vehicles.update_vehicle(
+                session, current_principal(), self._pack_types, request.vehicle_id, changes, fields
+            )
+            return fleet_pb2.UpdateVehicleResponse(vehicle=convert.vehicle_message(vehicle))
+
+        return await self._keyed("UpdateVehicle", request, fleet_pb2.UpdateVehicleResponse, work)
+
+    async def RetireVehicle(
+        self, request: fleet_pb2.RetireVehicleRequest, context: Any
+    ) -> fleet_pb2.RetireVehicleResponse:
+        async def work(session: AsyncSession) -> fleet_pb2.RetireVehicleResponse:
+            vehicle = await vehicles.retire_vehicle(
+                session, current_principal(), request.vehicle_id, request.reason, now=self._clock.now()
+            )
+            return fleet_pb2.RetireVehicleResponse(vehicle=convert.vehicle_message(vehicle))
+
+        return await self._keyed("RetireVehicle", request, fleet_pb2.RetireVehicleResponse, work)
+
+    async def UpdateDriver(
+        self, request: fleet_pb2.UpdateDriverRequest, context: Any
+    ) -> fleet_pb2.UpdateDriverResponse:
+        new, fields = convert.driver_update(request)
+
+        async def work(session: AsyncSession) -> fleet_pb2.UpdateDriverResponse:
+            driver = await drivers.update_driver(
+                session, current_principal(), request.fleet_id, request.driver_id, new, fields
+            )
+            return fleet_pb2.UpdateDriverResponse(driver=convert.driver_message(driver))
+
+        return await self._keyed("UpdateDriver", request, fleet_pb2.UpdateDriverResponse, work)
+
+    async def SuspendDriver(
+        self, request: fleet_pb2.SuspendDriverRequest, context: Any
+    ) -> fleet_pb2.SuspendDriverResponse:
+        async def work(session: AsyncSession) -> fleet_pb2.SuspendDriverResponse:
+            driver = await drivers.suspend_driver(
+                session,
+                current_principal(),
+                request.fleet_id,
+                request.driver_id,
+                suspended=request.suspended,
+                reason=request.reason,
+            )
+            return fleet_pb2.SuspendDriverResponse(driver=convert.driver_message(driver))
+
+        return await self._keyed("SuspendDriver", request, fleet_pb2.SuspendDriverResponse, work)
+
+    async def RemoveDriver(
+        self, request: fleet_pb2.RemoveDriverRequest, context: Any
+    ) -> fleet_pb2.RemoveDriverResponse:
+        async def work(session: AsyncSession) -> fleet_pb2.RemoveDriverResponse:
+            driver = await drivers.remove_driver(
+                session, current_principal(), request.fleet_id, request.driver_id, request.reason
+            )
+            return fleet_pb2.RemoveDriverResponse(driver=convert.driver_message(driver))
+
+        return await self._keyed("RemoveDriver", request, fleet_pb2.RemoveDriverResponse, work)

@@ -16,7 +16,7 @@ from voltcloud.fleet.access import managed_fleet, sub_fleet_of
 from voltcloud.fleet.models import Driver, Fleet, Vehicle
 from voltcloud.fleet.ports import ChargingTokens, TokenIssue, TokenView
 from voltcloud.platform.auth import Principal
-from voltcloud.platform.errors import InvalidArgument, NotFound
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.paging import Page
 
 
@@ -45,6 +45,8 @@ async def issue(
     vehicle = await session.get(Vehicle, vehicle_id)
     if vehicle is None or vehicle.fleet_id != fleet.id:
         raise NotFound(f"vehicle {vehicle_id} not found in fleet {fleet.id}")
+    if vehicle.retired_at is not None:
+        raise FailedPrecondition(f"vehicle {vehicle.id} is retired: no new tokens for it")
     issued = TokenIssue(fleet.id, sub_fleet_id, vehicle.id, new.id_tag, new.operator_id, new.expires_at)
     return await port.issue(session, principal, now, issued)
 

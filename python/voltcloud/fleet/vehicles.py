@@ -1,10 +1,10 @@
-"""Vehicles: registration by VIN, who sees which, listing, moving between sub-fleets."""
+"""Vehicles: registration by VIN, who sees which, listing, moving between sub-fleets, updating, retiring."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -17,7 +17,7 @@ from voltcloud.fleet.vin import normalise_vin
 from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import ConnectorStandard
-from voltcloud.platform.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from voltcloud.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 
@@ -220,6 +220,88 @@ async def move_vehicle(session: AsyncSession, principal: Principal, vehicle_id: 
     vehicle.sub_fleet_id = (
         (await sub_fleet_of(session, fleet, sub_fleet_id, field="sub_fleet_id")).id if sub_fleet_id else None
     )
+    session.add(vehicle)
+    await session.flush()
+    await _announce(session, vehicle)
+    return vehicle
+
+
+# ---- lifecycle: update and retire (issue 12) ----
+
+# UpdateVehicle's field names (the proto's) -> NewVehicle's attributes.
+UPDATABLE = {
+    "plate": "plate",
+    "model_id": "model",
+    "pack_type_id": "pack_type_id",
+    "connector_standards": "connector_standards",
+    "battery_capacity_wh": "capacity_wh",
+    "consumption_wh_per_km": "consumption_wh_per_km",
+    "max_dc_power_w": "max_dc_power_w",
+    "max_ac_power_w": "max_ac_power_w",
+}
+
+
+async def _changeable(session: AsyncSession, principal: Principal, vehicle_id: str) -> Vehicle:
+    """A vehicle the caller may change: its fleet's manager, a private car's owner, the admin. A fleet's driver
+    sees the fleet's vehicles but changes none (PERMISSION_DENIED); a retired vehicle changes no more."""
+    vehicle = await visible_vehicle(session, principal, vehicle_id)
+    if vehicle.fleet_id is not None and not manages(principal, vehicle.fleet_id):
+        raise PermissionDenied(f"only the manager of fleet {vehicle.fleet_id} changes vehicle {vehicle.id}")
+    if vehicle.retired_at is not None:
+        raise FailedPrecondition(f"vehicle {vehicle.id} was retired at {vehicle.retired_at.isoformat()}")
+    return vehicle
+
+
+def _as_new(vehicle: Vehicle) -> NewVehicle:
+    """The vehicle's current description, in RegisterVehicle's terms (the base an update is checked on)."""
+    return NewVehicle(
+        vin=vehicle.vin, plate=vehicle.plate or "", model=vehicle.model,
+        pack_type_id=str(vehicle.pack_type_id) if vehicle.pack_type_id is not None else "",
+        connector_standards=tuple(int(s) for s in ConnectorStandard if vehicle.connector_mask & (1 << s)),
+        capacity_wh=vehicle.usable_capacity_wh, consumption_wh_per_km=vehicle.consumption_wh_per_km,
+        max_dc_power_w=vehicle.max_dc_power_w, max_ac_power_w=vehicle.max_ac_power_w,
+        fleet_id=vehicle.fleet_id or "", sub_fleet_id=vehicle.sub_fleet_id or "",
+        owner_driver_id=vehicle.owner_driver_id or "",
+    )  # fmt: skip
+
+
+async def update_vehicle(
+    session: AsyncSession,
+    principal: Principal,
+    pack_types: PackTypes,
+    vehicle_id: str,
+    changes: NewVehicle,
+    fields: tuple[str, ...],
+) -> Vehicle:
+    """Changes the named fields of a vehicle, each checked as RegisterVehicle checks it (on the merged
+    description, so a DC power without a DC inlet is refused whichever of the two changed)."""
+    if not fields:
+        raise InvalidArgument.for_field("update_fields", f"name at least one of {', '.join(UPDATABLE)}")
+    unknown = sorted(set(fields) - UPDATABLE.keys())
+    if unknown:
+        raise InvalidArgument.for_field("update_fields", f"cannot change {', '.join(unknown)[:200]}")
+    vehicle = await _changeable(session, principal, vehicle_id)
+    merged = replace(_as_new(vehicle), **{UPDATABLE[f]: getattr(changes, UPDATABLE[f]) for f in fields})
+    mask = _check_specs(merged)
+    if "pack_type_id" in fields:
+        vehicle.pack_type_id = await _pack_type(session, pack_types, merged.pack_type_id)
+    vehicle.plate, vehicle.model, vehicle.connector_mask = merged.plate or None, merged.model.strip(), mask
+    vehicle.usable_capacity_wh, vehicle.consumption_wh_per_km = merged.capacity_wh, merged.consumption_wh_per_km
+    vehicle.max_dc_power_w, vehicle.max_ac_power_w = max(merged.max_dc_power_w, 1), merged.max_ac_power_w
+    session.add(vehicle)
+    await session.flush()
+    await _announce(session, vehicle)
+    return vehicle
+
+
+async def retire_vehicle(
+    session: AsyncSession, principal: Principal, vehicle_id: str, reason: str, *, now: dt.datetime
+) -> Vehicle:
+    """No new orders for the vehicle from now (ordering's `vehicle_for` refuses it); its row and history stay."""
+    if not reason.strip():
+        raise InvalidArgument.for_field("reason", "is required")
+    vehicle = await _changeable(session, principal, vehicle_id)
+    vehicle.retired_at, vehicle.retire_reason = now, reason.strip()
     session.add(vehicle)
     await session.flush()
     await _announce(session, vehicle)

@@ -88,6 +88,9 @@ def _station_command(command: object) -> stations_pb2.StationCommand:
             reservation_id=command.reservation_id, lane=command.lane, pack_id=command.pack_id
         )
         return stations_pb2.StationCommand(reserve=reserve)
+    if isinstance(command, events.CancelReservationCommand):
+        cancel = stations_pb2.CancelReservationCommand(reservation_id=command.reservation_id)
+        return stations_pb2.StationCommand(cancel_reservation=cancel)
     if isinstance(command, events.RemoteStartCommand):
         start = stations_pb2.RemoteStartCommand(
             connector_id=command.connector_id, order_id=command.order_id, id_tag=command.id_tag

@@ -161,6 +161,13 @@ class ReserveCommand:
 
 
 @dataclass(frozen=True)
+class CancelReservationCommand:
+    """Tells a swap station a reservation made with a ReserveCommand is void (a scanned swap that failed)."""
+
+    reservation_id: str
+
+
+@dataclass(frozen=True)
 class RemoteStartCommand:
     """Asks a charging station to start a session for an order (StartByScan)."""
 

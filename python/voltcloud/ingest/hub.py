@@ -31,7 +31,13 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.ingest import convert
-from voltcloud.ingest.events import Downlink, GatewayCommand, RemoteStartCommand
+from voltcloud.ingest.events import (
+    CancelReservationCommand,
+    Downlink,
+    GatewayCommand,
+    RemoteStartCommand,
+    ReserveCommand,
+)
 from voltcloud.platform import feed
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
@@ -420,10 +426,34 @@ class Hub:
     ) -> CommandOutcome:
         """`stations.commands.StationCommands`: a RemoteStart down the station's gateway stream."""
         command = RemoteStartCommand(connector_id=connector_id, order_id=order_id, id_tag=id_tag)
-        result = await self.send_command(station_id, command, answer_within)
-        known = result.status in CommandStatus._value2member_map_  # a gateway may answer 0 (unspecified)
-        name = CommandStatus(result.status).name.lower() if known else "unspecified"
-        return CommandOutcome(result.status == CommandStatus.ACCEPTED, name, result.detail)
+        return _outcome(await self.send_command(station_id, command, answer_within))
+
+    async def reserve_swap(
+        self, station_id: str, lane: int, pack_id: str, reservation_id: str, answer_within: dt.timedelta
+    ) -> CommandOutcome:
+        """`stations.commands.StationCommands`: a ReserveCommand (this pack on this lane) down the station's
+        gateway stream; an accepted one marks the lane reserved in the twin (every replica's)."""
+        command = ReserveCommand(reservation_id=reservation_id, lane=lane, pack_id=pack_id)
+        outcome = _outcome(await self.send_command(station_id, command, answer_within))
+        if outcome.accepted:
+            await self._lane_reserved(station_id, lane, reservation_id)
+        return outcome
+
+    async def cancel_swap(self, station_id: str, lane: int, reservation_id: str, answer_within: dt.timedelta) -> None:
+        """`stations.commands.StationCommands`: voids a ReserveCommand's reservation at the station (best effort:
+        the platform has already released the pack) and frees the lane in the twin."""
+        await self._lane_reserved(station_id, lane, "")
+        result = await self.send_command(station_id, CancelReservationCommand(reservation_id), answer_within)
+        if result.status != CommandStatus.ACCEPTED:
+            log.warning("station %s did not cancel reservation %s: %s", station_id, reservation_id, result.detail)
+
+    async def _lane_reserved(self, station_id: str, lane: int, reservation_id: str) -> None:
+        op: twin_ops.TwinOp = ["lane_reserved", lane, reservation_id]
+        twin = await self.twin(station_id)
+        async with self.db.transaction("hub.lane") as session:
+            await self.publish_twin(session, station_id, [op])
+        self.twins.apply(twin, op)
+        twin.commit(self.clock.now())
 
     def deliver_result(self, link: GatewayLink, result: CommandResult) -> bool:
         future = link.pending.get(result.command_id)
@@ -595,3 +625,9 @@ def hub_for(db: Database) -> Hub:
     if hub is None:
         hub = _HUBS[db] = Hub(db)
     return hub
+
+
+def _outcome(result: CommandResult) -> CommandOutcome:
+    known = result.status in CommandStatus._value2member_map_  # a gateway may answer 0 (unspecified)
+    name = CommandStatus(result.status).name.lower() if known else "unspecified"
+    return CommandOutcome(result.status == CommandStatus.ACCEPTED, name, result.detail)

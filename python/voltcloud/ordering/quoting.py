@@ -24,7 +24,7 @@ from voltcloud.ordering.quote_store import PendingQuote, QuoteStore
 from voltcloud.ordering.states import Mode, OrderState
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import FieldViolation, InvalidArgument, NotFound
+from voltcloud.platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from voltcloud.platform.geo import position_violations
 from voltcloud.platform.ids import new_id
 from voltcloud.platform.tracing import meter
@@ -132,7 +132,7 @@ async def vehicle_for(session: AsyncSession, principal: Principal, vehicle_id: s
     driver = await session.get(Driver, principal.subject) if vehicle and needs_driver(principal, vehicle) else None
     if vehicle is None or not may_order_for(principal, vehicle, driver):
         raise NotFound(f"vehicle {vehicle_id} not found")
-    return vehicle
+    return in_service(vehicle)
 
 
 async def cached_vehicle_for(profiles: Profiles, principal: Principal, vehicle_id: str) -> Vehicle:
@@ -141,6 +141,13 @@ async def cached_vehicle_for(profiles: Profiles, principal: Principal, vehicle_i
     driver = await profiles.driver(principal.subject) if vehicle and needs_driver(principal, vehicle) else None
     if vehicle is None or not may_order_for(principal, vehicle, driver):
         raise NotFound(f"vehicle {vehicle_id} not found")
+    return in_service(vehicle)
+
+
+def in_service(vehicle: Vehicle) -> Vehicle:
+    """A retired vehicle (FleetService.RetireVehicle) gets no new quote, order or reservation."""
+    if vehicle.retired_at is not None:
+        raise FailedPrecondition(f"vehicle {vehicle.id} was retired: {vehicle.retire_reason or 'no reason given'}")
     return vehicle
 
 

@@ -51,6 +51,8 @@ class DriverStatus(enum.IntEnum):
     PENDING = f.DRIVER_STATUS_PENDING
     APPROVED = f.DRIVER_STATUS_APPROVED
     REJECTED = f.DRIVER_STATUS_REJECTED
+    SUSPENDED = f.DRIVER_STATUS_SUSPENDED
+    REMOVED = f.DRIVER_STATUS_REMOVED
 
 
 class ConnectorStatus(enum.IntEnum):
@@ -264,3 +266,4 @@ class UnitStatus(enum.IntEnum):
     IDLE = 1
     BUSY = 2
     OFF_SHIFT = 3
+    RETIRED = 4  # DispatchService.RetireMobileUnit; the engine has no such state: OFFLINE, never offered

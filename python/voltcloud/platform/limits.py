@@ -102,6 +102,7 @@ OVERRIDES: dict[str, FieldLimit] = {
     "voltcloud.v1.SetSlaPolicyRequest.rules": FieldLimit(max_items=40),
     "voltcloud.v1.NotificationPreferences.webhook_url": FieldLimit(max_chars=URI_MAX_CHARS),
     "voltcloud.v1.StartByScanRequest.qr_payload": FieldLimit(max_chars=512),
+    "voltcloud.v1.MobileUnit.regions": FieldLimit(max_chars=32, max_items=20),
     "voltcloud.v1.Station.opening_hours": FieldLimit(max_items=28),
     "voltcloud.v1.Hello.station_ids": FieldLimit(max_chars=ID_MAX_CHARS, max_items=10_000),
     "voltcloud.v1.PushRoadConditionsRequest.conditions": FieldLimit(max_items=10_000),

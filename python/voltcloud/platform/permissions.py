@@ -61,6 +61,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.DispatchService/GetTask": WORKFORCE,
     "voltcloud.v1.DispatchService/ReportTaskStep": WORKFORCE,
     "voltcloud.v1.DispatchService/ReoptimizeNow": OPERATORS,
+    # fleet-swap: an operator onboards, changes, retires and lists its own vans and specialists.
+    "voltcloud.v1.DispatchService/CreateMobileUnit": OPERATORS,
+    "voltcloud.v1.DispatchService/UpdateMobileUnit": OPERATORS,
+    "voltcloud.v1.DispatchService/RetireMobileUnit": OPERATORS,
+    "voltcloud.v1.DispatchService/ListMobileUnits": OPERATORS,
     # SettlementService: money. Customers see and fund their own accounts; operators run pricing.
     "voltcloud.v1.SettlementService/CreateAccount": FLEET_OR_OPERATOR,
     "voltcloud.v1.SettlementService/GetAccount": CUSTOMERS,
@@ -115,6 +120,12 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.FleetService/WatchVehicles": FLEET | {Role.DRIVER},
     "voltcloud.v1.FleetService/ListVehicleAlerts": FLEET | {Role.DRIVER},
     "voltcloud.v1.FleetService/SetFleetAlertLimits": FLEET,
+    # fleet-swap: vehicle and driver lifecycle. A driver updates or retires their own private car only.
+    "voltcloud.v1.FleetService/UpdateVehicle": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/RetireVehicle": FLEET | {Role.DRIVER},
+    "voltcloud.v1.FleetService/UpdateDriver": FLEET,
+    "voltcloud.v1.FleetService/SuspendDriver": FLEET,
+    "voltcloud.v1.FleetService/RemoveDriver": FLEET,
     # MaintenanceService: engineers and operators.
     "voltcloud.v1.MaintenanceService/ListAlarms": STAFF,
     "voltcloud.v1.MaintenanceService/AcknowledgeAlarm": STAFF,

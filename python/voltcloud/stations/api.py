@@ -3,13 +3,14 @@
 Stations owns operators, stations, connectors, packs, mobile units, sessions and charging tokens. Other rooms
 read those rows and change their state only through what is named here: `inventory` (version-checked
 reservations, the only writer of resource status), `sessions` (charge and swap sessions as reported),
-`packs` (pack events and swap placement), `tokens` (charging tokens and abnormal sessions), and the rows and
-value types below. Registry, twin internals, the servicer and the idempotency table stay inside.
+`packs` (pack events and swap placement), `tokens` (charging tokens and abnormal sessions), `units` (vans
+and specialists onboarded through DispatchService), and the rows and value types below. Registry, twin
+internals, the servicer and the idempotency table stay inside.
 """
 
 from __future__ import annotations
 
-from voltcloud.stations import inventory, packs, sessions, tokens, twin
+from voltcloud.stations import inventory, packs, sessions, tokens, twin, units
 from voltcloud.stations.commands import CommandOutcome, CommandResult, StationCommands
 from voltcloud.stations.inventory import CONNECTOR_AVAILABLE, PACK_READY, InventoryChange
 from voltcloud.stations.models import Connector, MobileUnit, Pack, PackType, Station, StationSession
@@ -49,4 +50,5 @@ __all__ = [
     "sessions",
     "tokens",
     "twin",
+    "units",
 ]

@@ -42,6 +42,16 @@ class StationCommands(Protocol):
         """Asks the station to start a charging session for `order_id` on `connector_id`."""
         ...
 
+    async def reserve_swap(
+        self, station_id: str, lane: int, pack_id: str, reservation_id: str, answer_within: dt.timedelta
+    ) -> CommandOutcome:
+        """Tells a swap station to hand out `pack_id` on `lane` for `reservation_id` (a scanned swap)."""
+        ...
+
+    async def cancel_swap(self, station_id: str, lane: int, reservation_id: str, answer_within: dt.timedelta) -> None:
+        """Voids `reservation_id` at the station and frees its lane (best effort)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CommandRequest:

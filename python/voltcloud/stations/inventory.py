@@ -38,6 +38,7 @@ PACK_RESERVED = int(PackState.RESERVED)
 UNIT_IDLE = int(UnitStatus.IDLE)
 UNIT_BUSY = int(UnitStatus.BUSY)
 UNIT_OFF_SHIFT = int(UnitStatus.OFF_SHIFT)
+UNIT_RETIRED = int(UnitStatus.RETIRED)
 
 ResourceType = Literal["connector", "pack", "unit", "station"]
 
@@ -324,3 +325,16 @@ async def set_unit_availability(session: AsyncSession, unit_id: str, available: 
     except Aborted:
         return None
     return await publish(session, InventoryChange("unit", unit_id, target, version))
+
+
+async def retire_unit(session: AsyncSession, unit_id: str) -> InventoryChange:
+    """IDLE or OFF_SHIFT → RETIRED, for good (nothing moves a unit out of RETIRED); a BUSY unit is refused."""
+    for source in (UNIT_IDLE, UNIT_OFF_SHIFT):
+        try:
+            version = await _conditional_update(
+                session, MobileUnit, "unit", unit_id, "status", source, UNIT_RETIRED, None
+            )
+        except Aborted:
+            continue
+        return await publish(session, InventoryChange("unit", unit_id, UNIT_RETIRED, version))
+    raise FailedPrecondition(f"unit {unit_id} is serving a task or already retired")

@@ -169,5 +169,8 @@ class MobileUnit(SQLModel, table=True):
     skills: int = Field(default=0, description="Skill bitmask (engineers)")
     shift_start_s: int = Field(ge=0, le=86400, description="Seconds after local midnight")
     shift_end_s: int = Field(ge=0, le=2 * 86400)
+    regions: str = Field(default="", max_length=1000, description="Comma-separated region codes it serves")
+    home_lat: float | None = Field(default=None, description="Home base (DispatchService.CreateMobileUnit)")
+    home_lng: float | None = Field(default=None)
     status: int = Field(default=1)
     version: int = Field(default=1)

@@ -210,6 +210,69 @@ STEP_STATUS_SKIPPED: StepStatus.ValueType  # 5
 """Skipped by the platform."""
 Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
+class _MobileUnitKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MobileUnitKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MobileUnitKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MOBILE_UNIT_KIND_UNSPECIFIED: _MobileUnitKind.ValueType  # 0
+    """Not set (in a list filter: any kind)."""
+    MOBILE_UNIT_KIND_VAN: _MobileUnitKind.ValueType  # 1
+    """A charging van: brings energy to the car."""
+    MOBILE_UNIT_KIND_SPECIALIST: _MobileUnitKind.ValueType  # 2
+    """A valet specialist: drives the car to a station and back."""
+    MOBILE_UNIT_KIND_ENGINEER: _MobileUnitKind.ValueType  # 3
+    """A maintenance engineer (listed only; created by MaintenanceService)."""
+
+class MobileUnitKind(_MobileUnitKind, metaclass=_MobileUnitKindEnumTypeWrapper):
+    """---- fleet-swap: onboarding of the operator's workforce (issue 12) ----
+
+    Kind of mobile unit (the stored numbers; engineers are MaintenanceService's).
+    """
+
+MOBILE_UNIT_KIND_UNSPECIFIED: MobileUnitKind.ValueType  # 0
+"""Not set (in a list filter: any kind)."""
+MOBILE_UNIT_KIND_VAN: MobileUnitKind.ValueType  # 1
+"""A charging van: brings energy to the car."""
+MOBILE_UNIT_KIND_SPECIALIST: MobileUnitKind.ValueType  # 2
+"""A valet specialist: drives the car to a station and back."""
+MOBILE_UNIT_KIND_ENGINEER: MobileUnitKind.ValueType  # 3
+"""A maintenance engineer (listed only; created by MaintenanceService)."""
+Global___MobileUnitKind: _TypeAlias = MobileUnitKind  # noqa: Y015
+
+class _MobileUnitStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MobileUnitStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MobileUnitStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MOBILE_UNIT_STATUS_UNSPECIFIED: _MobileUnitStatus.ValueType  # 0
+    """Not set (in a list filter: any status but RETIRED)."""
+    MOBILE_UNIT_STATUS_IDLE: _MobileUnitStatus.ValueType  # 1
+    """On shift and free."""
+    MOBILE_UNIT_STATUS_BUSY: _MobileUnitStatus.ValueType  # 2
+    """Serving a task."""
+    MOBILE_UNIT_STATUS_OFF_SHIFT: _MobileUnitStatus.ValueType  # 3
+    """Off shift (the app said so)."""
+    MOBILE_UNIT_STATUS_RETIRED: _MobileUnitStatus.ValueType  # 4
+    """Retired: never offered work."""
+
+class MobileUnitStatus(_MobileUnitStatus, metaclass=_MobileUnitStatusEnumTypeWrapper):
+    """Standing of a mobile unit (the stored numbers)."""
+
+MOBILE_UNIT_STATUS_UNSPECIFIED: MobileUnitStatus.ValueType  # 0
+"""Not set (in a list filter: any status but RETIRED)."""
+MOBILE_UNIT_STATUS_IDLE: MobileUnitStatus.ValueType  # 1
+"""On shift and free."""
+MOBILE_UNIT_STATUS_BUSY: MobileUnitStatus.ValueType  # 2
+"""Serving a task."""
+MOBILE_UNIT_STATUS_OFF_SHIFT: MobileUnitStatus.ValueType  # 3
+"""Off shift (the app said so)."""
+MOBILE_UNIT_STATUS_RETIRED: MobileUnitStatus.ValueType  # 4
+"""Retired: never offered work."""
+Global___MobileUnitStatus: _TypeAlias = MobileUnitStatus  # noqa: Y015
+
 @_typing.final
 class TaskStep(_message.Message):
     """One stop of a task's route."""
@@ -1039,3 +1102,311 @@ class ReoptimizeNowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReoptimizeNowResponse: _TypeAlias = ReoptimizeNowResponse  # noqa: Y015
+
+@_typing.final
+class MobileUnit(_message.Message):
+    """A van or specialist of an operator."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    HOME_FIELD_NUMBER: _builtins.int
+    ENERGY_ON_BOARD_WH_FIELD_NUMBER: _builtins.int
+    CONNECTOR_STANDARDS_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    SHIFT_START_S_FIELD_NUMBER: _builtins.int
+    SHIFT_END_S_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    unit_id: _builtins.str
+    """Unit id. Output only."""
+    operator_id: _builtins.str
+    """Employing operator (required on create; an operator's own by default)."""
+    kind: Global___MobileUnitKind.ValueType
+    """VAN or SPECIALIST (required on create; not changeable)."""
+    name: _builtins.str
+    """Display name (required). Limit: at most 200 characters."""
+    energy_on_board_wh: _builtins.int
+    """Energy on board, Wh: a van's is 1..10,000,000 (10 MWh), a specialist's 0."""
+    skills: _builtins.int
+    """Skills, one bit each (the engine matches tasks' required skills against them)."""
+    shift_start_s: _builtins.int
+    """Shift start, seconds after local midnight (0..86,400)."""
+    shift_end_s: _builtins.int
+    """Shift end, seconds after local midnight; after the start, at most 172,800 (a night shift ends the next day)."""
+    status: Global___MobileUnitStatus.ValueType
+    """Status. Output only."""
+    version: _builtins.int
+    """Optimistic concurrency version. Output only."""
+    @_builtins.property
+    def home(self) -> _common_pb2.LatLng:
+        """Home base: where the unit starts (its live position comes from its app). Required on create."""
+
+    @_builtins.property
+    def connector_standards(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ConnectorStandard.ValueType]:
+        """The connector standards a van can charge (at least one); a specialist's is empty."""
+
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Region codes the unit serves (letters, digits, '-', '_', 1..32 characters each). Limit: at most 20 codes."""
+
+    def __init__(
+        self,
+        *,
+        unit_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        kind: Global___MobileUnitKind.ValueType = ...,
+        name: _builtins.str = ...,
+        home: _common_pb2.LatLng | None = ...,
+        energy_on_board_wh: _builtins.int = ...,
+        connector_standards: _abc.Iterable[_common_pb2.ConnectorStandard.ValueType] | None = ...,
+        skills: _builtins.int = ...,
+        regions: _abc.Iterable[_builtins.str] | None = ...,
+        shift_start_s: _builtins.int = ...,
+        shift_end_s: _builtins.int = ...,
+        status: Global___MobileUnitStatus.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["home", b"home"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_standards", b"connector_standards", "energy_on_board_wh", b"energy_on_board_wh", "home", b"home", "kind", b"kind", "name", b"name", "operator_id", b"operator_id", "regions", b"regions", "shift_end_s", b"shift_end_s", "shift_start_s", b"shift_start_s", "skills", b"skills", "status", b"status", "unit_id", b"unit_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MobileUnit: _TypeAlias = MobileUnit  # noqa: Y015
+
+@_typing.final
+class CreateMobileUnitRequest(_message.Message):
+    """CreateMobileUnit request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    @_builtins.property
+    def unit(self) -> Global___MobileUnit:
+        """The unit (unit_id, status, version ignored)."""
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        unit: Global___MobileUnit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMobileUnitRequest: _TypeAlias = CreateMobileUnitRequest  # noqa: Y015
+
+@_typing.final
+class CreateMobileUnitResponse(_message.Message):
+    """CreateMobileUnit response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def unit(self) -> Global___MobileUnit:
+        """The unit created."""
+
+    def __init__(
+        self,
+        *,
+        unit: Global___MobileUnit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateMobileUnitResponse: _TypeAlias = CreateMobileUnitResponse  # noqa: Y015
+
+@_typing.final
+class UpdateMobileUnitRequest(_message.Message):
+    """UpdateMobileUnit request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELDS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    unit_id: _builtins.str
+    """Unit (required)."""
+    @_builtins.property
+    def unit(self) -> Global___MobileUnit:
+        """The new values of the fields named in `update_fields`."""
+
+    @_builtins.property
+    def update_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which fields to change: name, home, energy_on_board_wh, connector_standards, skills, regions,
+        shift_start_s, shift_end_s. At least one. Limit: at most 100 names of at most 100 characters.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        unit_id: _builtins.str = ...,
+        unit: Global___MobileUnit | None = ...,
+        update_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "unit", b"unit", "unit_id", b"unit_id", "update_fields", b"update_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMobileUnitRequest: _TypeAlias = UpdateMobileUnitRequest  # noqa: Y015
+
+@_typing.final
+class UpdateMobileUnitResponse(_message.Message):
+    """UpdateMobileUnit response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def unit(self) -> Global___MobileUnit:
+        """The unit after the change."""
+
+    def __init__(
+        self,
+        *,
+        unit: Global___MobileUnit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMobileUnitResponse: _TypeAlias = UpdateMobileUnitResponse  # noqa: Y015
+
+@_typing.final
+class RetireMobileUnitRequest(_message.Message):
+    """RetireMobileUnit request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    UNIT_ID_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    unit_id: _builtins.str
+    """Unit (required): not serving a task (FAILED_PRECONDITION while BUSY)."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        unit_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "unit_id", b"unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireMobileUnitRequest: _TypeAlias = RetireMobileUnitRequest  # noqa: Y015
+
+@_typing.final
+class RetireMobileUnitResponse(_message.Message):
+    """RetireMobileUnit response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def unit(self) -> Global___MobileUnit:
+        """The retired unit."""
+
+    def __init__(
+        self,
+        *,
+        unit: Global___MobileUnit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireMobileUnitResponse: _TypeAlias = RetireMobileUnitResponse  # noqa: Y015
+
+@_typing.final
+class ListMobileUnitsRequest(_message.Message):
+    """ListMobileUnits request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Operator (an operator's own by default; the admin lists all without it)."""
+    kind: Global___MobileUnitKind.ValueType
+    """Filter: kind (UNSPECIFIED = any)."""
+    status: Global___MobileUnitStatus.ValueType
+    """Filter: status (UNSPECIFIED = any but RETIRED)."""
+    page_size: _builtins.int
+    """Page size (1..1000, default 100)."""
+    page_token: _builtins.str
+    """Page token from the previous response."""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        kind: Global___MobileUnitKind.ValueType = ...,
+        status: Global___MobileUnitStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMobileUnitsRequest: _TypeAlias = ListMobileUnitsRequest  # noqa: Y015
+
+@_typing.final
+class ListMobileUnitsResponse(_message.Message):
+    """ListMobileUnits response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNITS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty at the end."""
+    @_builtins.property
+    def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___MobileUnit]:
+        """The units, by id."""
+
+    def __init__(
+        self,
+        *,
+        units: _abc.Iterable[Global___MobileUnit] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMobileUnitsResponse: _TypeAlias = ListMobileUnitsResponse  # noqa: Y015

@@ -60,6 +60,26 @@ class DispatchServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_dispatch__pb2.ReoptimizeNowRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.ReoptimizeNowResponse.FromString,
                 _registered_method=True)
+        self.CreateMobileUnit = channel.unary_unary(
+                '/voltcloud.v1.DispatchService/CreateMobileUnit',
+                request_serializer=voltcloud_dot_v1_dot_dispatch__pb2.CreateMobileUnitRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.CreateMobileUnitResponse.FromString,
+                _registered_method=True)
+        self.UpdateMobileUnit = channel.unary_unary(
+                '/voltcloud.v1.DispatchService/UpdateMobileUnit',
+                request_serializer=voltcloud_dot_v1_dot_dispatch__pb2.UpdateMobileUnitRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.UpdateMobileUnitResponse.FromString,
+                _registered_method=True)
+        self.RetireMobileUnit = channel.unary_unary(
+                '/voltcloud.v1.DispatchService/RetireMobileUnit',
+                request_serializer=voltcloud_dot_v1_dot_dispatch__pb2.RetireMobileUnitRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.RetireMobileUnitResponse.FromString,
+                _registered_method=True)
+        self.ListMobileUnits = channel.unary_unary(
+                '/voltcloud.v1.DispatchService/ListMobileUnits',
+                request_serializer=voltcloud_dot_v1_dot_dispatch__pb2.ListMobileUnitsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.ListMobileUnitsResponse.FromString,
+                _registered_method=True)
 
 
 class DispatchServiceServicer:
@@ -102,6 +122,35 @@ class DispatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMobileUnit(self, request, context):
+        """---- fleet-swap: onboarding of the operator's workforce (issue 12) ----
+        Creates a charging van or a valet specialist of an operator (the operator, or the platform admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMobileUnit(self, request, context):
+        """Changes a van's or specialist's description (name, home base, energy, inlets, skills, regions, shift).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireMobileUnit(self, request, context):
+        """Retires a van or specialist: never offered work again; its history (tasks, orders) is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMobileUnits(self, request, context):
+        """Lists an operator's mobile units.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +178,26 @@ def add_DispatchServiceServicer_to_server(servicer, server):
                     servicer.ReoptimizeNow,
                     request_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.ReoptimizeNowRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_dispatch__pb2.ReoptimizeNowResponse.SerializeToString,
+            ),
+            'CreateMobileUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMobileUnit,
+                    request_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.CreateMobileUnitRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_dispatch__pb2.CreateMobileUnitResponse.SerializeToString,
+            ),
+            'UpdateMobileUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMobileUnit,
+                    request_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.UpdateMobileUnitRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_dispatch__pb2.UpdateMobileUnitResponse.SerializeToString,
+            ),
+            'RetireMobileUnit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireMobileUnit,
+                    request_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.RetireMobileUnitRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_dispatch__pb2.RetireMobileUnitResponse.SerializeToString,
+            ),
+            'ListMobileUnits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMobileUnits,
+                    request_deserializer=voltcloud_dot_v1_dot_dispatch__pb2.ListMobileUnitsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_dispatch__pb2.ListMobileUnitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +336,114 @@ class DispatchService:
             '/voltcloud.v1.DispatchService/ReoptimizeNow',
             voltcloud_dot_v1_dot_dispatch__pb2.ReoptimizeNowRequest.SerializeToString,
             voltcloud_dot_v1_dot_dispatch__pb2.ReoptimizeNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMobileUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.DispatchService/CreateMobileUnit',
+            voltcloud_dot_v1_dot_dispatch__pb2.CreateMobileUnitRequest.SerializeToString,
+            voltcloud_dot_v1_dot_dispatch__pb2.CreateMobileUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMobileUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.DispatchService/UpdateMobileUnit',
+            voltcloud_dot_v1_dot_dispatch__pb2.UpdateMobileUnitRequest.SerializeToString,
+            voltcloud_dot_v1_dot_dispatch__pb2.UpdateMobileUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireMobileUnit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.DispatchService/RetireMobileUnit',
+            voltcloud_dot_v1_dot_dispatch__pb2.RetireMobileUnitRequest.SerializeToString,
+            voltcloud_dot_v1_dot_dispatch__pb2.RetireMobileUnitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMobileUnits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.DispatchService/ListMobileUnits',
+            voltcloud_dot_v1_dot_dispatch__pb2.ListMobileUnitsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_dispatch__pb2.ListMobileUnitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,16 @@ class DispatchServiceStub:
     """Reports a task step without the stream (unary alternative)."""
     ReoptimizeNow: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ReoptimizeNowRequest, _dispatch_pb2.ReoptimizeNowResponse]
     """Re-runs the route optimizer for a region or operator now (operator)."""
+    CreateMobileUnit: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.CreateMobileUnitRequest, _dispatch_pb2.CreateMobileUnitResponse]
+    """---- fleet-swap: onboarding of the operator's workforce (issue 12) ----
+    Creates a charging van or a valet specialist of an operator (the operator, or the platform admin).
+    """
+    UpdateMobileUnit: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.UpdateMobileUnitRequest, _dispatch_pb2.UpdateMobileUnitResponse]
+    """Changes a van's or specialist's description (name, home base, energy, inlets, skills, regions, shift)."""
+    RetireMobileUnit: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.RetireMobileUnitRequest, _dispatch_pb2.RetireMobileUnitResponse]
+    """Retires a van or specialist: never offered work again; its history (tasks, orders) is kept."""
+    ListMobileUnits: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ListMobileUnitsRequest, _dispatch_pb2.ListMobileUnitsResponse]
+    """Lists an operator's mobile units."""
 
 @_typing.type_check_only
 class DispatchServiceAsyncStub(DispatchServiceStub):
@@ -63,6 +73,16 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Reports a task step without the stream (unary alternative)."""
     ReoptimizeNow: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ReoptimizeNowRequest, _dispatch_pb2.ReoptimizeNowResponse]  # type: ignore[assignment]
     """Re-runs the route optimizer for a region or operator now (operator)."""
+    CreateMobileUnit: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.CreateMobileUnitRequest, _dispatch_pb2.CreateMobileUnitResponse]  # type: ignore[assignment]
+    """---- fleet-swap: onboarding of the operator's workforce (issue 12) ----
+    Creates a charging van or a valet specialist of an operator (the operator, or the platform admin).
+    """
+    UpdateMobileUnit: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.UpdateMobileUnitRequest, _dispatch_pb2.UpdateMobileUnitResponse]  # type: ignore[assignment]
+    """Changes a van's or specialist's description (name, home base, energy, inlets, skills, regions, shift)."""
+    RetireMobileUnit: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.RetireMobileUnitRequest, _dispatch_pb2.RetireMobileUnitResponse]  # type: ignore[assignment]
+    """Retires a van or specialist: never offered work again; its history (tasks, orders) is kept."""
+    ListMobileUnits: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ListMobileUnitsRequest, _dispatch_pb2.ListMobileUnitsResponse]  # type: ignore[assignment]
+    """Lists an operator's mobile units."""
 
 class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tasks for valet specialists and mobile vans, delivered over one bidirectional stream per app."""
@@ -108,5 +128,39 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dispatch_pb2.ReoptimizeNowResponse, _abc.Awaitable[_dispatch_pb2.ReoptimizeNowResponse]]:
         """Re-runs the route optimizer for a region or operator now (operator)."""
+
+    @_abc_1.abstractmethod
+    def CreateMobileUnit(
+        self,
+        request: _dispatch_pb2.CreateMobileUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.CreateMobileUnitResponse, _abc.Awaitable[_dispatch_pb2.CreateMobileUnitResponse]]:
+        """---- fleet-swap: onboarding of the operator's workforce (issue 12) ----
+        Creates a charging van or a valet specialist of an operator (the operator, or the platform admin).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateMobileUnit(
+        self,
+        request: _dispatch_pb2.UpdateMobileUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.UpdateMobileUnitResponse, _abc.Awaitable[_dispatch_pb2.UpdateMobileUnitResponse]]:
+        """Changes a van's or specialist's description (name, home base, energy, inlets, skills, regions, shift)."""
+
+    @_abc_1.abstractmethod
+    def RetireMobileUnit(
+        self,
+        request: _dispatch_pb2.RetireMobileUnitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.RetireMobileUnitResponse, _abc.Awaitable[_dispatch_pb2.RetireMobileUnitResponse]]:
+        """Retires a van or specialist: never offered work again; its history (tasks, orders) is kept."""
+
+    @_abc_1.abstractmethod
+    def ListMobileUnits(
+        self,
+        request: _dispatch_pb2.ListMobileUnitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ListMobileUnitsResponse, _abc.Awaitable[_dispatch_pb2.ListMobileUnitsResponse]]:
+        """Lists an operator's mobile units."""
 
 def add_DispatchServiceServicer_to_server(servicer: DispatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -62,6 +62,10 @@ class _DriverStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriverSt
     """A member of the fleet: may order for the fleet's vehicles."""
     DRIVER_STATUS_REJECTED: _DriverStatus.ValueType  # 3
     """The application was rejected (see rejection_reason)."""
+    DRIVER_STATUS_SUSPENDED: _DriverStatus.ValueType  # 4
+    """Suspended by the fleet's manager: still listed with the fleet, may neither order nor spend its money."""
+    DRIVER_STATUS_REMOVED: _DriverStatus.ValueType  # 5
+    """Removed from the fleet by its manager."""
 
 class DriverStatus(_DriverStatus, metaclass=_DriverStatusEnumTypeWrapper):
     """Where a driver stands with a fleet."""
@@ -74,6 +78,10 @@ DRIVER_STATUS_APPROVED: DriverStatus.ValueType  # 2
 """A member of the fleet: may order for the fleet's vehicles."""
 DRIVER_STATUS_REJECTED: DriverStatus.ValueType  # 3
 """The application was rejected (see rejection_reason)."""
+DRIVER_STATUS_SUSPENDED: DriverStatus.ValueType  # 4
+"""Suspended by the fleet's manager: still listed with the fleet, may neither order nor spend its money."""
+DRIVER_STATUS_REMOVED: DriverStatus.ValueType  # 5
+"""Removed from the fleet by its manager."""
 Global___DriverStatus: _TypeAlias = DriverStatus  # noqa: Y015
 
 class _VehicleStateSource:
@@ -289,6 +297,8 @@ class Vehicle(_message.Message):
     OWNER_DRIVER_ID_FIELD_NUMBER: _builtins.int
     PACK_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    RETIRE_TIME_FIELD_NUMBER: _builtins.int
+    RETIRE_REASON_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     """Vehicle id."""
     vin: _builtins.str
@@ -315,6 +325,8 @@ class Vehicle(_message.Message):
     """Private owner (driver id), if not a fleet vehicle."""
     pack_id: _builtins.str
     """Pack currently installed, if swap-capable."""
+    retire_reason: _builtins.str
+    """Why it was retired. Output only."""
     @_builtins.property
     def connector_standards(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.ConnectorStandard.ValueType]:
         """Inlet standards."""
@@ -322,6 +334,10 @@ class Vehicle(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
+
+    @_builtins.property
+    def retire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was retired (RetireVehicle); unset while in service. Output only."""
 
     def __init__(
         self,
@@ -341,10 +357,12 @@ class Vehicle(_message.Message):
         owner_driver_id: _builtins.str = ...,
         pack_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        retire_time: _timestamp_pb2.Timestamp | None = ...,
+        retire_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "retire_time", b"retire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_capacity_wh", b"battery_capacity_wh", "connector_standards", b"connector_standards", "consumption_wh_per_km", b"consumption_wh_per_km", "create_time", b"create_time", "fleet_id", b"fleet_id", "max_ac_power_w", b"max_ac_power_w", "max_dc_power_w", b"max_dc_power_w", "model_id", b"model_id", "owner_driver_id", b"owner_driver_id", "pack_id", b"pack_id", "pack_type_id", b"pack_type_id", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id", "vin", b"vin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_capacity_wh", b"battery_capacity_wh", "connector_standards", b"connector_standards", "consumption_wh_per_km", b"consumption_wh_per_km", "create_time", b"create_time", "fleet_id", b"fleet_id", "max_ac_power_w", b"max_ac_power_w", "max_dc_power_w", b"max_dc_power_w", "model_id", b"model_id", "owner_driver_id", b"owner_driver_id", "pack_id", b"pack_id", "pack_type_id", b"pack_type_id", "plate", b"plate", "retire_reason", b"retire_reason", "retire_time", b"retire_time", "sub_fleet_id", b"sub_fleet_id", "vehicle_id", b"vehicle_id", "vin", b"vin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,7 +404,7 @@ class Driver(_message.Message):
     applied_fleet_id: _builtins.str
     """Fleet the driver applied to, while PENDING or after REJECTED. Output only."""
     rejection_reason: _builtins.str
-    """Why the application was rejected. Output only."""
+    """Why the application was rejected, or why the driver was suspended or removed. Output only."""
     @_builtins.property
     def vehicle_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Vehicles the driver may use."""
@@ -2439,3 +2457,313 @@ class GetFleetDailyReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFleetDailyReportResponse: _TypeAlias = GetFleetDailyReportResponse  # noqa: Y015
+
+@_typing.final
+class UpdateVehicleRequest(_message.Message):
+    """---- fleet-swap: vehicle and driver lifecycle (issue 12) ----
+
+    UpdateVehicle request.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    VEHICLE_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELDS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    vehicle_id: _builtins.str
+    """Vehicle (required)."""
+    @_builtins.property
+    def vehicle(self) -> Global___Vehicle:
+        """The new values of the fields named in `update_fields`; the others are ignored."""
+
+    @_builtins.property
+    def update_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which fields of `vehicle` to change: plate, model_id, pack_type_id, connector_standards,
+        battery_capacity_wh, consumption_wh_per_km, max_dc_power_w, max_ac_power_w. At least one; each checked as
+        RegisterVehicle checks it. Limit: at most 100 names of at most 100 characters.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        vehicle: Global___Vehicle | None = ...,
+        update_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "update_fields", b"update_fields", "vehicle", b"vehicle", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateVehicleRequest: _TypeAlias = UpdateVehicleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateVehicleResponse(_message.Message):
+    """UpdateVehicle response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vehicle(self) -> Global___Vehicle:
+        """The vehicle after the change."""
+
+    def __init__(
+        self,
+        *,
+        vehicle: Global___Vehicle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateVehicleResponse: _TypeAlias = UpdateVehicleResponse  # noqa: Y015
+
+@_typing.final
+class RetireVehicleRequest(_message.Message):
+    """RetireVehicle request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VEHICLE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    vehicle_id: _builtins.str
+    """Vehicle (required)."""
+    reason: _builtins.str
+    """Why (required). Limit: at most 200 characters."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        vehicle_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "reason", b"reason", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireVehicleRequest: _TypeAlias = RetireVehicleRequest  # noqa: Y015
+
+@_typing.final
+class RetireVehicleResponse(_message.Message):
+    """RetireVehicle response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def vehicle(self) -> Global___Vehicle:
+        """The retired vehicle."""
+
+    def __init__(
+        self,
+        *,
+        vehicle: Global___Vehicle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vehicle", b"vehicle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireVehicleResponse: _TypeAlias = RetireVehicleResponse  # noqa: Y015
+
+@_typing.final
+class UpdateDriverRequest(_message.Message):
+    """UpdateDriver request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    UPDATE_FIELDS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    fleet_id: _builtins.str
+    """Fleet the driver belongs to (required)."""
+    driver_id: _builtins.str
+    """Driver (required)."""
+    @_builtins.property
+    def driver(self) -> Global___Driver:
+        """The new values of the fields named in `update_fields`."""
+
+    @_builtins.property
+    def update_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which fields of `driver` to change: name, phone, sub_fleet_id (empty = the fleet itself), vehicle_ids
+        (at most one; empty = none assigned). At least one. Limit: at most 100 names of at most 100 characters.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        driver: Global___Driver | None = ...,
+        update_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver", "driver_id", b"driver_id", "fleet_id", b"fleet_id", "idempotency_key", b"idempotency_key", "update_fields", b"update_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDriverRequest: _TypeAlias = UpdateDriverRequest  # noqa: Y015
+
+@_typing.final
+class UpdateDriverResponse(_message.Message):
+    """UpdateDriver response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def driver(self) -> Global___Driver:
+        """The driver after the change."""
+
+    def __init__(
+        self,
+        *,
+        driver: Global___Driver | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDriverResponse: _TypeAlias = UpdateDriverResponse  # noqa: Y015
+
+@_typing.final
+class SuspendDriverRequest(_message.Message):
+    """SuspendDriver request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    SUSPENDED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    fleet_id: _builtins.str
+    """Fleet (required)."""
+    driver_id: _builtins.str
+    """Driver (required): an APPROVED member to suspend, or a SUSPENDED one to reinstate."""
+    suspended: _builtins.bool
+    """True suspends, false reinstates."""
+    reason: _builtins.str
+    """Why (required when suspending). Limit: at most 200 characters."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        suspended: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "fleet_id", b"fleet_id", "idempotency_key", b"idempotency_key", "reason", b"reason", "suspended", b"suspended"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendDriverRequest: _TypeAlias = SuspendDriverRequest  # noqa: Y015
+
+@_typing.final
+class SuspendDriverResponse(_message.Message):
+    """SuspendDriver response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def driver(self) -> Global___Driver:
+        """The driver after the change."""
+
+    def __init__(
+        self,
+        *,
+        driver: Global___Driver | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendDriverResponse: _TypeAlias = SuspendDriverResponse  # noqa: Y015
+
+@_typing.final
+class RemoveDriverRequest(_message.Message):
+    """RemoveDriver request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    fleet_id: _builtins.str
+    """Fleet (required)."""
+    driver_id: _builtins.str
+    """Driver (required): an APPROVED or SUSPENDED member."""
+    reason: _builtins.str
+    """Why (required). Limit: at most 200 characters."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "fleet_id", b"fleet_id", "idempotency_key", b"idempotency_key", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveDriverRequest: _TypeAlias = RemoveDriverRequest  # noqa: Y015
+
+@_typing.final
+class RemoveDriverResponse(_message.Message):
+    """RemoveDriver response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def driver(self) -> Global___Driver:
+        """The driver after the removal."""
+
+    def __init__(
+        self,
+        *,
+        driver: Global___Driver | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver", b"driver"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveDriverResponse: _TypeAlias = RemoveDriverResponse  # noqa: Y015

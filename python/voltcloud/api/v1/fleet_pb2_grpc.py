@@ -150,6 +150,31 @@ class FleetServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.FromString,
                 _registered_method=True)
+        self.UpdateVehicle = channel.unary_unary(
+                '/voltcloud.v1.FleetService/UpdateVehicle',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateVehicleRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateVehicleResponse.FromString,
+                _registered_method=True)
+        self.RetireVehicle = channel.unary_unary(
+                '/voltcloud.v1.FleetService/RetireVehicle',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.RetireVehicleRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.RetireVehicleResponse.FromString,
+                _registered_method=True)
+        self.UpdateDriver = channel.unary_unary(
+                '/voltcloud.v1.FleetService/UpdateDriver',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateDriverRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateDriverResponse.FromString,
+                _registered_method=True)
+        self.SuspendDriver = channel.unary_unary(
+                '/voltcloud.v1.FleetService/SuspendDriver',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.SuspendDriverRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SuspendDriverResponse.FromString,
+                _registered_method=True)
+        self.RemoveDriver = channel.unary_unary(
+                '/voltcloud.v1.FleetService/RemoveDriver',
+                request_serializer=voltcloud_dot_v1_dot_fleet__pb2.RemoveDriverRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_fleet__pb2.RemoveDriverResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer:
@@ -322,6 +347,42 @@ class FleetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVehicle(self, request, context):
+        """---- fleet-swap: vehicle and driver lifecycle (issue 12) ----
+        Changes a vehicle's description (plate, model, pack type, inlets, capacity, consumption, power).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireVehicle(self, request, context):
+        """Retires a vehicle: no new orders for it; its history (orders, statements, reports) is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDriver(self, request, context):
+        """Changes a fleet driver's name, phone, sub-fleet or assigned vehicle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SuspendDriver(self, request, context):
+        """Suspends a fleet driver (no ordering, no spending of the fleet's money) or reinstates them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDriver(self, request, context):
+        """Removes a driver from the fleet (they keep their wallet and may apply to a fleet again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -439,6 +500,31 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.SetFleetAlertLimits,
                     request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.SerializeToString,
+            ),
+            'UpdateVehicle': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVehicle,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateVehicleRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateVehicleResponse.SerializeToString,
+            ),
+            'RetireVehicle': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireVehicle,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.RetireVehicleRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.RetireVehicleResponse.SerializeToString,
+            ),
+            'UpdateDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDriver,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateDriverRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.UpdateDriverResponse.SerializeToString,
+            ),
+            'SuspendDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendDriver,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.SuspendDriverRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.SuspendDriverResponse.SerializeToString,
+            ),
+            'RemoveDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDriver,
+                    request_deserializer=voltcloud_dot_v1_dot_fleet__pb2.RemoveDriverRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_fleet__pb2.RemoveDriverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1063,6 +1149,141 @@ class FleetService:
             '/voltcloud.v1.FleetService/SetFleetAlertLimits',
             voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsRequest.SerializeToString,
             voltcloud_dot_v1_dot_fleet__pb2.SetFleetAlertLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVehicle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/UpdateVehicle',
+            voltcloud_dot_v1_dot_fleet__pb2.UpdateVehicleRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.UpdateVehicleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireVehicle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/RetireVehicle',
+            voltcloud_dot_v1_dot_fleet__pb2.RetireVehicleRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.RetireVehicleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/UpdateDriver',
+            voltcloud_dot_v1_dot_fleet__pb2.UpdateDriverRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.UpdateDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/SuspendDriver',
+            voltcloud_dot_v1_dot_fleet__pb2.SuspendDriverRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.SuspendDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.FleetService/RemoveDriver',
+            voltcloud_dot_v1_dot_fleet__pb2.RemoveDriverRequest.SerializeToString,
+            voltcloud_dot_v1_dot_fleet__pb2.RemoveDriverResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -88,6 +88,18 @@ class FleetServiceStub:
     """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
     default. The fleet's manager or the admin; answers the limits now in force.
     """
+    UpdateVehicle: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpdateVehicleRequest, _fleet_pb2.UpdateVehicleResponse]
+    """---- fleet-swap: vehicle and driver lifecycle (issue 12) ----
+    Changes a vehicle's description (plate, model, pack type, inlets, capacity, consumption, power).
+    """
+    RetireVehicle: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RetireVehicleRequest, _fleet_pb2.RetireVehicleResponse]
+    """Retires a vehicle: no new orders for it; its history (orders, statements, reports) is kept."""
+    UpdateDriver: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.UpdateDriverRequest, _fleet_pb2.UpdateDriverResponse]
+    """Changes a fleet driver's name, phone, sub-fleet or assigned vehicle."""
+    SuspendDriver: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.SuspendDriverRequest, _fleet_pb2.SuspendDriverResponse]
+    """Suspends a fleet driver (no ordering, no spending of the fleet's money) or reinstates them."""
+    RemoveDriver: _grpc.UnaryUnaryMultiCallable[_fleet_pb2.RemoveDriverRequest, _fleet_pb2.RemoveDriverResponse]
+    """Removes a driver from the fleet (they keep their wallet and may apply to a fleet again)."""
 
 @_typing.type_check_only
 class FleetServiceAsyncStub(FleetServiceStub):
@@ -149,6 +161,18 @@ class FleetServiceAsyncStub(FleetServiceStub):
     """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
     default. The fleet's manager or the admin; answers the limits now in force.
     """
+    UpdateVehicle: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpdateVehicleRequest, _fleet_pb2.UpdateVehicleResponse]  # type: ignore[assignment]
+    """---- fleet-swap: vehicle and driver lifecycle (issue 12) ----
+    Changes a vehicle's description (plate, model, pack type, inlets, capacity, consumption, power).
+    """
+    RetireVehicle: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RetireVehicleRequest, _fleet_pb2.RetireVehicleResponse]  # type: ignore[assignment]
+    """Retires a vehicle: no new orders for it; its history (orders, statements, reports) is kept."""
+    UpdateDriver: _aio.UnaryUnaryMultiCallable[_fleet_pb2.UpdateDriverRequest, _fleet_pb2.UpdateDriverResponse]  # type: ignore[assignment]
+    """Changes a fleet driver's name, phone, sub-fleet or assigned vehicle."""
+    SuspendDriver: _aio.UnaryUnaryMultiCallable[_fleet_pb2.SuspendDriverRequest, _fleet_pb2.SuspendDriverResponse]  # type: ignore[assignment]
+    """Suspends a fleet driver (no ordering, no spending of the fleet's money) or reinstates them."""
+    RemoveDriver: _aio.UnaryUnaryMultiCallable[_fleet_pb2.RemoveDriverRequest, _fleet_pb2.RemoveDriverResponse]  # type: ignore[assignment]
+    """Removes a driver from the fleet (they keep their wallet and may apply to a fleet again)."""
 
 class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fleet tenants and their vehicles and drivers."""
@@ -345,5 +369,47 @@ class FleetServiceServicer(metaclass=_abc_1.ABCMeta):
         """Sets a fleet's alert limits (speeding, fatigue, low battery); a zero/unset field takes the platform's
         default. The fleet's manager or the admin; answers the limits now in force.
         """
+
+    @_abc_1.abstractmethod
+    def UpdateVehicle(
+        self,
+        request: _fleet_pb2.UpdateVehicleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.UpdateVehicleResponse, _abc.Awaitable[_fleet_pb2.UpdateVehicleResponse]]:
+        """---- fleet-swap: vehicle and driver lifecycle (issue 12) ----
+        Changes a vehicle's description (plate, model, pack type, inlets, capacity, consumption, power).
+        """
+
+    @_abc_1.abstractmethod
+    def RetireVehicle(
+        self,
+        request: _fleet_pb2.RetireVehicleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RetireVehicleResponse, _abc.Awaitable[_fleet_pb2.RetireVehicleResponse]]:
+        """Retires a vehicle: no new orders for it; its history (orders, statements, reports) is kept."""
+
+    @_abc_1.abstractmethod
+    def UpdateDriver(
+        self,
+        request: _fleet_pb2.UpdateDriverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.UpdateDriverResponse, _abc.Awaitable[_fleet_pb2.UpdateDriverResponse]]:
+        """Changes a fleet driver's name, phone, sub-fleet or assigned vehicle."""
+
+    @_abc_1.abstractmethod
+    def SuspendDriver(
+        self,
+        request: _fleet_pb2.SuspendDriverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.SuspendDriverResponse, _abc.Awaitable[_fleet_pb2.SuspendDriverResponse]]:
+        """Suspends a fleet driver (no ordering, no spending of the fleet's money) or reinstates them."""
+
+    @_abc_1.abstractmethod
+    def RemoveDriver(
+        self,
+        request: _fleet_pb2.RemoveDriverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fleet_pb2.RemoveDriverResponse, _abc.Awaitable[_fleet_pb2.RemoveDriverResponse]]:
+        """Removes a driver from the fleet (they keep their wallet and may apply to a fleet again)."""
 
 def add_FleetServiceServicer_to_server(servicer: FleetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
