@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -69,6 +70,51 @@ async def overlapping(
     if exclude_orders:
         query = query.where(col(Reservation.order_id).is_(None))
     return list(await session.exec(query))
+
+
+_RESERVATIONS: sa.Table = Reservation.__table__  # type: ignore[attr-defined]
+_INSERT_RESERVATION = sa.insert(_RESERVATIONS)
+
+
+async def insert_order_reservation(
+    session: AsyncSession,
+    *,
+    station_id: str,
+    connector_id: str | None,
+    pack_id: str | None,
+    vehicle_id: str,
+    order_id: str,
+    starts_at: dt.datetime,
+    ends_at: dt.datetime,
+    created_by: str,
+    currency: str,
+) -> str:
+    """The window an order books at its station (active, holding its connector or pack), in one Core INSERT;
+    returns its id. Its key is the order's, so an order books one window."""
+    reservation_id = new_id("rsv")
+    await (await session.connection()).execute(
+        _INSERT_RESERVATION,
+        {
+            "id": reservation_id,
+            "station_id": station_id,
+            "connector_id": connector_id,
+            "lane": 0,
+            "pack_id": pack_id,
+            "vehicle_id": vehicle_id,
+            "order_id": order_id,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "state": RESERVATION_ACTIVE,
+            "holds_resource": True,
+            "fee_minor": 0,
+            "currency": currency,
+            "created_by": created_by,
+            "idempotency_key": f"order:{order_id}",
+            "created_at": starts_at,
+            "version": 1,
+        },
+    )
+    return reservation_id
 
 
 async def create_reservation(uow: UnitOfWork, clock: Clock, principal: Principal, inp: ReservationInput) -> Reservation:

@@ -12,13 +12,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
-from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.db import is_lost_race
+from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.settlement import accounts
 from voltcloud.settlement.ledger import (
@@ -30,7 +34,7 @@ from voltcloud.settlement.ledger import (
     lock_accounts,
     post_entry,
 )
-from voltcloud.settlement.models import LedgerHold
+from voltcloud.settlement.models import LedgerAccount, LedgerHold
 from voltcloud.settlement.money import EntryKind, HoldState, check_amount, check_currency, round_half_up
 from voltcloud.settlement.sql import for_update
 
@@ -201,6 +205,105 @@ async def place_hold(
         await session.flush()
         await idempotency.complete(session, claim, hold.id)
     return hold_view(hold)
+
+
+_ACCOUNT: sa.Table = LedgerAccount.__table__  # type: ignore[attr-defined]
+_HOLD: sa.Table = LedgerHold.__table__  # type: ignore[attr-defined]
+_INSERT_HOLD = sa.insert(_HOLD)
+
+
+async def lock_account_row(
+    session: AsyncSession, *, account_id: str | None = None, owner: tuple[str, str, int, str] | None = None
+) -> Any | None:
+    """One account's row, locked until commit (FOR NO KEY UPDATE on PostgreSQL; SQLite's write transaction
+    holds the database): by id, or by (owner kind, owner id, account kind, currency), the wallet's unique
+    key, so finding and locking a wallet is one statement. None when there is no such account."""
+    query = sa.select(_ACCOUNT)
+    if account_id is not None:
+        query = query.where(_ACCOUNT.c.id == account_id)
+    elif owner is not None:
+        owner_kind, owner_id, kind, currency = owner
+        query = query.where(
+            _ACCOUNT.c.owner_kind == owner_kind,
+            _ACCOUNT.c.owner_id == owner_id,
+            _ACCOUNT.c.kind == kind,
+            _ACCOUNT.c.currency == currency,
+        )
+    else:  # pragma: no cover - a programming error
+        raise ValueError("name the account by id or by owner")
+    try:
+        return (await (await session.connection()).execute(query.with_for_update(key_share=True))).one_or_none()
+    except sa.exc.DBAPIError as exc:
+        if is_lost_race(exc):
+            raise Aborted(f"lost a race locking an account: {exc.orig}") from exc
+        raise
+
+
+async def place_hold_on(
+    session: AsyncSession,
+    account: Any,
+    *,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    expires_at: dt.datetime,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Hold:
+    """`place_hold` for an account row its caller has locked (`lock_account_row`), in two Core statements
+    (the account's UPDATE and the hold's INSERT), for a caller whose own key makes it idempotent (CreateOrder).
+    The same rules: currency, frozen, available balance with the credit limit, expired holds freed first."""
+    check_amount("amount", amount_minor)
+    check_currency("currency", currency)
+    now = clock.now()
+    if expires_at.tzinfo is None or expires_at <= now:
+        raise InvalidArgument.for_field("expires_at", "must be a timezone-aware time in the future")
+    if account.currency != currency:
+        raise InvalidArgument.for_field("currency", f"account {account.id} holds {account.currency}, not {currency}")
+    if account.frozen:
+        raise FailedPrecondition(f"account {account.id} is frozen")
+    available = account.balance_minor - account.held_minor + account.credit_limit_minor
+    if amount_minor > available and await expire_due_holds(session, clock=clock, account_id=account.id):
+        account = await lock_account_row(session, account_id=account.id)
+        available = account.balance_minor - account.held_minor + account.credit_limit_minor
+    if amount_minor > available:
+        raise FailedPrecondition(
+            f"insufficient funds on account {account.id}: available {available} {currency}, "
+            f"hold needs {amount_minor} {currency}"
+        )
+    connection = await session.connection()
+    await connection.execute(
+        sa.update(_ACCOUNT)
+        .where(_ACCOUNT.c.id == account.id)
+        .values(held_minor=_ACCOUNT.c.held_minor + amount_minor, version=_ACCOUNT.c.version + 1)
+    )
+    hold = Hold(
+        hold_id=new_id("hold"),
+        account_id=account.id,
+        amount_minor=amount_minor,
+        captured_minor=0,
+        currency=currency,
+        state=HoldState.ACTIVE,
+        reference=reference,
+        expires_at=expires_at,
+        created_at=now,
+    )
+    await connection.execute(
+        _INSERT_HOLD,
+        {
+            "id": hold.hold_id,
+            "account_id": hold.account_id,
+            "amount_minor": amount_minor,
+            "captured_minor": 0,
+            "currency": currency,
+            "state": int(HoldState.ACTIVE),
+            "reference": reference,
+            "expires_at": expires_at,
+            "created_at": now,
+            "close_reason": "",
+            "version": 1,
+        },
+    )
+    return hold
 
 
 def _split(amount_minor: int, breakdown: Mapping[str, int] | None) -> tuple[int, list[tuple[str, int]]]:
