@@ -320,9 +320,7 @@ _INSERT_ORDER = sa.insert(_ORDERS)
 _INSERT_EVENTS = sa.insert(_EVENTS)
 
 
-async def insert_new_order(
-    session: AsyncSession, effects: Effects, order: Order, events: list[dict[str, Any]]
-) -> None:
+async def insert_new_order(session: AsyncSession, effects: Effects, order: Order, events: list[dict[str, Any]]) -> None:
     """Writes a new order (its final state, after `transition`s) and its events with Core statements (one
     INSERT, one executemany), and its one change on the feed: no ORM unit of work on CreateOrder's path. The
     instance stays out of the session (the caller returns it; a later transaction loads its own copy)."""

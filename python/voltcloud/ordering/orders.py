@@ -23,7 +23,7 @@ from voltcloud.ordering.lifecycle import (
     insert_new_order,
     transition,
 )
-from voltcloud.ordering.models import Order, OrderEvent, Quote, Reservation
+from voltcloud.ordering.models import Order, OrderEvent, Quote
 from voltcloud.ordering.ports import Dispatcher, Place
 from voltcloud.ordering.quoting import QuotedOption, QuotePath, hold_amount, options_of, vehicle_for
 from voltcloud.ordering.reservations import insert_order_reservation, overlapping
@@ -238,11 +238,11 @@ def order_times(option: QuotedOption, now: dt.datetime, grace_s: float) -> Order
     return OrderTimes(eta, eta + dt.timedelta(seconds=option.wait_s + grace_s))
 
 
-def window_clash(mode: Mode, option: QuotedOption, clashes: list[Reservation], lanes: int) -> str | None:
-    """Why the option's reservation window cannot be booked, or None: a connector takes one booking at a
-    time, a swap station as many as it has lanes."""
+def window_clash(mode: Mode, option: QuotedOption, clashes: list[str], lanes: int) -> str | None:
+    """Why the option's reservation window cannot be booked (`clashes`: the ids of the reservations in it), or
+    None: a connector takes one booking at a time, a swap station as many as it has lanes."""
     if mode is Mode.CHARGE and clashes:
-        return f"connector {option.connector_id} is booked by reservation {clashes[0].id}"
+        return f"connector {option.connector_id} is booked by reservation {clashes[0]}"
     if mode is Mode.SWAP and clashes and len(clashes) >= lanes:
         return f"every lane of station {option.station_id} is booked in that window"
     return None

@@ -109,7 +109,8 @@ async def publish(session: AsyncSession, topic: str, key: str, payload: Mapping[
     }
     result = await (await session.connection()).execute(_INSERT, values)
     session.info[NOTIFY_AT_COMMIT] = CHANNEL  # PostgreSQL: `Database.transaction` notifies just before commit
-    return int(result.inserted_primary_key[0])
+    key_of_row: Any = result.inserted_primary_key
+    return int(key_of_row[0])
 
 
 async def republish(session: AsyncSession, change_id: int, payload: Mapping[str, Any]) -> bool:
