@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from voltcloud.fleet.api import Fleet  # read-only: a fleet's payment mode and credit limit
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
-from voltcloud.platform.errors import InvalidArgument, NotFound
+from voltcloud.platform.errors import InvalidArgument
 from voltcloud.settlement import accounts
 from voltcloud.settlement.abnormal import (
     AbnormalFlag,
@@ -31,7 +31,6 @@ from voltcloud.settlement.holds import (
     Hold,
     capture_hold,
     expire_due_holds,
-    lock_account_row,
     place_hold,
     place_hold_on,
     release_hold,
@@ -83,19 +82,19 @@ async def hold_on_wallet(
     expires_at: dt.datetime,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Hold:
-    """A hold on the wallet of a driver or fleet (`ensure_customer_account`'s account, created if missing):
-    found and locked in one statement when it exists, then `place_hold_on` (Core statements; the caller's
-    own idempotency key, claimed in the same transaction, covers the hold)."""
+    """A hold on the wallet of a driver or fleet (`ensure_customer_account`'s account, created if missing),
+    named by its owner so that finding, checking and taking the amount is one statement (`place_hold_on`; the
+    caller's own idempotency key, claimed in the same transaction, covers the hold)."""
     kind = AccountKind.CUSTOMER if owner_kind == "driver" else AccountKind.FLEET
-    account = await lock_account_row(session, owner=(owner_kind, owner_id, int(kind), currency))
-    if account is None:
-        account_id = await ensure_customer_account(
+
+    async def create() -> str:
+        return await ensure_customer_account(
             session, owner_kind=owner_kind, owner_id=owner_id, currency=currency, clock=clock
         )
-        account = await lock_account_row(session, account_id=account_id)
+
     return await place_hold_on(
-        session, account, amount_minor=amount_minor, currency=currency, reference=reference,
-        expires_at=expires_at, clock=clock,
+        session, owner=(owner_kind, owner_id, int(kind), currency), create=create, amount_minor=amount_minor,
+        currency=currency, reference=reference, expires_at=expires_at, clock=clock,
     )  # fmt: skip
 
 
@@ -110,11 +109,8 @@ async def hold_on_account(
     clock: Clock = SYSTEM_CLOCK,
 ) -> Hold:
     """`hold_on_wallet` for an account named by id (a payer, a sub-fleet's allocation); NotFound if missing."""
-    account = await lock_account_row(session, account_id=account_id)
-    if account is None:
-        raise NotFound(f"account {account_id} not found")
     return await place_hold_on(
-        session, account, amount_minor=amount_minor, currency=currency, reference=reference,
+        session, account_id=account_id, amount_minor=amount_minor, currency=currency, reference=reference,
         expires_at=expires_at, clock=clock,
     )  # fmt: skip
 
@@ -214,9 +210,9 @@ __all__ = [
     "detect_abnormal",
     "ensure_customer_account",
     "ensure_sub_fleet_account",
+    "expire_due_holds",
     "hold_on_account",
     "hold_on_wallet",
-    "expire_due_holds",
     "move_balance",
     "place_hold",
     "price_estimate",
