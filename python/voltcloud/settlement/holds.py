@@ -213,7 +213,7 @@ _INSERT_HOLD = sa.insert(_HOLD)
 
 async def lock_account_row(
     session: AsyncSession, *, account_id: str | None = None, owner: tuple[str, str, int, str] | None = None
-) -> Any | None:
+) -> Any:  # the row, or None
     """One account's row, locked until commit (FOR NO KEY UPDATE on PostgreSQL; SQLite's write transaction
     holds the database): by id, or by (owner kind, owner id, account kind, currency), the wallet's unique
     key, so finding and locking a wallet is one statement. None when there is no such account."""
