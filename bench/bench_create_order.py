@@ -182,6 +182,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
                 except Exception as error:  # counted and shown: a bench must not hide refusals
                     failures[type(error).__name__] += 1
 
+            if args.quote_memory:
+                await _hand_quotes_to_store(plat, [q for _, q in pairs])
             idle = time.process_time()
             await asyncio.sleep(2.0)
             idle = (time.process_time() - idle) / 2.0  # the platform's own background cost, per second
@@ -223,11 +225,25 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         "orders_per_s": round(done / wall, 1),
         "cpu_ms_per_order": round(cpu / done * 1000, 2),
         "idle_cpu_share": round(idle, 3),
+        "quote_memory": bool(args.quote_memory),
         "statements_per_order": round((statements["all"] - first) / done, 2),
         "statements_traced_order": first - warm,
         "failures": dict(failures),
         "trace": traced if args.trace else [],
     }
+
+
+async def _hand_quotes_to_store(plat: Any, quote_ids: list[str]) -> None:
+    """As if this replica had made the quotes (QuotePowerUp hands them to its batched writer): the store
+    writes them again (ignored) and, in a tree that keeps recent quotes, CreateOrder finds them in memory."""
+    from voltcloud.ordering.models import Quote
+    from voltcloud.ordering.quote_store import PendingQuote
+
+    store = plat.powerup.quote_path.store
+    async with plat.db.transaction() as session:
+        for quote_id in quote_ids:
+            q = await session.get(Quote, quote_id)
+            store.add(PendingQuote(**{name: getattr(q, name) for name in PendingQuote.__dataclass_fields__}))
 
 
 async def _database(dialect: str, tmp: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
@@ -265,7 +281,7 @@ def _run_child(tree: str, dialect: str, args: argparse.Namespace) -> dict[str, A
     command = [
         sys.executable, __file__, "--child", "--dialect", dialect, "--orders", str(args.orders),
         "--concurrency", str(args.concurrency),
-    ] + (["--trace"] if args.trace else [])  # fmt: skip
+    ] + (["--trace"] if args.trace else []) + (["--quote-memory"] if args.quote_memory else [])  # fmt: skip
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -280,6 +296,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trace", action="store_true", help="print the statements of one order")
+    parser.add_argument(
+        "--quote-memory", action="store_true",
+        help="hand the quotes to the platform's quote store first, as if this replica had made them",
+    )  # fmt: skip
     parser.add_argument("--profile", type=int, default=0, help="child only: cProfile's top N functions on stderr")
     parser.add_argument("--json", type=Path, help="write every run here")
     args = parser.parse_args()

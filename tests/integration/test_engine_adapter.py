@@ -15,10 +15,10 @@ from voltcloud.engine import Engine, OptionRequest, VehicleProfile
 from voltcloud.fleet.models import Vehicle
 from voltcloud.platform.db import Database, upgrade_database_async
 from voltcloud.platform.enums import UnitStatus
-from voltcloud.platform.errors import Aborted
+from voltcloud.platform.errors import Aborted, NotFound
 from voltcloud.seed import seed_demo_if_empty
 from voltcloud.stations import inventory
-from voltcloud.stations.models import Connector, MobileUnit
+from voltcloud.stations.models import Connector, MobileUnit, Pack
 
 
 @pytest.fixture
@@ -120,3 +120,29 @@ async def test_an_off_shift_unit_stays_off_shift_in_the_engine(db: Database) -> 
     await rebuilt.load(db)
     with pytest.raises(_core.ConflictError):
         rebuilt.index.release_unit(info.idx)
+
+
+async def test_a_reservation_is_one_conditional_update_and_a_lost_one_says_why(db: Database) -> None:
+    """inventory's reserve: one UPDATE ... RETURNING when it wins; when it loses, the reason (gone, moved to
+    another station, changed since the caller read it, no longer free) from one read of the row."""
+    async with db.transaction() as session:
+        pack = (
+            await session.exec(select(Pack).where(Pack.state == inventory.PACK_READY).order_by(col(Pack.id)))
+        ).first()
+        assert pack is not None and pack.station_id is not None
+    pack_id, station_id, version = pack.id, pack.station_id, pack.version
+    async with db.transaction() as session:
+        with pytest.raises(NotFound):
+            await inventory.reserve_pack(session, "pk-missing")
+        with pytest.raises(Aborted, match=f"pack {pack_id} is no longer at station st-elsewhere"):
+            await inventory.reserve_pack(session, pack_id, station_id="st-elsewhere")
+        with pytest.raises(Aborted, match="changed meanwhile"):
+            await inventory.reserve_pack(session, pack_id, expected_version=version + 1)
+    async with db.transaction() as session:
+        change = await inventory.reserve_pack(session, pack_id, station_id=station_id, expected_version=version)
+    assert (change.status, change.version, change.station_id) == (inventory.PACK_RESERVED, version + 1, station_id)
+    async with db.transaction() as session:
+        with pytest.raises(Aborted, match="is no longer free"):
+            await inventory.reserve_pack(session, pack_id, station_id=station_id)
+        assert await inventory.release_pack(session, pack_id) is not None
+        assert (await session.get(Pack, pack_id, populate_existing=True)).version == version + 2  # type: ignore[union-attr]

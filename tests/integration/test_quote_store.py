@@ -9,9 +9,11 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from sqlmodel import col, select
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2, ordering_pb2_grpc
@@ -184,3 +186,53 @@ def test_a_quote_id_tells_when_it_was_made() -> None:
     assert 0.1 < store.in_flight(new_id("qt")) <= 0.26  # young: may still be in its maker's batch
     assert store.in_flight(new_id("qt"), now_s=now + 1) == 0.0  # old enough to have been written
     assert store.in_flight(new_id("qt"), now_s=now - 5) == 0.0  # from the future beyond any clock skew
+
+
+async def test_a_written_quote_of_this_replica_is_ordered_from_memory_and_its_key_still_replays(
+    platform: Platform,
+) -> None:
+    """A quote this replica wrote is kept in memory: CreateOrder reads neither the quote nor the key before its
+    write transaction (the key is claimed first in it), a retry gets its order after the quote expired, and the
+    refusals are the same as for a quote read from the database."""
+    vehicle = await swappable_vehicle(platform, owner=DRIVER)
+    await fund(platform, "driver", DRIVER)
+    store = platform.powerup.quote_path.store
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    async with channel_to(platform) as channel:
+        ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
+        quote = await _quote(platform, channel, vehicle.id)
+        assert await store.flush()
+        assert store.pending(quote.quote_id) is None and store.known(quote.quote_id) is not None
+        chosen = next(o for o in quote.options if o.mode in SELF_SERVICE)
+
+        async def create(key: str, option_id: str = chosen.option_id) -> ordering_pb2.CreateOrderResponse:
+            request = ordering_pb2.CreateOrderRequest(idempotency_key=key, quote_id=quote.quote_id, option_id=option_id)
+            response: ordering_pb2.CreateOrderResponse = await ordering.CreateOrder(
+                request, metadata=driver_md(platform, DRIVER)
+            )
+            return response
+
+        sa.event.listen(platform.db.engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            created = await create("k-memory")
+        finally:
+            sa.event.remove(platform.db.engine.sync_engine, "before_cursor_execute", seen)
+        assert created.order.option == chosen
+        assert not [s for s in statements if s.startswith("select") and ("from quote" in s or "from idempotency" in s)]
+        later = quote.expires_at.ToDatetime(dt.UTC) + dt.timedelta(seconds=1)
+        platform.powerup.deps.clock = FrozenClock(later)
+        assert (await create("k-memory")).order.order_id == created.order.order_id  # the retry, after expiry
+        for key, option_id, status in (
+            ("k-late", chosen.option_id, grpc.StatusCode.FAILED_PRECONDITION),
+            ("k-memory", "o99", grpc.StatusCode.INVALID_ARGUMENT),  # the same key for another request
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await create(key, option_id)
+            assert err.value.code() == status
+    async with platform.db.transaction() as session:
+        orders = list(await session.exec(select(Order).where(col(Order.quote_id) == quote.quote_id)))
+    assert [o.id for o in orders] == [created.order.order_id]

@@ -6,12 +6,14 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlmodel import select
 
 from tests.settlement_support import OPERATOR, check_books, clock, migrated
 from voltcloud.platform.db import Database
-from voltcloud.platform.errors import FailedPrecondition, InvalidArgument
+from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.settlement import accounts, api
 from voltcloud.settlement.ledger import PostingSpec, post_entry
+from voltcloud.settlement.models import LedgerAccount
 from voltcloud.settlement.money import EntryKind, HoldState
 
 
@@ -356,4 +358,47 @@ async def test_post_settlement_fleet_uses_its_credit_limit(db: Database) -> None
                 expires_at=c.now() + dt.timedelta(hours=1),
                 clock=c,
             )
+    await check_books(db)
+
+
+async def test_order_holds_take_the_amount_in_one_statement_with_the_same_rules(db: Database) -> None:
+    """`hold_on_wallet` / `hold_on_account` (CreateOrder's Core path) refuse what `place_hold` refuses, with the
+    same reasons, free expired holds first, and create a missing wallet only when the hold goes through."""
+    c = clock()
+
+    async def hold(amount: int, *, owner: str = "d1", account: str = "", currency: str = "CNY") -> api.Hold:
+        async with db.transaction() as s:
+            at = c.now() + dt.timedelta(minutes=30)
+            if account:
+                return await api.hold_on_account(
+                    s, account_id=account, amount_minor=amount, currency=currency, reference="o", expires_at=at,
+                    clock=c,
+                )  # fmt: skip
+            return await api.hold_on_wallet(
+                s, owner_kind="driver", owner_id=owner, amount_minor=amount, currency=currency, reference="o",
+                expires_at=at, clock=c,
+            )  # fmt: skip
+
+    with pytest.raises(FailedPrecondition, match="insufficient funds"):
+        await hold(1, owner="d-new")  # the wallet it created is rolled back with the refusal
+    async with db.transaction() as s:
+        assert not list(await s.exec(select(LedgerAccount).where(LedgerAccount.owner_id == "d-new")))
+    wallet = await _wallet(db, "d1", 1_000)
+    first = await hold(600)
+    assert (first.account_id, first.amount_minor, first.state) == (wallet, 600, HoldState.ACTIVE)
+    assert await _balance(db, wallet) == (1_000, 600)
+    with pytest.raises(FailedPrecondition, match="available 400 CNY, hold needs 401"):
+        await hold(401)
+    await hold(400, account=wallet)
+    with pytest.raises(InvalidArgument, match="holds CNY, not EUR"):
+        await hold(1, account=wallet, currency="EUR")
+    with pytest.raises(NotFound):
+        await hold(1, account="acc-missing")
+    c.advance(dt.timedelta(minutes=31))  # both holds expired: the next one frees them first
+    assert (await hold(1_000)).amount_minor == 1_000
+    assert await _balance(db, wallet) == (1_000, 1_000)
+    async with db.transaction() as s:
+        (await accounts.load(s, wallet)).frozen = True
+    with pytest.raises(FailedPrecondition, match="frozen"):
+        await hold(1, account=wallet)
     await check_books(db)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
@@ -194,8 +195,8 @@ async def publish_order(session: AsyncSession, order: Order) -> None:
     """The one writer of topic "order": what a subscriber needs to act without reading the order (who made
     it, for which vehicle and fleet, its state) and `seq`, its last event, to tell news from a repeat.
 
-    One change per order and flush: a transaction that moves an order several times before writing (CreateOrder:
-    created, assigned, en route) brings its pending change up to date instead of adding another row."""
+    One change per order and transaction: a transaction that moves an order several times brings its change
+    up to date instead of adding another row (CreateOrder publishes once, after its last event)."""
     payload = {
         "order_id": order.id,
         "state": int(order.state),
@@ -204,15 +205,11 @@ async def publish_order(session: AsyncSession, order: Order) -> None:
         "fleet_id": order.fleet_id,
         "seq": order.last_event_seq,
     }
-    pending: dict[str, feed.ChangeEvent] = session.info.setdefault(_PENDING_ORDER_CHANGES, {})
-    row = pending.get(order.id)
-    if row is not None and row in session.new:
-        row.payload = json.dumps(payload, separators=(",", ":"))
+    published: dict[str, int] = session.info.setdefault(_PENDING_ORDER_CHANGES, {})
+    change_id = published.get(order.id)
+    if change_id is not None and await feed.republish(session, change_id, payload):
         return
-    await feed.publish(session, ORDER_TOPIC, order.id, payload)
-    pending[order.id] = next(
-        r for r in session.new if isinstance(r, feed.ChangeEvent) and r.topic == ORDER_TOPIC and r.key == order.id
-    )
+    published[order.id] = await feed.publish(session, ORDER_TOPIC, order.id, payload)
 
 
 class UnitOfWork:
@@ -226,7 +223,7 @@ class UnitOfWork:
     async def run(self, name: str, work: Callable[[AsyncSession, Effects], Awaitable[T]]) -> T:
         effects = Effects()
         try:
-            async with self.db.transaction(name) as session:
+            async with self.db.transaction(name, write=True) as session:
                 result = await work(session, effects)
         except StaleDataError:
             raise Aborted("the order or task was changed concurrently; retry") from None
@@ -278,6 +275,19 @@ async def record(
 
     FailedPrecondition on an illegal transition; the version check on flush makes a concurrent change ABORTED.
     """
+    event = OrderEvent(**transition(order, target, actor, at, facts))
+    session.add(order)
+    session.add(event)
+    await publish_order(session, order)
+    effects.orders[order.id] = order.last_event_seq
+    return event
+
+
+def transition(
+    order: Order, target: OrderState | None, actor: Actor, at: dt.datetime, facts: Facts = Facts()
+) -> dict[str, Any]:
+    """Moves `order` (in memory) to `target` (None: a progress fact) and returns its event row's values: the
+    rule `record` applies, for a caller that writes the rows itself (`insert_new_order`)."""
     from_state = OrderState(order.state)
     to_state = from_state if target is None else target
     if target is not None:
@@ -285,28 +295,43 @@ async def record(
     order.last_event_seq += 1
     order.state = int(to_state)
     order.updated_at = at
-    event = OrderEvent(
-        order_id=order.id,
-        seq=order.last_event_seq,
-        time=at,
-        from_state=int(from_state),
-        to_state=int(to_state),
-        actor_subject=actor.subject,
-        actor_role=actor.role,
-        actor_tenant=actor.tenant,
-        lat=facts.lat,
-        lng=facts.lng,
-        energy_wh=facts.energy_wh,
-        amount_minor=facts.amount_minor,
-        currency=facts.currency or (order.currency if facts.amount_minor is not None else ""),
-        reason=facts.reason[:500],
-        eta_time=facts.eta,
-    )
-    session.add(order)
-    session.add(event)
+    return {
+        "order_id": order.id,
+        "seq": order.last_event_seq,
+        "time": at,
+        "from_state": int(from_state),
+        "to_state": int(to_state),
+        "actor_subject": actor.subject,
+        "actor_role": actor.role,
+        "actor_tenant": actor.tenant,
+        "lat": facts.lat,
+        "lng": facts.lng,
+        "energy_wh": facts.energy_wh,
+        "amount_minor": facts.amount_minor,
+        "currency": facts.currency or (order.currency if facts.amount_minor is not None else ""),
+        "reason": facts.reason[:500],
+        "eta_time": facts.eta,
+    }
+
+
+_ORDERS: sa.Table = Order.__table__  # type: ignore[attr-defined]
+_EVENTS: sa.Table = OrderEvent.__table__  # type: ignore[attr-defined]
+_INSERT_ORDER = sa.insert(_ORDERS)
+_INSERT_EVENTS = sa.insert(_EVENTS)
+
+
+async def insert_new_order(session: AsyncSession, effects: Effects, order: Order, events: list[dict[str, Any]]) -> None:
+    """Writes a new order (its final state, after `transition`s) and its events with Core statements (one
+    INSERT, one executemany), and its one change on the feed: no ORM unit of work on CreateOrder's path. The
+    instance stays out of the session (the caller returns it; a later transaction loads its own copy)."""
+    connection = await session.connection()
+    await connection.execute(_INSERT_ORDER, {c.name: getattr(order, c.key) for c in _ORDER_COLUMNS})
+    await connection.execute(_INSERT_EVENTS, events)
     await publish_order(session, order)
     effects.orders[order.id] = order.last_event_seq
-    return event
+
+
+_ORDER_COLUMNS = tuple(_ORDERS.columns)
 
 
 async def events_after(session: AsyncSession, order_id: str, after_seq: int) -> list[OrderEvent]:
@@ -479,7 +504,9 @@ __all__ = [
     "customer_of",
     "events_after",
     "finish",
+    "insert_new_order",
     "publish_order",
     "record",
     "release_resources",
+    "transition",
 ]

@@ -14,17 +14,27 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
 from voltcloud.ordering import payments
-from voltcloud.ordering.lifecycle import SYSTEM, Actor, Effects, Facts, UnitOfWork, finish, record
-from voltcloud.ordering.models import RESERVATION_ACTIVE, Order, OrderEvent, Quote, Reservation
+from voltcloud.ordering.lifecycle import (
+    SYSTEM,
+    Actor,
+    Effects,
+    Facts,
+    UnitOfWork,
+    finish,
+    insert_new_order,
+    transition,
+)
+from voltcloud.ordering.models import Order, OrderEvent, Quote
 from voltcloud.ordering.ports import Dispatcher, Place
 from voltcloud.ordering.quoting import QuotedOption, QuotePath, hold_amount, options_of, vehicle_for
-from voltcloud.ordering.reservations import overlapping
+from voltcloud.ordering.reservations import insert_order_reservation, overlapping
 from voltcloud.ordering.states import ACTIVE, BEFORE_DISPATCH, Mode, OrderState
 from voltcloud.platform import idempotency
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import (
     Aborted,
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -103,17 +113,49 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
     if not inp.option_id:
         raise InvalidArgument.for_field("option_id", "is required")
     now = deps.clock.now()
-    async with deps.uow.db.transaction("ordering.create.read") as session:
-        if inp.payer_account_id:
-            # First, before the quote is even looked at: naming someone else's account is refused the same way
-            # whatever else is wrong with the request (and checked again where the hold is placed).
-            await payments.payer_named(session, principal, inp.payer_account_id)
-        existing = await replayed_order(session, principal, inp.idempotency_key, _request(inp))
-        if existing is not None:
-            return existing
-        quote = await find_quote(deps, session, inp.quote_id)
-    if quote is None:
-        quote = await _await_other_replica(deps, inp.quote_id)
+    quote = _quote_in_memory(deps, inp)
+    if quote is not None:
+        # A quote of this replica: no read transaction; the write transaction claims the key first, so a retry
+        # gets its order even once the quote has expired, and only then checks the quote.
+        try:
+            attempts = _attempts(principal, quote, inp, now)
+        except DomainError as refusal:
+            return await deps.uow.run("ordering.create", _refuser(principal, inp, now, refusal))
+    else:
+        async with deps.uow.db.transaction("ordering.create.read") as session:
+            if inp.payer_account_id:
+                # First, before the quote is even looked at: naming someone else's account is refused the same
+                # way whatever else is wrong with the request (and checked again where the hold is placed).
+                await payments.payer_named(session, principal, inp.payer_account_id)
+            existing = await replayed_order(session, principal, inp.idempotency_key, _request(inp))
+            if existing is not None:
+                return existing
+            quote = await find_quote(deps, session, inp.quote_id)
+        if quote is None:
+            quote = await _await_other_replica(deps, inp.quote_id)
+        attempts = _attempts(principal, quote, inp, now)
+    assert quote is not None
+    lost: list[str] = []
+    for option in attempts:
+        try:
+            return await deps.uow.run("ordering.create", _creator(deps, principal, quote, option, inp, now))
+        except Aborted as race:  # a concurrent retry with the same key waits on the claim, so not to it
+            lost.append(f"{option.option_id}: {race.message}")
+    raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
+
+
+def _quote_in_memory(deps: OrderingDeps, inp: CreateInput) -> Quote | None:
+    """The quote, when this replica made it (pending or recently written) and no payer is named (a named
+    payer is checked first, in the read transaction)."""
+    if deps.quote_path is None or inp.payer_account_id:
+        return None
+    return deps.quote_path.store.known(inp.quote_id)
+
+
+def _attempts(principal: Principal, quote: Quote | None, inp: CreateInput, now: dt.datetime) -> list[QuotedOption]:
+    """The options to try, in order: the chosen one, then (with fallback) the others by rank. NOT_FOUND for
+    another caller's or an unknown quote, FAILED_PRECONDITION when expired, INVALID_ARGUMENT for an unknown
+    option."""
     if quote is None or quote.requested_by != principal.subject:
         raise NotFound(f"quote {inp.quote_id} not found")
     if quote.expires_at <= now:
@@ -125,13 +167,24 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
     attempts = [chosen]
     if inp.allow_fallback:
         attempts += [o for o in sorted(options, key=lambda o: o.rank) if o.option_id != chosen.option_id]
-    lost: list[str] = []
-    for option in attempts:
-        try:
-            return await deps.uow.run("ordering.create", _creator(deps, principal, quote, option, inp, now))
-        except Aborted as race:  # a concurrent retry with the same key waits on the claim, so not to it
-            lost.append(f"{option.option_id}: {race.message}")
-    raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
+    return attempts
+
+
+def _refuser(
+    principal: Principal, inp: CreateInput, now: dt.datetime, refusal: DomainError
+) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
+    """A request its quote refuses: the order of an earlier call with the same key, else the refusal (the
+    claim rolls back with it)."""
+
+    async def work(session: AsyncSession, effects: Effects) -> Order:
+        claim = await idempotency.claim(
+            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject
+        )
+        if claim.replay_of is not None:
+            return await _order(session, claim.replay_of)
+        raise refusal
+
+    return work
 
 
 async def find_quote(deps: OrderingDeps, session: AsyncSession, quote_id: str) -> Quote | None:
@@ -160,16 +213,17 @@ def _creator(
     deps: OrderingDeps, principal: Principal, quote: Quote, option: QuotedOption, inp: CreateInput, now: dt.datetime
 ) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
     async def work(session: AsyncSession, effects: Effects) -> Order:
+        order_id = new_id("ord")
+        # The key's answer (the order id) is stored with the claim: it commits with the order or not at all.
         claim = await idempotency.claim(
-            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject
-        )
+            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject,
+            result=order_id,
+        )  # fmt: skip
         if claim.replay_of is not None:  # a concurrent duplicate committed first
             return await _order(session, claim.replay_of)
         if deps.quote_path is not None:  # the order row references the quote: write it now if still pending
             await deps.quote_path.store.persist_in(session, quote)
-        order = await _create(session, effects, deps, principal, quote, option, inp, now)
-        await idempotency.complete(session, claim, order.id)
-        return order
+        return await _create(session, effects, deps, principal, quote, option, inp, now, order_id)
 
     return work
 
@@ -185,11 +239,11 @@ def order_times(option: QuotedOption, now: dt.datetime, grace_s: float) -> Order
     return OrderTimes(eta, eta + dt.timedelta(seconds=option.wait_s + grace_s))
 
 
-def window_clash(mode: Mode, option: QuotedOption, clashes: list[Reservation], lanes: int) -> str | None:
-    """Why the option's reservation window cannot be booked, or None: a connector takes one booking at a
-    time, a swap station as many as it has lanes."""
+def window_clash(mode: Mode, option: QuotedOption, clashes: list[str], lanes: int) -> str | None:
+    """Why the option's reservation window cannot be booked (`clashes`: the ids of the reservations in it), or
+    None: a connector takes one booking at a time, a swap station as many as it has lanes."""
     if mode is Mode.CHARGE and clashes:
-        return f"connector {option.connector_id} is booked by reservation {clashes[0].id}"
+        return f"connector {option.connector_id} is booked by reservation {clashes[0]}"
     if mode is Mode.SWAP and clashes and len(clashes) >= lanes:
         return f"every lane of station {option.station_id} is booked in that window"
     return None
@@ -204,21 +258,23 @@ async def _create(
     option: QuotedOption,
     inp: CreateInput,
     now: dt.datetime,
+    order_id: str,
 ) -> Order:
     """One attempt at one option, in the caller's transaction: reserve, hold, record, dispatch (in that order:
-    what is most likely to lose a race comes first)."""
+    what is most likely to lose a race comes first). The rows are written with Core statements
+    (`insert_new_order`), the order once, with its final state."""
     vehicle = await vehicle_for(session, principal, quote.vehicle_id)
     times = order_times(option, now, deps.settings.order_grace_s)
-    order = _new_order(principal, quote, option, inp, (vehicle.id, vehicle.fleet_id), times, now)
+    order = _new_order(order_id, principal, quote, option, inp, (vehicle.id, vehicle.fleet_id), times, now)
     attempt = _Attempt(session, effects, deps, principal, quote, option, order, times, now)
     assigned = await _reserve(attempt)
     await _hold(attempt, inp)
-    session.add(order)  # inserted once, with its final state and version, when the transaction flushes
-    await _record_created(attempt)
+    events = [_created(attempt)]
     if Mode(order.mode) in (Mode.VALET, Mode.MOBILE_VAN):
-        await _dispatch(attempt)
+        events.append(await _dispatch(attempt))
     else:
-        await _record_assigned(attempt, assigned)
+        events += _assigned(attempt, assigned)
+    await insert_new_order(session, effects, order, events)
     return order
 
 
@@ -238,6 +294,7 @@ class _Attempt:
 
 
 def _new_order(
+    order_id: str,
     principal: Principal,
     quote: Quote,
     option: QuotedOption,
@@ -248,7 +305,7 @@ def _new_order(
 ) -> Order:
     """The new order's row for the option, the request and the vehicle (its id and fleet)."""
     return Order(
-        id=new_id("ord"),
+        id=order_id,
         quote_id=quote.id,
         option_id=option.option_id,
         option_json=_option_json(option),
@@ -300,8 +357,8 @@ async def _reserve(a: _Attempt) -> list[str]:
         reason = window_clash(mode, option, clashes, lanes)
         if reason is not None:
             raise Aborted(reason)
-        reservation = Reservation(
-            id=new_id("rsv"),
+        order.reservation_id = await insert_order_reservation(
+            session,
             station_id=option.station_id,
             connector_id=option.connector_id,
             pack_id=option.pack_id,
@@ -309,15 +366,9 @@ async def _reserve(a: _Attempt) -> list[str]:
             order_id=order.id,
             starts_at=now,
             ends_at=order.service_by,
-            state=RESERVATION_ACTIVE,
-            holds_resource=True,
             created_by=order.created_by,
-            idempotency_key=f"order:{order.id}",
-            created_at=now,
             currency=option.currency,
         )
-        session.add(reservation)
-        order.reservation_id = reservation.id
     return assigned
 
 
@@ -326,36 +377,30 @@ async def _hold(a: _Attempt, inp: CreateInput) -> None:
     the vehicle or driver is in one), else the driver's (FailedPrecondition when funds are short)."""
     session, deps, principal, option, order = a.session, a.deps, a.principal, a.option, a.order
     if inp.payer_account_id:
-        account_id = await payments.payer_named(session, principal, inp.payer_account_id)
+        payer = payments.Payer(account_id=await payments.payer_named(session, principal, inp.payer_account_id))
     elif order.fleet_id:
-        account_id = await payments.fleet_payer(
-            session,
-            fleet_id=order.fleet_id,
-            vehicle_id=order.vehicle_id,
-            driver_id=principal.subject,
-            currency=option.currency,
-            clock=deps.clock,
+        allocation = await payments.sub_fleet_account(
+            session, fleet_id=order.fleet_id, vehicle_id=order.vehicle_id, driver_id=principal.subject
         )
+        payer = payments.Payer(account_id=allocation) if allocation else payments.Payer(owner=("fleet", order.fleet_id))
     else:
-        account_id = await payments.customer_account(
-            session, owner_kind="driver", owner_id=principal.subject, currency=option.currency, clock=deps.clock
-        )
+        payer = payments.Payer(owner=("driver", principal.subject))
     amount = hold_amount(option.price_minor, deps.settings.hold_margin_permille)
-    order.payer_account_id = account_id
-    order.hold_amount_minor = amount
-    order.hold_id = await payments.hold(
+    hold = await payments.hold_order(
         session,
-        account_id=account_id,
+        payer,
         amount_minor=amount,
         currency=option.currency,
         reference=f"order:{order.id}",
-        idempotency_key=None,  # the order's own key, claimed in this transaction, makes the hold idempotent
         expires_at=order.service_by + dt.timedelta(hours=6),
         clock=deps.clock,
     )
+    order.payer_account_id = hold.account_id
+    order.hold_amount_minor = amount
+    order.hold_id = hold.hold_id
 
 
-async def _record_created(a: _Attempt) -> None:
+def _created(a: _Attempt) -> dict[str, Any]:
     quote, option, order = a.quote, a.option, a.order
     amount = order.hold_amount_minor
     reason = (
@@ -365,10 +410,10 @@ async def _record_created(a: _Attempt) -> None:
     facts = Facts(
         reason=reason, lat=quote.lat, lng=quote.lng, amount_minor=amount, currency=option.currency, eta=a.times.eta
     )
-    await record(a.session, a.effects, order, None, Actor.of(a.principal), a.now, facts)
+    return transition(order, None, Actor.of(a.principal), a.now, facts)
 
 
-async def _dispatch(a: _Attempt) -> None:
+async def _dispatch(a: _Attempt) -> dict[str, Any]:
     """Valet and mobile-van orders: the task is offered to the option's specialist or van."""
     session, effects, deps, quote, option, order, now = a.session, a.effects, a.deps, a.quote, a.option, a.order, a.now
     if not option.unit_id:
@@ -395,17 +440,15 @@ async def _dispatch(a: _Attempt) -> None:
         offer_timeout_s=deps.settings.dispatch_offer_timeout_s,
     )
     order.task_id = task.id
-    offered = Facts(reason=f"task {task.id} offered to {option.unit_id}")
-    await record(session, effects, order, None, SYSTEM, now, offered)
+    return transition(order, None, SYSTEM, now, Facts(reason=f"task {task.id} offered to {option.unit_id}"))
 
 
-async def _record_assigned(a: _Attempt, assigned: list[str]) -> None:
+def _assigned(a: _Attempt, assigned: list[str]) -> list[dict[str, Any]]:
     """Swap and charge orders hold their resources already: assigned, and the driver is on the way."""
-    reserved = Facts(reason=", ".join(assigned) + " reserved")
-    await record(a.session, a.effects, a.order, OrderState.ASSIGNED, SYSTEM, a.now, reserved)
+    reserved = transition(a.order, OrderState.ASSIGNED, SYSTEM, a.now, Facts(reason=", ".join(assigned) + " reserved"))
     quote = a.quote
     facts = Facts(reason=f"driving to station {a.option.station_id}", lat=quote.lat, lng=quote.lng, eta=a.times.eta)
-    await record(a.session, a.effects, a.order, OrderState.EN_ROUTE, Actor.of(a.principal), a.now, facts)
+    return [reserved, transition(a.order, OrderState.EN_ROUTE, Actor.of(a.principal), a.now, facts)]
 
 
 async def _lanes(session: AsyncSession, station_id: str) -> int:

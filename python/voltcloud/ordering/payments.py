@@ -110,10 +110,16 @@ async def fleet_payer(
     allocation is what makes it a limit: the hold is refused when the allocation (plus its credit) is short.
     A sub-fleet without an account (written by the demo seed, before FleetService) was never given an
     allocation, so its orders stay on the fleet's account."""
-    sub_fleet = await _sub_fleet_of(session, fleet_id=fleet_id, vehicle_id=vehicle_id, driver_id=driver_id)
-    if sub_fleet is not None and sub_fleet.account_id:
-        return sub_fleet.account_id
+    allocation = await sub_fleet_account(session, fleet_id=fleet_id, vehicle_id=vehicle_id, driver_id=driver_id)
+    if allocation is not None:
+        return allocation
     return await customer_account(session, owner_kind="fleet", owner_id=fleet_id, currency=currency, clock=clock)
+
+
+async def sub_fleet_account(session: AsyncSession, *, fleet_id: str, vehicle_id: str, driver_id: str) -> str | None:
+    """The sub-fleet allocation a fleet vehicle's order pays from (see `fleet_payer`), or None: the fleet's."""
+    sub_fleet = await _sub_fleet_of(session, fleet_id=fleet_id, vehicle_id=vehicle_id, driver_id=driver_id)
+    return sub_fleet.account_id if sub_fleet is not None and sub_fleet.account_id else None
 
 
 async def _sub_fleet_of(session: AsyncSession, *, fleet_id: str, vehicle_id: str, driver_id: str) -> SubFleet | None:
@@ -159,6 +165,41 @@ async def hold(
         clock=clock,
     )
     return placed.hold_id
+
+
+@dataclass(frozen=True)
+class Payer:
+    """Who pays an order: an account named by id (a payer, a sub-fleet allocation), else the wallet of
+    (owner kind, owner id), "driver" or "fleet", created if missing."""
+
+    account_id: str | None = None
+    owner: tuple[str, str] | None = None
+
+
+async def hold_order(
+    session: AsyncSession,
+    payer: Payer,
+    *,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    expires_at: dt.datetime,
+    clock: Clock = _SYSTEM,
+) -> settlement.Hold:
+    """CreateOrder's hold: the payer's account found and locked in one read, the hold in two Core writes
+    (FailedPrecondition from settlement when funds are short). The order's own key, claimed in the same
+    transaction, makes it idempotent."""
+    if payer.account_id is not None:
+        return await settlement.hold_on_account(
+            session, account_id=payer.account_id, amount_minor=amount_minor, currency=currency,
+            reference=reference, expires_at=expires_at, clock=clock,
+        )  # fmt: skip
+    if payer.owner is None:  # pragma: no cover - a programming error
+        raise ValueError("a payer names an account or an owner")
+    return await settlement.hold_on_wallet(
+        session, owner_kind=payer.owner[0], owner_id=payer.owner[1], amount_minor=amount_minor,
+        currency=currency, reference=reference, expires_at=expires_at, clock=clock,
+    )  # fmt: skip
 
 
 async def capture(

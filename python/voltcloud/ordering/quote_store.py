@@ -71,6 +71,7 @@ class QuoteStore:
         interval_s: float = 0.05,
         retry_s: float = 0.5,
         margin_s: float = 0.25,
+        keep_recent: int = 16_384,
     ) -> None:
         self.db = db
         self.batch_size = batch_size
@@ -80,6 +81,10 @@ class QuoteStore:
         self.flushed = 0
         self.failures = 0
         self._pending: dict[str, PendingQuote] = {}
+        # Quotes of this replica already written, newest last (a quote row never changes): CreateOrder on this
+        # replica finds them without a read transaction. At most `keep_recent`, the oldest dropped first.
+        self._recent: dict[str, PendingQuote] = {}
+        self.keep_recent = keep_recent
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -89,6 +94,11 @@ class QuoteStore:
 
     def pending(self, quote_id: str) -> Quote | None:
         found = self._pending.get(quote_id)
+        return None if found is None else found.model()
+
+    def known(self, quote_id: str) -> Quote | None:
+        """A quote this replica made, pending or recently written (None: read the database)."""
+        found = self._pending.get(quote_id) or self._recent.get(quote_id)
         return None if found is None else found.model()
 
     @property
@@ -140,6 +150,9 @@ class QuoteStore:
             return False
         for quote in batch:
             self._pending.pop(quote.id, None)
+            self._recent[quote.id] = quote
+        while len(self._recent) > self.keep_recent:
+            del self._recent[next(iter(self._recent))]
         self.flushed += len(batch)
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -66,17 +67,27 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._after_commit: list[Callable[[Mapping[str, Any]], None]] = []
+        self._writer: asyncio.Lock | None = None  # SQLite: this process's write transactions, one at a time
 
     def after_commit(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Calls `listener(session.info)` after every committed transaction (the change feed's wake-up)."""
         self._after_commit.append(listener)
 
     @asynccontextmanager
-    async def transaction(self, name: str = "db.transaction") -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on any exception."""
+    async def transaction(self, name: str = "db.transaction", *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on any exception.
+
+        `write=True` (a transaction that will write; CreateOrder and every other unit of work): on SQLite it
+        takes the write lock at BEGIN (BEGIN IMMEDIATE), so it can never lose a lock upgrade after reading
+        ("database is locked" at once, no busy wait), and this process's writers queue in FIFO order on an
+        asyncio lock instead of in SQLite's busy handler, which sleeps up to 100 ms between tries. Writers
+        of other processes (`serve --workers`) still wait in the busy handler. No effect on PostgreSQL."""
         with tracer.start_as_current_span(name, attributes={"db.system": self.dialect}):
-            async with self._sessions() as session:
+            async with self._writer_turn(write), self._sessions() as session:
                 async with session.begin():
+                    if write and self.dialect == "sqlite":
+                        connection = await session.connection()
+                        await connection.exec_driver_sql("BEGIN IMMEDIATE")
                     yield session
                     channel = session.info.get(NOTIFY_AT_COMMIT)
                     if channel and self.dialect == "postgresql":
@@ -87,8 +98,27 @@ class Database:
                 for listener in self._after_commit:
                     listener(session.info)
 
+    @asynccontextmanager
+    async def _writer_turn(self, write: bool) -> AsyncIterator[None]:
+        if not write or self.dialect != "sqlite" or _WRITING.get():
+            # A write transaction opened inside another (same task) must not wait for itself: it waits in
+            # SQLite's busy handler, as before.
+            yield
+            return
+        if self._writer is None:
+            self._writer = asyncio.Lock()
+        token = _WRITING.set(True)
+        try:
+            async with self._writer:
+                yield
+        finally:
+            _WRITING.reset(token)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("voltcloud_db_writing", default=False)
 
 
 _LOST_RACE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
@@ -128,6 +158,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # Under WAL, NORMAL syncs the log at checkpoints, not at every commit: a commit survives a crash of the
+    # process (kill -9) but may be lost in an OS crash or power cut (docs/operations.md, "SQLite durability").
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 

@@ -90,18 +90,39 @@ Handler = Callable[[list[Change]], Awaitable[None] | None]
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-async def publish(session: AsyncSession, topic: str, key: str, payload: Mapping[str, Any]) -> None:
-    """Records a change in the caller's transaction; it is announced when (and only if) that commits."""
-    session.add(
-        ChangeEvent(
-            topic=topic,
-            key=key,
-            payload=json.dumps(payload, separators=(",", ":"), default=_json_default),
-            origin=ORIGIN,
-            created_at=dt.datetime.now(dt.UTC),
-        )
-    )
+_OUTBOX: sa.Table = ChangeEvent.__table__  # type: ignore[attr-defined]
+_INSERT = sa.insert(_OUTBOX)
+
+
+async def publish(session: AsyncSession, topic: str, key: str, payload: Mapping[str, Any]) -> int:
+    """Records a change in the caller's transaction; it is announced when (and only if) that commits.
+    Returns the outbox row's id (`republish` rewrites its payload before the commit).
+
+    One Core INSERT, at once: no ORM instance or flush (the outbox is on every writer's path), and a savepoint
+    rolled back after it takes the row with it."""
+    values = {
+        "topic": topic,
+        "key": key,
+        "payload": encode(payload),
+        "origin": ORIGIN,
+        "created_at": dt.datetime.now(dt.UTC),
+    }
+    result = await (await session.connection()).execute(_INSERT, values)
     session.info[NOTIFY_AT_COMMIT] = CHANNEL  # PostgreSQL: `Database.transaction` notifies just before commit
+    key_of_row: Any = result.inserted_primary_key
+    return int(key_of_row[0])
+
+
+async def republish(session: AsyncSession, change_id: int, payload: Mapping[str, Any]) -> bool:
+    """Replaces the payload of a change this transaction published (a later state of the same thing); False
+    when the row is gone (a savepoint rolled back since): publish again."""
+    stmt = sa.update(_OUTBOX).where(_OUTBOX.c.id == change_id).values(payload=encode(payload))
+    result: Any = await (await session.connection()).execute(stmt)
+    return bool(result.rowcount)
+
+
+def encode(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), default=_json_default)
 
 
 async def publish_many(session: AsyncSession, topic: str, changes: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

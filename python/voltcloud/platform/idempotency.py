@@ -92,8 +92,12 @@ async def claim(
     now: dt.datetime,
     caller: str = "",
     required: bool = True,
+    result: str | None = None,
 ) -> Claim:
-    """Claims `key` for this request in the session's transaction, or returns the first call's result."""
+    """Claims `key` for this request in the session's transaction, or returns the first call's result.
+
+    `result`: the answer, when the caller knows it before the work (the id of what it will create): stored
+    with the claim, so no `complete` is needed; the transaction commits it with the work or not at all."""
     if not key:
         if required:
             raise InvalidArgument.for_field("idempotency_key", "is required")
@@ -101,7 +105,8 @@ async def claim(
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidArgument.for_field("idempotency_key", f"must be at most {MAX_KEY_LENGTH} characters")
     digest = fingerprint(request)
-    values = {"operation": operation, "caller": caller, "key": key, "request_hash": digest, "created_at": now}
+    values: dict[str, Any] = {"operation": operation, "caller": caller, "key": key, "request_hash": digest}
+    values.update(created_at=now, response=None if result is None else result.encode())
     if await insert_ignore(session, IdempotencyEntry, values):
         return Claim(operation, caller, key)
     # The INSERT waited for a concurrent first call; its row is committed (or gone, if it rolled back).

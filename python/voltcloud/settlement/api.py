@@ -8,6 +8,8 @@ race: retry the whole transaction).
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.api import Fleet  # read-only: a fleet's payment mode and credit limit
@@ -24,7 +26,15 @@ from voltcloud.settlement.abnormal import (
     refund_difference,
 )
 from voltcloud.settlement.coupons import Redemption, redeem_coupon
-from voltcloud.settlement.holds import SYSTEM_CLOCK, Hold, capture_hold, expire_due_holds, place_hold, release_hold
+from voltcloud.settlement.holds import (
+    SYSTEM_CLOCK,
+    Hold,
+    capture_hold,
+    expire_due_holds,
+    place_hold,
+    place_hold_on,
+    release_hold,
+)
 from voltcloud.settlement.ledger import Actor, JournalEntryRef, PostingView, check_limit, lock_accounts
 from voltcloud.settlement.money import AccountKind, HoldState, check_amount
 from voltcloud.settlement.payments import PaymentView, RefundResult, allocate, refund, top_up, verify_offline_payment
@@ -59,6 +69,50 @@ async def ensure_customer_account(
         credit_limit_minor=credit,
     )
     return account.id
+
+
+async def hold_on_wallet(
+    session: AsyncSession,
+    *,
+    owner_kind: str,
+    owner_id: str,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    expires_at: dt.datetime,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Hold:
+    """A hold on the wallet of a driver or fleet (`ensure_customer_account`'s account, created if missing),
+    named by its owner so that finding, checking and taking the amount is one statement (`place_hold_on`; the
+    caller's own idempotency key, claimed in the same transaction, covers the hold)."""
+    kind = AccountKind.CUSTOMER if owner_kind == "driver" else AccountKind.FLEET
+
+    async def create() -> str:
+        return await ensure_customer_account(
+            session, owner_kind=owner_kind, owner_id=owner_id, currency=currency, clock=clock
+        )
+
+    return await place_hold_on(
+        session, owner=(owner_kind, owner_id, int(kind), currency), create=create, amount_minor=amount_minor,
+        currency=currency, reference=reference, expires_at=expires_at, clock=clock,
+    )  # fmt: skip
+
+
+async def hold_on_account(
+    session: AsyncSession,
+    *,
+    account_id: str,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    expires_at: dt.datetime,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Hold:
+    """`hold_on_wallet` for an account named by id (a payer, a sub-fleet's allocation); NotFound if missing."""
+    return await place_hold_on(
+        session, account_id=account_id, amount_minor=amount_minor, currency=currency, reference=reference,
+        expires_at=expires_at, clock=clock,
+    )  # fmt: skip
 
 
 async def require_spendable(
@@ -157,6 +211,8 @@ __all__ = [
     "ensure_customer_account",
     "ensure_sub_fleet_account",
     "expire_due_holds",
+    "hold_on_account",
+    "hold_on_wallet",
     "move_balance",
     "place_hold",
     "price_estimate",

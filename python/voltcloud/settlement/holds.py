@@ -10,15 +10,18 @@ negative wallet; the next top-up repays arrears first.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform import idempotency
 from voltcloud.platform.clock import Clock, SystemClock
-from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from voltcloud.platform.db import is_lost_race
+from voltcloud.platform.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.ids import new_id
 from voltcloud.settlement import accounts
 from voltcloud.settlement.ledger import (
@@ -30,7 +33,7 @@ from voltcloud.settlement.ledger import (
     lock_accounts,
     post_entry,
 )
-from voltcloud.settlement.models import LedgerHold
+from voltcloud.settlement.models import LedgerAccount, LedgerHold
 from voltcloud.settlement.money import EntryKind, HoldState, check_amount, check_currency, round_half_up
 from voltcloud.settlement.sql import for_update
 
@@ -201,6 +204,154 @@ async def place_hold(
         await session.flush()
         await idempotency.complete(session, claim, hold.id)
     return hold_view(hold)
+
+
+_ACCOUNT: sa.Table = LedgerAccount.__table__  # type: ignore[attr-defined]
+_HOLD: sa.Table = LedgerHold.__table__  # type: ignore[attr-defined]
+_INSERT_HOLD = sa.insert(_HOLD)
+
+
+async def lock_account_row(
+    session: AsyncSession, *, account_id: str | None = None, owner: tuple[str, str, int, str] | None = None
+) -> Any:  # the row, or None
+    """One account's row, locked until commit (FOR NO KEY UPDATE on PostgreSQL; SQLite's write transaction
+    holds the database): by id, or by (owner kind, owner id, account kind, currency), the wallet's unique
+    key, so finding and locking a wallet is one statement. None when there is no such account."""
+    query = sa.select(_ACCOUNT)
+    if account_id is not None:
+        query = query.where(_ACCOUNT.c.id == account_id)
+    elif owner is not None:
+        owner_kind, owner_id, kind, currency = owner
+        query = query.where(
+            _ACCOUNT.c.owner_kind == owner_kind,
+            _ACCOUNT.c.owner_id == owner_id,
+            _ACCOUNT.c.kind == kind,
+            _ACCOUNT.c.currency == currency,
+        )
+    else:  # pragma: no cover - a programming error
+        raise ValueError("name the account by id or by owner")
+    try:
+        return (await (await session.connection()).execute(query.with_for_update(key_share=True))).one_or_none()
+    except sa.exc.DBAPIError as exc:
+        if is_lost_race(exc):
+            raise Aborted(f"lost a race locking an account: {exc.orig}") from exc
+        raise
+
+
+async def place_hold_on(
+    session: AsyncSession,
+    *,
+    account_id: str | None = None,
+    owner: tuple[str, str, int, str] | None = None,
+    create: Callable[[], Awaitable[str]] | None = None,
+    amount_minor: int,
+    currency: str,
+    reference: str,
+    expires_at: dt.datetime,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Hold:
+    """`place_hold` for a caller whose own key makes it idempotent (CreateOrder), in Core statements: the
+    account named by id or by owner (`lock_account_row`; `create` makes a missing wallet and returns its id).
+
+    Usually two statements: one conditional UPDATE takes the amount when the account has it (same currency,
+    not frozen, available balance with the credit limit), which also locks the row only from then until the
+    commit (a fleet's one wallet is every one of its orders' hot row), and the hold's INSERT. When it matches
+    nothing, the account is locked and read to say why, with expired holds freed first, as `place_hold` does."""
+    check_amount("amount", amount_minor)
+    check_currency("currency", currency)
+    now = clock.now()
+    if expires_at.tzinfo is None or expires_at <= now:
+        raise InvalidArgument.for_field("expires_at", "must be a timezone-aware time in the future")
+    taken = await _take(session, amount_minor, currency, account_id=account_id, owner=owner)
+    if taken is None:
+        taken = await _take_checked(session, amount_minor, currency, account_id=account_id, owner=owner,
+                                    create=create, clock=clock)  # fmt: skip
+    hold = Hold(
+        hold_id=new_id("hold"), account_id=taken, amount_minor=amount_minor, captured_minor=0, currency=currency,
+        state=HoldState.ACTIVE, reference=reference, expires_at=expires_at, created_at=now,
+    )  # fmt: skip
+    row = {"id": hold.hold_id, "account_id": taken, "amount_minor": amount_minor, "captured_minor": 0}
+    row.update(currency=currency, state=int(HoldState.ACTIVE), reference=reference, expires_at=expires_at)
+    row.update(created_at=now, close_reason="", version=1)
+    await (await session.connection()).execute(_INSERT_HOLD, row)
+    return hold
+
+
+def _account_where(account_id: str | None, owner: tuple[str, str, int, str] | None) -> list[Any]:
+    if account_id is not None:
+        return [_ACCOUNT.c.id == account_id]
+    if owner is None:  # pragma: no cover - a programming error
+        raise ValueError("name the account by id or by owner")
+    owner_kind, owner_id, kind, currency = owner
+    c = _ACCOUNT.c
+    return [c.owner_kind == owner_kind, c.owner_id == owner_id, c.kind == kind, c.currency == currency]
+
+
+async def _take(
+    session: AsyncSession,
+    amount_minor: int,
+    currency: str,
+    *,
+    account_id: str | None,
+    owner: tuple[str, str, int, str] | None,
+    checked: bool = True,
+) -> str | None:
+    """Raises the account's held amount by `amount_minor` if (`checked`) it can afford it; its id, or None."""
+    c = _ACCOUNT.c
+    conditions = _account_where(account_id, owner)
+    if checked:
+        conditions += [
+            c.currency == currency,
+            sa.not_(c.frozen),
+            c.balance_minor - c.held_minor + c.credit_limit_minor >= amount_minor,
+        ]
+    stmt = (
+        sa.update(_ACCOUNT)
+        .where(*conditions)
+        .values(held_minor=c.held_minor + amount_minor, version=c.version + 1)
+        .returning(c.id)
+    )
+    try:
+        taken = (await (await session.connection()).execute(stmt)).scalar_one_or_none()
+    except sa.exc.DBAPIError as exc:
+        if is_lost_race(exc):
+            raise Aborted(f"lost a race holding on an account: {exc.orig}") from exc
+        raise
+    return None if taken is None else str(taken)
+
+
+async def _take_checked(
+    session: AsyncSession,
+    amount_minor: int,
+    currency: str,
+    *,
+    account_id: str | None,
+    owner: tuple[str, str, int, str] | None,
+    create: Callable[[], Awaitable[str]] | None,
+    clock: Clock,
+) -> str:
+    """The slow path of `place_hold_on`: lock and read the account, refuse with the reason, or take."""
+    account = await lock_account_row(session, account_id=account_id, owner=owner)
+    if account is None and create is not None:
+        account = await lock_account_row(session, account_id=await create())
+    if account is None:
+        raise NotFound(f"account {account_id} not found")
+    if account.currency != currency:
+        raise InvalidArgument.for_field("currency", f"account {account.id} holds {account.currency}, not {currency}")
+    if account.frozen:
+        raise FailedPrecondition(f"account {account.id} is frozen")
+    available = account.balance_minor - account.held_minor + account.credit_limit_minor
+    if amount_minor > available and await expire_due_holds(session, clock=clock, account_id=account.id):
+        account = await lock_account_row(session, account_id=account.id)
+        available = account.balance_minor - account.held_minor + account.credit_limit_minor
+    if amount_minor > available:
+        raise FailedPrecondition(
+            f"insufficient funds on account {account.id}: available {available} {currency}, "
+            f"hold needs {amount_minor} {currency}"
+        )
+    taken = await _take(session, amount_minor, currency, account_id=account.id, owner=None, checked=False)
+    assert taken is not None  # locked above
+    return taken
 
 
 def _split(amount_minor: int, breakdown: Mapping[str, int] | None) -> tuple[int, list[tuple[str, int]]]:

@@ -90,30 +90,51 @@ async def _conditional_update(
     to_status: int,
     expected_version: int | None,
     extra: dict[str, Any] | None = None,
+    *,
+    at_station: str | None = None,
 ) -> int:
-    """Moves one row from `from_status` to `to_status`, bumping its version; returns the new version."""
+    """Moves one row from `from_status` to `to_status` (and, with `at_station`, only while it sits there or in
+    no station), bumping its version; returns the new version. One statement when it wins (UPDATE ...
+    RETURNING); a lost race reads the row once more, only to say why."""
     column = getattr(table, status_column)
-    current = (
-        await (await session.connection()).execute(sa.select(table.version, column).where(table.id == resource_id))
-    ).one_or_none()
-    if current is None:
-        raise NotFound(f"{resource} {resource_id} not found")
-    version, status = int(current[0]), int(current[1])
-    if expected_version is not None and version != expected_version:
-        raise Aborted(f"{resource} {resource_id} changed meanwhile (version {version}, expected {expected_version})")
-    if status != from_status:
-        raise Aborted(f"{resource} {resource_id} is no longer free (status {status})")
-    values: dict[str, Any] = {status_column: to_status, "version": version + 1}
+    conditions = [table.id == resource_id, column == from_status]
+    if expected_version is not None:
+        conditions.append(table.version == expected_version)
+    if at_station is not None:
+        conditions.append(sa.or_(table.station_id.is_(None), table.station_id == at_station))
+    values: dict[str, Any] = {status_column: to_status, "version": table.version + 1}
     values.update(extra or {})
-    result = await (await session.connection()).execute(
-        sa.update(table)
-        .where(table.id == resource_id, table.version == version, column == from_status)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(result) != 1:
-        raise Aborted(f"{resource} {resource_id} was taken by a concurrent order")
-    return version + 1
+    stmt = sa.update(table).where(*conditions).values(**values).returning(table.version)
+    version = (await (await session.connection()).execute(stmt)).scalar_one_or_none()
+    if version is not None:
+        return int(version)
+    raise await _why_not(session, table, resource, resource_id, column, from_status, expected_version, at_station)
+
+
+async def _why_not(
+    session: AsyncSession,
+    table: Any,
+    resource: ResourceType,
+    resource_id: str,
+    column: Any,
+    from_status: int,
+    expected_version: int | None,
+    at_station: str | None,
+) -> NotFound | Aborted:
+    """Why a conditional update matched no row (the error to raise)."""
+    station = table.station_id if at_station is not None else sa.null()
+    query = sa.select(table.version, column, station).where(table.id == resource_id)
+    current = (await (await session.connection()).execute(query)).one_or_none()
+    if current is None:
+        return NotFound(f"{resource} {resource_id} not found")
+    version, status, where = int(current[0]), int(current[1]), current[2]
+    if at_station is not None and where is not None and where != at_station:
+        return Aborted(f"{resource} {resource_id} is no longer at station {at_station}")
+    if expected_version is not None and version != expected_version:
+        return Aborted(f"{resource} {resource_id} changed meanwhile (version {version}, expected {expected_version})")
+    if status != from_status:
+        return Aborted(f"{resource} {resource_id} is no longer free (status {status})")
+    return Aborted(f"{resource} {resource_id} was taken by a concurrent order")
 
 
 def _rowcount(result: Any) -> int:
@@ -203,14 +224,8 @@ async def reserve_pack(
     session: AsyncSession, pack_id: str, *, station_id: str | None = None, expected_version: int | None = None
 ) -> InventoryChange:
     """READY → RESERVED (optionally checking it still sits in `station_id`)."""
-    if station_id is not None:
-        where = (
-            await (await session.connection()).execute(sa.select(col(Pack.station_id)).where(col(Pack.id) == pack_id))
-        ).scalar()
-        if where is not None and where != station_id:
-            raise Aborted(f"pack {pack_id} is no longer at station {station_id}")
     version = await _conditional_update(
-        session, Pack, "pack", pack_id, "state", PACK_READY, PACK_RESERVED, expected_version
+        session, Pack, "pack", pack_id, "state", PACK_READY, PACK_RESERVED, expected_version, at_station=station_id
     )
     return await publish(session, InventoryChange("pack", pack_id, PACK_RESERVED, version, station_id=station_id))
 
