@@ -132,17 +132,10 @@ async def publish_many(session: AsyncSession, topic: str, changes: Sequence[tupl
         return
     now = dt.datetime.now(dt.UTC)
     rows = [
-        {
-            "topic": topic,
-            "key": key,
-            "payload": json.dumps(payload, separators=(",", ":"), default=_json_default),
-            "origin": ORIGIN,
-            "created_at": now,
-        }
+        {"topic": topic, "key": key, "payload": encode(payload), "origin": ORIGIN, "created_at": now}
         for key, payload in changes
     ]
-    connection = await session.connection()
-    await connection.execute(sa.insert(ChangeEvent.__table__), rows)  # type: ignore[attr-defined]
+    await (await session.connection()).execute(_INSERT, rows)
     session.info[NOTIFY_AT_COMMIT] = CHANNEL
 
 
