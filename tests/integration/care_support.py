@@ -56,7 +56,9 @@ async def served_charge_order(
         metadata=md,
     )
     order_id = created.order.order_id
-    gw_md = (("authorization", f"Bearer {platform.tokens.mint(GW, Role.GATEWAY, Tenant('operator', option.operator_id))}"),)
+    gw_md = (
+        ("authorization", f"Bearer {platform.tokens.mint(GW, Role.GATEWAY, Tenant('operator', option.operator_id))}"),
+    )
     uplink = RawUplink(channel, gw_md)
     uplink.send(hello(GW, [option.station_id]))
     await uplink.ack_at_least(0)
@@ -66,8 +68,9 @@ async def served_charge_order(
     stopped = ingest_pb2.SessionStopped(
         session_id=session_id, connector_id=option.connector_id, meter_stop_wh=1000 + energy_wh, reason="Local"
     )
-    first, second = event(1, option.station_id, session_started=started), event(
-        2, option.station_id, session_stopped=stopped
+    first, second = (
+        event(1, option.station_id, session_started=started),
+        event(2, option.station_id, session_stopped=stopped),
     )
     if minutes:
         first.event.time.CopyFrom(stamp(start_at))
@@ -84,5 +87,7 @@ async def served_charge_order(
 async def journal_balanced(platform: Platform) -> bool:
     """Every journal entry's postings sum to zero."""
     async with platform.db.transaction() as session:
-        sums = await session.exec(select(Posting.entry_id, sa.func.sum(Posting.amount_minor)).group_by(Posting.entry_id))
+        sums = await session.exec(
+            select(Posting.entry_id, sa.func.sum(Posting.amount_minor)).group_by(Posting.entry_id)
+        )
         return all(int(total) == 0 for _, total in sums)

@@ -118,7 +118,7 @@ async def test_complaint_filed_reviewed_refunded_and_shown(platform: Platform, c
 
     got = (await ordering.GetOrder(ordering_pb2.GetOrderRequest(order_id=order.order_id), metadata=md)).order
     assert got.events[-1].amount.amount_minor == 300
-    wallet = (await wallets.GetAccount(settlement_pb2.GetAccountRequest(account_id=served.account_id), metadata=md))
+    wallet = await wallets.GetAccount(settlement_pb2.GetAccountRequest(account_id=served.account_id), metadata=md)
     assert wallet.account.balance.amount_minor == balance_before + 300
     assert await journal_balanced(platform)
 
@@ -152,7 +152,9 @@ async def test_complaint_filed_reviewed_refunded_and_shown(platform: Platform, c
     assert (await account_state(platform, served.account_id))[0] == balance_before + 300
     mine = await ordering.ListComplaints(ordering_pb2.ListComplaintsRequest(order_id=order.order_id), metadata=md)
     assert [c.complaint_id for c in mine.complaints] == [filed2.complaint_id, filed.complaint_id]
-    nosy = await ordering.ListComplaints(ordering_pb2.ListComplaintsRequest(), metadata=driver_md(platform, OTHER_DRIVER))
+    nosy = await ordering.ListComplaints(
+        ordering_pb2.ListComplaintsRequest(), metadata=driver_md(platform, OTHER_DRIVER)
+    )
     assert not nosy.complaints
     assert await journal_balanced(platform)
 

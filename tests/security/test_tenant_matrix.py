@@ -5,6 +5,7 @@ outcome. All mismatches are collected and reported as one table."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
 import inspect
 import itertools
@@ -26,9 +27,10 @@ from tests.integration.conftest import channel_to, serving
 from tests.integration.powerup_support import candidates, fund, inventory_quote
 from voltcloud.api.v1 import common_pb2, fleet_pb2, ingest_pb2, ordering_pb2, settlement_pb2, stations_pb2
 from voltcloud.fleet.models import Driver, Vehicle
-from voltcloud.ordering.models import Order
+from voltcloud.ordering.models import Complaint, Order
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
+from voltcloud.platform.enums import ComplaintState
 from voltcloud.platform.permissions import PERMISSIONS
 from voltcloud.server import Platform
 from voltcloud.stations.models import Connector, Pack, Station
@@ -163,6 +165,24 @@ class Factory:
             operator_id=side.operator_id, owner_kind=owner_kind, owner_id=owner_id, vehicle_id=side.vehicle_id,
         )  # fmt: skip
         return str((await self.unary("IngestService/RegisterChargingToken", request, md)).token.token_id)
+
+    async def complaint(self, side: tm.Side) -> str:
+        """An open complaint on a fresh order, written directly: filing one needs a paid order (a served
+        session), which the matrix's sides do not have; FileComplaint's own rows check who may file."""
+        order_id = await self.order(side)
+        complaint = Complaint(
+            id=f"cmp-{self.key()}",
+            order_id=order_id,
+            filed_by=side.driver_id,
+            fleet_id=side.fleet_id,
+            operator_id=side.operator_id,
+            state=int(ComplaintState.OPEN),
+            reason="matrix",
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        async with self.platform.db.transaction() as session:
+            session.add(complaint)
+        return complaint.id
 
     async def applicant(self, side: tm.Side) -> str:
         subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"
@@ -405,7 +425,12 @@ def table(results: list[Result]) -> str:
 
 async def test_tenant_matrix(tmp_path: Path, database_url: str) -> None:
     started = time.monotonic()
-    async with serving(tmp_path, database_url) as platform, channel_to(platform) as channel:
+    # The sides' valet task stays offered to its specialist for the whole run (the default 30 s offer expires
+    # before the dispatch rows on a busy machine, and the task then reads NOT_FOUND to the specialist).
+    async with (
+        serving(tmp_path, database_url, dispatch_offer_timeout_s=3600.0) as platform,
+        channel_to(platform) as channel,
+    ):
         factory = Factory(platform, channel)
         sides: dict[tm.Scope, tm.Side] = {"own": await build_side(factory, 0), "other": await build_side(factory, 1)}
         setup_s = time.monotonic() - started
