@@ -14,6 +14,7 @@ from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
 from voltcloud.server import Platform
 from voltcloud.settlement.models import Posting
+from voltcloud.stations.models import Connector
 
 from ..stationkit import RawUplink, event, hello, stamp
 from .powerup_support import candidates, driver_md, fund, inventory_quote, swappable_vehicle
@@ -39,16 +40,18 @@ async def served_charge_order(
     channel: grpc.aio.Channel,
     driver: str,
     *,
-    energy_wh: int = 12_500,
+    energy_wh: int | None = None,
     minutes: float = 0,
     session_id: str = "tx-care",
 ) -> Served:
-    """A driver's charge order, started and stopped by the charger's session reports (`minutes` apart when
-    given, with the reports' own timestamps: 0 = the gateway's receive times)."""
+    """A driver's charge order, started and stopped by the charger's session reports, timed `minutes` apart
+    (ending now); `energy_wh` None = a plausible amount for the connector and time."""
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
     vehicle = await swappable_vehicle(platform, owner=driver)
     account = await fund(platform, "driver", driver)
     option = candidates(platform, vehicle, Mode.CHARGE)[0]
+    if energy_wh is None:  # a plausible session: half the connector's power for the time, at most 12.5 kWh
+        energy_wh = min(12_500, int(await connector_power(platform, option.connector_id) * minutes / 120))
     quote_id = await inventory_quote(platform, driver, vehicle, [option])
     md = driver_md(platform, driver)
     created = await ordering.CreateOrder(
@@ -62,8 +65,8 @@ async def served_charge_order(
     uplink = RawUplink(channel, gw_md)
     uplink.send(hello(GW, [option.station_id]))
     await uplink.ack_at_least(0)
-    start_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    stop_at = start_at + dt.timedelta(minutes=minutes)
+    stop_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start_at = stop_at - dt.timedelta(minutes=minutes)
     started = ingest_pb2.SessionStarted(session_id=session_id, connector_id=option.connector_id, meter_start_wh=1000)
     stopped = ingest_pb2.SessionStopped(
         session_id=session_id, connector_id=option.connector_id, meter_stop_wh=1000 + energy_wh, reason="Local"
@@ -82,6 +85,13 @@ async def served_charge_order(
     await uplink.finish()
     got = await ordering.GetOrder(ordering_pb2.GetOrderRequest(order_id=order_id), metadata=md)
     return Served(got.order, account, option.operator_id, option.station_id)
+
+
+async def connector_power(platform: Platform, connector_id: str) -> int:
+    async with platform.db.transaction() as session:
+        connector = await session.get(Connector, connector_id)
+        assert connector is not None
+        return int(connector.max_power_w)
 
 
 async def journal_balanced(platform: Platform) -> bool:

@@ -42,7 +42,7 @@ async def _code(call: object) -> grpc.StatusCode:
 async def test_complaint_filed_reviewed_refunded_and_shown(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
     wallets = settlement_pb2_grpc.SettlementServiceStub(channel)
-    served = await served_charge_order(platform, channel, DRIVER)
+    served = await served_charge_order(platform, channel, DRIVER, minutes=120)
     order = served.order
     assert order.state == common_pb2.ORDER_STATE_COMPLETED
     paid = order.final_price.amount_minor
@@ -161,7 +161,7 @@ async def test_complaint_filed_reviewed_refunded_and_shown(platform: Platform, c
 
 async def test_feedback_reaches_the_stations_operator(platform: Platform, channel: grpc.aio.Channel) -> None:
     ordering = ordering_pb2_grpc.OrderingServiceStub(channel)
-    served = await served_charge_order(platform, channel, DRIVER)
+    served = await served_charge_order(platform, channel, DRIVER, minutes=120)
     md = driver_md(platform, DRIVER)
     sent = await ordering.SubmitFeedback(
         ordering_pb2.SubmitFeedbackRequest(
