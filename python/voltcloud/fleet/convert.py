@@ -216,9 +216,12 @@ def daily_report_message(report: DailyReport) -> fleet_pb2.GetFleetDailyReportRe
                 swap_energy_wh=line.day.swap_energy_wh,
                 charge_energy_wh=line.day.charge_energy_wh,
                 cost=money_message(line.day.cost_minor, report.currency),
+                electric_distance_m=line.carbon.electric_distance_m,
+                co2_avoided_g=line.carbon.co2_avoided_g,
             )
             for line in report.lines
         ],
         total_cost=money_message(report.total_cost_minor, report.currency),
         csv=to_csv(report),
+        total_co2_avoided_g=report.total_co2_avoided_g,
     )

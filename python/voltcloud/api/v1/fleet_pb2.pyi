@@ -1730,6 +1730,8 @@ class VehicleDayLine(_message.Message):
     SWAP_ENERGY_WH_FIELD_NUMBER: _builtins.int
     CHARGE_ENERGY_WH_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    ELECTRIC_DISTANCE_M_FIELD_NUMBER: _builtins.int
+    CO2_AVOIDED_G_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     """Vehicle."""
     sub_fleet_id: _builtins.str
@@ -1744,6 +1746,12 @@ class VehicleDayLine(_message.Message):
     """Energy delivered by swaps, Wh."""
     charge_energy_wh: _builtins.int
     """Energy delivered by charging (at a charger, valet or mobile van), Wh."""
+    electric_distance_m: _builtins.int
+    """The distance the day's energy (swaps + charging) drives the vehicle at its registered consumption, m."""
+    co2_avoided_g: _builtins.int
+    """CO2 avoided against a gasoline car driving that distance, less the grid's CO2 for the energy, grams
+    (factors and sources: docs/fleets.md, "Carbon reduction").
+    """
     @_builtins.property
     def cost(self) -> _common_pb2.Money:
         """What the orders cost (final amounts and cancellation fees)."""
@@ -1759,10 +1767,12 @@ class VehicleDayLine(_message.Message):
         swap_energy_wh: _builtins.int = ...,
         charge_energy_wh: _builtins.int = ...,
         cost: _common_pb2.Money | None = ...,
+        electric_distance_m: _builtins.int = ...,
+        co2_avoided_g: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "completed_count", b"completed_count", "cost", b"cost", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "co2_avoided_g", b"co2_avoided_g", "completed_count", b"completed_count", "cost", b"cost", "electric_distance_m", b"electric_distance_m", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1777,8 +1787,11 @@ class GetFleetDailyReportResponse(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     TOTAL_COST_FIELD_NUMBER: _builtins.int
     CSV_FIELD_NUMBER: _builtins.int
+    TOTAL_CO2_AVOIDED_G_FIELD_NUMBER: _builtins.int
     csv: _builtins.str
     """The lines as CSV (RFC 4180, header row first; energy in Wh, cost in minor units)."""
+    total_co2_avoided_g: _builtins.int
+    """Sum of the lines' co2_avoided_g."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___VehicleDayLine]:
         """One line per vehicle of the fleet (or sub-fleet), by vehicle id; vehicles without orders included."""
@@ -1793,10 +1806,11 @@ class GetFleetDailyReportResponse(_message.Message):
         lines: _abc.Iterable[Global___VehicleDayLine] | None = ...,
         total_cost: _common_pb2.Money | None = ...,
         csv: _builtins.str = ...,
+        total_co2_avoided_g: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total_cost", b"total_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "lines", b"lines", "total_cost", b"total_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "lines", b"lines", "total_co2_avoided_g", b"total_co2_avoided_g", "total_cost", b"total_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
