@@ -1055,6 +1055,8 @@ class GetFleetStatementRequest(_message.Message):
     PERIOD_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     fleet_id: _builtins.str
     """Fleet."""
     sub_fleet_id: _builtins.str
@@ -1063,9 +1065,13 @@ class GetFleetStatementRequest(_message.Message):
     """Maximum lines."""
     page_token: _builtins.str
     """Page token."""
+    month: _builtins.str
+    """A calendar month "YYYY-MM" in `time_zone` instead of `period` (the monthly statement)."""
+    time_zone: _builtins.str
+    """IANA time zone of `month`; empty = Asia/Shanghai."""
     @_builtins.property
     def period(self) -> _common_pb2.TimeWindow:
-        """Period."""
+        """Period (or `month`)."""
 
     def __init__(
         self,
@@ -1075,10 +1081,12 @@ class GetFleetStatementRequest(_message.Message):
         period: _common_pb2.TimeWindow | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        month: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "page_size", b"page_size", "page_token", b"page_token", "period", b"period", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "month", b"month", "page_size", b"page_size", "page_token", b"page_token", "period", b"period", "sub_fleet_id", b"sub_fleet_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1101,10 +1109,13 @@ class GetFleetStatementResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     TOTAL_CREDITS_FIELD_NUMBER: _builtins.int
     TOTAL_DEBITS_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
     total_energy_wh: _builtins.int
     """Total energy, Wh (not filled yet: see lines)."""
     next_page_token: _builtins.str
     """Next page token (of entries)."""
+    csv: _builtins.str
+    """This page's entries as CSV (RFC 4180, header row first; amounts in minor units)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetStatementLine]:
         """Lines per account: the fleet's own (sub_fleet_id empty) and each sub-fleet's; vehicle_id and energy_wh
@@ -1147,10 +1158,11 @@ class GetFleetStatementResponse(_message.Message):
         entries: _abc.Iterable[Global___FleetStatementEntry] | None = ...,
         total_credits: _common_pb2.Money | None = ...,
         total_debits: _common_pb2.Money | None = ...,
+        csv: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "entries", b"entries", "lines", b"lines", "next_page_token", b"next_page_token", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "csv", b"csv", "entries", b"entries", "lines", b"lines", "next_page_token", b"next_page_token", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
