@@ -43,6 +43,7 @@ async def served_charge_order(
     energy_wh: int | None = None,
     minutes: float = 0,
     session_id: str = "tx-care",
+    coupon: str = "",
 ) -> Served:
     """A driver's charge order, started and stopped by the charger's session reports, timed `minutes` apart
     (ending now); `energy_wh` None = a plausible amount for the connector and time."""
@@ -55,7 +56,9 @@ async def served_charge_order(
     quote_id = await inventory_quote(platform, driver, vehicle, [option])
     md = driver_md(platform, driver)
     created = await ordering.CreateOrder(
-        ordering_pb2.CreateOrderRequest(idempotency_key=f"k-{session_id}", quote_id=quote_id, option_id="o1"),
+        ordering_pb2.CreateOrderRequest(
+            idempotency_key=f"k-{session_id}", quote_id=quote_id, option_id="o1", coupon_code=coupon
+        ),
         metadata=md,
     )
     order_id = created.order.order_id

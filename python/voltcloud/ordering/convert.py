@@ -165,6 +165,7 @@ def create_input(request: ordering_pb2.CreateOrderRequest) -> orders.CreateInput
         idempotency_key=request.idempotency_key,
         allow_fallback=request.allow_fallback,
         payer_account_id=payer_account(request),
+        coupon_code=request.coupon_code.strip(),
     )
 
 

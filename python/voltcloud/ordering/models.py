@@ -84,6 +84,7 @@ class Order(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
     cancel_key: str | None = Field(default=None, max_length=128)
     last_event_seq: int = 0
+    coupon_code: str | None = Field(default=None, max_length=64, description="Validated at order, redeemed at capture")
     version: int = Field(default=1, sa_column=_order_version)
     created_at: dt.datetime = Field(sa_column=utc_column(nullable=False, index=True))
     updated_at: dt.datetime = Field(sa_column=utc_column(nullable=False))

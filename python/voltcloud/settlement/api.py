@@ -23,7 +23,7 @@ from voltcloud.settlement.abnormal import (
     detect_abnormal,
     refund_difference,
 )
-from voltcloud.settlement.coupons import Redemption, redeem_coupon
+from voltcloud.settlement.coupons import Redemption, check_coupon, redeem_coupon
 from voltcloud.settlement.holds import SYSTEM_CLOCK, Hold, capture_hold, expire_due_holds, place_hold, release_hold
 from voltcloud.settlement.ledger import Actor, JournalEntryRef, PostingView, check_limit, lock_accounts
 from voltcloud.settlement.money import AccountKind, HoldState, check_amount
@@ -153,6 +153,7 @@ __all__ = [
     "allocate",
     "assign_rate_model",
     "capture_hold",
+    "check_coupon",
     "detect_abnormal",
     "ensure_customer_account",
     "ensure_sub_fleet_account",

@@ -1,4 +1,5 @@
-"""Care for drivers (issue 12): complaints, feedback, reminder settings on the customer profile
+"""Care for drivers (issue 12): complaints, feedback, reminder settings on the customer profile; an order's
+coupon code
 
 Revision ID: 0010fc
 Revises: 0009fl
@@ -66,9 +67,13 @@ def upgrade() -> None:
             sa.Column("low_battery_reminder_permille", sa.Integer(), nullable=False, server_default="0")
         )
         batch_op.add_column(sa.Column("fatigue_limit_minutes", sa.Integer(), nullable=False, server_default="0"))
+    with op.batch_alter_table("powerup_order", schema=None) as batch_op:
+        batch_op.add_column(_str("coupon_code", 64, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("powerup_order", schema=None) as batch_op:
+        batch_op.drop_column("coupon_code")
     with op.batch_alter_table("customerprofile", schema=None) as batch_op:
         batch_op.drop_column("fatigue_limit_minutes")
         batch_op.drop_column("low_battery_reminder_permille")
