@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 MIN_TIMED_SESSION_S = 60
 
 
+def journal_reference(order_id: str) -> str:
+    """How settlement's journal names an order: its hold's reference (`orders._hold`, `token_orders`)."""
+    return f"order:{order_id}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     flags: tuple[str, ...]
@@ -54,7 +59,7 @@ async def _facts(
     vehicle = await session.get(Vehicle, order.vehicle_id)
     kind, customer = ("fleet", order.fleet_id) if order.fleet_id else ("driver", order.driver_id or order.created_by)
     return settlement.SessionFacts(
-        order_id=f"order:{order.id}",  # settlement's journal names orders by their hold's reference
+        order_id=journal_reference(order.id),
         station_id=order.station_id or "",
         started_at=started,
         ended_at=at,

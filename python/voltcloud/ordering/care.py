@@ -24,6 +24,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.ordering.abnormal_orders import journal_reference
 from voltcloud.ordering.lifecycle import Actor, Effects, Facts, record
 from voltcloud.ordering.models import Complaint, Feedback, Order
 from voltcloud.ordering.orders import may_see
@@ -35,8 +36,6 @@ from voltcloud.platform.ids import new_id
 from voltcloud.platform.paging import Page
 from voltcloud.settlement import api as settlement
 from voltcloud.stations.api import Station
-
-REASON_MAX_CHARS = 2000  # FileComplaintRequest.reason, SubmitFeedbackRequest.text (proto "Limit:")
 
 
 @dataclass(frozen=True)
@@ -65,11 +64,6 @@ class FeedbackInput:
     rating: int
     text: str
     idempotency_key: str
-
-
-def journal_reference(order: Order) -> str:
-    """How settlement's journal names the order (the hold's reference, `orders.create_order`)."""
-    return f"order:{order.id}"
 
 
 def _check_uris(uris: tuple[str, ...]) -> None:
@@ -195,7 +189,7 @@ async def review_complaint(
             raise InvalidArgument.for_field("refund.currency", f"the order was paid in {order.currency}")
         refund = await settlement.refund(
             session,
-            order_id=journal_reference(order),
+            order_id=journal_reference(order.id),
             amount_minor=review.refund_minor,
             reason=f"complaint {complaint.id}",
             idempotency_key=f"complaint:{complaint.id}",

@@ -17,6 +17,7 @@ import logging
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from voltcloud.ordering.abnormal_orders import journal_reference
 from voltcloud.ordering.models import Order
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import DomainError
@@ -52,7 +53,7 @@ async def redeem(session: AsyncSession, order: Order, paid_minor: int, clock: Cl
                 session,
                 code=order.coupon_code,
                 account_id=order.payer_account_id,
-                order_id=f"order:{order.id}",
+                order_id=journal_reference(order.id),
                 order_amount_minor=paid_minor,
                 idempotency_key=f"coupon:{order.id}",
                 mode=order.mode,
