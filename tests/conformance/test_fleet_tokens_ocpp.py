@@ -17,6 +17,7 @@ from tests.integration.conftest import RunningPlatform, field_violations
 from tests.integration.fleet_support import OTHER_VIN, balance, onboard
 from tests.stationkit import CHARGING_STATION, OPERATOR
 from voltcloud.api.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, ingest_pb2, ordering_pb2, ordering_pb2_grpc
+from voltcloud.fleet.carbon import carbon_of
 
 from .test_ocpp16 import Setup, eventually
 from .test_ocpp_authorize import booted, run_session, setup, stored_session
@@ -118,6 +119,12 @@ async def test_a_fleet_card_charges_at_a_real_charge_point(setup: Setup, channel
     assert [(r["vehicle_id"], r["charge_energy_wh"], r["cost_minor"]) for r in rows] == [
         (onboarded.vehicle.vehicle_id, "12000", str(amount))
     ]
+    # Carbon: the 12 kWh drive the vehicle at its registered consumption, against a gasoline car's CO2.
+    carbon = carbon_of(12_000, onboarded.vehicle.consumption_wh_per_km)
+    assert carbon.co2_avoided_g > 0
+    assert (day.electric_distance_m, day.co2_avoided_g) == (carbon.electric_distance_m, carbon.co2_avoided_g)
+    assert report.total_co2_avoided_g == carbon.co2_avoided_g
+    assert rows[0]["co2_avoided_g"] == str(carbon.co2_avoided_g)
     [settled] = [e for e in statement.entries if e.kind == "order_settlement"]
     assert (settled.order_id, settled.sub_fleet_id, settled.amount.amount_minor) == (
         order.order_id,

@@ -3,7 +3,9 @@ fleet's and its sub-fleets' accounts in the period, opening and closing balances
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import grpc
 import pytest
@@ -69,3 +71,33 @@ async def test_statement_of_a_new_fleet(running: RunningPlatform, channel: grpc.
     with pytest.raises(grpc.aio.AioRpcError) as other:
         await statement(_window(now - hour, now + hour), who=theirs.manager)
     assert other.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_monthly_statement_with_csv(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
+    """The month "YYYY-MM" in the fleet's zone is the period; the page's entries come as CSV too."""
+    onboarded = await onboard(running, channel, funded=50_000, allocated=20_000)
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+
+    def monthly(**fields: object) -> fleet_pb2.GetFleetStatementRequest:
+        return fleet_pb2.GetFleetStatementRequest(fleet_id=onboarded.fleet.fleet_id, **fields)  # type: ignore[arg-type]
+
+    this_month = await fleets.GetFleetStatement(monthly(month=month, time_zone="UTC"), metadata=onboarded.manager)
+    assert [e.amount.amount_minor for e in this_month.entries] == [50_000, -20_000, 20_000]
+    rows = list(csv.DictReader(io.StringIO(this_month.csv)))
+    assert [(r["kind"], r["amount_minor"], r["sub_fleet_id"]) for r in rows] == [
+        ("top_up", "50000", ""),
+        ("allocation", "-20000", ""),
+        ("allocation", "20000", onboarded.sub_fleet.sub_fleet_id),
+    ]
+    assert rows[-1]["balance_after_minor"] == "50000" and rows[0]["currency"] == "CNY"
+    last_year = await fleets.GetFleetStatement(monthly(month="2001-02"), metadata=onboarded.manager)
+    assert not last_year.entries and last_year.closing_balance.amount_minor == 0
+    for bad, field in (
+        (monthly(month="2026-13"), "month"),
+        (monthly(month=month, time_zone="Mars/Base"), "time_zone"),
+        (monthly(month=month, period=_window(dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))), "month"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await fleets.GetFleetStatement(bad, metadata=onboarded.manager)
+        assert field_violations(refused.value) == [field]

@@ -139,6 +139,7 @@ class Fresh(Protocol):
     async def fleet_vehicle(self, side: Side, private: bool = False) -> str: ...  # a new vehicle (fleet's / private)
     async def member(self, side: Side) -> str: ...  # a new approved driver of the side's fleet
     async def mobile_unit(self, side: Side) -> str: ...  # a new van of the side's operator (off shift)
+    async def complaint(self, side: Side) -> str: ...  # an open complaint on a fresh order of the side's driver
 
 
 @dataclass(frozen=True)
@@ -448,6 +449,13 @@ def _road_conditions(c: Call) -> Message:
     return ordering_pb2.PushRoadConditionsRequest(idempotency_key=c.key, source="matrix", conditions=[condition])
 
 
+async def _review_complaint(c: Call) -> Message:
+    complaint_id = await c.fresh.complaint(c.side)
+    return ordering_pb2.ReviewComplaintRequest(idempotency_key=c.key, complaint_id=complaint_id, accept=True)
+
+
+_OWN_PREFERENCES = {A: both(OK), FM: both(OK), DR: both(OK)}
+
 _OFFLINE_SCAN = ex(OK, FP, "UNAVAILABLE", why="no gateway is connected: the remote start cannot be sent")
 
 ORDERING_ROWS = [
@@ -546,6 +554,47 @@ ORDERING_ROWS = [
     ),
     # Issue 9 #5: an operator pushes road conditions only around its own stations.
     Row("OrderingService/PushRoadConditions", _road_conditions, {A: both(OK), OP: cell(OK, PD)}),
+    # Care for drivers (issue 12): only the order's driver or its fleet's manager complains; the side's order
+    # is not paid yet, so the own cell gets as far as the payment check.
+    Row(
+        "OrderingService/FileComplaint",
+        lambda c: ordering_pb2.FileComplaintRequest(idempotency_key=c.key, order_id=c.side.order_id, reason="matrix"),
+        {
+            A: both(ex(FP, why="the order is not paid: nothing to refund")),
+            FM: cell(ex(FP, why="the fleet's order, not paid yet"), NF),
+            DR: cell(ex(FP, why="own order, not paid yet"), NF),
+        },
+    ),
+    Row(
+        "OrderingService/ListComplaints",
+        lambda c: ordering_pb2.ListComplaintsRequest(order_id=c.side.order_id, page_size=10),
+        {A: both(OK), OP: cell(OK, OK_EMPTY), FM: cell(OK, OK_EMPTY), DR: cell(OK, OK_EMPTY)},
+    ),
+    Row("OrderingService/ReviewComplaint", _review_complaint, {A: both(OK), OP: cell(OK, NF)}),
+    Row(
+        "OrderingService/SubmitFeedback",
+        lambda c: ordering_pb2.SubmitFeedbackRequest(idempotency_key=c.key, order_id=c.side.order_id, text="matrix"),
+        {A: both(OK), FM: cell(OK, NF), DR: cell(OK, NF)},
+    ),
+    Row(
+        "OrderingService/ListFeedback",
+        lambda c: ordering_pb2.ListFeedbackRequest(station_id=c.side.charge_station_id, page_size=10),
+        {
+            A: both(OK),
+            OP: cell(OK, OK_EMPTY),
+            FM: both(ex(OK, OK_EMPTY, why="only what the caller sent")),
+            DR: both(ex(OK, OK_EMPTY, why="only what the caller sent")),
+        },
+    ),
+    # Preferences are always the caller's own (no tenant in the request); favourite stations are public.
+    Row("OrderingService/GetPreferences", lambda c: ordering_pb2.GetPreferencesRequest(), _OWN_PREFERENCES),
+    Row(
+        "OrderingService/SetPreferences",
+        lambda c: ordering_pb2.SetPreferencesRequest(
+            preferences=ordering_pb2.DriverPreferences(favourite_station_ids=[c.side.charge_station_id])
+        ),
+        _OWN_PREFERENCES,
+    ),
 ]
 
 # ---- DispatchService --------------------------------------------------------------------------------------

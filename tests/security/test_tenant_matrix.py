@@ -38,10 +38,10 @@ from voltcloud.api.v1 import (
 from voltcloud.fleet.models import Driver, Vehicle
 from voltcloud.maintenance import api as maintenance_api
 from voltcloud.maintenance import workorders
-from voltcloud.ordering.models import Order
+from voltcloud.ordering.models import Complaint, Order
 from voltcloud.ordering.states import Mode
 from voltcloud.platform.auth import Role, Tenant
-from voltcloud.platform.enums import WorkOrderState
+from voltcloud.platform.enums import ComplaintState, WorkOrderState
 from voltcloud.platform.permissions import PERMISSIONS
 from voltcloud.server import Platform
 from voltcloud.stations.models import Connector, Pack, Station
@@ -182,6 +182,7 @@ class Factory:
 
     async def work_order(self, side: tm.Side, resolved: bool = False) -> str:
         return await _maintenance_work_order(self.platform, side, resolved)
+
     async def fleet_vehicle(self, side: tm.Side, private: bool = False) -> str:
         """A new vehicle of the side's fleet (or the side's private driver's car), registered by the admin."""
         owner = {"owner_driver_id": side.private_driver_id} if private else {"fleet_id": side.fleet_id}
@@ -200,6 +201,24 @@ class Factory:
     async def mobile_unit(self, side: tm.Side) -> str:
         request = dispatch_pb2.CreateMobileUnitRequest(idempotency_key=self.key(), unit=tm.mobile_unit(side))
         return str((await self.unary("DispatchService/CreateMobileUnit", request)).unit.unit_id)
+
+    async def complaint(self, side: tm.Side) -> str:
+        """An open complaint on a fresh order, written directly: filing one needs a paid order (a served
+        session), which the matrix's sides do not have; FileComplaint's own rows check who may file."""
+        order_id = await self.order(side)
+        complaint = Complaint(
+            id=f"cmp-{self.key()}",
+            order_id=order_id,
+            filed_by=side.driver_id,
+            fleet_id=side.fleet_id,
+            operator_id=side.operator_id,
+            state=int(ComplaintState.OPEN),
+            reason="matrix",
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        async with self.platform.db.transaction() as session:
+            session.add(complaint)
+        return complaint.id
 
     async def applicant(self, side: tm.Side) -> str:
         subject = f"applicant-{next(self.keys)}-{uuid.uuid4().hex[:8]}"
@@ -482,7 +501,12 @@ def table(results: list[Result]) -> str:
 
 async def test_tenant_matrix(tmp_path: Path, database_url: str) -> None:
     started = time.monotonic()
-    async with serving(tmp_path, database_url) as platform, channel_to(platform) as channel:
+    # The sides' valet task stays offered to its specialist for the whole run (the default 30 s offer expires
+    # before the dispatch rows on a busy machine, and the task then reads NOT_FOUND to the specialist).
+    async with (
+        serving(tmp_path, database_url, dispatch_offer_timeout_s=3600.0) as platform,
+        channel_to(platform) as channel,
+    ):
         factory = Factory(platform, channel)
         sides: dict[tm.Scope, tm.Side] = {"own": await build_side(factory, 0), "other": await build_side(factory, 1)}
         setup_s = time.monotonic() - started

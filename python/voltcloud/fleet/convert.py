@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from voltcloud.api.v1 import common_pb2, fleet_pb2
+from voltcloud.fleet import statements
 from voltcloud.fleet.api import Driver, Fleet, SubFleet, TokenView, Vehicle
 from voltcloud.fleet.drivers import DriverFilter, NewDriver
 from voltcloud.fleet.fleets import PaymentTerms
@@ -212,14 +213,16 @@ def statement_message(done: FleetStatement, next_page_token: str) -> fleet_pb2.G
             for e in s.entries
         ],
         next_page_token=next_page_token,
+        csv=statements.to_csv(done),
     )
 
 
 def period(request: fleet_pb2.GetFleetStatementRequest) -> tuple[dt.datetime | None, dt.datetime | None]:
-    if not request.HasField("period"):
-        return None, None
-    window = request.period
-    return optional_datetime(window, "start", "period.start"), optional_datetime(window, "end", "period.end")
+    given: tuple[dt.datetime | None, dt.datetime | None] = (None, None)
+    if request.HasField("period"):
+        window = request.period
+        given = optional_datetime(window, "start", "period.start"), optional_datetime(window, "end", "period.end")
+    return statements.statement_period(given, request.month, request.time_zone)
 
 
 def daily_report_message(report: DailyReport) -> fleet_pb2.GetFleetDailyReportResponse:
@@ -237,9 +240,12 @@ def daily_report_message(report: DailyReport) -> fleet_pb2.GetFleetDailyReportRe
                 has_telemetry=line.driving is not None,
                 distance_m=line.driving.distance_m if line.driving else 0,
                 driving=to_duration(line.driving.driving_s if line.driving else 0),
+                electric_distance_m=line.carbon.electric_distance_m,
+                co2_avoided_g=line.carbon.co2_avoided_g,
             )
             for line in report.lines
         ],
         total_cost=money_message(report.total_cost_minor, report.currency),
         csv=to_csv(report),
+        total_co2_avoided_g=report.total_co2_avoided_g,
     )

@@ -8,8 +8,8 @@ import datetime as dt
 import json
 
 from voltcloud.api.v1 import common_pb2, ordering_pb2
-from voltcloud.ordering import orders, quoting, recommendations, reservations, roads, scan
-from voltcloud.ordering.models import Order, OrderEvent, Reservation
+from voltcloud.ordering import care, orders, preferences, quoting, recommendations, reservations, roads, scan
+from voltcloud.ordering.models import Complaint, Feedback, Order, OrderEvent, Reservation
 from voltcloud.platform.convert import lat_lng_message, money_message
 from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.limits import optional_datetime, to_duration, to_timestamp
@@ -165,6 +165,7 @@ def create_input(request: ordering_pb2.CreateOrderRequest) -> orders.CreateInput
         idempotency_key=request.idempotency_key,
         allow_fallback=request.allow_fallback,
         payer_account_id=payer_account(request),
+        coupon_code=request.coupon_code.strip(),
     )
 
 
@@ -252,3 +253,90 @@ def road_conditions(request: ordering_pb2.PushRoadConditionsRequest) -> list[roa
             )
         )
     return conditions
+
+
+# ---- care for drivers ---------------------------------------------------------------------------------------
+
+
+def complaint_message(c: Complaint) -> ordering_pb2.Complaint:
+    return ordering_pb2.Complaint(
+        complaint_id=c.id,
+        order_id=c.order_id,
+        filed_by=c.filed_by,
+        fleet_id=c.fleet_id or "",
+        operator_id=c.operator_id or "",
+        state=c.state,  # type: ignore[arg-type]
+        reason=c.reason,
+        evidence_uris=care.evidence_of(c),
+        refund=money_message(c.refund_minor, c.currency) if c.refund_minor else None,
+        refund_entry_id=c.refund_entry_id or "",
+        review_reason=c.review_reason,
+        reviewed_by=c.reviewed_by or "",
+        create_time=to_timestamp(c.created_at),
+        review_time=to_timestamp(c.reviewed_at) if c.reviewed_at else None,
+    )
+
+
+def complaint_input(request: ordering_pb2.FileComplaintRequest) -> care.ComplaintInput:
+    return care.ComplaintInput(
+        order_id=request.order_id,
+        reason=request.reason,
+        evidence_uris=tuple(request.evidence_uris),
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def review_input(request: ordering_pb2.ReviewComplaintRequest) -> care.Review:
+    return care.Review(
+        complaint_id=request.complaint_id,
+        accept=request.accept,
+        refund_minor=request.refund.amount_minor if request.HasField("refund") else 0,
+        currency=request.refund.currency if request.HasField("refund") else "",
+        reason=request.reason,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def feedback_input(request: ordering_pb2.SubmitFeedbackRequest) -> care.FeedbackInput:
+    return care.FeedbackInput(
+        station_id=request.station_id,
+        order_id=request.order_id,
+        category=request.category,
+        rating=request.rating,
+        text=request.text,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def feedback_message(f: Feedback) -> ordering_pb2.Feedback:
+    return ordering_pb2.Feedback(
+        feedback_id=f.id,
+        submitted_by=f.submitted_by,
+        operator_id=f.operator_id or "",
+        station_id=f.station_id or "",
+        order_id=f.order_id or "",
+        category=f.category,
+        rating=f.rating,
+        text=f.text,
+        create_time=to_timestamp(f.created_at),
+    )
+
+
+def preferences_input(message: ordering_pb2.DriverPreferences) -> preferences.PreferencesView:
+    return preferences.PreferencesView(
+        favourite_station_ids=tuple(message.favourite_station_ids),
+        price_sensitivity_permille=message.price_sensitivity_permille,
+        preferred_modes=tuple(int(m) for m in message.preferred_modes),
+        low_battery_reminder_permille=message.low_battery_reminder_permille,
+        fatigue_limit_minutes=message.fatigue_limit_minutes,
+    )
+
+
+def preferences_message(p: preferences.PreferencesView) -> ordering_pb2.DriverPreferences:
+    return ordering_pb2.DriverPreferences(
+        favourite_station_ids=list(p.favourite_station_ids),
+        price_sensitivity_permille=p.price_sensitivity_permille,
+        preferred_modes=list(p.preferred_modes),  # type: ignore[arg-type]
+        low_battery_reminder_permille=p.low_battery_reminder_permille,
+        fatigue_limit_minutes=p.fatigue_limit_minutes,
+    )

@@ -25,7 +25,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.engine import Engine
-from voltcloud.ordering import payments
+from voltcloud.ordering import abnormal_orders, order_coupons, payments
 from voltcloud.ordering.models import (
     RESERVATION_ACTIVE,
     RESERVATION_CANCELLED,
@@ -422,9 +422,11 @@ async def complete(
     lat: float | None = None,
     lng: float | None = None,
     clock: Clock = _SYSTEM_CLOCK,
+    session_ref: str = "",
 ) -> None:
     """Prices the actual usage at the rate model in force when the order started, captures it from the hold
-    (settlement releases the rest), frees the resources, and marks the order completed."""
+    (settlement releases the rest), frees the resources, and marks the order completed; then checks it for
+    abnormal facts and refunds an overcharge (`abnormal_orders`). `session_ref`: the station's session id."""
     check_transition(order.state, OrderState.COMPLETED)
     customer_kind, customer_id = customer_of(order)
     price = await payments.estimate(
@@ -468,6 +470,49 @@ async def complete(
             currency=price.currency,
         ),
     )
+    refunded = await _check_abnormal(session, effects, order, at, energy_wh, duration_s, session_ref, clock)
+    await _redeem_coupon(session, effects, order, at, amount - refunded, clock)
+
+
+async def _check_abnormal(
+    session: AsyncSession,
+    effects: Effects,
+    order: Order,
+    at: dt.datetime,
+    energy_wh: int,
+    duration_s: int,
+    session_ref: str,
+    clock: Clock,
+) -> int:
+    """Runs abnormal-order detection on a completed order and records what it found (and refunded) as an
+    event of the order's history; returns the amount refunded."""
+    outcome = await abnormal_orders.check_completed(
+        session, order, energy_wh=energy_wh, duration_s=duration_s, at=at, session_ref=session_ref, clock=clock
+    )
+    if outcome is None:
+        return 0
+    refunded = outcome.refunded_minor
+    what = f"refunded {refunded / 100:.2f} {order.currency}" if refunded else "no automatic refund"
+    reason = f"abnormal order ({', '.join(outcome.flags)}): {what}; {outcome.detail}"
+    facts = Facts(reason=reason, amount_minor=refunded or None, currency=order.currency)
+    await record(session, effects, order, None, SYSTEM, at, facts)
+    return refunded
+
+
+async def _redeem_coupon(
+    session: AsyncSession, effects: Effects, order: Order, at: dt.datetime, paid_minor: int, clock: Clock
+) -> None:
+    """Redeems the order's coupon (validated at creation) on what it finally cost; the history says how much
+    was credited, or why nothing was."""
+    if not order.coupon_code:
+        return
+    discount, refused = await order_coupons.redeem(session, order, paid_minor, clock)
+    if discount:
+        reason = f"coupon {order.coupon_code}: {discount / 100:.2f} {order.currency} credited to the payer"
+    else:
+        reason = f"coupon {order.coupon_code} not applied: {refused or 'nothing was paid'}"
+    facts = Facts(reason=reason, amount_minor=discount or None, currency=order.currency)
+    await record(session, effects, order, None, SYSTEM, at, facts)
 
 
 def customer_of(order: Order) -> tuple[str, str]:

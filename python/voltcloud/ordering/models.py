@@ -84,6 +84,7 @@ class Order(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
     cancel_key: str | None = Field(default=None, max_length=128)
     last_event_seq: int = 0
+    coupon_code: str | None = Field(default=None, max_length=64, description="Validated at order, redeemed at capture")
     version: int = Field(default=1, sa_column=_order_version)
     created_at: dt.datetime = Field(sa_column=utc_column(nullable=False, index=True))
     updated_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
@@ -151,6 +152,9 @@ class CustomerProfile(SQLModel, table=True):
     price_sensitivity_permille: int = Field(
         default=500, ge=0, le=1000, description="0 = only time matters, 1000 = only price matters"
     )
+    # Reminder settings: stored here for the telemetry ingest to raise (0 = no reminder).
+    low_battery_reminder_permille: int = Field(default=0, ge=0, le=1000)
+    fatigue_limit_minutes: int = Field(default=0, ge=0, le=1440)
 
 
 class RoadConditionBatch(SQLModel, table=True):
@@ -163,3 +167,38 @@ class RoadConditionBatch(SQLModel, table=True):
         default="[]", sa_column=sa.Column(sa.Text(), nullable=False), description="[[cell, factor, expires_unix]]"
     )
     created_at: dt.datetime = Field(sa_column=utc_column(nullable=False, index=True))
+
+
+class Complaint(SQLModel, table=True):
+    """A customer's complaint about one order; reviewed once by the order's operator (ComplaintState)."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    order_id: str = Field(foreign_key="powerup_order.id", index=True, max_length=64)
+    filed_by: str = Field(index=True, max_length=128, description="Principal subject")
+    fleet_id: str | None = Field(default=None, index=True, max_length=64)
+    operator_id: str | None = Field(default=None, index=True, max_length=64)
+    state: int = Field(index=True, description="ComplaintState")
+    reason: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    evidence_uris: str = Field(default="[]", sa_column=sa.Column(sa.Text(), nullable=False), description="JSON list")
+    refund_minor: int = 0
+    currency: str = Field(default="CNY", max_length=3)
+    refund_entry_id: str | None = Field(default=None, max_length=64)
+    review_reason: str = Field(default="", max_length=500)
+    reviewed_by: str | None = Field(default=None, max_length=128)
+    created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
+    reviewed_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    version: int = 1
+
+
+class Feedback(SQLModel, table=True):
+    """A suggestion or feedback, optionally about a station or order (then its operator reads it)."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    submitted_by: str = Field(index=True, max_length=128, description="Principal subject")
+    operator_id: str | None = Field(default=None, index=True, max_length=64)
+    station_id: str | None = Field(default=None, max_length=64)
+    order_id: str | None = Field(default=None, max_length=64)
+    category: str = Field(default="", max_length=100)
+    rating: int = Field(default=0, ge=0, le=5)
+    text: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    created_at: dt.datetime = Field(sa_column=utc_column(nullable=False))

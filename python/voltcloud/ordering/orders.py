@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.config import Settings
-from voltcloud.ordering import payments
+from voltcloud.ordering import order_coupons, payments
 from voltcloud.ordering.lifecycle import (
     SYSTEM,
     Actor,
@@ -60,6 +60,7 @@ class CreateInput:
     idempotency_key: str
     allow_fallback: bool = False
     payer_account_id: str = ""
+    coupon_code: str = ""
     # What the client asked for when the order is made on its behalf by another RPC (start by scan): the
     # fingerprint of its key; the key space is the same, so one key never makes two orders.
     request: Mapping[str, Any] | None = None
@@ -82,6 +83,7 @@ def _request(inp: CreateInput) -> Mapping[str, Any]:
         "option": inp.option_id,
         "fallback": inp.allow_fallback,
         "payer": inp.payer_account_id,
+        **({"coupon": inp.coupon_code} if inp.coupon_code else {}),
     }
 
 
@@ -269,6 +271,7 @@ async def _create(
     attempt = _Attempt(session, effects, deps, principal, quote, option, order, times, now)
     assigned = await _reserve(attempt)
     await _hold(attempt, inp)
+    await order_coupons.attach(session, order, inp.coupon_code, option.price_minor, now)
     events = [_created(attempt)]
     if Mode(order.mode) in (Mode.VALET, Mode.MOBILE_VAN):
         events.append(await _dispatch(attempt))

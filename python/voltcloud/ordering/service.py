@@ -5,26 +5,35 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from voltcloud.api.v1 import ordering_pb2, ordering_pb2_grpc
 from voltcloud.config import Settings
-from voltcloud.ordering import orders, quoting, recommendations, reservations, roads, scan
+from voltcloud.ordering import care, orders, preferences, quoting, recommendations, reservations, roads, scan
 from voltcloud.ordering.convert import (
+    complaint_input,
+    complaint_message,
     create_input,
     event_message,
+    feedback_input,
+    feedback_message,
     option_message,
     order_filter,
     order_message,
     position_event,
+    preferences_input,
+    preferences_message,
     quote_input,
     recommendation_input,
     recommendation_message,
     reservation_filter,
     reservation_input,
     reservation_message,
+    review_input,
     road_conditions,
     scan_input,
 )
-from voltcloud.ordering.lifecycle import OrderFeed, UnitOfWork, events_after
+from voltcloud.ordering.lifecycle import Effects, OrderFeed, UnitOfWork, events_after
 from voltcloud.ordering.models import Order
 from voltcloud.ordering.states import TERMINAL, OrderState
 from voltcloud.platform.clock import Clock
@@ -227,3 +236,79 @@ class OrderingServicer(ordering_pb2_grpc.OrderingServiceServicer):
             conditions=conditions,
         )
         return ordering_pb2.PushRoadConditionsResponse(applied=result.applied, rejected=result.rejected)
+
+    # ---- care for drivers -----------------------------------------------------------------------------------
+
+    async def FileComplaint(
+        self, request: ordering_pb2.FileComplaintRequest, context: Any
+    ) -> ordering_pb2.FileComplaintResponse:
+        principal, now = current_principal(), self._p.clock.now()
+        async with self._p.db.transaction("ordering.complaint.file") as session:
+            row = await care.file_complaint(session, principal, complaint_input(request), now=now)
+            message = complaint_message(row)
+        return ordering_pb2.FileComplaintResponse(complaint=message)
+
+    async def ListComplaints(
+        self, request: ordering_pb2.ListComplaintsRequest, context: Any
+    ) -> ordering_pb2.ListComplaintsResponse:
+        page = parse_page(request.page_size, request.page_token)
+        states = frozenset(int(s) for s in request.states)
+        async with self._p.db.transaction("ordering.complaint.list") as session:
+            found = await care.list_complaints(
+                session, current_principal(), order_id=request.order_id, states=states, page=page
+            )
+            messages = [complaint_message(c) for c in found]
+        last = found[-1].id if found else None
+        return ordering_pb2.ListComplaintsResponse(
+            complaints=messages, next_page_token=next_page_token(last, len(found), page)
+        )
+
+    async def ReviewComplaint(
+        self, request: ordering_pb2.ReviewComplaintRequest, context: Any
+    ) -> ordering_pb2.ReviewComplaintResponse:
+        principal, review = current_principal(), review_input(request)
+        now = self._p.clock.now()
+
+        async def work(session: AsyncSession, effects: Effects) -> ordering_pb2.ReviewComplaintResponse:
+            complaint, order = await care.review_complaint(session, effects, principal, review, now=now)
+            return ordering_pb2.ReviewComplaintResponse(
+                complaint=complaint_message(complaint), order=order_message(order)
+            )
+
+        return await self._p.uow.run("ordering.complaint.review", work)
+
+    async def SubmitFeedback(
+        self, request: ordering_pb2.SubmitFeedbackRequest, context: Any
+    ) -> ordering_pb2.SubmitFeedbackResponse:
+        principal, now = current_principal(), self._p.clock.now()
+        async with self._p.db.transaction("ordering.feedback.submit") as session:
+            row = await care.submit_feedback(session, principal, feedback_input(request), now=now)
+            message = feedback_message(row)
+        return ordering_pb2.SubmitFeedbackResponse(feedback=message)
+
+    async def ListFeedback(
+        self, request: ordering_pb2.ListFeedbackRequest, context: Any
+    ) -> ordering_pb2.ListFeedbackResponse:
+        page = parse_page(request.page_size, request.page_token)
+        async with self._p.db.transaction("ordering.feedback.list") as session:
+            found = await care.list_feedback(session, current_principal(), station_id=request.station_id, page=page)
+            messages = [feedback_message(f) for f in found]
+        last = found[-1].id if found else None
+        return ordering_pb2.ListFeedbackResponse(
+            feedback=messages, next_page_token=next_page_token(last, len(found), page)
+        )
+
+    async def GetPreferences(
+        self, request: ordering_pb2.GetPreferencesRequest, context: Any
+    ) -> ordering_pb2.GetPreferencesResponse:
+        async with self._p.db.transaction("ordering.preferences.get") as session:
+            view = await preferences.get_preferences(session, current_principal())
+        return ordering_pb2.GetPreferencesResponse(preferences=preferences_message(view))
+
+    async def SetPreferences(
+        self, request: ordering_pb2.SetPreferencesRequest, context: Any
+    ) -> ordering_pb2.SetPreferencesResponse:
+        wanted = preferences_input(request.preferences)
+        async with self._p.db.transaction("ordering.preferences.set") as session:
+            view = await preferences.set_preferences(session, current_principal(), wanted)
+        return ordering_pb2.SetPreferencesResponse(preferences=preferences_message(view))

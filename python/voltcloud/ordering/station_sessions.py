@@ -105,6 +105,7 @@ async def advance(session: AsyncSession, effects: Effects, order: Order, report:
         energy_wh=max(report.energy_wh, 0),
         duration_s=max(int((at - started).total_seconds()), 0),
         clock=clock,
+        session_ref=report.external_id,
     )
 
 

@@ -109,6 +109,12 @@ class ReservationState(enum.IntEnum):
     EXPIRED = o.RESERVATION_STATE_EXPIRED
 
 
+class ComplaintState(enum.IntEnum):
+    OPEN = o.COMPLAINT_STATE_OPEN
+    ACCEPTED = o.COMPLAINT_STATE_ACCEPTED
+    REJECTED = o.COMPLAINT_STATE_REJECTED
+
+
 class StationSessionKind(enum.IntEnum):
     CHARGE = s.STATION_SESSION_KIND_CHARGE
     SWAP = s.STATION_SESSION_KIND_SWAP

@@ -55,6 +55,15 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "voltcloud.v1.OrderingService/StartByScan": CUSTOMERS,
     "voltcloud.v1.OrderingService/ListRecommendations": EVERYONE,
     "voltcloud.v1.OrderingService/PushRoadConditions": OPERATORS,
+    # Care for drivers: customers complain about their own orders and the order's operator reviews; feedback
+    # from customers is read by the operator it concerns; preferences are always the caller's own.
+    "voltcloud.v1.OrderingService/FileComplaint": ADMIN | {Role.FLEET_MANAGER, Role.DRIVER},
+    "voltcloud.v1.OrderingService/ListComplaints": CUSTOMERS,
+    "voltcloud.v1.OrderingService/ReviewComplaint": OPERATORS,
+    "voltcloud.v1.OrderingService/SubmitFeedback": ADMIN | {Role.FLEET_MANAGER, Role.DRIVER},
+    "voltcloud.v1.OrderingService/ListFeedback": CUSTOMERS,
+    "voltcloud.v1.OrderingService/GetPreferences": ADMIN | {Role.FLEET_MANAGER, Role.DRIVER},
+    "voltcloud.v1.OrderingService/SetPreferences": ADMIN | {Role.FLEET_MANAGER, Role.DRIVER},
     # DispatchService: the specialists' and vans' app; operators supervise.
     "voltcloud.v1.DispatchService/Connect": WORKFORCE,
     "voltcloud.v1.DispatchService/ListTasks": WORKFORCE,

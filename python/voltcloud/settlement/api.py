@@ -25,7 +25,7 @@ from voltcloud.settlement.abnormal import (
     detect_abnormal,
     refund_difference,
 )
-from voltcloud.settlement.coupons import Redemption, redeem_coupon
+from voltcloud.settlement.coupons import Redemption, check_coupon, redeem_coupon
 from voltcloud.settlement.holds import (
     SYSTEM_CLOCK,
     Hold,
@@ -207,6 +207,7 @@ __all__ = [
     "allocate",
     "assign_rate_model",
     "capture_hold",
+    "check_coupon",
     "detect_abnormal",
     "ensure_customer_account",
     "ensure_sub_fleet_account",

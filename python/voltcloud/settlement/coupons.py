@@ -258,3 +258,34 @@ async def redeem_coupon(
     await session.flush()
     await idempotency.complete(session, claim, redemption.id)
     return Redemption(coupon.id, discount, entry)
+
+
+async def check_coupon(
+    session: AsyncSession,
+    code: str,
+    *,
+    account_id: str,
+    amount_minor: int,
+    at: dt.datetime,
+    mode: int = 0,
+    operator_id: str = "",
+    currency: str | None = None,
+) -> int:
+    """The discount `code` would give `account_id` on an order of `amount_minor` now, redeeming nothing:
+    NotFound for an unknown code, FailedPrecondition (saying why) when it does not apply — expired, not yet
+    valid, used up, used the allowed number of times by this account, another operator's, mode or currency."""
+    coupon = await find(session, code)
+    discount = discount_for(
+        coupon, amount_minor=amount_minor, at=at, mode=mode, operator_id=operator_id, currency=currency
+    )
+    if coupon.max_redemptions_per_account:
+        used = (
+            await session.exec(
+                select(sa.func.count())
+                .select_from(CouponRedemption)
+                .where(CouponRedemption.coupon_id == coupon.id, CouponRedemption.account_id == account_id)
+            )
+        ).one()
+        if int(used) >= coupon.max_redemptions_per_account:
+            raise FailedPrecondition(f"coupon {code} was already used the allowed number of times by this account")
+    return discount

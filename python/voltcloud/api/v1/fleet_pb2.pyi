@@ -1389,6 +1389,8 @@ class GetFleetStatementRequest(_message.Message):
     PERIOD_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     fleet_id: _builtins.str
     """Fleet."""
     sub_fleet_id: _builtins.str
@@ -1397,9 +1399,13 @@ class GetFleetStatementRequest(_message.Message):
     """Maximum lines."""
     page_token: _builtins.str
     """Page token."""
+    month: _builtins.str
+    """A calendar month "YYYY-MM" in `time_zone` instead of `period` (the monthly statement)."""
+    time_zone: _builtins.str
+    """IANA time zone of `month`; empty = Asia/Shanghai."""
     @_builtins.property
     def period(self) -> _common_pb2.TimeWindow:
-        """Period."""
+        """Period (or `month`)."""
 
     def __init__(
         self,
@@ -1409,10 +1415,12 @@ class GetFleetStatementRequest(_message.Message):
         period: _common_pb2.TimeWindow | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        month: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "page_size", b"page_size", "page_token", b"page_token", "period", b"period", "sub_fleet_id", b"sub_fleet_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet_id", b"fleet_id", "month", b"month", "page_size", b"page_size", "page_token", b"page_token", "period", b"period", "sub_fleet_id", b"sub_fleet_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1435,10 +1443,13 @@ class GetFleetStatementResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     TOTAL_CREDITS_FIELD_NUMBER: _builtins.int
     TOTAL_DEBITS_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
     total_energy_wh: _builtins.int
     """Total energy, Wh (not filled yet: see lines)."""
     next_page_token: _builtins.str
     """Next page token (of entries)."""
+    csv: _builtins.str
+    """This page's entries as CSV (RFC 4180, header row first; amounts in minor units)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetStatementLine]:
         """Lines per account: the fleet's own (sub_fleet_id empty) and each sub-fleet's; vehicle_id and energy_wh
@@ -1481,10 +1492,11 @@ class GetFleetStatementResponse(_message.Message):
         entries: _abc.Iterable[Global___FleetStatementEntry] | None = ...,
         total_credits: _common_pb2.Money | None = ...,
         total_debits: _common_pb2.Money | None = ...,
+        csv: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "entries", b"entries", "lines", b"lines", "next_page_token", b"next_page_token", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closing_balance", b"closing_balance", "csv", b"csv", "entries", b"entries", "lines", b"lines", "next_page_token", b"next_page_token", "opening_balance", b"opening_balance", "total_amount", b"total_amount", "total_credits", b"total_credits", "total_debits", b"total_debits", "total_energy_wh", b"total_energy_wh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2375,6 +2387,8 @@ class VehicleDayLine(_message.Message):
     HAS_TELEMETRY_FIELD_NUMBER: _builtins.int
     DISTANCE_M_FIELD_NUMBER: _builtins.int
     DRIVING_FIELD_NUMBER: _builtins.int
+    ELECTRIC_DISTANCE_M_FIELD_NUMBER: _builtins.int
+    CO2_AVOIDED_G_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     """Vehicle."""
     sub_fleet_id: _builtins.str
@@ -2393,6 +2407,12 @@ class VehicleDayLine(_message.Message):
     """Whether the vehicle sent telemetry that day (distance and driving time below come from it)."""
     distance_m: _builtins.int
     """Distance driven, meters (the odometer's span over the day's accepted readings)."""
+    electric_distance_m: _builtins.int
+    """The distance the day's energy (swaps + charging) drives the vehicle at its registered consumption, m."""
+    co2_avoided_g: _builtins.int
+    """CO2 avoided against a gasoline car driving that distance, less the grid's CO2 for the energy, grams
+    (factors and sources: docs/fleets.md, "Carbon reduction").
+    """
     @_builtins.property
     def cost(self) -> _common_pb2.Money:
         """What the orders cost (final amounts and cancellation fees)."""
@@ -2415,10 +2435,12 @@ class VehicleDayLine(_message.Message):
         has_telemetry: _builtins.bool = ...,
         distance_m: _builtins.int = ...,
         driving: _duration_pb2.Duration | None = ...,
+        electric_distance_m: _builtins.int = ...,
+        co2_avoided_g: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "driving", b"driving"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "completed_count", b"completed_count", "cost", b"cost", "distance_m", b"distance_m", "driving", b"driving", "has_telemetry", b"has_telemetry", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge_energy_wh", b"charge_energy_wh", "co2_avoided_g", b"co2_avoided_g", "completed_count", b"completed_count", "cost", b"cost", "distance_m", b"distance_m", "driving", b"driving", "electric_distance_m", b"electric_distance_m", "has_telemetry", b"has_telemetry", "order_count", b"order_count", "plate", b"plate", "sub_fleet_id", b"sub_fleet_id", "swap_energy_wh", b"swap_energy_wh", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2433,8 +2455,11 @@ class GetFleetDailyReportResponse(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     TOTAL_COST_FIELD_NUMBER: _builtins.int
     CSV_FIELD_NUMBER: _builtins.int
+    TOTAL_CO2_AVOIDED_G_FIELD_NUMBER: _builtins.int
     csv: _builtins.str
     """The lines as CSV (RFC 4180, header row first; energy in Wh, cost in minor units)."""
+    total_co2_avoided_g: _builtins.int
+    """Sum of the lines' co2_avoided_g."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___VehicleDayLine]:
         """One line per vehicle of the fleet (or sub-fleet), by vehicle id; vehicles without orders included."""
@@ -2449,10 +2474,11 @@ class GetFleetDailyReportResponse(_message.Message):
         lines: _abc.Iterable[Global___VehicleDayLine] | None = ...,
         total_cost: _common_pb2.Money | None = ...,
         csv: _builtins.str = ...,
+        total_co2_avoided_g: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total_cost", b"total_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "lines", b"lines", "total_cost", b"total_cost"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "lines", b"lines", "total_co2_avoided_g", b"total_co2_avoided_g", "total_cost", b"total_cost"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

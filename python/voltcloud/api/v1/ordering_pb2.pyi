@@ -126,6 +126,37 @@ RESERVATION_STATE_EXPIRED: ReservationState.ValueType  # 4
 """Window passed unused."""
 Global___ReservationState: _TypeAlias = ReservationState  # noqa: Y015
 
+class _ComplaintState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComplaintStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComplaintState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPLAINT_STATE_UNSPECIFIED: _ComplaintState.ValueType  # 0
+    """Not set."""
+    COMPLAINT_STATE_OPEN: _ComplaintState.ValueType  # 1
+    """Filed, waiting for the operator."""
+    COMPLAINT_STATE_ACCEPTED: _ComplaintState.ValueType  # 2
+    """Accepted; the refund (if any) is on the order's payment method."""
+    COMPLAINT_STATE_REJECTED: _ComplaintState.ValueType  # 3
+    """Rejected with a reason."""
+
+class ComplaintState(_ComplaintState, metaclass=_ComplaintStateEnumTypeWrapper):
+    """---- Care for drivers: complaints, feedback, preferences ---------------------------------------------
+
+    Where a complaint stands.
+    """
+
+COMPLAINT_STATE_UNSPECIFIED: ComplaintState.ValueType  # 0
+"""Not set."""
+COMPLAINT_STATE_OPEN: ComplaintState.ValueType  # 1
+"""Filed, waiting for the operator."""
+COMPLAINT_STATE_ACCEPTED: ComplaintState.ValueType  # 2
+"""Accepted; the refund (if any) is on the order's payment method."""
+COMPLAINT_STATE_REJECTED: ComplaintState.ValueType  # 3
+"""Rejected with a reason."""
+Global___ComplaintState: _TypeAlias = ComplaintState  # noqa: Y015
+
 @_typing.final
 class PowerUpOption(_message.Message):
     """One ranked way to power up."""
@@ -1452,3 +1483,604 @@ class PushRoadConditionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushRoadConditionsResponse: _TypeAlias = PushRoadConditionsResponse  # noqa: Y015
+
+@_typing.final
+class Complaint(_message.Message):
+    """A complaint about one order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLAINT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    FILED_BY_FIELD_NUMBER: _builtins.int
+    FLEET_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EVIDENCE_URIS_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    REFUND_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    REVIEW_REASON_FIELD_NUMBER: _builtins.int
+    REVIEWED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REVIEW_TIME_FIELD_NUMBER: _builtins.int
+    complaint_id: _builtins.str
+    """Complaint id."""
+    order_id: _builtins.str
+    """The order complained about."""
+    filed_by: _builtins.str
+    """Who filed it (principal subject)."""
+    fleet_id: _builtins.str
+    """The order's fleet, if any."""
+    operator_id: _builtins.str
+    """The operator that served the order (the reviewer)."""
+    state: Global___ComplaintState.ValueType
+    """State."""
+    reason: _builtins.str
+    """What went wrong, in the customer's words."""
+    refund_entry_id: _builtins.str
+    """The refund's journal entry, if any."""
+    review_reason: _builtins.str
+    """The reviewer's reason (required to reject)."""
+    reviewed_by: _builtins.str
+    """Who reviewed it."""
+    @_builtins.property
+    def evidence_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Evidence (photos, receipts), as URIs."""
+
+    @_builtins.property
+    def refund(self) -> _common_pb2.Money:
+        """Refund granted (ACCEPTED), in the order's currency."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was filed."""
+
+    @_builtins.property
+    def review_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was reviewed."""
+
+    def __init__(
+        self,
+        *,
+        complaint_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        filed_by: _builtins.str = ...,
+        fleet_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        state: Global___ComplaintState.ValueType = ...,
+        reason: _builtins.str = ...,
+        evidence_uris: _abc.Iterable[_builtins.str] | None = ...,
+        refund: _common_pb2.Money | None = ...,
+        refund_entry_id: _builtins.str = ...,
+        review_reason: _builtins.str = ...,
+        reviewed_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        review_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "refund", b"refund", "review_time", b"review_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaint_id", b"complaint_id", "create_time", b"create_time", "evidence_uris", b"evidence_uris", "filed_by", b"filed_by", "fleet_id", b"fleet_id", "operator_id", b"operator_id", "order_id", b"order_id", "reason", b"reason", "refund", b"refund", "refund_entry_id", b"refund_entry_id", "review_reason", b"review_reason", "review_time", b"review_time", "reviewed_by", b"reviewed_by", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Complaint: _TypeAlias = Complaint  # noqa: Y015
+
+@_typing.final
+class FileComplaintRequest(_message.Message):
+    """FileComplaint request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EVIDENCE_URIS_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    order_id: _builtins.str
+    """The order (settled: completed, or charged a fee)."""
+    reason: _builtins.str
+    """What went wrong (required).
+    Limit: at most 2,000 characters.
+    """
+    @_builtins.property
+    def evidence_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Evidence URIs.
+        Limit: at most 20 URIs of at most 2,048 characters each.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        evidence_uris: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence_uris", b"evidence_uris", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileComplaintRequest: _TypeAlias = FileComplaintRequest  # noqa: Y015
+
+@_typing.final
+class FileComplaintResponse(_message.Message):
+    """FileComplaint response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLAINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def complaint(self) -> Global___Complaint:
+        """The complaint (OPEN)."""
+
+    def __init__(
+        self,
+        *,
+        complaint: Global___Complaint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complaint", b"complaint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaint", b"complaint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileComplaintResponse: _TypeAlias = FileComplaintResponse  # noqa: Y015
+
+@_typing.final
+class ListComplaintsRequest(_message.Message):
+    """ListComplaints request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    order_id: _builtins.str
+    """Only this order's."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___ComplaintState.ValueType]:
+        """Only these states; empty = any."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        states: _abc.Iterable[Global___ComplaintState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComplaintsRequest: _TypeAlias = ListComplaintsRequest  # noqa: Y015
+
+@_typing.final
+class ListComplaintsResponse(_message.Message):
+    """ListComplaints response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLAINTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def complaints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Complaint]:
+        """Complaints, newest first."""
+
+    def __init__(
+        self,
+        *,
+        complaints: _abc.Iterable[Global___Complaint] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaints", b"complaints", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComplaintsResponse: _TypeAlias = ListComplaintsResponse  # noqa: Y015
+
+@_typing.final
+class ReviewComplaintRequest(_message.Message):
+    """ReviewComplaint request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    COMPLAINT_ID_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    complaint_id: _builtins.str
+    """Complaint id."""
+    accept: _builtins.bool
+    """true = accept (refund `refund`), false = reject (`reason` required)."""
+    reason: _builtins.str
+    """Why (required to reject).
+    Limit: at most 500 characters.
+    """
+    @_builtins.property
+    def refund(self) -> _common_pb2.Money:
+        """Accept: the amount to refund to the order's payment method, in the order's currency; at most what was
+        paid and not yet refunded. Zero or unset = accept without a refund.
+        """
+
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        complaint_id: _builtins.str = ...,
+        accept: _builtins.bool = ...,
+        refund: _common_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "complaint_id", b"complaint_id", "idempotency_key", b"idempotency_key", "reason", b"reason", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewComplaintRequest: _TypeAlias = ReviewComplaintRequest  # noqa: Y015
+
+@_typing.final
+class ReviewComplaintResponse(_message.Message):
+    """ReviewComplaint response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLAINT_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def complaint(self) -> Global___Complaint:
+        """The reviewed complaint."""
+
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order after the review (a refund adds an event)."""
+
+    def __init__(
+        self,
+        *,
+        complaint: Global___Complaint | None = ...,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complaint", b"complaint", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complaint", b"complaint", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewComplaintResponse: _TypeAlias = ReviewComplaintResponse  # noqa: Y015
+
+@_typing.final
+class Feedback(_message.Message):
+    """A suggestion or feedback."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_ID_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BY_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    feedback_id: _builtins.str
+    """Feedback id."""
+    submitted_by: _builtins.str
+    """Who sent it (principal subject)."""
+    operator_id: _builtins.str
+    """The operator it concerns (of the station or order), if any."""
+    station_id: _builtins.str
+    """Station it is about, if any."""
+    order_id: _builtins.str
+    """Order it is about, if any."""
+    category: _builtins.str
+    """Free category, e.g. "app", "station", "service", "price"."""
+    rating: _builtins.int
+    """1..5 stars; 0 = no rating."""
+    text: _builtins.str
+    """The text."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was sent."""
+
+    def __init__(
+        self,
+        *,
+        feedback_id: _builtins.str = ...,
+        submitted_by: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        category: _builtins.str = ...,
+        rating: _builtins.int = ...,
+        text: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "create_time", b"create_time", "feedback_id", b"feedback_id", "operator_id", b"operator_id", "order_id", b"order_id", "rating", b"rating", "station_id", b"station_id", "submitted_by", b"submitted_by", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Feedback: _TypeAlias = Feedback  # noqa: Y015
+
+@_typing.final
+class SubmitFeedbackRequest(_message.Message):
+    """SubmitFeedback request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Idempotency key (required)."""
+    station_id: _builtins.str
+    """Station it is about (optional)."""
+    order_id: _builtins.str
+    """Order it is about (optional; one the caller may see)."""
+    category: _builtins.str
+    """Category (optional)."""
+    rating: _builtins.int
+    """1..5 stars; 0 = no rating."""
+    text: _builtins.str
+    """The text (required).
+    Limit: at most 2,000 characters.
+    """
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        category: _builtins.str = ...,
+        rating: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "rating", b"rating", "station_id", b"station_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitFeedbackRequest: _TypeAlias = SubmitFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class SubmitFeedbackResponse(_message.Message):
+    """SubmitFeedback response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feedback(self) -> Global___Feedback:
+        """The stored feedback."""
+
+    def __init__(
+        self,
+        *,
+        feedback: Global___Feedback | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitFeedbackResponse: _TypeAlias = SubmitFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class ListFeedbackRequest(_message.Message):
+    """ListFeedback request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum results."""
+    page_token: _builtins.str
+    """Page token."""
+    station_id: _builtins.str
+    """Only about this station."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "station_id", b"station_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFeedbackRequest: _TypeAlias = ListFeedbackRequest  # noqa: Y015
+
+@_typing.final
+class ListFeedbackResponse(_message.Message):
+    """ListFeedback response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Next page token."""
+    @_builtins.property
+    def feedback(self) -> _containers.RepeatedCompositeFieldContainer[Global___Feedback]:
+        """Feedback, newest first."""
+
+    def __init__(
+        self,
+        *,
+        feedback: _abc.Iterable[Global___Feedback] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feedback", b"feedback", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFeedbackResponse: _TypeAlias = ListFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class DriverPreferences(_message.Message):
+    """A customer's preferences (read by the quote ranking) and reminder settings (raised by telemetry)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAVOURITE_STATION_IDS_FIELD_NUMBER: _builtins.int
+    PRICE_SENSITIVITY_PERMILLE_FIELD_NUMBER: _builtins.int
+    PREFERRED_MODES_FIELD_NUMBER: _builtins.int
+    LOW_BATTERY_REMINDER_PERMILLE_FIELD_NUMBER: _builtins.int
+    FATIGUE_LIMIT_MINUTES_FIELD_NUMBER: _builtins.int
+    price_sensitivity_permille: _builtins.int
+    """0 = only time matters .. 1000 = only price matters; default 500."""
+    low_battery_reminder_permille: _builtins.int
+    """Remind when the battery falls below this SOC, permille; 0 = no reminder."""
+    fatigue_limit_minutes: _builtins.int
+    """Remind after this many minutes of continuous driving; 0 = no reminder; at most 1,440."""
+    @_builtins.property
+    def favourite_station_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Favourite stations (each must exist).
+        Limit: at most 20 stations.
+        """
+
+    @_builtins.property
+    def preferred_modes(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.PowerUpMode.ValueType]:
+        """Preferred power-up modes, most preferred first.
+        Limit: at most 6 modes.
+        """
+
+    def __init__(
+        self,
+        *,
+        favourite_station_ids: _abc.Iterable[_builtins.str] | None = ...,
+        price_sensitivity_permille: _builtins.int = ...,
+        preferred_modes: _abc.Iterable[_common_pb2.PowerUpMode.ValueType] | None = ...,
+        low_battery_reminder_permille: _builtins.int = ...,
+        fatigue_limit_minutes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fatigue_limit_minutes", b"fatigue_limit_minutes", "favourite_station_ids", b"favourite_station_ids", "low_battery_reminder_permille", b"low_battery_reminder_permille", "preferred_modes", b"preferred_modes", "price_sensitivity_permille", b"price_sensitivity_permille"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriverPreferences: _TypeAlias = DriverPreferences  # noqa: Y015
+
+@_typing.final
+class GetPreferencesRequest(_message.Message):
+    """GetPreferences request (the caller's own)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPreferencesRequest: _TypeAlias = GetPreferencesRequest  # noqa: Y015
+
+@_typing.final
+class GetPreferencesResponse(_message.Message):
+    """GetPreferences response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___DriverPreferences:
+        """The preferences (defaults when never set)."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___DriverPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPreferencesResponse: _TypeAlias = GetPreferencesResponse  # noqa: Y015
+
+@_typing.final
+class SetPreferencesRequest(_message.Message):
+    """SetPreferences request (the caller's own; replaces them whole)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___DriverPreferences:
+        """The new preferences."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___DriverPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPreferencesRequest: _TypeAlias = SetPreferencesRequest  # noqa: Y015
+
+@_typing.final
+class SetPreferencesResponse(_message.Message):
+    """SetPreferences response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def preferences(self) -> Global___DriverPreferences:
+        """The stored preferences."""
+
+    def __init__(
+        self,
+        *,
+        preferences: Global___DriverPreferences | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPreferencesResponse: _TypeAlias = SetPreferencesResponse  # noqa: Y015

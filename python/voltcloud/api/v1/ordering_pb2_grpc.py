@@ -95,6 +95,41 @@ class OrderingServiceStub:
                 request_serializer=voltcloud_dot_v1_dot_ordering__pb2.PushRoadConditionsRequest.SerializeToString,
                 response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.PushRoadConditionsResponse.FromString,
                 _registered_method=True)
+        self.FileComplaint = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/FileComplaint',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.FileComplaintRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.FileComplaintResponse.FromString,
+                _registered_method=True)
+        self.ListComplaints = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/ListComplaints',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.ListComplaintsRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.ListComplaintsResponse.FromString,
+                _registered_method=True)
+        self.ReviewComplaint = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/ReviewComplaint',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.ReviewComplaintRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.ReviewComplaintResponse.FromString,
+                _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/SubmitFeedback',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListFeedback = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/ListFeedback',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.ListFeedbackRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.ListFeedbackResponse.FromString,
+                _registered_method=True)
+        self.GetPreferences = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/GetPreferences',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.GetPreferencesRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.GetPreferencesResponse.FromString,
+                _registered_method=True)
+        self.SetPreferences = channel.unary_unary(
+                '/voltcloud.v1.OrderingService/SetPreferences',
+                request_serializer=voltcloud_dot_v1_dot_ordering__pb2.SetPreferencesRequest.SerializeToString,
+                response_deserializer=voltcloud_dot_v1_dot_ordering__pb2.SetPreferencesResponse.FromString,
+                _registered_method=True)
 
 
 class OrderingServiceServicer:
@@ -185,6 +220,56 @@ class OrderingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FileComplaint(self, request, context):
+        """Care for drivers: a complaint about a settled order of the caller's (its driver, or its fleet's manager).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListComplaints(self, request, context):
+        """Complaints the caller may see: own (driver), the fleet's (manager), on the operator's orders; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewComplaint(self, request, context):
+        """The operator of the order (or the admin) accepts a complaint with a refund to the original payment
+        method, or rejects it with a reason; once only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitFeedback(self, request, context):
+        """A suggestion or feedback, optionally about a station or an order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFeedback(self, request, context):
+        """Feedback the caller may see: own (customers), about the operator's stations (operator), all (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPreferences(self, request, context):
+        """The caller's own preferences (ranking) and reminder settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPreferences(self, request, context):
+        """Replaces the caller's own preferences and reminder settings; quotes on every replica follow at commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +332,41 @@ def add_OrderingServiceServicer_to_server(servicer, server):
                     servicer.PushRoadConditions,
                     request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.PushRoadConditionsRequest.FromString,
                     response_serializer=voltcloud_dot_v1_dot_ordering__pb2.PushRoadConditionsResponse.SerializeToString,
+            ),
+            'FileComplaint': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileComplaint,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.FileComplaintRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.FileComplaintResponse.SerializeToString,
+            ),
+            'ListComplaints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComplaints,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.ListComplaintsRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.ListComplaintsResponse.SerializeToString,
+            ),
+            'ReviewComplaint': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewComplaint,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.ReviewComplaintRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.ReviewComplaintResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.SubmitFeedbackResponse.SerializeToString,
+            ),
+            'ListFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeedback,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.ListFeedbackRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.ListFeedbackResponse.SerializeToString,
+            ),
+            'GetPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPreferences,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.GetPreferencesRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.GetPreferencesResponse.SerializeToString,
+            ),
+            'SetPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPreferences,
+                    request_deserializer=voltcloud_dot_v1_dot_ordering__pb2.SetPreferencesRequest.FromString,
+                    response_serializer=voltcloud_dot_v1_dot_ordering__pb2.SetPreferencesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +694,195 @@ class OrderingService:
             '/voltcloud.v1.OrderingService/PushRoadConditions',
             voltcloud_dot_v1_dot_ordering__pb2.PushRoadConditionsRequest.SerializeToString,
             voltcloud_dot_v1_dot_ordering__pb2.PushRoadConditionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileComplaint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/FileComplaint',
+            voltcloud_dot_v1_dot_ordering__pb2.FileComplaintRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.FileComplaintResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListComplaints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/ListComplaints',
+            voltcloud_dot_v1_dot_ordering__pb2.ListComplaintsRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.ListComplaintsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewComplaint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/ReviewComplaint',
+            voltcloud_dot_v1_dot_ordering__pb2.ReviewComplaintRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.ReviewComplaintResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/SubmitFeedback',
+            voltcloud_dot_v1_dot_ordering__pb2.SubmitFeedbackRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.SubmitFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/ListFeedback',
+            voltcloud_dot_v1_dot_ordering__pb2.ListFeedbackRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.ListFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/GetPreferences',
+            voltcloud_dot_v1_dot_ordering__pb2.GetPreferencesRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.GetPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voltcloud.v1.OrderingService/SetPreferences',
+            voltcloud_dot_v1_dot_ordering__pb2.SetPreferencesRequest.SerializeToString,
+            voltcloud_dot_v1_dot_ordering__pb2.SetPreferencesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,22 @@ class OrderingServiceStub:
     """Lists nearby resources recommended for a position (no quote, no hold)."""
     PushRoadConditions: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.PushRoadConditionsRequest, _ordering_pb2.PushRoadConditionsResponse]
     """Pushes live road conditions (traffic feed) into the travel-time model."""
+    FileComplaint: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.FileComplaintRequest, _ordering_pb2.FileComplaintResponse]
+    """Care for drivers: a complaint about a settled order of the caller's (its driver, or its fleet's manager)."""
+    ListComplaints: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.ListComplaintsRequest, _ordering_pb2.ListComplaintsResponse]
+    """Complaints the caller may see: own (driver), the fleet's (manager), on the operator's orders; paged."""
+    ReviewComplaint: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.ReviewComplaintRequest, _ordering_pb2.ReviewComplaintResponse]
+    """The operator of the order (or the admin) accepts a complaint with a refund to the original payment
+    method, or rejects it with a reason; once only.
+    """
+    SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.SubmitFeedbackRequest, _ordering_pb2.SubmitFeedbackResponse]
+    """A suggestion or feedback, optionally about a station or an order."""
+    ListFeedback: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.ListFeedbackRequest, _ordering_pb2.ListFeedbackResponse]
+    """Feedback the caller may see: own (customers), about the operator's stations (operator), all (admin)."""
+    GetPreferences: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.GetPreferencesRequest, _ordering_pb2.GetPreferencesResponse]
+    """The caller's own preferences (ranking) and reminder settings."""
+    SetPreferences: _grpc.UnaryUnaryMultiCallable[_ordering_pb2.SetPreferencesRequest, _ordering_pb2.SetPreferencesResponse]
+    """Replaces the caller's own preferences and reminder settings; quotes on every replica follow at commit."""
 
 @_typing.type_check_only
 class OrderingServiceAsyncStub(OrderingServiceStub):
@@ -87,6 +103,22 @@ class OrderingServiceAsyncStub(OrderingServiceStub):
     """Lists nearby resources recommended for a position (no quote, no hold)."""
     PushRoadConditions: _aio.UnaryUnaryMultiCallable[_ordering_pb2.PushRoadConditionsRequest, _ordering_pb2.PushRoadConditionsResponse]  # type: ignore[assignment]
     """Pushes live road conditions (traffic feed) into the travel-time model."""
+    FileComplaint: _aio.UnaryUnaryMultiCallable[_ordering_pb2.FileComplaintRequest, _ordering_pb2.FileComplaintResponse]  # type: ignore[assignment]
+    """Care for drivers: a complaint about a settled order of the caller's (its driver, or its fleet's manager)."""
+    ListComplaints: _aio.UnaryUnaryMultiCallable[_ordering_pb2.ListComplaintsRequest, _ordering_pb2.ListComplaintsResponse]  # type: ignore[assignment]
+    """Complaints the caller may see: own (driver), the fleet's (manager), on the operator's orders; paged."""
+    ReviewComplaint: _aio.UnaryUnaryMultiCallable[_ordering_pb2.ReviewComplaintRequest, _ordering_pb2.ReviewComplaintResponse]  # type: ignore[assignment]
+    """The operator of the order (or the admin) accepts a complaint with a refund to the original payment
+    method, or rejects it with a reason; once only.
+    """
+    SubmitFeedback: _aio.UnaryUnaryMultiCallable[_ordering_pb2.SubmitFeedbackRequest, _ordering_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
+    """A suggestion or feedback, optionally about a station or an order."""
+    ListFeedback: _aio.UnaryUnaryMultiCallable[_ordering_pb2.ListFeedbackRequest, _ordering_pb2.ListFeedbackResponse]  # type: ignore[assignment]
+    """Feedback the caller may see: own (customers), about the operator's stations (operator), all (admin)."""
+    GetPreferences: _aio.UnaryUnaryMultiCallable[_ordering_pb2.GetPreferencesRequest, _ordering_pb2.GetPreferencesResponse]  # type: ignore[assignment]
+    """The caller's own preferences (ranking) and reminder settings."""
+    SetPreferences: _aio.UnaryUnaryMultiCallable[_ordering_pb2.SetPreferencesRequest, _ordering_pb2.SetPreferencesResponse]  # type: ignore[assignment]
+    """Replaces the caller's own preferences and reminder settings; quotes on every replica follow at commit."""
 
 class OrderingServiceServicer(metaclass=_abc_1.ABCMeta):
     """The driver-facing flow: quote, order, watch, cancel; plus reservations and live road conditions."""
@@ -186,5 +218,63 @@ class OrderingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ordering_pb2.PushRoadConditionsResponse, _abc.Awaitable[_ordering_pb2.PushRoadConditionsResponse]]:
         """Pushes live road conditions (traffic feed) into the travel-time model."""
+
+    @_abc_1.abstractmethod
+    def FileComplaint(
+        self,
+        request: _ordering_pb2.FileComplaintRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.FileComplaintResponse, _abc.Awaitable[_ordering_pb2.FileComplaintResponse]]:
+        """Care for drivers: a complaint about a settled order of the caller's (its driver, or its fleet's manager)."""
+
+    @_abc_1.abstractmethod
+    def ListComplaints(
+        self,
+        request: _ordering_pb2.ListComplaintsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.ListComplaintsResponse, _abc.Awaitable[_ordering_pb2.ListComplaintsResponse]]:
+        """Complaints the caller may see: own (driver), the fleet's (manager), on the operator's orders; paged."""
+
+    @_abc_1.abstractmethod
+    def ReviewComplaint(
+        self,
+        request: _ordering_pb2.ReviewComplaintRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.ReviewComplaintResponse, _abc.Awaitable[_ordering_pb2.ReviewComplaintResponse]]:
+        """The operator of the order (or the admin) accepts a complaint with a refund to the original payment
+        method, or rejects it with a reason; once only.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitFeedback(
+        self,
+        request: _ordering_pb2.SubmitFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.SubmitFeedbackResponse, _abc.Awaitable[_ordering_pb2.SubmitFeedbackResponse]]:
+        """A suggestion or feedback, optionally about a station or an order."""
+
+    @_abc_1.abstractmethod
+    def ListFeedback(
+        self,
+        request: _ordering_pb2.ListFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.ListFeedbackResponse, _abc.Awaitable[_ordering_pb2.ListFeedbackResponse]]:
+        """Feedback the caller may see: own (customers), about the operator's stations (operator), all (admin)."""
+
+    @_abc_1.abstractmethod
+    def GetPreferences(
+        self,
+        request: _ordering_pb2.GetPreferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.GetPreferencesResponse, _abc.Awaitable[_ordering_pb2.GetPreferencesResponse]]:
+        """The caller's own preferences (ranking) and reminder settings."""
+
+    @_abc_1.abstractmethod
+    def SetPreferences(
+        self,
+        request: _ordering_pb2.SetPreferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ordering_pb2.SetPreferencesResponse, _abc.Awaitable[_ordering_pb2.SetPreferencesResponse]]:
+        """Replaces the caller's own preferences and reminder settings; quotes on every replica follow at commit."""
 
 def add_OrderingServiceServicer_to_server(servicer: OrderingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
