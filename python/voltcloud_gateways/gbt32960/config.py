@@ -23,7 +23,7 @@ class GatewayConfig:
     state_dir: Path = Path("data/gw-gbt32960")
     platform_logins: dict[str, str] = field(default_factory=dict)  # username -> password (command 0x05)
     accept_unknown_vins: bool = False
-    vehicles: dict[str, str] = field(default_factory=dict)  # VIN -> vehicle id, until the platform RPC is wired
+    vehicles: dict[str, str] = field(default_factory=dict)  # VIN -> vehicle id: overrides the platform's answer
     read_timeout_s: float = 180.0  # silent client: no byte for this long (terminals beat every 10-60 s)
     frame_timeout_s: float = 30.0  # slow client: a started frame not completed within this
     write_timeout_s: float = 10.0
