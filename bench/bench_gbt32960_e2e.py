@@ -40,8 +40,15 @@ import bench_telemetry_ingest as platform_bench  # the platform process, onboard
 from voltcloud.api.v1 import fleet_pb2, fleet_pb2_grpc
 from voltcloud.platform.auth import Role, Tenant, TokenService
 from voltcloud_gateways.gbt32960 import realtime as rt
-from voltcloud_gateways.gbt32960.codec import Command, Edition, Flag, Frame, FrameReader, build_vehicle_login
-from voltcloud_gateways.gbt32960.codec import encode_frame
+from voltcloud_gateways.gbt32960.codec import (
+    Command,
+    Edition,
+    Flag,
+    Frame,
+    FrameReader,
+    build_vehicle_login,
+    encode_frame,
+)
 from voltcloud_gateways.gbt32960.fields import GbTime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,7 +208,8 @@ def main() -> None:
             server.join(10)
     dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
     print(
-        f"{dialect}: {args.terminals} terminals, {result['frames']} frames offered at {result['offered_per_s']:,.0f}/s; "
+        f"{dialect}: {args.terminals} terminals, {result['frames']} frames offered "
+        f"at {result['offered_per_s']:,.0f}/s; "
         f"answered success {result['answered']}, errors {result['errors']}; ingested {result['ingested_per_s']:,.0f} "
         f"frames/s; frame->WatchVehicles p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms "
         f"({result['updates']} updates)"

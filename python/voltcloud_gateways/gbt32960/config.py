@@ -33,6 +33,8 @@ class GatewayConfig:
     max_connections: int = 20_000
     flush_interval_s: float = 0.02  # telemetry batching window across connections
     max_batch_readings: int = 20_000
+    max_unacked_batches: int = 2  # platform behind by more than this: the batching window stretches ...
+    max_flush_wait_s: float = 1.0  # ... up to this (the terminals' answers wait as long)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> GatewayConfig:
@@ -74,6 +76,8 @@ _OPTIONAL_NUMBERS = (
     "max_connections",
     "flush_interval_s",
     "max_batch_readings",
+    "max_unacked_batches",
+    "max_flush_wait_s",
 )
 
 
