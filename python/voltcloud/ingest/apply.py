@@ -218,7 +218,7 @@ def vehicle_readings(
 def _nameless_sources(batch: events.TelemetryBatch) -> FieldViolation | None:
     """Sources naming neither a station nor a vehicle (a GB/T gateway's `accept_unknown_vins`: the VIN only, as
     resource_id): their readings cannot be stored anywhere; named so the gateway's operator sees why."""
-    vins = [s.resource_id or "?" for s in batch.sources if not s.station_id and not s.vehicle_id]
+    vins = [s.resource_id or "?" for s in batch.sources if not (s.station_id or s.vehicle_id or s.pack_id)]
     if not vins:
         return None
     shown = ", ".join(vins[:5])
