@@ -183,6 +183,10 @@ class UplinkClient:
     def acked_seq(self) -> int:
         return self.outbox.acked
 
+    def unacked(self) -> int:
+        """Messages written but not yet acknowledged by the platform (how far behind it is)."""
+        return self.outbox.last_seq - self.outbox.acked
+
     async def wait_acked(self, seq: int, wait_s: float = 10.0) -> None:
         async def wait() -> None:
             async with self._acked:

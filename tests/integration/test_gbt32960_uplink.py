@@ -80,8 +80,9 @@ async def test_frames_reach_the_platform_and_are_acked(running: RunningPlatform,
         assert last >= 2  # the level-3 alarm event and at least one telemetry batch
         await uplink.wait_acked(last, 20)
         assert uplink.outbox.count == 0
-        # Today's platform answers the vehicle alarm event with UplinkRejection(event.station_id, is required)
-        # (acked, not replayed); accepting station-less vehicle events is the platform side's part of issue 13.
+        # An operator's gateway reports no fleet's vehicles: readings and the alarm are refused by the platform,
+        # named, acked (not replayed). The fleet gateway's whole path is tests/e2e/test_gbt32960_e2e.py.
+        assert {r.field for r in uplink.rejections} == {"telemetry.sources.vehicle_id", "event.alarm.vehicle_id"}
     finally:
         await gateway.stop()
         await uplink.stop()

@@ -106,6 +106,12 @@ def validate_event(event: events.StationEvent, allowed: frozenset[str] | None) -
         return FieldViolation("event.event", "no event kind set")
     if vehicle_alarm(event) is not None:
         return None  # a vehicle's alarm: the telemetry room checks the gateway may report the vehicle
+    if not event.station_id and isinstance(event.body, events.AlarmReport) and event.body.resource_id:
+        # a GB/T gateway's alarm of a VIN the platform does not know (accept_unknown_vins): no vehicle to raise it on
+        return FieldViolation(
+            "event.alarm.vehicle_id",
+            f"is required without a station_id ({event.body.resource_id[:17]} is no registered vehicle)",
+        )
     if not event.station_id:
         return FieldViolation("event.station_id", "is required")
     if allowed is not None and event.station_id not in allowed:
@@ -186,8 +192,9 @@ def vehicle_readings(
     """The batch's readings of vehicle sources, per vehicle, each at base_time + offset (`now` when the batch
     has no base time). Readings whose time falls outside the API's window are left out and named."""
     vehicle_of = {i: s.vehicle_id for i, s in enumerate(batch.sources) if s.vehicle_id and not s.station_id}
+    nameless = _nameless_sources(batch)
     if not vehicle_of:
-        return {}, None
+        return {}, nameless
     base = batch.base_time or now
     out: dict[str, list[Raw]] = {}
     bad: str | None = None
@@ -205,7 +212,19 @@ def vehicle_readings(
             bad = f"a reading of vehicle {vehicle_id} is at {offset} ms from base_time, outside the API's time range"
             continue
         out.setdefault(vehicle_id, []).append(Raw(at, metric, value))
-    return out, (FieldViolation("telemetry.col_offset_ms", bad) if bad else None)
+    return out, (FieldViolation("telemetry.col_offset_ms", bad) if bad else nameless)
+
+
+def _nameless_sources(batch: events.TelemetryBatch) -> FieldViolation | None:
+    """Sources naming neither a station nor a vehicle (a GB/T gateway's `accept_unknown_vins`: the VIN only, as
+    resource_id): their readings cannot be stored anywhere; named so the gateway's operator sees why."""
+    vins = [s.resource_id or "?" for s in batch.sources if not (s.station_id or s.vehicle_id or s.pack_id)]
+    if not vins:
+        return None
+    shown = ", ".join(vins[:5])
+    return FieldViolation(
+        "telemetry.sources.vehicle_id", f"is required: readings of unregistered VINs not stored ({shown})"
+    )
 
 
 def _reading_time(base: dt.datetime, offset_ms: int) -> dt.datetime | None:

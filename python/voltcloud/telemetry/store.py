@@ -297,7 +297,10 @@ async def _insert_history(session: AsyncSession, rows: list[tuple[Any, ...]]) ->
         return
     connection = await session.connection()
     engine_dialect = connection.dialect
-    to_db = _HISTORY.c.time.type.bind_processor(engine_dialect)
+    # the dialect's own implementation: the bare TypeDecorator's processor hands SQLite a datetime, which the
+    # driver stores without microseconds ('... 12:00:00'), and that sorts before the '... 12:00:00.000000'
+    # every query binds: a window starting on a reading's whole second missed it
+    to_db = _HISTORY.c.time.type.dialect_impl(engine_dialect).bind_processor(engine_dialect)
     if to_db is not None:
         times = {r[1] for r in rows}  # a frame's readings share one time: convert each time once
         converted = {t: to_db(t) for t in times}

@@ -24,6 +24,8 @@ from voltcloud.telemetry.remediation import Raw
 from voltcloud.telemetry.watch import VehicleWatch
 
 _ODOMETER, _SPEED = int(Metric.ODOMETER_M), int(Metric.SPEED_M_PER_H)
+SCOPE_TTL = dt.timedelta(seconds=5)
+SCOPE_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,37 @@ class VehicleTelemetry:
         self.finder = finder
         self.facts = facts
         self.watch = VehicleWatch()
+        # vehicle id -> (its registration and current driver, read at); see `_scope`
+        self._scope_cache: dict[str, tuple[store.VehicleInfo, dt.datetime]] = {}
 
     async def ingest(self, principal: Principal, readings: Mapping[str, list[Raw]]) -> tuple[store.Applied, list[str]]:
         """One uplink batch in one transaction. Vehicles the gateway may not report (unknown, another
         tenant's) are returned and their readings not stored."""
+        now = self.clock.now()
         async with self.db.transaction("telemetry.ingest") as session:
-            allowed, refused = await views.gateway_vehicles(session, principal, list(readings))
+            allowed, refused = await views.gateway_vehicles(session, principal, list(readings), self._scope(now))
             mine = {vid: rows for vid, rows in readings.items() if vid in allowed}
-            applied = await store.apply_readings(session, self.rules, self.finder, allowed, mine, self.clock.now())
+            applied = await store.apply_readings(session, self.rules, self.finder, allowed, mine, now)
+        self._remember(allowed, now)
         return applied, refused
+
+    def _scope(self, now: dt.datetime) -> dict[str, store.VehicleInfo]:
+        """Vehicles (fleet, current driver) read within SCOPE_TTL: every batch of a stream names the same
+        vehicles, and reading them (vehicle and driver rows) was a sixth of a batch's cost. A vehicle moved to
+        another fleet, or a driver change, is seen within SCOPE_TTL; an unknown vehicle is never cached."""
+        fresh = now - SCOPE_TTL
+        return {vid: info for vid, (info, at) in self._scope_cache.items() if fresh < at <= now}
+
+    def _remember(self, infos: Mapping[str, store.VehicleInfo], now: dt.datetime) -> None:
+        if len(self._scope_cache) + len(infos) > SCOPE_MAX:
+            fresh = now - SCOPE_TTL
+            self._scope_cache = {vid: entry for vid, entry in self._scope_cache.items() if entry[1] > fresh}
+            if len(self._scope_cache) + len(infos) > SCOPE_MAX:
+                self._scope_cache.clear()
+        for vid, info in infos.items():
+            cached = self._scope_cache.get(vid)
+            if cached is None or cached[0] is not info:  # read now (not served from the cache): restamp
+                self._scope_cache[vid] = (info, now)
 
     async def alarm(
         self, session: AsyncSession, principal: Principal, alarm: VehicleAlarm, at: dt.datetime

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,10 +261,17 @@ def gateway_sees(principal: Principal, vehicle: Vehicle) -> bool:
 
 
 async def gateway_vehicles(
-    session: AsyncSession, principal: Principal, vehicle_ids: Sequence[str]
+    session: AsyncSession,
+    principal: Principal,
+    vehicle_ids: Sequence[str],
+    known: Mapping[str, VehicleInfo] | None = None,
 ) -> tuple[dict[str, VehicleInfo], list[str]]:
-    """The vehicles a gateway may report, and the ids it may not (unknown or another tenant's)."""
-    infos = await vehicle_infos(session, vehicle_ids)
+    """The vehicles a gateway may report, and the ids it may not (unknown or another tenant's). `known`:
+    vehicles read recently (a scope cache), not read again; the tenant check applies to them all the same."""
+    known = known or {}
+    infos = {vid: known[vid] for vid in vehicle_ids if vid in known}
+    if len(infos) < len(vehicle_ids):
+        infos.update(await vehicle_infos(session, [vid for vid in vehicle_ids if vid not in infos]))
     allowed = {vid: info for vid, info in infos.items() if gateway_sees(principal, info.vehicle)}
     refused = [vid for vid in dict.fromkeys(vehicle_ids) if vid not in allowed]
     return allowed, refused

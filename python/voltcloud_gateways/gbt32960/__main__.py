@@ -4,8 +4,10 @@ The config file (JSON; keys in docs/protocols/gbt32960.md)::
 
     {"gateway_id": "gw-gbt-1", "platform": "127.0.0.1:50051", "token": "<gateway bearer token>",
      "listen": "0.0.0.0:32960", "state_dir": "data/gw-gbt-1",
-     "platform_logins": {"relay01": "secret"}, "accept_unknown_vins": false,
-     "vehicles": {"LGHC4V1D3HE202652": "vh-000042"}}
+     "platform_logins": {"relay01": "secret"}, "accept_unknown_vins": false}
+
+VINs are resolved by the platform (`IngestService.ResolveVehicles`, cached; see `directory.py`); the optional
+`vehicles` map (VIN -> vehicle id) overrides it for the VINs it names.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from voltcloud.api.v1 import ingest_pb2
 from voltcloud_gateways.gbt32960.config import GatewayConfig
-from voltcloud_gateways.gbt32960.server import DictDirectory, Gbt32960Gateway, run_gateway
+from voltcloud_gateways.gbt32960.directory import PlatformDirectory
+from voltcloud_gateways.gbt32960.server import Gbt32960Gateway, run_gateway
 from voltcloud_gateways.uplink import UplinkClient
 
 
@@ -39,9 +42,17 @@ def main() -> None:
             station_ids=[],
             outbox_path=config.state_dir / "outbox.db",
         )
-        # VIN resolution: the static map until the platform's resolve RPC is wired here (a VehicleDirectory)
-        gateway = Gbt32960Gateway(uplink, DictDirectory(config.vehicles), config)
-        await run_gateway(gateway, uplink)
+        directory = PlatformDirectory(
+            config.platform,
+            lambda: (("authorization", f"Bearer {config.token}"),),
+            config.gateway_id,
+            overrides=config.vehicles,
+        )
+        gateway = Gbt32960Gateway(uplink, directory, config)
+        try:
+            await run_gateway(gateway, uplink)
+        finally:
+            await directory.close()
 
     asyncio.run(run())
 

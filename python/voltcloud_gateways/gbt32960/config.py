@@ -23,7 +23,7 @@ class GatewayConfig:
     state_dir: Path = Path("data/gw-gbt32960")
     platform_logins: dict[str, str] = field(default_factory=dict)  # username -> password (command 0x05)
     accept_unknown_vins: bool = False
-    vehicles: dict[str, str] = field(default_factory=dict)  # VIN -> vehicle id, until the platform RPC is wired
+    vehicles: dict[str, str] = field(default_factory=dict)  # VIN -> vehicle id: overrides the platform's answer
     read_timeout_s: float = 180.0  # silent client: no byte for this long (terminals beat every 10-60 s)
     frame_timeout_s: float = 30.0  # slow client: a started frame not completed within this
     write_timeout_s: float = 10.0
@@ -33,6 +33,8 @@ class GatewayConfig:
     max_connections: int = 20_000
     flush_interval_s: float = 0.02  # telemetry batching window across connections
     max_batch_readings: int = 20_000
+    max_unacked_batches: int = 2  # platform behind by more than this: the batching window stretches ...
+    max_flush_wait_s: float = 1.0  # ... up to this (the terminals' answers wait as long)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> GatewayConfig:
@@ -74,6 +76,8 @@ _OPTIONAL_NUMBERS = (
     "max_connections",
     "flush_interval_s",
     "max_batch_readings",
+    "max_unacked_batches",
+    "max_flush_wait_s",
 )
 
 
