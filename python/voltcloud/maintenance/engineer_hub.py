@@ -6,8 +6,9 @@ the deciding transaction), so an offer decided on any replica wakes the engineer
 and a work order taken away (timed out, re-assigned, cancelled) is withdrawn from the app that was told of it.
 The sweep (`sweep_once`, every `interval_s` on the injectable clock) re-dispatches lapsed offers, writes the
 certificate-expiry reminders due and checks packs with new SOH samples against the risk rules (`risk`); the
-automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by default) plans the OPEN work orders. All are safe to run on every replica (version-checked transitions, unique
-reminder rows)."""
+automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by default) plans the OPEN work orders.
+All are safe to run on every replica (version-checked transitions, unique reminder rows, one open preventive
+work order per equipment and rule)."""
 
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ async def _lock(session: AsyncSession, rule: str, equipment: Equipment) -> None:
 
 
 def _same(column: object, value: str | None) -> sa.ColumnElement[bool]:
-    c = col(column)  # type: ignore[call-overload]
-    return c.is_(None) if value is None else c == value  # type: ignore[no-any-return]
+    c = col(column)
+    return c.is_(None) if value is None else c == value
 
 
 async def open_preventive(
