@@ -9,12 +9,16 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from tests.integration.conftest import RunningPlatform
 from tests.stationkit import CHARGING_STATION, CONNECTOR
 from voltcloud.maintenance import api as maintenance
 from voltcloud.maintenance import risk
 from voltcloud.maintenance.models import WorkOrder
+from voltcloud.server import MaintenanceStations
+from voltcloud.stations import packs
 
 from .maintenance_support import OP1, maintenance_platform
+from .test_maintenance_battery import READINGS, T0, _swap_pack
 
 
 def test_months_until_reads_the_battery_model_month() -> None:
@@ -55,3 +59,31 @@ async def test_a_recurring_fault_opens_one_preventive_work_order(tmp_path: Path,
         # Outside the window the old ones no longer count.
         await flicker("third", now + dt.timedelta(days=20))
         assert len(await preventive()) == 1
+
+
+async def test_a_pack_nearing_retirement_soh_opens_one_preventive_work_order(running: RunningPlatform) -> None:
+    """The battery-health readings (retirement threshold 800 reached on 2032-03-26 by the fit) swept with the
+    real stations port: 14 months ahead nothing; 2 months ahead one work order, and a second pass adds none."""
+    platform = running.platform
+    pack, capacity = await _swap_pack(running)
+    for day, soh, cycles, temp, c_rate in READINGS:
+        async with platform.db.transaction() as session:
+            await packs.apply_report(
+                session, T0 + dt.timedelta(days=day), pack_id=pack.id, station_id=pack.station_id or "", slot_no=None,
+                soc_permille=900, soh_permille=soh, temperature_milli_c=temp, cycles=pack.cycles + cycles, state=None,
+                power_w=int(capacity * c_rate),
+            )  # fmt: skip
+    port = MaintenanceStations(None)
+
+    async def sweep(now: dt.datetime, after: int = 0) -> tuple[int, list[WorkOrder]]:
+        async with platform.db.transaction() as session:
+            cursor, _ = await risk.sweep_packs(session, port, now, after)
+            rows = await session.exec(select(WorkOrder).where(WorkOrder.pack_id == pack.id))
+            return cursor, [o for o in rows if o.source == risk.WORK_ORDER_SOURCE_PREVENTIVE]
+
+    assert (await sweep(T0 + dt.timedelta(days=90)))[1] == []
+    cursor, [order] = await sweep(dt.datetime(2032, 1, 20, tzinfo=dt.UTC))
+    assert (order.fault_code, order.equipment_kind, order.station_id) == (risk.SOH_RETIREMENT, "pack", pack.station_id)
+    assert "2032-03" in order.description and cursor > 0
+    assert [o.id for o in (await sweep(dt.datetime(2032, 1, 21, tzinfo=dt.UTC)))[1]] == [order.id]
+    assert (await sweep(dt.datetime(2032, 1, 21, tzinfo=dt.UTC), cursor))[0] == cursor  # nothing new sampled
