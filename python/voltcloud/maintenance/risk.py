@@ -6,7 +6,8 @@ rule, so a later trigger joins the open one instead of writing a twin):
 - RISK_RECURRING: the same fault code on the same equipment raised `recurrence_count` times within
   `recurrence_window`, even when every one of those alarms cleared itself (a fault that keeps coming back is
   about to stay). Evaluated in `alarms.raise_alarm` for every new alarm row (a repeat of an open alarm is the same
-  occurrence, not a recurrence), whichever room raised it, directly or from the feed.
+  occurrence, not a recurrence), whichever room raised it, directly or from the feed; not when the alarm joined
+  or opened a work order for the fault (that work is already under way).
 - RISK_SOH_RETIREMENT: a pack whose fitted SOH line (`battery.predict_month`, the model battery health shows)
   crosses its operator's retirement threshold within `soh_months` months. Evaluated by the maintenance field
   sweep (`EngineerHub.sweep_once`) for the packs with new SOH samples since the sweep's last pass; no loop of
@@ -112,8 +113,8 @@ async def after_alarm(session: AsyncSession, alarm: Alarm, kind: str, now: dt.da
     """RISK_RECURRING for a newly written alarm row (the row itself is counted): the open preventive work order
     when the fault recurred often enough, else None."""
     count = _rules.recurrence_count
-    if count <= 0:
-        return None
+    if count <= 0 or alarm.work_order_id is not None:
+        return None  # off, or someone is already at work on this very fault (a flapping fault joins that order)
     earlier = await session.exec(
         select(func.count())
         .select_from(Alarm)
