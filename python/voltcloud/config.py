@@ -192,6 +192,17 @@ class Settings(BaseSettings):
         3, gt=0, description="An alarm raised more than this many times within the flap window is flapping."
     )
     maintenance_flap_window_s: int = Field(3600, gt=0, description="The flapping window of an alarm, seconds.")
+    maintenance_risk_recurrence_count: int = Field(
+        3,
+        ge=0,
+        description="Risk rule: the same fault on the same equipment this many times opens preventive work (0 = off).",
+    )
+    maintenance_risk_recurrence_window_s: int = Field(
+        7 * 86400, gt=0, description="Risk rule: the window the recurrences are counted in, seconds."
+    )
+    maintenance_risk_soh_months: int = Field(
+        3, ge=0, description="Risk rule: a pack whose fitted SOH reaches retirement within this many months (0 = off)."
+    )
     maintenance_timers: bool = Field(True, description="Run the SLA timer and the notification sender here.")
     smtp_host: str = Field("", description="SMTP server for email notifications; empty = no email channel.")
     smtp_port: int = Field(25, gt=0, lt=65536)

@@ -326,6 +326,15 @@ class MaintenanceStations:
         rows = await session.exec(query.order_by(col(PackEvent.id)).limit(limit))
         return [PackSample(e.id or 0, e.time, e.soh_permille, e.cycles, e.temperature_milli_c, e.power_w) for e in rows]
 
+    async def packs_sampled_after(self, session: AsyncSession, after_seq: int, *, limit: int) -> list[Any]:
+        from sqlmodel import col, select
+
+        from voltcloud.stations.models import PackEvent
+
+        query = select(PackEvent.id, PackEvent.pack_id).where(col(PackEvent.soh_permille) > 0)
+        rows = await session.exec(query.where(col(PackEvent.id) > after_seq).order_by(col(PackEvent.id)).limit(limit))
+        return [(seq or 0, pack_id) for seq, pack_id in rows]
+
     async def withdraw_pack(
         self, session: AsyncSession, pack_id: str, *, now: dt.datetime, actor: str, actor_role: int, reason: str
     ) -> Any:

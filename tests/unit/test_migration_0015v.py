@@ -17,7 +17,7 @@ def test_short_times_are_rewritten(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute(ROW + "('v', '2026-12-03 12:00:00', 1, 800, 800, 0, '', '')")
         db.execute(ROW + "('v', '2026-12-03 12:00:01.500000', 1, 790, 790, 0, '', '')")
-    upgrade_database(f"sqlite+aiosqlite:///{path}")
+    upgrade_database(f"sqlite+aiosqlite:///{path}", "0015v")
     with sqlite3.connect(path) as db:
         times = [t for (t,) in db.execute("SELECT time FROM vehicle_reading ORDER BY time")]
         (version,) = db.execute("SELECT version_num FROM alembic_version").fetchone()

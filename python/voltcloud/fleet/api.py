@@ -22,6 +22,7 @@ from voltcloud.fleet.ports import (
     TokenView,
     VehicleDay,
 )
+from voltcloud.fleet.tokens import holder_refusal
 from voltcloud.fleet.vehicles import visible_vehicle
 from voltcloud.fleet.vin import normalise_vin
 
@@ -41,6 +42,7 @@ __all__ = [
     "TokenView",
     "Vehicle",
     "VehicleDay",
+    "holder_refusal",
     "managed_fleet",
     "normalise_vin",
     "sub_fleet_of",

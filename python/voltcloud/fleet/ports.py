@@ -96,6 +96,7 @@ class TokenIssue:
     id_tag: str
     operator_id: str
     expires_at: dt.datetime | None
+    driver_id: str = ""  # the driver the card is handed to: it stops working when he leaves the fleet
 
 
 @dataclass(frozen=True)

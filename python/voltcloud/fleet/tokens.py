@@ -16,6 +16,7 @@ from voltcloud.fleet.access import managed_fleet, sub_fleet_of
 from voltcloud.fleet.models import Driver, Fleet, Vehicle
 from voltcloud.fleet.ports import ChargingTokens, TokenIssue, TokenView
 from voltcloud.platform.auth import Principal
+from voltcloud.platform.enums import DriverStatus, TagStatus
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.paging import Page
 
@@ -47,8 +48,31 @@ async def issue(
         raise NotFound(f"vehicle {vehicle_id} not found in fleet {fleet.id}")
     if vehicle.retired_at is not None:
         raise FailedPrecondition(f"vehicle {vehicle.id} is retired: no new tokens for it")
-    issued = TokenIssue(fleet.id, sub_fleet_id, vehicle.id, new.id_tag, new.operator_id, new.expires_at)
+    issued = TokenIssue(
+        fleet.id, sub_fleet_id, vehicle.id, new.id_tag, new.operator_id, new.expires_at, driver.id if driver else ""
+    )
     return await port.issue(session, principal, now, issued)
+
+
+async def holder_refusal(
+    session: AsyncSession, *, fleet_id: str | None, vehicle_id: str, driver_id: str | None
+) -> TagStatus | None:
+    """Why a token may not charge now, as the OCPP answer (None: it may). The rule behind every authorisation,
+    not a clean-up on suspension: a retired vehicle's token is INVALID; a token of a driver who is no longer an
+    approved member of the token's fleet (`fleet_id`: the owning fleet, or the fleet of a driver's own token's
+    vehicle) is BLOCKED while he is suspended (reinstating him lifts it) and INVALID once removed."""
+    vehicle = await session.get(Vehicle, vehicle_id)
+    if vehicle is None or vehicle.retired_at is not None:
+        return TagStatus.INVALID
+    fleet_id = fleet_id or vehicle.fleet_id
+    if not driver_id or not fleet_id:
+        return None
+    driver = await session.get(Driver, driver_id)
+    if driver is not None and driver.fleet_id == fleet_id and driver.status == DriverStatus.APPROVED:
+        return None
+    if driver is not None and driver.status == DriverStatus.SUSPENDED and driver.applied_fleet_id == fleet_id:
+        return TagStatus.BLOCKED
+    return TagStatus.INVALID
 
 
 async def _member(session: AsyncSession, fleet: Fleet, driver_id: str) -> Driver:

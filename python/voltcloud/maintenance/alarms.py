@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.maintenance import sla, workorders
+from voltcloud.maintenance import risk, sla, workorders
 from voltcloud.maintenance.models import Alarm, WorkOrder
 from voltcloud.maintenance.states import ACTIVE_STATES
 from voltcloud.platform import feed
@@ -198,6 +198,7 @@ async def raise_alarm(
             alarm.work_order_id = order.id
     session.add(alarm)
     await publish_alarm(session, alarm, FLAPPING if alarm.flapping else RAISED)
+    await risk.after_alarm(session, alarm, kind, now)  # a fault that keeps coming back: preventive work
     return Opened(alarm.id, alarm.work_order_id)
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import importlib
 
 from voltcloud.config import Settings
-from voltcloud.maintenance import alarms, notify
+from voltcloud.maintenance import alarms, notify, risk
 from voltcloud.maintenance.sla_timer import SlaTimer
 from voltcloud.maintenance.watch import AlarmHub
 from voltcloud.platform.clock import Clock
@@ -44,6 +44,13 @@ class MaintenanceWorkers:
         alarms.configure(
             alarms.FlapRule(
                 settings.maintenance_flap_threshold, dt.timedelta(seconds=settings.maintenance_flap_window_s)
+            )
+        )
+        risk.configure(
+            risk.RiskRules(
+                settings.maintenance_risk_recurrence_count,
+                dt.timedelta(seconds=settings.maintenance_risk_recurrence_window_s),
+                settings.maintenance_risk_soh_months,
             )
         )
         channels = self.sender.adapters

@@ -4,10 +4,11 @@ Like dispatch's hub for specialists: offers live in the database (`WorkOrderOffe
 delivers them. Every replica's hub follows the feed topic "work_order" (written by `workorders.transition` in
 the deciding transaction), so an offer decided on any replica wakes the engineer's stream wherever it is held,
 and a work order taken away (timed out, re-assigned, cancelled) is withdrawn from the app that was told of it.
-The sweep (`sweep_once`, every `interval_s` on the injectable clock) re-dispatches lapsed offers and writes the
-certificate-expiry reminders due; the automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by
-default) plans the OPEN work orders. All are safe to run on every replica (version-checked transitions, unique
-reminder rows)."""
+The sweep (`sweep_once`, every `interval_s` on the injectable clock) re-dispatches lapsed offers, writes the
+certificate-expiry reminders due and checks packs with new SOH samples against the risk rules (`risk`); the
+automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by default) plans the OPEN work orders.
+All are safe to run on every replica (version-checked transitions, unique reminder rows, one open preventive
+work order per equipment and rule)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from voltcloud.maintenance import engineers, fielddispatch, reminders
+from voltcloud.maintenance import engineers, fielddispatch, reminders, risk
 from voltcloud.maintenance.fielddispatch import Desk
 from voltcloud.maintenance.workorders import WORK_ORDER_TOPIC
 from voltcloud.platform.clock import Clock
@@ -63,6 +64,7 @@ class EngineerHub:
         self.autodispatch_s = autodispatch_s  # 0: work orders wait for AssignWorkOrder / PlanDispatch
         self._connections: dict[str, Connection] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self.risk_seq = 0  # the risk sweep's cursor over packs' SOH samples (0 after a start: every pack once)
 
     # ---- connections ------------------------------------------------------------------------------------
 
@@ -137,12 +139,15 @@ class EngineerHub:
     # ---- background ---------------------------------------------------------------------------------------
 
     async def sweep_once(self) -> tuple[int, int]:
-        """(offers expired and re-dispatched, certificate reminders written)."""
+        """(offers expired and re-dispatched, certificate reminders written); then the packs with new SOH
+        samples are checked against the risk rules (`risk.sweep_packs`)."""
         now = self.clock.now()
         async with self.db.transaction("maintenance.offers.expire") as session:
             expired = await fielddispatch.expire_offers(session, self.desk, now)
         async with self.db.transaction("maintenance.certificates.remind") as session:
             reminded = len(await reminders.remind_due(session, now))
+        async with self.db.transaction("maintenance.risk.packs") as session:
+            self.risk_seq, _ = await risk.sweep_packs(session, self.desk.stations, now, self.risk_seq)
         return expired, reminded
 
     async def autodispatch_once(self) -> int:

@@ -67,6 +67,11 @@ class Stations(Protocol):
         """Oldest first, only entries that carry a SOH reading."""
         ...
 
+    async def packs_sampled_after(self, session: AsyncSession, after_seq: int, *, limit: int) -> list[tuple[int, str]]:
+        """(seq, pack id) of the flow-history entries carrying a SOH after `after_seq`, oldest first (the risk
+        sweep's cursor: which packs' SOH fit may have moved)."""
+        ...
+
     async def withdraw_pack(
         self, session: AsyncSession, pack_id: str, *, now: dt.datetime, actor: str, actor_role: int, reason: str
     ) -> PackFacts:

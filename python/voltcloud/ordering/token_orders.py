@@ -24,9 +24,10 @@ from voltcloud.ordering.scan import ChargePlace, walk_up_charge
 from voltcloud.ordering.states import Mode, OrderState
 from voltcloud.platform.auth import Role
 from voltcloud.platform.clock import Clock
+from voltcloud.platform.enums import TagStatus
 from voltcloud.platform.errors import FailedPrecondition
 from voltcloud.platform.ids import new_id
-from voltcloud.stations.api import ChargingToken, Connector, SessionReport, Station
+from voltcloud.stations.api import ChargingToken, Connector, SessionReport, Station, tokens
 
 HOLD_TTL = dt.timedelta(hours=30)  # a session may run long; the hold must outlive it
 
@@ -42,6 +43,11 @@ async def open_order(
     session: AsyncSession, effects: Effects, clock: Clock, report: SessionReport, token: ChargingToken
 ) -> Order:
     """A CREATED order (with its quote, hold and first event) for the session `report` describes."""
+    # The token was accepted when the session was reported, but bill nobody for a holder out of standing: a
+    # suspended driver's card started offline (a charger's stale local list) is flagged abnormal instead.
+    refusal = await tokens.standing(session, token)
+    if refusal is not TagStatus.ACCEPTED:
+        raise FailedPrecondition(f"token {token.id} is {refusal.name.lower()}: its driver or vehicle left the fleet")
     station = await session.get(Station, report.station_id)
     vehicle = await session.get(Vehicle, token.vehicle_id)
     if station is None or vehicle is None:

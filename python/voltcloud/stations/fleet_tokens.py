@@ -44,7 +44,12 @@ class FleetTokens:
             vehicle_id=new.vehicle_id,
             expires_at=new.expires_at,
         )
-        return view(await tokens.register(session, principal, now, inp, self._settlement), now)
+        token = await tokens.register(session, principal, now, inp, self._settlement)
+        # Whose card it is: authorisation refuses it once that driver leaves the fleet (fleet.api.holder_refusal).
+        token.driver_id = new.driver_id or None
+        session.add(token)
+        await session.flush()
+        return view(token, now)
 
     async def set_blocked(
         self, session: AsyncSession, principal: Principal, now: dt.datetime, fleet_id: str, token_id: str, blocked: bool

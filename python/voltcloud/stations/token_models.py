@@ -28,6 +28,8 @@ class ChargingToken(SQLModel, table=True):
     owner_id: str = Field(index=True, max_length=64)
     sub_fleet_id: str | None = Field(default=None, max_length=64)
     vehicle_id: str = Field(foreign_key="vehicle.id", max_length=64)
+    # The fleet driver a fleet card was issued to: the card works only while he is an approved member (issue 12).
+    driver_id: str | None = Field(default=None, max_length=64)
     account_id: str = Field(max_length=64)
     status: int = Field(default=int(TagStatus.ACCEPTED), description="IdTagStatus: 1 accepted (active), 3 blocked")
     blocked_by: str | None = Field(default=None, max_length=160, description="Who blocked it: only they may lift it")

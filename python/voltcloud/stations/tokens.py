@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.fleet.api import Driver, SubFleet, Vehicle
+from voltcloud.fleet.api import Driver, SubFleet, Vehicle, holder_refusal
 from voltcloud.maintenance import api as workorders
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.enums import AlarmLevel, TagStatus
@@ -73,6 +73,15 @@ def verdict(token: ChargingToken | None, at: dt.datetime) -> TagStatus:
     return TagStatus.ACCEPTED
 
 
+async def standing(session: AsyncSession, token: ChargingToken) -> TagStatus:
+    """ACCEPTED unless the token's holder may no longer charge: its driver left the fleet, or its vehicle was
+    retired (fleet's rule, checked at every authorisation, so no event has to reach every token)."""
+    fleet_id = token.owner_id if token.owner_kind == "fleet" else None
+    driver_id = token.driver_id if token.owner_kind == "fleet" else token.owner_id
+    refusal = await holder_refusal(session, fleet_id=fleet_id, vehicle_id=token.vehicle_id, driver_id=driver_id)
+    return refusal or TagStatus.ACCEPTED
+
+
 async def find(session: AsyncSession, operator_id: str, id_tag: str) -> ChargingToken | None:
     query = select(ChargingToken).where(ChargingToken.operator_id == operator_id, ChargingToken.id_tag == id_tag)
     return (await session.exec(query)).first()
@@ -82,6 +91,8 @@ async def authorize(session: AsyncSession, operator_id: str, id_tag: str, at: dt
     """The verdict for `id_tag` at `operator_id`'s chargers at time `at` (tokens of other operators: INVALID)."""
     token = await find(session, operator_id, id_tag) if ID_TAG.match(id_tag) else None
     status = verdict(token, at)
+    if token is not None and status is TagStatus.ACCEPTED:
+        status = await standing(session, token)
     expires = token.expires_at if token is not None else None
     until = at + CACHE_TTL
     if status is TagStatus.ACCEPTED and expires is not None:
@@ -282,6 +293,8 @@ async def flag_unpaid(session: AsyncSession, now: dt.datetime, row: StationSessi
     if row.id_tag:
         token = await find(session, operator_id, row.id_tag) if operator_id else None
         status = verdict(token, row.started_at)
+        if token is not None and status is TagStatus.ACCEPTED:
+            status = await standing(session, token)  # a suspended driver's card: BLOCKED_TAG, not NO_ORDER
     reason = _reason(status)
     message = (
         f"session {row.external_id} at {row.connector_id or row.station_id} delivered {row.energy_wh} Wh "
