@@ -8,7 +8,7 @@ import datetime as dt
 import email
 import email.policy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -72,9 +72,9 @@ class _AnyPortController(Controller):
     server, which would be 0; learning the bound port first lets parallel tests never collide on a fixed one."""
 
     def _trigger_server(self) -> None:
-        assert self.server is not None
+        assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -104,6 +104,17 @@ class SmtpServer:
                 self.received.clear()
                 await self.received.wait()
         return self.messages
+
+    async def wait_until(self, matches: Callable[[EmailMessage], bool], timeout_s: float = 20.0) -> EmailMessage:
+        """The first message `matches` accepts, waiting for it: for tests where other mail (reminders, offers)
+        arrives in an order the test does not fix."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = next((x for x in self.messages if matches(x)), None)
+                if found is not None:
+                    return found
+                self.received.clear()
+                await self.received.wait()
 
 
 @asynccontextmanager
