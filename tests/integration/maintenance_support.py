@@ -1,6 +1,5 @@
-"""Real parts for the maintenance tests: a platform on a clock the test moves, a minimal real SMTP server
-(asyncio, RFC 5321's commands the standard library's client uses; aiosmtpd is not installed here) and a real
-HTTP server receiving webhooks."""
+"""Real parts for the maintenance tests: a platform on a clock the test moves, a real local SMTP server
+(aiosmtpd) and a real HTTP server receiving webhooks."""
 
 from __future__ import annotations
 
@@ -9,13 +8,15 @@ import datetime as dt
 import email
 import email.policy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
 import grpc
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from voltcloud.api.v1 import maintenance_pb2_grpc
 from voltcloud.platform.auth import Role, Tenant
@@ -63,46 +64,39 @@ async def maintenance_platform(
         await platform.stop(grace=0)
 
 
-# ---- a minimal real SMTP server ----------------------------------------------------------------------------
+# ---- a real SMTP server (aiosmtpd) ---------------------------------------------------------------------------
+
+
+class _AnyPortController(Controller):
+    """aiosmtpd's threaded Controller on a port the OS picks: the stock one connects to `self.port` to start the
+    server, which would be 0; learning the bound port first lets parallel tests never collide on a fixed one."""
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]
 
 
 @dataclass
 class SmtpServer:
+    """The messages aiosmtpd accepted, in order. aiosmtpd runs its own loop on a thread; each accepted message is
+    handed over to the test's loop so `wait_for` can await it there."""
+
+    loop: asyncio.AbstractEventLoop
     messages: list[EmailMessage] = field(default_factory=list)
     port: int = 0
     received: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        def say(line: str) -> None:
-            writer.write(f"{line}\r\n".encode())
+    # aiosmtpd calls its hooks by name (handle_DATA: one whole message, after the client's final dot).
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
+        self.loop.call_soon_threadsafe(self._arrived, parsed)
+        return "250 Message accepted for delivery"
 
-        say("220 localhost test SMTP")
-        await writer.drain()
-        while line := await reader.readline():
-            command = line.decode().strip().upper()
-            if command.startswith("EHLO"):
-                say("250-localhost")
-                say("250 8BITMIME")
-            elif command.startswith(("HELO", "MAIL", "RCPT", "RSET", "NOOP")):
-                say("250 OK")
-            elif command == "DATA":
-                say("354 end with <CRLF>.<CRLF>")
-                await writer.drain()
-                data = b""
-                while (chunk := await reader.readline()) not in (b".\r\n", b""):
-                    data += chunk[1:] if chunk.startswith(b"..") else chunk
-                parsed = email.message_from_bytes(data, policy=email.policy.default)
-                self.messages.append(parsed)  # type: ignore[arg-type]
-                self.received.set()
-                say("250 queued")
-            elif command == "QUIT":
-                say("221 bye")
-                await writer.drain()
-                break
-            else:
-                say("502 not implemented")
-            await writer.drain()
-        writer.close()
+    def _arrived(self, message: EmailMessage) -> None:
+        self.messages.append(message)
+        self.received.set()
 
     async def wait_for(self, count: int, timeout_s: float = 20.0) -> list[EmailMessage]:
         async with asyncio.timeout(timeout_s):
@@ -111,16 +105,28 @@ class SmtpServer:
                 await self.received.wait()
         return self.messages
 
+    async def wait_until(self, matches: Callable[[EmailMessage], bool], timeout_s: float = 20.0) -> EmailMessage:
+        """The first message `matches` accepts, waiting for it: for tests where other mail (reminders, offers)
+        arrives in an order the test does not fix."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                found = next((x for x in self.messages if matches(x)), None)
+                if found is not None:
+                    return found
+                self.received.clear()
+                await self.received.wait()
+
 
 @asynccontextmanager
 async def smtp_server() -> AsyncIterator[SmtpServer]:
-    server = SmtpServer()
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    server.port = listener.sockets[0].getsockname()[1]
+    server = SmtpServer(asyncio.get_running_loop())
+    controller = _AnyPortController(server, hostname="127.0.0.1", port=0)
+    await asyncio.to_thread(controller.start)  # start and stop wait on the server's thread
+    server.port = controller.port
     try:
         yield server
     finally:
-        listener.close()
+        await asyncio.to_thread(controller.stop)
 
 
 # ---- a real HTTP server for webhooks -----------------------------------------------------------------------
