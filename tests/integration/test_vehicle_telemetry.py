@@ -323,7 +323,8 @@ async def test_daily_report_uses_telemetry(
     line = next(x for x in report.lines if x.vehicle_id == vid)
     assert line.has_telemetry and line.distance_m == 996 and line.driving.seconds == 60
     header, row = report.csv.splitlines()[:2]
-    assert header.endswith(",distance_m,driving_s") and row.endswith(",996,60")
+    cells = dict(zip(header.split(","), row.split(","), strict=True))
+    assert (cells["distance_m"], cells["driving_s"]) == ("996", "60")
 
 
 async def test_fleet_alert_limits(
