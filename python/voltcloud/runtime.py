@@ -63,7 +63,6 @@ class PowerUp:
         self.station_commands: StationCommands | None = None  # set by the composition root
         self._loops: list[asyncio.Task[None]] = []
         self._sweep_wake = asyncio.Event()
-        self._stopping = False
         self._road_seen: set[str] = set()
         self._follow(self.changes)
 
@@ -109,8 +108,6 @@ class PowerUp:
             )
 
     async def stop(self) -> None:
-        self._stopping = True  # Python 3.11's wait_for can swallow a cancellation (platform/due.py)
-        self._sweep_wake.set()
         for loop in self._loops:
             loop.cancel()
         for loop in self._loops:
@@ -143,7 +140,7 @@ class PowerUp:
         two sweeps are at least `sweep_interval_s` apart."""
         s = self.settings
         loop = asyncio.get_running_loop()
-        while not self._stopping:
+        while True:
             self._sweep_wake.clear()  # a change committed from here on wakes the wait below
             started = loop.time()
             try:

@@ -10,6 +10,7 @@ notification was due. The row's `dedup_key` (the caller's key plus the channel) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -28,7 +29,6 @@ from voltcloud.platform import feed
 from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database, insert_ignore
-from voltcloud.platform.due import DueWorker
 from voltcloud.platform.errors import InvalidArgument, PermissionDenied
 from voltcloud.platform.feed import ChangeFeed
 from voltcloud.platform.ids import new_id
@@ -252,20 +252,39 @@ class Sender:
 
     def __init__(self, db: Database, clock: Clock, adapters: dict[str, Adapter], retry: Retry = Retry()) -> None:
         self.db, self.clock, self.adapters, self.retry = db, clock, adapters, retry
-        self._worker = DueWorker("maintenance.notify", self.deliver_due, self._seconds_to_next)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self.sent = 0
 
     def follow(self, changes: ChangeFeed) -> None:
         changes.subscribe(NOTIFICATION_TOPIC, lambda batch: self.wake())
 
     def wake(self) -> None:
-        self._worker.wake()
+        self._wake.set()
 
     def start(self) -> None:
-        self._worker.start()
+        self._task = asyncio.create_task(self._run(), name="maintenance.notify")
 
     async def stop(self) -> None:
-        await self._worker.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.deliver_due()
+                wait = await self._seconds_to_next()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notify: delivery round failed")
+                wait = 5.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _seconds_to_next(self) -> float | None:
         async with self.db.transaction("notify.next") as session:

@@ -7,6 +7,8 @@ replica whose UPDATE matched writes the step (actor "platform"), the notificatio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 
@@ -18,7 +20,6 @@ from voltcloud.maintenance import notices, sla, workorders
 from voltcloud.maintenance.models import WorkOrder
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
-from voltcloud.platform.due import DueWorker
 from voltcloud.platform.feed import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ BATCH = 200
 class SlaTimer:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db, self.clock = db, clock
-        self._worker = DueWorker("maintenance.sla", self.fire_due, self._seconds_to_next)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self.fired = 0  # events this process fired
 
     def follow(self, changes: ChangeFeed) -> None:
@@ -36,13 +38,31 @@ class SlaTimer:
 
     def wake(self) -> None:
         """Look again now (a deadline may have moved, or a test moved the clock)."""
-        self._worker.wake()
+        self._wake.set()
 
     def start(self) -> None:
-        self._worker.start()
+        self._task = asyncio.create_task(self._run(), name="maintenance.sla")
 
     async def stop(self) -> None:
-        await self._worker.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.fire_due()
+                wait = await self._seconds_to_next()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sla: timer round failed")
+                wait = 5.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _seconds_to_next(self) -> float | None:
         async with self.db.transaction("sla.next") as session:
