@@ -18,7 +18,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.conftest import RunningPlatform, channel_to, serving
+from tests.integration.conftest import RunningPlatform
 from tests.integration.fleet_support import OTHER_VIN, VIN, OnboardedFleet, onboard
 from voltcloud.api.v1 import (
     common_pb2,
@@ -49,18 +49,6 @@ GW = "gw-gbt-e2e"
 UNKNOWN_VIN = "LSVAU2180N2183294"  # well formed, registered nowhere
 M = common_pb2
 BOUND_S = 5.0  # a frame reaches the manager's stream within this (the gateway batches for 20 ms)
-
-
-@pytest.fixture
-async def running(tmp_path: Path, database_url: str) -> AsyncIterator[RunningPlatform]:
-    async with serving(tmp_path, database_url) as platform:
-        yield RunningPlatform(platform, f"127.0.0.1:{platform.port}")
-
-
-@pytest.fixture
-async def channel(running: RunningPlatform) -> AsyncIterator[grpc.aio.Channel]:
-    async with channel_to(running.platform) as ch:
-        yield ch
 
 
 @pytest.fixture
