@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import asdict, dataclass
+from typing import NoReturn
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -190,13 +191,8 @@ async def start_by_scan(
     )
     if outcome.accepted:
         return order
-    reason = f"station {station.id} did not start connector {connector.id}: {outcome.status}" + (
-        f" ({outcome.detail})" if outcome.detail else ""
-    )
-    await _fail(deps, order.id, reason)
-    if outcome.status in ("offline", "timeout"):
-        raise Unavailable(f"{reason}; order {order.id} failed and its hold was released")
-    raise FailedPrecondition(f"{reason}; order {order.id} failed and its hold was released")
+    what = f"station {station.id} did not start connector {connector.id}"
+    await _refused_by_station(deps, order.id, what, outcome, " and its hold was released")
 
 
 async def _fail(deps: orders.OrderingDeps, order_id: str, reason: str) -> None:
@@ -240,13 +236,8 @@ async def start_swap_by_scan(
     )
     if outcome.accepted:
         return order
-    reason = f"station {station.id} did not reserve pack {order.pack_id} on lane {target.lane}: {outcome.status}" + (
-        f" ({outcome.detail})" if outcome.detail else ""
-    )
-    await _fail(deps, order.id, reason)
-    if outcome.status in ("offline", "timeout"):
-        raise Unavailable(f"{reason}; order {order.id} failed, its hold and pack were released")
-    raise FailedPrecondition(f"{reason}; order {order.id} failed, its hold and pack were released")
+    what = f"station {station.id} did not reserve pack {order.pack_id} on lane {target.lane}"
+    await _refused_by_station(deps, order.id, what, outcome, ", its hold and pack were released")
 
 
 async def _swap_order(
@@ -348,3 +339,15 @@ async def _swap_option(
         currency=price.currency, rate_model_id=price.rate_model_id, rate_model_version=price.rate_model_version,
         pricing_station_id=station.id,
     )  # fmt: skip
+
+
+async def _refused_by_station(
+    deps: orders.OrderingDeps, order_id: str, what: str, outcome: CommandOutcome, released: str
+) -> NoReturn:
+    """The station refused or never answered the order's command: the order fails (releasing what it held)
+    and the caller learns why; offline or timed out is UNAVAILABLE (try again), a refusal FAILED_PRECONDITION."""
+    reason = f"{what}: {outcome.status}" + (f" ({outcome.detail})" if outcome.detail else "")
+    await _fail(deps, order_id, reason)
+    if outcome.status in ("offline", "timeout"):
+        raise Unavailable(f"{reason}; order {order_id} failed{released}")
+    raise FailedPrecondition(f"{reason}; order {order_id} failed{released}")
