@@ -4,6 +4,7 @@ pub mod batteries;
 pub mod columns;
 pub mod enums;
 pub mod errors;
+pub mod gbt32960;
 pub mod geo;
 pub mod gil;
 pub mod index;
@@ -31,5 +32,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     options::register(m)?;
     batteries::register(m)?;
     routing::register(m)?;
+    gbt32960::register(m)?;
     Ok(())
 }
