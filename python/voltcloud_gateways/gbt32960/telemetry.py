@@ -13,6 +13,13 @@ from voltcloud_gateways.gbt32960.fields import Value
 
 M = common_pb2
 
+# The metric of each reading the Rust decoder (`_core.Gbt32960Telemetry`) yields, in its slot order.
+METRICS = (
+    M.METRIC_SPEED_M_PER_H, M.METRIC_ODOMETER_M, M.METRIC_VOLTAGE_MV, M.METRIC_CURRENT_MA,
+    M.METRIC_SOC_PERMILLE, M.METRIC_INSULATION_KOHM, M.METRIC_LATITUDE_MICRODEG, M.METRIC_LONGITUDE_MICRODEG,
+    M.METRIC_CELL_VOLTAGE_MAX_MV, M.METRIC_CELL_VOLTAGE_MIN_MV, M.METRIC_TEMPERATURE_MAX_MILLI_C,
+)  # fmt: skip
+
 # GB/T alarm level 1..3 (3 = most severe) -> the platform's levels
 ALARM_LEVELS = {1: M.ALARM_LEVEL_WARNING, 2: M.ALARM_LEVEL_MAJOR, 3: M.ALARM_LEVEL_CRITICAL}
 
