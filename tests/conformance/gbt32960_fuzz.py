@@ -3,7 +3,8 @@
 Inputs: random bytes (bare or behind a start marker), truncations of real and built frames, bit flips of
 them (half with BCC and length repaired so the data-unit decoders are reached, not just the BCC check), and
 structurally valid frames around random data units. Each input goes through `decode_frame` +
-`decode_message` and through a `FrameReader` in random chunks; any exception is a crash.
+`decode_message` (+ the Rust real-time decoder, `_core.Gbt32960Telemetry`, for real-time frames) and through a
+`FrameReader` (Rust) in random chunks; any exception is a crash (a Rust panic would surface as one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from tests.conformance.gbt32960_vectors import VIN, T, blocks_2016, blocks_2025, load_vectors
+from voltcloud import _core
 from voltcloud_gateways.gbt32960 import realtime as rt
 from voltcloud_gateways.gbt32960.codec import (
     Command,
@@ -28,8 +30,18 @@ from voltcloud_gateways.gbt32960.codec import (
     encode_frame,
 )
 from voltcloud_gateways.gbt32960.frame import bcc
+from voltcloud_gateways.gbt32960.telemetry import METRICS
 
 MAX_BUFFER = 24 + 65_535 + 1
+TELEMETRY = _core.Gbt32960Telemetry(METRICS)  # the gateway's real-time decoder (Rust)
+
+
+def decode(frame: Frame, outcome: Outcome) -> None:
+    """Both decoders of a frame's data unit: the Python typed one and, for real-time data, the Rust one."""
+    outcome.messages[type(decode_message(frame)).__name__] += 1
+    if frame.command in (Command.REALTIME, Command.REISSUE) and not frame.encrypted:
+        error = TELEMETRY.decode(frame)[0]
+        outcome.messages["rust " + ("refused" if error else "decoded")] += 1
 
 
 def corpus() -> list[bytes]:
@@ -48,7 +60,7 @@ def repair(frame: bytearray) -> bytes:
     if len(frame) < 25:
         return bytes(frame)
     frame[22:24] = (len(frame) - 25).to_bytes(2, "big")
-    frame[-1] = bcc(frame[2:-1])
+    frame[-1] = bcc(bytes(frame[2:-1]))
     return bytes(frame)
 
 
@@ -85,7 +97,7 @@ def exercise(data: bytes, rng: random.Random, outcome: Outcome) -> None:
     try:
         whole = decode_frame(data)
         if isinstance(whole, Frame):
-            outcome.messages[type(decode_message(whole)).__name__] += 1
+            decode(whole, outcome)
         reader = FrameReader()
         pos = 0
         while pos < len(data):
@@ -93,7 +105,7 @@ def exercise(data: bytes, rng: random.Random, outcome: Outcome) -> None:
             for item in reader.feed(data[pos : pos + step]):
                 if isinstance(item, Frame):
                     outcome.frames += 1
-                    decode_message(item)
+                    decode(item, outcome)
             assert reader.buffered <= MAX_BUFFER
             pos += step
         reader.finish()

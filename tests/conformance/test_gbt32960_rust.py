@@ -13,12 +13,11 @@ import random
 import pytest
 
 from tests.conformance.gbt32960_fuzz import corpus, generate, repair
-from tests.conformance.gbt32960_vectors import load_vectors
 from voltcloud import _core
 from voltcloud.api.v1 import common_pb2 as M
 from voltcloud_gateways.gbt32960 import realtime as rt
 from voltcloud_gateways.gbt32960 import telemetry
-from voltcloud_gateways.gbt32960.codec import Command, Edition, Encryption, FrameError, decode_frame
+from voltcloud_gateways.gbt32960.codec import Command, Edition, Encryption, FrameError
 from voltcloud_gateways.gbt32960.fields import Value
 
 DECODER = _core.Gbt32960Telemetry(telemetry.METRICS)
@@ -100,18 +99,6 @@ def same(raw: bytes) -> bool:
         assert (got[0].reason, got[0].offset) == (expected[0].reason, expected[0].offset), raw.hex()  # type: ignore[union-attr]
     assert got[1:] == expected[1:], raw.hex()
     return True
-
-
-@pytest.mark.parametrize("vector", load_vectors(), ids=lambda v: str(v.number))
-def test_conformance_frames_frame_alike(vector: object) -> None:
-    raw = vector.raw  # type: ignore[attr-defined]
-    rust, python = _core.gbt32960_decode_frame(raw), decode_frame(raw)
-    if isinstance(python, FrameError):
-        assert (rust.reason, rust.offset) == (python.reason, python.offset)  # type: ignore[union-attr]
-    else:
-        fields = ("edition", "command", "flag", "vin", "encryption", "data")
-        assert [getattr(rust, f) for f in fields] == [getattr(python, f) for f in fields]
-    same(raw)
 
 
 def test_every_realtime_conformance_frame_and_built_frame_decodes_alike() -> None:

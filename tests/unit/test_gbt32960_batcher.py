@@ -10,6 +10,7 @@ from voltcloud.api.v1 import ingest_pb2
 from voltcloud_gateways.gbt32960.server import TelemetryBatcher, VehicleRef
 
 T0 = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
+T0_MS = int(T0.timestamp()) * 1000
 A, B = VehicleRef("LGHC4V1D3HE202652", "veh-a"), VehicleRef("1M8GDM9AXKP042788", "veh-b")
 
 
@@ -28,8 +29,8 @@ class Sink:
 async def test_one_columnar_batch_per_window() -> None:
     sink = Sink()
     batcher = TelemetryBatcher(sink, 0.01, 1_000)
-    first = batcher.add(A, T0, [(1, 800), (2, 40_000)])
-    second = batcher.add(B, T0 + dt.timedelta(seconds=2), [(1, 500)])
+    first = batcher.add(A, T0_MS, [1, 2], [800, 40_000])
+    second = batcher.add(B, T0_MS + 2_000, [1], [500])
     await asyncio.wait_for(asyncio.gather(first, second), 1)
     (batch,) = sink.batches
     assert [(s.vehicle_id, s.resource_id) for s in batch.sources] == [("veh-a", A.vin), ("veh-b", B.vin)]
@@ -44,14 +45,14 @@ async def test_backpressure_stretches_the_window() -> None:
     batcher = TelemetryBatcher(sink, 0.01, 1_000, backlog=lambda: behind[0], max_unacked=2, max_wait_s=0.3)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    waiter = batcher.add(A, T0, [(1, 800)])
+    waiter = batcher.add(A, T0_MS, [1], [800])
     await asyncio.sleep(0.1)
     assert not sink.batches  # the platform is behind: still gathering
-    batcher.add(B, T0, [(1, 500)])
+    batcher.add(B, T0_MS, [1], [500])
     await asyncio.wait_for(waiter, 1)
     assert 0.25 <= loop.time() - started < 0.6 and len(sink.batches) == 1  # flushed at max_wait_s, together
     assert len(sink.batches[0].sources) == 2
     behind[0] = 1  # caught up: the normal window again
     started = loop.time()
-    await asyncio.wait_for(batcher.add(A, T0 + dt.timedelta(seconds=1), [(1, 790)]), 1)
+    await asyncio.wait_for(batcher.add(A, T0_MS + 1_000, [1], [790]), 1)
     assert loop.time() - started < 0.2 and len(sink.batches) == 2

@@ -5,6 +5,10 @@
         message = decode_message(item)       # a message dataclass | FrameError (never raises on bad bytes)
     reply = encode_response(frame, Flag.SUCCESS, now_utc)
 
+Framing is Rust (frame.py). The gateway takes real-time and reissued frames straight to the Rust telemetry
+decoder (`_core.Gbt32960Telemetry`); `decode_message` decodes them into typed blocks in Python, for tools,
+simulators and tests (tests/conformance/test_gbt32960_rust.py keeps the two in agreement).
+
 Encrypted data units (RSA, AES128, SM2, SM4) are kept opaque (`Encrypted`). Builders at the bottom make
 terminal frames for tests and simulators.
 """
@@ -144,7 +148,7 @@ def _ascii(raw: bytes) -> str:
 def _login(r: Reader, edition: Edition) -> VehicleLogin:
     time, serial, iccid = GbTime.read(r), r.u16(), _ascii(r.take(ICCID_LEN))
     count = r.u8()
-    if edition is Edition.V2016:
+    if edition == Edition.V2016:
         size = r.u8()
         return VehicleLogin(time, serial, iccid, tuple(_ascii(r.take(size)) for _ in range(count)))
     per_bms = tuple(r.take(count))
@@ -168,12 +172,12 @@ def decode_message(frame: Frame) -> Message | FrameError:
         return Encrypted(frame.encryption, frame.data)
     command = frame.command
     if command in (Command.REALTIME, Command.REISSUE):
-        return decode_realtime(frame.data, frame.edition)
+        return decode_realtime(frame.data, Edition(frame.edition))
     r = Reader(frame.data)
     try:
         message: Message
         if command == Command.VEHICLE_LOGIN:
-            message = _login(r, frame.edition)
+            message = _login(r, Edition(frame.edition))
         elif command in (Command.VEHICLE_LOGOUT, Command.PLATFORM_LOGOUT):
             message = Logout(GbTime.read(r), r.u16(), platform=command == Command.PLATFORM_LOGOUT)
         elif command == Command.PLATFORM_LOGIN:
@@ -195,7 +199,7 @@ def decode_message(frame: Frame) -> Message | FrameError:
 def encode_response(frame: Frame, flag: Flag, now: dt.datetime) -> bytes:
     """The platform's answer: the command echoed with `flag`; data = Beijing time (empty for heartbeats)."""
     data = b"" if frame.command == Command.HEARTBEAT else GbTime.from_utc(now).encode()
-    return encode_frame(frame.edition, frame.command, flag, frame.vin, data)
+    return frame.answer(flag, data)
 
 
 # ---- builders (terminal side: tests, simulators) ----
@@ -211,7 +215,7 @@ def build_vehicle_login(
     per_bms: list[int] | None = None,
 ) -> bytes:
     data = time.encode() + serial.to_bytes(2, "big") + iccid.encode("ascii").ljust(ICCID_LEN, b"\x00")
-    if edition is Edition.V2016:
+    if edition == Edition.V2016:
         size = max((len(c) for c in codes), default=0)
         data += bytes((len(codes), size)) + b"".join(c.encode("ascii").ljust(size, b"\x00") for c in codes)
     else:

@@ -339,11 +339,11 @@ def _list(reader: Reader, count: int, field: Linear) -> tuple[Value, ...]:
 
 
 def _vehicle(r: Reader, ed: Edition) -> Vehicle:
-    return Vehicle(*_values(r, VEHICLE_2016 if ed is Edition.V2016 else VEHICLE_2025))  # type: ignore[arg-type]
+    return Vehicle(*_values(r, VEHICLE_2016 if ed == Edition.V2016 else VEHICLE_2025))  # type: ignore[arg-type]
 
 
 def _motors(r: Reader, ed: Edition) -> Motors:
-    layout = MOTOR_2016 if ed is Edition.V2016 else MOTOR_2025
+    layout = MOTOR_2016 if ed == Edition.V2016 else MOTOR_2025
     return Motors(tuple(Motor(*_values(r, layout)) for _ in range(r.u8())))  # type: ignore[arg-type]
 
 
@@ -365,7 +365,7 @@ def _hydrogen(r: Reader, ed: Edition) -> HydrogenSystem:
 
 
 def _engine(r: Reader, ed: Edition) -> Engine:
-    if ed is Edition.V2025:
+    if ed == Edition.V2025:
         return Engine(crank_rpm=WORD.decode(r.u16()))
     state, rpm, fuel = _values(r, ENGINE_2016)
     return Engine(crank_rpm=rpm, state=state, fuel_ml_per_100km=fuel)
@@ -373,7 +373,7 @@ def _engine(r: Reader, ed: Edition) -> Engine:
 
 def _position(r: Reader, ed: Edition) -> Position:
     status = r.u8()
-    system = BYTE.decode(r.u8()) if ed is Edition.V2025 else None
+    system = BYTE.decode(r.u8()) if ed == Edition.V2025 else None
     lng, lat = _values(r, COORDS)
     return Position(status, lng, lat, system)
 
@@ -397,7 +397,7 @@ def _alarms(r: Reader, ed: Edition) -> Alarms:
     flags = r.uint(4)
     storage, motor, engine, other = (_faults(r) for _ in range(4))
     levels = None
-    if ed is Edition.V2025:
+    if ed == Edition.V2025:
         pairs = r.take(2 * r.u8())
         levels = tuple((pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2))
     return Alarms(level, flags, storage, motor, engine, other, levels)
@@ -405,9 +405,9 @@ def _alarms(r: Reader, ed: Edition) -> Alarms:
 
 def _cell_pack(r: Reader, ed: Edition) -> CellPack:
     number = r.u8()
-    current = CURRENT_2016 if ed is Edition.V2016 else CURRENT_2025
+    current = CURRENT_2016 if ed == Edition.V2016 else CURRENT_2025
     volts, amps = DECI_MV.decode(r.u16()), current.decode(r.u16())
-    if ed is Edition.V2016:
+    if ed == Edition.V2016:
         total, start = r.u16(), r.u16()
         cells = _list(r, r.u8(), CELL_MV)
         return CellPack(number, volts, amps, total, start, cells)
@@ -479,7 +479,7 @@ def decode_realtime(data: bytes, edition: Edition) -> RealtimeData | FrameError:
         time = GbTime.read(reader)
     except Short as short:
         return FrameError(Reason.TRUNCATED, f"real-time data unit without its time: {short}", 0)
-    decoders = DECODERS_2016 if edition is Edition.V2016 else DECODERS_2025
+    decoders = DECODERS_2016 if edition == Edition.V2016 else DECODERS_2025
     blocks: list[Block] = []
     signature = None
     while reader.left():
@@ -488,7 +488,7 @@ def decode_realtime(data: bytes, edition: Edition) -> RealtimeData | FrameError:
         try:
             if 0x80 <= type_id <= 0xFE:
                 blocks.append(Oem(type_id, reader.take(reader.u16())))
-            elif type_id == 0xFF and edition is Edition.V2025:
+            elif type_id == 0xFF and edition == Edition.V2025:
                 signature = _signature(reader)
                 if reader.left():
                     return _stop(time, blocks, Reason.TRAILING_BYTES, "bytes after the signature", reader.pos)
@@ -552,7 +552,7 @@ def encode_block(block: Block, edition: Edition) -> bytes:
 
 
 def _encode_body(block: Block, ed: Edition) -> bytes:
-    v16 = ed is Edition.V2016
+    v16 = ed == Edition.V2016
     match block:
         case Vehicle():
             return _pack(_slots(block), VEHICLE_2016 if v16 else VEHICLE_2025)
@@ -598,16 +598,16 @@ def _encode_alarms(block: Alarms, ed: Edition) -> bytes:
     out = bytearray(_pack([block.max_level, block.general_flags], ALARM_HEAD))
     for faults in (block.storage_faults, block.motor_faults, block.engine_faults, block.other_faults):
         out += _pack_list(faults, RAW32, 1)
-    if ed is Edition.V2025:
+    if ed == Edition.V2025:
         levels = block.general_levels or ()
         out += bytes((len(levels),)) + b"".join(bytes(pair) for pair in levels)
     return bytes(out)
 
 
 def _encode_cell_pack(pack: CellPack, ed: Edition) -> bytes:
-    current = CURRENT_2016 if ed is Edition.V2016 else CURRENT_2025
+    current = CURRENT_2016 if ed == Edition.V2016 else CURRENT_2025
     head = bytes((pack.number,)) + _pack([pack.voltage_mv, pack.current_ma], Layout(DECI_MV, current))
-    if ed is Edition.V2016:
+    if ed == Edition.V2016:
         index = pack.total_cells.to_bytes(2, "big") + pack.start_index.to_bytes(2, "big")
         return head + index + _pack_list(pack.cells_mv, CELL_MV, 1)
     return head + _pack_list(pack.cells_mv, CELL_MV, 2)

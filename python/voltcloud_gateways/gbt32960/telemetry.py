@@ -1,4 +1,5 @@
-"""Decoded real-time data -> the platform's readings (integer `Metric` units) and alarm transitions.
+"""What the platform gets of real-time data: the metric of each reading the Rust decoder yields
+(`_core.Gbt32960Telemetry`: integer `Metric` units, markers absent) and alarm-level transitions.
 
 Pure functions: the server feeds them and publishes the result on the uplink.
 """
@@ -6,12 +7,13 @@ Pure functions: the server feeds them and publishes the result on the uplink.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from voltcloud.api.v1 import common_pb2
-from voltcloud_gateways.gbt32960 import realtime as rt
-from voltcloud_gateways.gbt32960.fields import Value
 
 M = common_pb2
+# (max level or None for a marker, general alarm flags, number of fault codes) of a data unit's alarm block
+AlarmSummary: TypeAlias = tuple[int | None, int, int]
 
 # The metric of each reading the Rust decoder (`_core.Gbt32960Telemetry`) yields, in its slot order.
 METRICS = (
@@ -35,52 +37,6 @@ GENERAL_ALARMS = (
 )  # fmt: skip
 
 
-def _put(out: list[tuple[int, int]], metric: int, value: Value | None) -> None:
-    if isinstance(value, int):
-        out.append((metric, value))
-
-
-def readings(data: rt.RealtimeData) -> list[tuple[int, int]]:
-    """(metric, value) pairs of one data unit; markers are simply absent (no reading, not a zero)."""
-    out: list[tuple[int, int]] = []
-    vehicle = data.first(rt.Vehicle)
-    if vehicle is not None:
-        _put(out, M.METRIC_SPEED_M_PER_H, vehicle.speed_m_per_h)
-        _put(out, M.METRIC_ODOMETER_M, vehicle.odometer_m)
-        _put(out, M.METRIC_VOLTAGE_MV, vehicle.voltage_mv)
-        if isinstance(vehicle.current_ma, int):
-            out.append((M.METRIC_CURRENT_MA, -vehicle.current_ma))  # platform: positive = into the battery
-        _put(out, M.METRIC_SOC_PERMILLE, vehicle.soc_permille)
-        _put(out, M.METRIC_INSULATION_KOHM, vehicle.insulation_kohm)
-    position = data.first(rt.Position)
-    if position is not None and position.fix_valid:
-        lat, lng = position.latitude_udeg, position.longitude_udeg
-        if isinstance(lat, int) and isinstance(lng, int):
-            out += [(M.METRIC_LATITUDE_MICRODEG, lat), (M.METRIC_LONGITUDE_MICRODEG, lng)]
-    out += _extremes(data)
-    return out
-
-
-def _extremes(data: rt.RealtimeData) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    ext = data.first(rt.Extremes)
-    if ext is not None:
-        _put(out, M.METRIC_CELL_VOLTAGE_MAX_MV, ext.max_cell_mv)
-        _put(out, M.METRIC_CELL_VOLTAGE_MIN_MV, ext.min_cell_mv)
-        _put(out, M.METRIC_TEMPERATURE_MAX_MILLI_C, ext.max_temp_mc)
-        return out
-    # 2025 has no extremes block but sends every cell in one frame: derive them
-    cells = data.first(rt.CellVoltages)
-    volts = [v for p in cells.packs for v in p.cells_mv if isinstance(v, int)] if cells else []
-    if volts and all(p.start_index == 1 and len(p.cells_mv) == p.total_cells for p in cells.packs):  # type: ignore[union-attr]
-        out += [(M.METRIC_CELL_VOLTAGE_MAX_MV, max(volts)), (M.METRIC_CELL_VOLTAGE_MIN_MV, min(volts))]
-    probes = data.first(rt.ProbeTemperatures)
-    temps = [t for p in probes.packs for t in p.temps_mc if isinstance(t, int)] if probes else []
-    if temps:
-        out.append((M.METRIC_TEMPERATURE_MAX_MILLI_C, max(temps)))
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class AlarmChange:
     level: int  # GB/T level 1..3, or 0 when cleared
@@ -92,17 +48,12 @@ class AlarmChange:
         return self.level == 0
 
 
-def alarm_change(data: rt.RealtimeData, previous: int) -> AlarmChange | None:
+def alarm_change(alarm: AlarmSummary, previous: int) -> AlarmChange | None:
     """The change of a vehicle's GB/T max alarm level, if any (markers and out-of-range levels: no change)."""
-    alarms = data.first(rt.Alarms)
-    if alarms is None or not isinstance(alarms.max_level, int) or alarms.max_level > 3:
+    level, general_flags, faults = alarm
+    if level is None or level > 3 or level == previous:
         return None
-    level = alarms.max_level
-    if level == previous:
-        return None
-    names = [name for bit, name in enumerate(GENERAL_ALARMS) if alarms.general_flags >> bit & 1]
-    faults = len(alarms.storage_faults) + len(alarms.motor_faults) + len(alarms.engine_faults)
-    faults += len(alarms.other_faults)
+    names = [name for bit, name in enumerate(GENERAL_ALARMS) if general_flags >> bit & 1]
     text = f"GB/T 32960 alarm level {level}" if level else f"GB/T 32960 alarm level {previous} cleared"
     if names:
         text += ": " + ", ".join(names)
