@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voltcloud.api.v1 import common_pb2 as M
 from voltcloud_gateways.gbt32960 import realtime as rt
-from voltcloud_gateways.gbt32960.fields import GbTime, Marker
+from voltcloud_gateways.gbt32960.fields import GbTime, Marker, Value
 
 FRAMES = Path(__file__).resolve().parents[1] / "data" / "gbt32960" / "frames.txt"
 
@@ -87,3 +88,47 @@ def blocks_2025() -> list[rt.Block]:
         rt.SuperCapacitorExtremes(1, 300, 2_750, 1, 12, 2_600, 1, 4, 41_000, 1, 2, 20_000),
         rt.Oem(0xFE, b""),
     ]
+
+
+# ---- the oracle of the Rust telemetry decoder ----
+
+
+def _put(out: list[tuple[int, int]], metric: int, value: Value | None) -> None:
+    if isinstance(value, int):
+        out.append((metric, value))
+
+
+def reference_readings(data: rt.RealtimeData) -> list[tuple[int, int]]:
+    """(metric, value) readings of a typed data unit, as the gateway mapped them before the Rust decoder
+    (markers absent): what `_core.Gbt32960Telemetry` must yield (tests/conformance/test_gbt32960_rust.py)."""
+    out: list[tuple[int, int]] = []
+    vehicle = data.first(rt.Vehicle)
+    if vehicle is not None:
+        _put(out, M.METRIC_SPEED_M_PER_H, vehicle.speed_m_per_h)
+        _put(out, M.METRIC_ODOMETER_M, vehicle.odometer_m)
+        _put(out, M.METRIC_VOLTAGE_MV, vehicle.voltage_mv)
+        if isinstance(vehicle.current_ma, int):
+            out.append((M.METRIC_CURRENT_MA, -vehicle.current_ma))
+        _put(out, M.METRIC_SOC_PERMILLE, vehicle.soc_permille)
+        _put(out, M.METRIC_INSULATION_KOHM, vehicle.insulation_kohm)
+    position = data.first(rt.Position)
+    if position is not None and position.fix_valid:
+        lat, lng = position.latitude_udeg, position.longitude_udeg
+        if isinstance(lat, int) and isinstance(lng, int):
+            out += [(M.METRIC_LATITUDE_MICRODEG, lat), (M.METRIC_LONGITUDE_MICRODEG, lng)]
+    ext = data.first(rt.Extremes)
+    if ext is not None:
+        _put(out, M.METRIC_CELL_VOLTAGE_MAX_MV, ext.max_cell_mv)
+        _put(out, M.METRIC_CELL_VOLTAGE_MIN_MV, ext.min_cell_mv)
+        _put(out, M.METRIC_TEMPERATURE_MAX_MILLI_C, ext.max_temp_mc)
+        return out
+    cells = data.first(rt.CellVoltages)
+    packs = cells.packs if cells else ()
+    volts = [v for p in packs for v in p.cells_mv if isinstance(v, int)]
+    if volts and all(p.start_index == 1 and len(p.cells_mv) == p.total_cells for p in packs):
+        out += [(M.METRIC_CELL_VOLTAGE_MAX_MV, max(volts)), (M.METRIC_CELL_VOLTAGE_MIN_MV, min(volts))]
+    probes = data.first(rt.ProbeTemperatures)
+    temps = [t for p in probes.packs for t in p.temps_mc if isinstance(t, int)] if probes else []
+    if temps:
+        out.append((M.METRIC_TEMPERATURE_MAX_MILLI_C, max(temps)))
+    return out

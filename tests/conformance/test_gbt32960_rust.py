@@ -2,8 +2,8 @@
 decoder (realtime.decode_realtime, kept for tools and tests): every conformance frame, frames built from every
 block type of both editions, and thousands of mutated frames (bit flips with length and BCC repaired, so the
 data-unit decoders are reached) give the same refusal (reason and offset) or the same readings, alarm summary
-and UTC time. `reference_readings` is the mapping the gateway used before the Rust decoder (telemetry.py),
-kept here as the oracle."""
+and UTC time. `reference_readings` (gbt32960_vectors.py) is the mapping the gateway used before the Rust decoder
+(telemetry.py), kept as the oracle."""
 
 from __future__ import annotations
 
@@ -13,54 +13,14 @@ import random
 import pytest
 
 from tests.conformance.gbt32960_fuzz import corpus, generate, repair
+from tests.conformance.gbt32960_vectors import reference_readings
 from voltcloud import _core
-from voltcloud.api.v1 import common_pb2 as M
 from voltcloud_gateways.gbt32960 import realtime as rt
 from voltcloud_gateways.gbt32960 import telemetry
 from voltcloud_gateways.gbt32960.codec import Command, Edition, Encryption, FrameError
-from voltcloud_gateways.gbt32960.fields import Value
 
 DECODER = _core.Gbt32960Telemetry(telemetry.METRICS)
 RealtimeSummary = tuple[FrameError | None, int | None, list[tuple[int, int]], tuple[int | None, int, int] | None]
-
-
-def _put(out: list[tuple[int, int]], metric: int, value: Value | None) -> None:
-    if isinstance(value, int):
-        out.append((metric, value))
-
-
-def reference_readings(data: rt.RealtimeData) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    vehicle = data.first(rt.Vehicle)
-    if vehicle is not None:
-        _put(out, M.METRIC_SPEED_M_PER_H, vehicle.speed_m_per_h)
-        _put(out, M.METRIC_ODOMETER_M, vehicle.odometer_m)
-        _put(out, M.METRIC_VOLTAGE_MV, vehicle.voltage_mv)
-        if isinstance(vehicle.current_ma, int):
-            out.append((M.METRIC_CURRENT_MA, -vehicle.current_ma))
-        _put(out, M.METRIC_SOC_PERMILLE, vehicle.soc_permille)
-        _put(out, M.METRIC_INSULATION_KOHM, vehicle.insulation_kohm)
-    position = data.first(rt.Position)
-    if position is not None and position.fix_valid:
-        lat, lng = position.latitude_udeg, position.longitude_udeg
-        if isinstance(lat, int) and isinstance(lng, int):
-            out += [(M.METRIC_LATITUDE_MICRODEG, lat), (M.METRIC_LONGITUDE_MICRODEG, lng)]
-    ext = data.first(rt.Extremes)
-    if ext is not None:
-        _put(out, M.METRIC_CELL_VOLTAGE_MAX_MV, ext.max_cell_mv)
-        _put(out, M.METRIC_CELL_VOLTAGE_MIN_MV, ext.min_cell_mv)
-        _put(out, M.METRIC_TEMPERATURE_MAX_MILLI_C, ext.max_temp_mc)
-        return out
-    cells = data.first(rt.CellVoltages)
-    packs = cells.packs if cells else ()
-    volts = [v for p in packs for v in p.cells_mv if isinstance(v, int)]
-    if volts and all(p.start_index == 1 and len(p.cells_mv) == p.total_cells for p in packs):
-        out += [(M.METRIC_CELL_VOLTAGE_MAX_MV, max(volts)), (M.METRIC_CELL_VOLTAGE_MIN_MV, min(volts))]
-    probes = data.first(rt.ProbeTemperatures)
-    temps = [t for p in probes.packs for t in p.temps_mc if isinstance(t, int)] if probes else []
-    if temps:
-        out.append((M.METRIC_TEMPERATURE_MAX_MILLI_C, max(temps)))
-    return out
 
 
 def python_summary(data: bytes, edition: Edition) -> RealtimeSummary:
