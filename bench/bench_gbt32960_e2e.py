@@ -8,10 +8,13 @@ terminal in, then sends real-time frames (2016 edition: vehicle, position, extre
 the codec) at `--rate` frames/s spread over the terminals, on a fixed schedule whatever the answers (open
 loop). Each frame of a vehicle carries the next second of data time, so every frame is one WatchVehicles
 update. Measured: frames answered with success per second at the gateway, frames ingested per second (the
-clock stops when the map shows every vehicle's last frame), and frame send -> WatchVehicles update p50/p99.
+clock stops when the map shows every vehicle's last frame), frame send -> WatchVehicles update p50/p99, and the
+gateway process's CPU per frame (user + system seconds from /proc over the same window / frames).
+`--gateway-root` runs the gateway from another checkout (e.g. main before a change) for a before/after pair.
 
     python bench/bench_gbt32960_e2e.py --terminals 200 --rate 1000 --seconds 20
     python bench/bench_gbt32960_e2e.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench ...
+    python bench/bench_gbt32960_e2e.py --terminals 200 --rate 1000 --seconds 15 --gateway-root ../main
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ from voltcloud_gateways.gbt32960.fields import GbTime
 
 ROOT = Path(__file__).resolve().parent.parent
 GW = "gbt-e2e-bench"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def frame(vin: str, at: dt.datetime, k: int) -> bytes:
@@ -127,6 +136,7 @@ async def run(target: str, port: int, vins: list[str], ids: list[str], fleet_id:
         readers = [asyncio.create_task(t.read_answers()) for t in terminals]
         await asyncio.sleep(1.0)
         started = time.perf_counter()
+        cpu_started = cpu_seconds(args.gateway_pid)
         step = 1 / args.rate
         for n, ((terminal, k), raw) in enumerate(zip(plan, payload, strict=True)):
             due = started + n * step
@@ -139,6 +149,7 @@ async def run(target: str, port: int, vins: list[str], ids: list[str], fleet_id:
             await asyncio.wait_for(done.wait(), args.drain_timeout)
         except TimeoutError:
             print(f"not every vehicle's last frame reached the map within {args.drain_timeout} s")
+        gateway_cpu = cpu_seconds(args.gateway_pid) - cpu_started
         ingested_s = (max(last_seen.values()) if last_seen else time.perf_counter()) - started
         answered = sum(t.answers.get(Flag.SUCCESS, 0) for t in terminals)
         errors = sum(v for t in terminals for f, v in t.answers.items() if f != Flag.SUCCESS)
@@ -157,6 +168,7 @@ async def run(target: str, port: int, vins: list[str], ids: list[str], fleet_id:
         "updates": len(lat),
         "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
         "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))] if lat else float("nan"),
+        "gateway_cpu_s": gateway_cpu,
     }
 
 
@@ -168,6 +180,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--port", type=int, default=39662)
+    parser.add_argument("--gateway-root", type=Path, default=ROOT, help="checkout whose gateway code runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -195,10 +208,12 @@ def main() -> None:
                       "state_dir": tmp, "read_timeout_s": 600}  # fmt: skip
             path = Path(tmp) / "gateway.json"
             path.write_text(json.dumps(config))
-            env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT / 'gateways'}"}
+            root = args.gateway_root.resolve()
+            env = {**os.environ, "PYTHONPATH": f"{root / 'python'}:{root / 'gateways'}"}
             cmd = [sys.executable, "-m", "voltcloud_gateways.gbt32960", "--config", str(path)]
             gateway = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
             time.sleep(2.0)
+            args.gateway_pid = gateway.pid
             result = asyncio.run(run(target, args.port, vins, ids, fleet_id, args))
         finally:
             if gateway is not None:
@@ -213,6 +228,10 @@ def main() -> None:
         f"answered success {result['answered']}, errors {result['errors']}; ingested {result['ingested_per_s']:,.0f} "
         f"frames/s; frame->WatchVehicles p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms "
         f"({result['updates']} updates)"
+    )
+    print(
+        f"gateway ({args.gateway_root}): {result['gateway_cpu_s']:.2f} CPU-s over the run = "
+        f"{1e6 * result['gateway_cpu_s'] / result['frames']:.0f} µs CPU per frame"
     )
     print(
         f"host: {host.processor() or host.machine()}, {os.cpu_count()} cpus, Python {host.python_version()}, "
