@@ -52,8 +52,13 @@ class DropSink:
         return self.batches
 
 
-async def serve(terminals: int) -> None:
-    """Child: the gateway of the checkout on PYTHONPATH; prints its port, then answers 'cpu' lines on stdin."""
+async def serve(terminals: int, profile: str) -> None:
+    """Child: the gateway of the checkout on PYTHONPATH; prints its port, then answers 'cpu' lines on stdin
+    (with `profile`, cProfile runs between the first and the second and its stats are written there)."""
+    import cProfile
+
+    profiler = cProfile.Profile() if profile else None
+    asked = 0
     from voltcloud_gateways.gbt32960.config import GatewayConfig
     from voltcloud_gateways.gbt32960.server import DictDirectory, Gbt32960Gateway
 
@@ -67,6 +72,12 @@ async def serve(terminals: int) -> None:
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         if line.strip() == "cpu":
+            asked += 1
+            if profiler is not None and asked == 1:
+                profiler.enable()
+            elif profiler is not None and asked == 2:
+                profiler.disable()
+                profiler.dump_stats(profile)
             print(f"{time.process_time()} {sink.batches} {gateway.stats['realtime']}", flush=True)
     await gateway.stop()
 
@@ -165,6 +176,7 @@ async def drive(port: int, child: subprocess.Popen[str], args: argparse.Namespac
 def run_once(root: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{root / 'python'}:{root / 'gateways'}:{Path(__file__).resolve().parent}"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--terminals", str(args.terminals)]
+    cmd += ["--profile", args.profile] if args.profile else []
     child = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -182,10 +194,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--roots", type=Path, nargs="+", default=[Path(__file__).resolve().parent.parent])
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--profile", default="", help="cProfile stats of the (last) gateway run to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.terminals))
+        asyncio.run(serve(args.terminals, args.profile))
         return 0
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()}")
     per_frame: dict[Path, list[float]] = {root.resolve(): [] for root in args.roots}
