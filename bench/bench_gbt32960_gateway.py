@@ -79,6 +79,7 @@ async def serve(terminals: int, profile: str) -> None:
                 profiler.disable()
                 profiler.dump_stats(profile)
             print(f"{time.process_time()} {sink.batches} {gateway.stats['realtime']}", flush=True)
+            print(json.dumps({"gateway_stats": dict(gateway.stats)}), file=sys.stderr, flush=True)
     await gateway.stop()
 
 

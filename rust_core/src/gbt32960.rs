@@ -6,6 +6,7 @@
 //! no input can unwind into Python. The Python codec (voltcloud_gateways.gbt32960) keeps the typed
 //! block decoder for tools and tests; tests/conformance/test_gbt32960_rust.py holds both to the same values.
 
+use crate::gil::without_gil;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -158,7 +159,10 @@ impl Framer {
         let mut pos = 0;
         loop {
             let Some(start) = self.find_start(pos, out) else {
-                let keep = usize::from(self.buf.last().is_some_and(|&b| is_marker(b)));
+                // keep a trailing '#'/'$' that may be the first half of a marker, unless it was consumed
+                // (the BCC of the frame just cut: 2 frames in 256 end in one)
+                let unread = self.buf.len() > pos;
+                let keep = usize::from(unread && self.buf.last().is_some_and(|&b| is_marker(b)));
                 pos = self.buf.len() - keep;
                 break;
             };
@@ -808,7 +812,7 @@ impl PyReader {
         let mut items = Vec::new();
         let framer = &mut self.0;
         if chunk.len() + framer.buffered() >= DETACH_BYTES {
-            py.detach(|| framer.feed(chunk, &mut items));
+            without_gil(py, || framer.feed(chunk, &mut items));
         } else {
             framer.feed(chunk, &mut items);
         }
@@ -962,6 +966,23 @@ mod tests {
         assert!(matches!(&items[2], Item::Frame(f) if f.vin == "LGHC4V1D3HE202652" && f.edition == 2016));
         assert_eq!(framer.buffered(), 0);
         assert_eq!(framer.dropped, 4);
+    }
+
+    #[test]
+    fn a_frame_ending_in_a_marker_byte_leaves_nothing_behind() {
+        // find a data unit whose frame's BCC is '#' or '$', then feed frame by frame
+        let frame = (0u8..=255)
+            .map(|b| encode_frame(2016, 0x07, 0xFE, VIN, &[b], 1))
+            .find(|f| f.last().is_some_and(|&b| is_marker(b)))
+            .unwrap();
+        let mut framer = Framer::new(MAX_DATA_LEN);
+        let mut items = Vec::new();
+        for _ in 0..3 {
+            framer.feed(&frame, &mut items);
+            assert_eq!(framer.buffered(), 0);
+        }
+        assert!(items.iter().all(|i| matches!(i, Item::Frame(_))), "{items:?}");
+        assert_eq!((items.len(), framer.dropped), (3, 0));
     }
 
     #[test]

@@ -17,7 +17,7 @@ from tests.conformance.gbt32960_vectors import reference_readings
 from voltcloud import _core
 from voltcloud_gateways.gbt32960 import realtime as rt
 from voltcloud_gateways.gbt32960 import telemetry
-from voltcloud_gateways.gbt32960.codec import Command, Edition, Encryption, FrameError
+from voltcloud_gateways.gbt32960.codec import Command, Edition, Encryption, FrameError, encode_frame
 
 DECODER = _core.Gbt32960Telemetry(telemetry.METRICS)
 RealtimeSummary = tuple[FrameError | None, int | None, list[tuple[int, int]], tuple[int | None, int, int] | None]
@@ -99,3 +99,18 @@ def test_telemetry_decoder_refuses_frames_it_does_not_cover() -> None:
         DECODER.decode(_core.Gbt32960Frame(2016, 0x02, 0xFE, "VIN", 3, b"\x00" * 16))
     with pytest.raises(ValueError, match="metric_ids"):
         _core.Gbt32960Telemetry([1, 2])
+
+
+def test_a_frame_whose_bcc_is_a_start_byte_read_on_its_own_leaves_no_garbage() -> None:
+    """A frame ending in '#'/'$' (2 in 256 do) read alone used to leave that byte behind as the first half of a
+    marker: the next frame then came with a 'garbage' error, and three of them closed the connection."""
+    frames = [
+        encode_frame(Edition.V2016, Command.HEARTBEAT, 0xFE, "LGHC4V1D3HE202652", bytes((b,))) for b in range(256)
+    ]
+    ending = [f for f in frames if f[-1] in b"#$"]
+    assert ending
+    reader = _core.Gbt32960Reader()
+    for frame in ending + ending:
+        assert reader.feed(frame) == [_core.gbt32960_decode_frame(frame)]
+        assert reader.buffered == 0
+    assert reader.dropped == 0
