@@ -15,7 +15,8 @@ def test_twenty_thousand_seeded_inputs_do_not_crash() -> None:
     outcome = run(20_000, seed=32960)
     assert outcome.crashes == 0, outcome.first_crash
     # the generator must reach the data-unit decoders, not only the frame checks
-    assert outcome.frames > 2_000 and outcome.messages["RealtimeData"] > 500
+    assert outcome.frames > 2_000 and outcome.messages["RealtimeData, rust decoded"] > 50
+    assert outcome.messages["RealtimeData, rust refused"] > 500
 
 
 SEEDS = corpus()
