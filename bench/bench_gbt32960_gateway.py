@@ -106,13 +106,14 @@ class Terminal:
     async def read_answers(self) -> None:
         from voltcloud_gateways.gbt32960.codec import Flag, Frame
 
-        while chunk := await self.reader.read(65536):
-            for f in self.framer.feed(chunk):
-                if isinstance(f, Frame):
-                    self.answered += 1
-                    self.success += f.flag == Flag.SUCCESS
-            if self.answered == self.expected:
-                self.all_answered.set()
+        with contextlib.suppress(ConnectionError):  # the gateway closed this connection
+            while chunk := await self.reader.read(65536):
+                for f in self.framer.feed(chunk):
+                    if isinstance(f, Frame):
+                        self.answered += 1
+                        self.success += f.flag == Flag.SUCCESS
+                if self.answered == self.expected:
+                    self.all_answered.set()
 
 
 def frames_for(terminal: Terminal, count: int, start: dt.datetime) -> list[bytes]:
