@@ -6,18 +6,23 @@ code of main with this checkout, `git archive HEAD python` unpacked with the bui
 seeded country world (SQLite, cached by `bench_load.py`), `voltcloud serve --workers N` started, and measured
 
 - ready: process start -> the ready line and health SERVING (all workers), wall seconds;
-- start-up CPU: CPU seconds the server's processes (supervisor and workers) used until then; on a machine shared
-  with other work the wall time stretches, the CPU seconds much less;
+- start-up CPU: CPU seconds the server's processes (supervisor and workers) used until then, in all and per
+  process (the supervisor; the workers' median); on a machine shared with other work the wall time stretches,
+  the CPU seconds much less;
 - idle: % of one core the server's processes use over `--idle-seconds` right after ready (utime + stime from
   /proc), with no calls.
 
     python bench/bench_idle.py --source /tmp/main-tree . --repeats 3 --json bench/results/idle-<date>.json
+
+With `--compile-bytecode` each checkout's `python/` is byte-compiled first, as an installed package is: in an
+environment with PYTHONDONTWRITEBYTECODE set every process otherwise compiles every module it imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import datetime as dt
 import json
 import os
@@ -40,6 +45,8 @@ async def one(source: Path, workers: int, idle_s: float, world_seed: int) -> dic
         try:
             pids = process_tree(server.process.pid)
             startup_cpu = cpu_seconds(pids)
+            supervisor_cpu = cpu_seconds([server.process.pid]) if len(server.pids) > 1 else 0.0
+            worker_cpu = statistics.median(cpu_seconds([pid]) for pid in server.pids)
             before = cpu_seconds(pids)
             await asyncio.sleep(idle_s)
             idle = 100 * (cpu_seconds(pids) - before) / idle_s
@@ -49,6 +56,8 @@ async def one(source: Path, workers: int, idle_s: float, world_seed: int) -> dic
         "source": str(source),
         "ready_s": round(server.ready_s, 2),
         "startup_cpu_s": round(startup_cpu, 2),
+        "supervisor_cpu_s": round(supervisor_cpu, 2),
+        "worker_cpu_s": round(worker_cpu, 2),
         "idle_percent": round(idle, 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
     }
@@ -56,18 +65,23 @@ async def one(source: Path, workers: int, idle_s: float, world_seed: int) -> dic
 
 async def main(args: argparse.Namespace) -> None:
     runs: list[dict[str, Any]] = []
+    if args.compile_bytecode:  # as an installed package has it (pip compiles at install); the rest pay per start
+        for source in args.source:
+            compileall.compile_dir(source.resolve() / "python", quiet=1)
     for repeat in range(args.repeats):
         for source in args.source:
             run = await one(source.resolve(), args.workers, args.idle_seconds, args.world_seed)
             run["repeat"] = repeat
             print(run, flush=True)
             runs.append(run)
-    print("\n| checkout | ready s (median, runs) | start-up CPU s | idle % of a core |\n|---|---|---|---|")
+    keys = ("ready_s", "startup_cpu_s", "supervisor_cpu_s", "worker_cpu_s", "idle_percent")
+    print("\n| checkout | ready s (median, runs) | start-up CPU s, all | supervisor | a worker | idle % of a core |")
+    print("|---|---|---|---|---|---|")
     for source in args.source:
         mine = [r for r in runs if r["source"] == str(source.resolve())]
         cells = [
             f"{statistics.median(r[k] for r in mine):.2f} ({', '.join(str(r[k]) for r in mine)})"
-            for k in ("ready_s", "startup_cpu_s", "idle_percent")
+            for k in keys
         ]
         print(f"| {source} | " + " | ".join(cells) + " |")
     if args.json:
@@ -89,4 +103,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--compile-bytecode", action="store_true", help="compile each checkout's python/ first (PYTHONDONTWRITEBYTECODE)"
+    )
     asyncio.run(main(parser.parse_args()))

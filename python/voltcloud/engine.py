@@ -277,6 +277,8 @@ class Engine:
                     # In a worker thread: at country scale building takes seconds of Python, during which the
                     # event loop keeps serving (with the old view) instead of stalling.
                     await asyncio.to_thread(self._build, stations, connectors, packs, units, pack_types)
+                    # Freed now, with the collector still off: otherwise its first pass would walk every row.
+                    del stations, connectors, packs, units, pack_types
                 missed, self._loading = self._loading, None
                 self.apply(missed)
             finally:
