@@ -79,10 +79,7 @@ async def main(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|")
     for source in args.source:
         mine = [r for r in runs if r["source"] == str(source.resolve())]
-        cells = [
-            f"{statistics.median(r[k] for r in mine):.2f} ({', '.join(str(r[k]) for r in mine)})"
-            for k in keys
-        ]
+        cells = [f"{statistics.median(r[k] for r in mine):.2f} ({', '.join(str(r[k]) for r in mine)})" for k in keys]
         print(f"| {source} | " + " | ".join(cells) + " |")
     if args.json:
         meta = {
@@ -103,7 +100,5 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--json", type=Path)
-    parser.add_argument(
-        "--compile-bytecode", action="store_true", help="compile each checkout's python/ first (PYTHONDONTWRITEBYTECODE)"
-    )
+    parser.add_argument("--compile-bytecode", action="store_true", help="byte-compile each checkout's python/ first")
     asyncio.run(main(parser.parse_args()))
