@@ -269,10 +269,10 @@ class Engine:
                 with paused_gc():  # ~400,000 rows and map entries: collections would re-scan them over and over
                     async with db.transaction("engine.load.read") as session:
                         conn = await session.connection()
-                        stations = await _rows(conn, Station)
+                        stations = (await _driver_rows(conn, Station, _STATION_COLUMNS)).rows()
                         connectors = await _driver_rows(conn, Connector, _CONNECTOR_COLUMNS)
                         packs = await _driver_rows(conn, Pack, _PACK_COLUMNS, col(Pack.station_id).is_not(None))
-                        units = await _rows(conn, MobileUnit)
+                        units = (await _driver_rows(conn, MobileUnit, _UNIT_COLUMNS)).rows()
                         pack_types = await _rows(conn, PackType)
                     # In a worker thread: at country scale building takes seconds of Python, during which the
                     # event loop keeps serving (with the old view) instead of stalling.
@@ -1219,8 +1219,14 @@ async def _rows(conn: Any, model: type[_Row], *where: Any) -> list[_Row]:
     return cast(list[_Row], await _all(conn, sa.select(table).where(*where).order_by(table.c.id)))
 
 
-# What the columnar load and its row-by-row fallback read of a connector or a pack: integers and text only, which
-# the driver returns as they are.
+# What a load reads of each kind (what the columnar load, the row-by-row way and the maps use): integers, floats
+# and text only, which the driver returns as they are.
+_STATION_COLUMNS = (
+    "id", "operator_id", "kind", "name", "lat", "lng", "lanes", "swap_time_s", "power_cap_w", "slot_count", "version",
+)  # fmt: skip
+_UNIT_COLUMNS = (
+    "id", "operator_id", "kind", "lat", "lng", "status", "energy_wh", "connector_mask", "skills", "version",
+)  # fmt: skip
 _CONNECTOR_COLUMNS = ("id", "station_id", "version", "standard", "max_power_w", "status")
 _PACK_COLUMNS = (
     "id", "station_id", "version", "operator_id", "pack_type_id", "soc_permille", "soh_permille", "cycles", "state",
