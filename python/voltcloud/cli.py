@@ -31,7 +31,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _platform() -> ServeHere:
-    """The platform, imported where it runs: in each worker (or a lone server), never in a supervisor."""
+    """The platform, imported only by a command that serves it (a supervisor imports it once for its workers)."""
     from voltcloud.server import serve_here
 
     return serve_here

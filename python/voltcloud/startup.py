@@ -1,10 +1,11 @@
 """Start-up of `voltcloud serve`: logging, the database prepared once (migrations, demo seed), the signing key,
 and the supervisor of worker processes (`serve_workers`).
 
-Kept apart from the composition root (`server.py`) and light to import: a supervisor never imports the platform
-(a second of CPU per process at start-up), it starts its workers first, and each worker imports the platform
-itself while the supervisor migrates the database. `server.py` builds on this module, never the other way round:
-what runs the platform is handed in by the command (`cli.py`) as a function that imports it.
+Kept apart from the composition root (`server.py`) and light to import: the commands that do not serve (token,
+seed, db) never import the platform, and a supervisor imports it only once the database is prepared, then forks
+its workers from that one import (a second or more of CPU each that no worker pays again). `server.py` builds
+on this module, never the other way round: what runs the platform is handed in by the command (`cli.py`) as a
+function that imports it.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def serve_workers(
     settings: Settings, platform: Callable[[], ServeHere], on_ready: Callable[[Serving], None] | None = None
 ) -> int:
     """Serves with `settings.resolved_workers()` processes: one in this process, or several under a supervisor
-    (this process). `platform` imports the platform and returns its `ServeHere` (`server.serve_here`): in a
-    worker, not in the supervisor. Returns the exit code."""
+    (this process). `platform` imports the platform and returns its `ServeHere` (`server.serve_here`). Returns
+    the exit code."""
     if settings.resolved_workers() == 1:
         platform()(settings, on_ready, None)
         return 0
@@ -109,18 +110,12 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def _worker_main(
-    platform: Callable[[], ServeHere], settings: Settings | None, index: int, parent: int, ready: Any, prepared: Any
-) -> None:
-    """The body of a worker process (multiprocessing spawn: a fresh interpreter, its own engine and pool). It
-    imports the platform first, then, without `settings`, waits for them on `prepared`: the first workers
-    import while their supervisor still migrates the database."""
+def _worker_main(serve_here: ServeHere, settings: Settings, index: int, parent: int, ready: Any) -> None:
+    """The body of a worker process, forked from the supervisor with the platform already imported (copy on
+    write: no worker imports it again); each builds its own engine, database pool and gRPC server."""
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the supervisor's handlers are not the worker's
+        signal.signal(sig, signal.SIG_DFL)
     _die_with_parent(parent)
-    serve_here = platform()
-    if settings is None:
-        settings = prepared.get()
-        assert settings is not None
-    configure_logging(settings)
     log.info("worker %d (pid %d) starting", index, os.getpid())
     serve_here(settings, lambda _: ready.put((index, os.getpid())), str(os.getpid()))
 
@@ -135,8 +130,8 @@ class _Slot:
 
 
 class Supervisor:
-    """Migrates and seeds once, then runs N workers that each build their own `Platform` and bind the same
-    port (SO_REUSEPORT: the kernel spreads connections over them). SIGTERM/SIGINT stop every worker
+    """Migrates and seeds once, imports the platform, then forks N workers that each build their own `Platform`
+    and bind the same port (SO_REUSEPORT: the kernel spreads connections over them). SIGTERM/SIGINT stop every worker
     gracefully; a worker that dies is logged and restarted, after a backoff that doubles while it keeps dying
     young. A worker that dies before all have started fails the start: that is a configuration problem."""
 
@@ -148,24 +143,20 @@ class Supervisor:
         self.platform = platform
         self.count = settings.resolved_workers()
         self.settings = settings
-        self._context = multiprocessing.get_context("spawn")
+        # Forked, not spawned: the platform is imported once, here, instead of once per worker (each import is a
+        # second or more of CPU). Nothing of gRPC, the database or the engine exists yet when a worker is forked.
+        self._context = multiprocessing.get_context("fork")
         self._ready: Any = self._context.Queue()
-        self._prepared_settings: Any = self._context.Queue()  # the first workers' settings, once prepared
-        self._settings_ready = False
+        self._serve_here: ServeHere | None = None
         self._slots = [_Slot(i) for i in range(self.count)]
         self._stopping = False
 
     def run(self, on_ready: Callable[[Serving], None] | None = None) -> int:
-        for slot in self._slots:  # they import the platform meanwhile, then wait for the settings
-            self._start(slot)
+        settings, holder = self._prepared()
         try:
-            settings, holder = self._prepared()
-        except BaseException:
-            self._stop_all()
-            raise
-        for _ in self._slots:
-            self._prepared_settings.put(settings)
-        try:
+            self._serve_here = self.platform()
+            for slot in self._slots:
+                self._start(slot)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._stop)
             if not self._await_ready():
@@ -180,6 +171,9 @@ class Supervisor:
                 self._watch()
             self._stop_all()
             return 0
+        except BaseException:
+            self._stop_all()
+            raise
         finally:
             if holder is not None:
                 holder.close()
@@ -203,20 +197,13 @@ class Supervisor:
         key = settings.jwt_key or load_or_create_dev_key(settings.data_dir)  # one dev key, created once
         update = {"listen": f"{host}:{port}", "jwt_key": key, "seed_demo": False, "workers": self.count}
         self.settings = settings.model_copy(update=update)
-        self._settings_ready = True
         return self.settings, holder
 
     def _start(self, slot: _Slot) -> None:
+        assert self._serve_here is not None
         slot.process = self._context.Process(
             target=_worker_main,
-            args=(
-                self.platform,
-                self.settings if self._settings_ready else None,  # a restart knows them; the first workers wait
-                slot.index,
-                os.getpid(),
-                self._ready,
-                self._prepared_settings,
-            ),
+            args=(self._serve_here, self.settings, slot.index, os.getpid(), self._ready),
             name=f"voltcloud-worker-{slot.index}",
         )
         slot.process.start()
