@@ -3,7 +3,8 @@
 For each `--source` checkout in turn (this one by default; e.g. `--source /tmp/main-python-tree .` to compare the
 code of main with this checkout, `git archive HEAD python` unpacked with the built `_core*.so` beside it), and
 `--repeats` times, alternating so drift of a shared machine hits every checkout alike: a fresh copy of the
-seeded country world (SQLite, cached by `bench_load.py`), `voltcloud serve --workers N` started, and measured
+seeded country world (SQLite, cached by `bench_load.py`; or with `--db postgresql` a copy of its PostgreSQL
+template in a database of the run's own name, `--pg-database`), `voltcloud serve --workers N` started, and measured
 
 - ready: process start -> the ready line and health SERVING (all workers), wall seconds;
 - start-up CPU: CPU seconds the server's processes (supervisor and workers) used until then, in all and per
@@ -33,13 +34,28 @@ from pathlib import Path
 from typing import Any
 
 from _openloop import server_env, start_server, stop_server  # bench/ is this script's directory
-from bench_load import JWT_KEY, SERVER_ENV, cpu_seconds, migration_key, process_tree, sqlite_world
+from bench_load import JWT_KEY, SERVER_ENV, cpu_seconds, migration_key, pg_url, process_tree, psql, sqlite_world
 
 
-async def one(source: Path, workers: int, idle_s: float, world_seed: int) -> dict[str, Any]:
+def postgres_copy(source: Path, world_seed: int, database: str) -> str:
+    """A fresh copy of the country world's PostgreSQL template (built once by `bench_load.py --db postgresql`), in
+    a database of this run's own name: other benchmarks may be using theirs."""
+    template = f"voltcloud_bench_{migration_key(source)}_s{world_seed}"
+    if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{template}'"):
+        raise SystemExit(f"no database {template}: build it once with bench/bench_load.py --db postgresql")
+    psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    psql(f"CREATE DATABASE {database} TEMPLATE {template}")
+    return pg_url(database)
+
+
+async def one(source: Path, args: argparse.Namespace) -> dict[str, Any]:
+    workers, idle_s, world_seed = args.workers, args.idle_seconds, args.world_seed
     with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
         run_dir = Path(tmp)
-        url = await asyncio.to_thread(sqlite_world, source, migration_key(source), world_seed, run_dir)
+        if args.db == "postgresql":
+            url = await asyncio.to_thread(postgres_copy, source, world_seed, args.pg_database)
+        else:
+            url = await asyncio.to_thread(sqlite_world, source, migration_key(source), world_seed, run_dir)
         env = server_env(JWT_KEY, {**SERVER_ENV, "VOLTCLOUD_DATABASE_URL": url}, source)
         server = await start_server(str(source), run_dir, env, ["--workers", str(workers)])
         try:
@@ -54,6 +70,7 @@ async def one(source: Path, workers: int, idle_s: float, world_seed: int) -> dic
             await stop_server(server)
     return {
         "source": str(source),
+        "db": args.db,
         "ready_s": round(server.ready_s, 2),
         "startup_cpu_s": round(startup_cpu, 2),
         "supervisor_cpu_s": round(supervisor_cpu, 2),
@@ -70,7 +87,7 @@ async def main(args: argparse.Namespace) -> None:
             compileall.compile_dir(source.resolve() / "python", quiet=1)
     for repeat in range(args.repeats):
         for source in args.source:
-            run = await one(source.resolve(), args.workers, args.idle_seconds, args.world_seed)
+            run = await one(source.resolve(), args)
             run["repeat"] = repeat
             print(run, flush=True)
             runs.append(run)
@@ -87,6 +104,7 @@ async def main(args: argparse.Namespace) -> None:
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(),
             "workers": args.workers,
+            "db": args.db,
             "idle_seconds": args.idle_seconds,
         }
         args.json.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
@@ -100,5 +118,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--pg-database", default="bench_idle_run", help="the scratch database of this run")
     parser.add_argument("--compile-bytecode", action="store_true", help="byte-compile each checkout's python/ first")
     asyncio.run(main(parser.parse_args()))
