@@ -113,8 +113,9 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(serve_here: ServeHere, settings: Settings, index: int, parent: int, ready: Any) -> None:
     """The body of a worker process, forked from the supervisor with the platform already imported (copy on
     write: no worker imports it again); each builds its own engine, database pool and gRPC server."""
-    for sig in (signal.SIGTERM, signal.SIGINT):  # the supervisor's handlers are not the worker's
-        signal.signal(sig, signal.SIG_DFL)
+    # The supervisor's handlers are not the worker's: a fresh interpreter's until `serve` installs its own.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _die_with_parent(parent)
     log.info("worker %d (pid %d) starting", index, os.getpid())
     serve_here(settings, lambda _: ready.put((index, os.getpid())), str(os.getpid()))
