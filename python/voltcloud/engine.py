@@ -273,7 +273,7 @@ class Engine:
                         connectors = await _driver_rows(conn, Connector, _CONNECTOR_COLUMNS)
                         packs = await _driver_rows(conn, Pack, _PACK_COLUMNS, col(Pack.station_id).is_not(None))
                         units = (await _driver_rows(conn, MobileUnit, _UNIT_COLUMNS)).rows()
-                        pack_types = await _rows(conn, PackType)
+                        pack_types = (await _driver_rows(conn, PackType, ("id", "capacity_wh"))).rows()
                     # In a worker thread: at country scale building takes seconds of Python, during which the
                     # event loop keeps serving (with the old view) instead of stalling.
                     await asyncio.to_thread(self._build, stations, connectors, packs, units, pack_types)
@@ -1212,13 +1212,6 @@ def _load_units(index: Any, maps: _Maps, units: Sequence[MobileUnit]) -> None:
         maps.versions[("unit", u.id)] = u.version
 
 
-async def _rows(conn: Any, model: type[_Row], *where: Any) -> list[_Row]:
-    """All rows of a table in id order, as Core rows: they carry the model's attribute names without the ORM's
-    per-object cost (a third of the time at country scale, where a load reads ~370,000 rows)."""
-    table: Any = model.__table__  # type: ignore[attr-defined]
-    return cast(list[_Row], await _all(conn, sa.select(table).where(*where).order_by(table.c.id)))
-
-
 # What a load reads of each kind (what the columnar load, the row-by-row way and the maps use): integers, floats
 # and text only, which the driver returns as they are.
 _STATION_COLUMNS = (
@@ -1233,6 +1226,9 @@ _PACK_COLUMNS = (
 )  # fmt: skip
 
 
+_DRIVER_CHUNK = 20_000
+
+
 async def _driver_rows(conn: Any, model: type[Any], names: Sequence[str], *where: Any) -> _Columns:
     """Columns of a table in id order, fetched by the database driver itself (aiosqlite's fetchall in its thread,
     asyncpg's fetch) on the transaction's connection: at country scale (~340,000 connectors and packs) SQLAlchemy's
@@ -1241,10 +1237,19 @@ async def _driver_rows(conn: Any, model: type[Any], names: Sequence[str], *where
     query = sa.select(*(table.c[name] for name in names)).where(*where).order_by(table.c.id)
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     driver: Any = (await conn.get_raw_connection()).driver_connection
-    if conn.dialect.name == "postgresql":
-        data = await driver.fetch(sql)
-    else:
-        data = await driver.execute_fetchall(sql)
+    if conn.dialect.name != "postgresql":
+        data = await driver.execute_fetchall(sql)  # in aiosqlite's thread: the event loop keeps running
+        return _Columns.of_driver(str(table.name), names, data)
+    # asyncpg decodes rows on the event loop: a chunk at a time through a cursor, other work running in between
+    # (a rebuild happens while serving). A cursor lives in a transaction, which SQLAlchemy's adapter begins on
+    # its first statement only.
+    if not driver.is_in_transaction():
+        await conn.execute(sa.select(sa.literal(1)))
+    data = []
+    cursor = await driver.cursor(sql)
+    while chunk := await cursor.fetch(_DRIVER_CHUNK):
+        data += chunk
+        await asyncio.sleep(0)
     return _Columns.of_driver(str(table.name), names, data)
 
 
