@@ -8,9 +8,12 @@ import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voltcloud.config import Settings
+
+if TYPE_CHECKING:
+    from voltcloud.startup import ServeHere
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -27,9 +30,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="SQLAlchemy async URL (default: SQLite in the data directory)")
 
 
+def _platform() -> ServeHere:
+    """The platform, imported only by a command that serves it (a supervisor imports it once for its workers)."""
+    from voltcloud.server import serve_here
+
+    return serve_here
+
+
 def _cmd_serve(args: argparse.Namespace, *, newcomer: bool = False) -> int:
     from voltcloud.platform.auth import Role, Tenant
-    from voltcloud.server import Serving, configure_logging, serve_workers
+    from voltcloud.startup import Serving, configure_logging, serve_workers
 
     settings = _settings(args, seed_demo=True if newcomer or args.seed_demo else None, workers=args.workers)
 
@@ -59,7 +69,7 @@ def _cmd_serve(args: argparse.Namespace, *, newcomer: bool = False) -> int:
         sys.stdout.flush()
 
     configure_logging(settings)
-    return serve_workers(settings, on_ready=ready)
+    return serve_workers(settings, _platform, on_ready=ready)
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -74,7 +84,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 def _cmd_token(args: argparse.Namespace) -> int:
     from voltcloud.platform.auth import Role, Tenant
-    from voltcloud.server import token_service
+    from voltcloud.startup import token_service
 
     tokens = token_service(_settings(args))
     ttl = dt.timedelta(seconds=args.ttl_s) if args.ttl_s else None

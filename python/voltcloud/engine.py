@@ -26,6 +26,7 @@ import datetime as dt
 import gc
 import itertools
 import logging
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -268,14 +269,16 @@ class Engine:
                 with paused_gc():  # ~400,000 rows and map entries: collections would re-scan them over and over
                     async with db.transaction("engine.load.read") as session:
                         conn = await session.connection()
-                        stations = await _rows(conn, Station)
-                        connectors = await _rows(conn, Connector)
-                        packs = await _rows(conn, Pack, col(Pack.station_id).is_not(None))
-                        units = await _rows(conn, MobileUnit)
-                        pack_types = await _rows(conn, PackType)
+                        stations = (await _driver_rows(conn, Station, _STATION_COLUMNS)).rows()
+                        connectors = await _driver_rows(conn, Connector, _CONNECTOR_COLUMNS)
+                        packs = await _driver_rows(conn, Pack, _PACK_COLUMNS, col(Pack.station_id).is_not(None))
+                        units = (await _driver_rows(conn, MobileUnit, _UNIT_COLUMNS)).rows()
+                        pack_types = (await _driver_rows(conn, PackType, ("id", "capacity_wh"))).rows()
                     # In a worker thread: at country scale building takes seconds of Python, during which the
                     # event loop keeps serving (with the old view) instead of stalling.
                     await asyncio.to_thread(self._build, stations, connectors, packs, units, pack_types)
+                    # Freed now, with the collector still off: otherwise its first pass would walk every row.
+                    del stations, connectors, packs, units, pack_types
                 missed, self._loading = self._loading, None
                 self.apply(missed)
             finally:
@@ -294,8 +297,8 @@ class Engine:
     def _build(
         self,
         stations: Sequence[Station],
-        connectors: Sequence[Connector],
-        packs: Sequence[Pack],
+        connectors: Sequence[Connector] | _Columns,
+        packs: Sequence[Pack] | _Columns,
         units: Sequence[MobileUnit],
         pack_types: Sequence[PackType],
     ) -> None:
@@ -952,10 +955,38 @@ def _within(values: np.ndarray[Any, Any], lo: int, hi: int) -> np.ndarray[Any, A
     return inside
 
 
+class _Columns:
+    """Rows of one table by columns, for the columnar load: either read by the driver (`of_driver`: tuples in
+    `names` order) or taken from row objects (`of_objects`). `row(i)` gives the i-th row as an object with the
+    column names as attributes, for the row-by-row way (made only for the rows that go that way)."""
+
+    def __init__(self, names: Sequence[str], values: Sequence[Sequence[Any]], row: Callable[[int], Any]) -> None:
+        self.columns = dict(zip(names, values, strict=True))
+        self.row = row
+        self.count = len(values[0]) if values else 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self, indexes: Iterable[int] | None = None) -> list[Any]:
+        return [self.row(i) for i in (range(self.count) if indexes is None else indexes)]
+
+    @classmethod
+    def of_driver(cls, kind: str, names: Sequence[str], data: Sequence[Sequence[Any]]) -> _Columns:
+        row_type = namedtuple(kind, names)  # type: ignore[misc]  # the names are known only here
+        values = list(zip(*data, strict=True)) if data else [() for _ in names]
+        return cls(names, values, lambda i: row_type._make(data[i]))
+
+    @classmethod
+    def of_objects(cls, rows: Sequence[Any], names: Sequence[str]) -> _Columns:
+        values = list(zip(*map(attrgetter(*names), rows), strict=True)) if rows else [() for _ in names]
+        return cls(names, values, rows.__getitem__)
+
+
 def _load_columnar(
     kind: str,
     maps: _Maps,
-    rows: Sequence[Any],
+    rows: Sequence[Any] | _Columns,
     names: tuple[str, ...],
     check: Callable[[dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]], np.ndarray[Any, Any]],
     load: Callable[[np.ndarray[Any, Any], dict[str, np.ndarray[Any, Any]]], Any],
@@ -965,33 +996,34 @@ def _load_columnar(
     """Loads `rows` by columns; returns (ids, station ids, engine indexes) of the rows loaded this way, or None
     when none were (too few rows, or the engine refused the batch: then all went the row-by-row way)."""
     if len(rows) < _COLUMNAR_MIN:
-        rowwise(rows)
+        rowwise(rows.rows() if isinstance(rows, _Columns) else rows)
         return None
-    values = list(zip(*map(attrgetter("id", "station_id", "version", *names), rows), strict=True))
-    ids, station_ids = cast(list[str], list(values[0])), [str(s) for s in values[1]]
+    table = rows if isinstance(rows, _Columns) else _Columns.of_objects(rows, ("id", "station_id", "version", *names))
+    values = table.columns
+    ids, station_ids = cast(list[str], list(values["id"])), [str(s) for s in values["station_id"]]
     try:
-        columns = {name: _column(column) for name, column in zip(names, values[3:], strict=True)}
+        columns = {name: _column(values[name]) for name in names}
     except (OverflowError, TypeError, ValueError):  # a value numpy cannot hold: the row-by-row way explains it
-        rowwise(rows)
+        rowwise(table.rows())
         return None
     stations = _column([station_idx.get(s, -1) for s in station_ids])
     ok = check(columns, stations) & (stations >= 0)
+    keep: list[int] | None = None
     if not ok.all():
-        rowwise([rows[i] for i in np.flatnonzero(~ok).tolist()])
-        keep: list[int] = np.flatnonzero(ok).tolist()
+        rowwise(table.rows(np.flatnonzero(~ok).tolist()))
+        keep = np.flatnonzero(ok).tolist()
         ids, station_ids = [ids[i] for i in keep], [station_ids[i] for i in keep]
-        versions = [values[2][i] for i in keep]
+        versions = [values["version"][i] for i in keep]
         columns, stations = {name: column[ok] for name, column in columns.items()}, stations[ok]
-        rows = [rows[i] for i in keep]
     else:
-        versions = list(values[2])
+        versions = list(values["version"])
     if not ids:
         return None
     try:
-        indexes = [int(i) for i in load(stations, columns)]
+        indexes: list[int] = np.asarray(load(stations, columns), dtype=np.int64).tolist()
     except _LOAD_ERRORS as error:
-        log.warning("engine: refused a batch of %d %s rows (%s); loading them one by one", len(rows), kind, error)
-        rowwise(rows)
+        log.warning("engine: refused a batch of %d %s rows (%s); loading them one by one", len(ids), kind, error)
+        rowwise(table.rows(keep))
         return None
     maps.versions.update(zip(zip(itertools.repeat(kind), ids), versions, strict=False))
     if maps.quarantined:
@@ -1013,7 +1045,7 @@ def _station_indexes(maps: _Maps, kind: int) -> dict[str, int]:
     return {s.id: s.idx for s in maps.station_by_id.values() if s.kind == kind}
 
 
-def _load_connectors(index: Any, maps: _Maps, connectors: Sequence[Connector]) -> None:
+def _load_connectors(index: Any, maps: _Maps, connectors: Sequence[Connector] | _Columns) -> None:
     def check(c: dict[str, np.ndarray[Any, Any]], _stations: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         return cast(
             "np.ndarray[Any, Any]",
@@ -1043,7 +1075,7 @@ def _load_connectors(index: Any, maps: _Maps, connectors: Sequence[Connector]) -
         _put_all(maps.connector_ids, indexes, ids)
 
 
-def _load_packs(index: Any, maps: _Maps, packs: Sequence[Pack]) -> None:
+def _load_packs(index: Any, maps: _Maps, packs: Sequence[Pack] | _Columns) -> None:
     def check(c: dict[str, np.ndarray[Any, Any]], _stations: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         return cast(
             "np.ndarray[Any, Any]",
@@ -1180,11 +1212,45 @@ def _load_units(index: Any, maps: _Maps, units: Sequence[MobileUnit]) -> None:
         maps.versions[("unit", u.id)] = u.version
 
 
-async def _rows(conn: Any, model: type[_Row], *where: Any) -> list[_Row]:
-    """All rows of a table in id order, as Core rows: they carry the model's attribute names without the ORM's
-    per-object cost (a third of the time at country scale, where a load reads ~370,000 rows)."""
-    table: Any = model.__table__  # type: ignore[attr-defined]
-    return cast(list[_Row], await _all(conn, sa.select(table).where(*where).order_by(table.c.id)))
+# What a load reads of each kind (what the columnar load, the row-by-row way and the maps use): integers, floats
+# and text only, which the driver returns as they are.
+_STATION_COLUMNS = (
+    "id", "operator_id", "kind", "name", "lat", "lng", "lanes", "swap_time_s", "power_cap_w", "slot_count", "version",
+)  # fmt: skip
+_UNIT_COLUMNS = (
+    "id", "operator_id", "kind", "lat", "lng", "status", "energy_wh", "connector_mask", "skills", "version",
+)  # fmt: skip
+_CONNECTOR_COLUMNS = ("id", "station_id", "version", "standard", "max_power_w", "status")
+_PACK_COLUMNS = (
+    "id", "station_id", "version", "operator_id", "pack_type_id", "soc_permille", "soh_permille", "cycles", "state",
+)  # fmt: skip
+
+
+_DRIVER_CHUNK = 20_000
+
+
+async def _driver_rows(conn: Any, model: type[Any], names: Sequence[str], *where: Any) -> _Columns:
+    """Columns of a table in id order, fetched by the database driver itself (aiosqlite's fetchall in its thread,
+    asyncpg's fetch) on the transaction's connection: at country scale (~340,000 connectors and packs) SQLAlchemy's
+    per-row result objects cost more than the read itself. The query is still built from the model's table."""
+    table: Any = model.__table__
+    query = sa.select(*(table.c[name] for name in names)).where(*where).order_by(table.c.id)
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.name != "postgresql":
+        data = await driver.execute_fetchall(sql)  # in aiosqlite's thread: the event loop keeps running
+        return _Columns.of_driver(str(table.name), names, data)
+    # asyncpg decodes rows on the event loop: a chunk at a time through a cursor, other work running in between
+    # (a rebuild happens while serving). A cursor lives in a transaction, which SQLAlchemy's adapter begins on
+    # its first statement only.
+    if not driver.is_in_transaction():
+        await conn.execute(sa.select(sa.literal(1)))
+    data = []
+    cursor = await driver.cursor(sql)
+    while chunk := await cursor.fetch(_DRIVER_CHUNK):
+        data += chunk
+        await asyncio.sleep(0)
+    return _Columns.of_driver(str(table.name), names, data)
 
 
 async def _all(conn: Any, query: Any, chunk: int = 20_000) -> list[Any]:

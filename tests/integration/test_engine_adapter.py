@@ -146,3 +146,27 @@ async def test_a_reservation_is_one_conditional_update_and_a_lost_one_says_why(d
             await inventory.reserve_pack(session, pack_id, station_id=station_id)
         assert await inventory.release_pack(session, pack_id) is not None
         assert (await session.get(Pack, pack_id, populate_existing=True)).version == version + 2  # type: ignore[union-attr]
+
+
+async def test_a_bad_row_among_the_rows_read_by_columns_is_quarantined_alone(db: Database) -> None:
+    """Connectors and packs are read by the driver and loaded by columns: a row outside the engine's limits among
+    them goes the row-by-row way (quarantined and explained), every other row still loads."""
+    async with db.transaction() as session:
+        connectors = list(await session.exec(select(Connector).order_by(col(Connector.id))))
+        packs = list(await session.exec(select(Pack).where(col(Pack.station_id).is_not(None)).order_by(col(Pack.id))))
+        assert len(connectors) >= 64 and len(packs) >= 64  # enough for the columnar way
+        bad_connector, bad_pack = connectors[len(connectors) // 2], packs[len(packs) // 2]
+        conn = await session.connection()
+        await conn.execute(sa.update(Connector).where(col(Connector.id) == bad_connector.id).values(status=200))
+        await conn.execute(sa.update(Pack).where(col(Pack.id) == bad_pack.id).values(soc_permille=5000))
+    engine = Engine()
+    counts = await engine.load(db)
+    assert (counts["connectors"], counts["packs"]) == (len(connectors) - 1, len(packs) - 1)
+    held = {q.id: q for q in engine.quarantined()}
+    assert set(held) == {bad_connector.id, bad_pack.id}
+    assert "status" in held[bad_connector.id].reason and "soc_permille" in held[bad_pack.id].reason
+    assert held[bad_pack.id].station_id == bad_pack.station_id
+    assert engine.connector_station(bad_connector.id) is None
+    good = connectors[len(connectors) // 2 + 1]
+    assert engine.connector_station(good.id) == good.station_id
+    assert {c["id"] for c in engine.station_resources(good.station_id)[0]} >= {good.id}

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voltcloud.api.v1 import stations_pb2, stations_pb2_grpc
 from voltcloud.platform.auth import Role
 from voltcloud.platform.rpc import WORKER_METADATA_KEY
-from voltcloud.server import token_service
+from voltcloud.startup import token_service
 
 from .conftest import platform_settings
 
