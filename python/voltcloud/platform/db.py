@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -12,9 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_dbapi
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util.concurrency import await_
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -62,6 +66,8 @@ class Database:
         options: dict[str, Any] = {}
         if self.dialect != "sqlite":
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        if sa.engine.make_url(url).get_driver_name() == "aiosqlite":
+            options.update(module=_OneHopAiosqlite())
         self.engine: AsyncEngine = create_async_engine(url, **options)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -162,6 +168,97 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # process (kill -9) but may be lost in an OS crash or power cut (docs/operations.md, "SQLite durability").
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+class _OneHopCursor(AsyncAdapt_dbapi_cursor):
+    """A statement in one trip to aiosqlite's thread (cursor, execute, fetch, close there at once) instead of
+    SQLAlchemy's four (three for a write): each trip is a queue put, a thread wake-up and a wake-up of the
+    event loop through its self-pipe, and the trips, not the SQL, were most of CreateOrder's time on SQLite
+    (docs/benchmarks.md, "Group commit"). Uses aiosqlite's `_execute` (its queue to the thread) and `_conn`,
+    the same private parts SQLAlchemy's own adapter uses."""
+
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = {}
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: Any = None
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        self._run(operation, parameters, many=False)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        self._run(operation, seq_of_parameters, many=True)
+
+    def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
+        raw = self._connection._conn
+
+        def in_thread() -> tuple[Any, list[Any], int, Any]:
+            cursor = raw.cursor()
+            try:
+                if many:
+                    cursor.executemany(operation, parameters)
+                elif parameters is None:
+                    cursor.execute(operation)
+                else:
+                    cursor.execute(operation, parameters)
+                rows = cursor.fetchall() if cursor.description else []
+                return cursor.description, rows, cursor.rowcount, cursor.lastrowid
+            finally:
+                cursor.close()
+
+        try:
+            result = await_(self._connection._execute(in_thread))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        self._description, rows, self._rowcount, self._lastrowid = result
+        self._rows = collections.deque(rows)
+
+    async def _async_soft_close(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+
+class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneHopCursor  # type: ignore[assignment]
+
+
+class _OneHopAiosqlite(AsyncAdapt_aiosqlite_dbapi):
+    """SQLAlchemy's aiosqlite DBAPI adapter with `_OneHopCursor` (server-side cursors unchanged)."""
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        import aiosqlite
+
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> Any:
+        adapted = super().connect(*arg, **kw)
+        return _OneHopConnection(self, adapted._connection)
 
 
 def dialect(session: AsyncSession) -> str:
