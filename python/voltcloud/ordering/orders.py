@@ -122,7 +122,7 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
         try:
             attempts = _attempts(principal, quote, inp, now)
         except DomainError as refusal:
-            return await deps.uow.run("ordering.create", _refuser(principal, inp, now, refusal))
+            return await deps.uow.run("ordering.create", _refuser(principal, inp, now, refusal), grouped=True)
     else:
         async with deps.uow.db.transaction("ordering.create.read") as session:
             if inp.payer_account_id:
@@ -140,7 +140,8 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
     lost: list[str] = []
     for option in attempts:
         try:
-            return await deps.uow.run("ordering.create", _creator(deps, principal, quote, option, inp, now))
+            creator = _creator(deps, principal, quote, option, inp, now)
+            return await deps.uow.run("ordering.create", creator, grouped=True)
         except Aborted as race:  # a concurrent retry with the same key waits on the claim, so not to it
             lost.append(f"{option.option_id}: {race.message}")
     raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")

@@ -6,10 +6,12 @@ import asyncio
 import collections
 import contextvars
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -25,6 +27,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.platform.errors import Aborted
 from voltcloud.platform.tracing import tracer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -75,6 +80,8 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._after_commit: list[Callable[[Mapping[str, Any]], None]] = []
         self._writer: asyncio.Lock | None = None  # SQLite: this process's write transactions, one at a time
+        self._waiting: list[_Member] = []  # grouped units of work not started yet
+        self._leader: asyncio.Task[None] | None = None  # runs the groups, one transaction at a time
 
     def after_commit(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Calls `listener(session.info)` after every committed transaction (the change feed's wake-up)."""
@@ -105,6 +112,65 @@ class Database:
                 for listener in self._after_commit:
                     listener(session.info)
 
+    async def grouped(self, name: str, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """`work` in a write transaction shared with the other grouped units of work of this process that
+        arrive while one is running (group commit): each member runs in its own SAVEPOINT, so a member that
+        raises rolls back only its own part and gets its own error at once, and the others commit; the result
+        comes back only after the commit that holds it. A group whose shared transaction fails as a whole (a
+        database error outside a member, a failed commit) runs each of its unanswered members again, alone,
+        so `work` must be safe to run again (it is a whole unit of work: it only reads and writes the
+        database). A group of one runs without a savepoint. Saves per member the transaction's own cost
+        (BEGIN, COMMIT, the after-commit wake-up of the change feed and its read, PostgreSQL's NOTIFY)."""
+        member = _Member(work, asyncio.get_running_loop().create_future())
+        self._waiting.append(member)
+        if self._leader is None or self._leader.done():
+            # A fresh context: the leader is no caller's, so no caller's open write transaction (`_WRITING`)
+            # lets it skip the writers' queue.
+            self._leader = asyncio.create_task(self._lead(name), context=contextvars.Context())
+        return cast("T", await member.answer)
+
+    async def _lead(self, name: str) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
+            group = [m for m in group if not m.answer.done()]  # a caller that gave up before its turn
+            if not group:
+                continue
+            try:
+                results = await self._run_group(name, group)
+            except Exception:
+                log.info("group of %d units of work failed as a whole; running them one by one", len(group))
+                await asyncio.gather(*(self._run_alone(name, m) for m in group if not m.answer.done()))
+                continue
+            for member, result in results:
+                if not member.answer.done():
+                    member.answer.set_result(result)
+
+    async def _run_group(self, name: str, group: list[_Member]) -> list[tuple[_Member, Any]]:
+        done: list[tuple[_Member, Any]] = []
+        async with self.transaction(name, write=True) as session:
+            if len(group) == 1:
+                done.append((group[0], await group[0].work(session)))
+                return done
+            for member in group:
+                try:
+                    async with session.begin_nested():
+                        done.append((member, await member.work(session)))
+                except Exception as error:
+                    if not session.is_active or (isinstance(error, sa.exc.DBAPIError) and not is_lost_race(error)):
+                        raise  # maybe the transaction's or the connection's, not the member's: each runs alone
+                    _refuse(member, error)  # the member's own refusal; its savepoint is rolled back
+        return done
+
+    async def _run_alone(self, name: str, member: _Member) -> None:
+        try:
+            async with self.transaction(name, write=True) as session:
+                result = await member.work(session)
+        except Exception as error:
+            _refuse(member, error)
+            return
+        if not member.answer.done():
+            member.answer.set_result(result)
+
     @asynccontextmanager
     async def _writer_turn(self, write: bool) -> AsyncIterator[None]:
         if not write or self.dialect != "sqlite" or _WRITING.get():
@@ -123,6 +189,21 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+GROUP_MAX = 64  # members per group transaction: bounds the time a row lock is held and a group's replay
+
+
+@dataclass
+class _Member:
+    work: Callable[[AsyncSession], Awaitable[Any]]
+    answer: asyncio.Future[Any]
+
+
+def _refuse(member: _Member, error: BaseException) -> None:
+    if member.answer.done():
+        return
+    member.answer.set_exception(error)
 
 
 _WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("voltcloud_db_writing", default=False)
