@@ -130,28 +130,46 @@ class Database:
         return cast("T", await member.answer)
 
     async def _lead(self, name: str) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
-            group = [m for m in group if not m.answer.done()]  # a caller that gave up before its turn
-            if not group:
-                continue
-            try:
-                results = await self._run_group(name, group)
-            except Exception:
-                log.info("group of %d units of work failed as a whole; running them one by one", len(group))
-                await asyncio.gather(*(self._run_alone(name, m) for m in group if not m.answer.done()))
-                continue
-            for member, result in results:
-                if not member.answer.done():
-                    member.answer.set_result(result)
+        group: list[_Member] = []
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
+                group = [m for m in group if not m.answer.done()]  # a caller that gave up before its turn
+                if len(group) == 1:
+                    await self._run_alone(name, group[0])  # no savepoint: its failure is the transaction's
+                elif group:
+                    await self._run_shared(name, group)
+        except BaseException:  # cancelled (shutdown): nobody is left to answer the callers
+            for member in group + self._waiting:
+                member.answer.cancel()
+            self._waiting = []
+            raise
 
-    async def _run_group(self, name: str, group: list[_Member]) -> list[tuple[_Member, Any]]:
+    async def _run_shared(self, name: str, group: list[_Member]) -> None:
+        started: list[_Member] = []
+        try:
+            results = await self._run_group(name, group, started)
+        except Exception as error:
+            if not started and is_lost_race(error):
+                # The write lock was not to be had (another process's writer past the busy timeout): each
+                # would lose it alone too, so each gets the lost race now, as a solo transaction would.
+                for member in group:
+                    _refuse(member, error)
+                return
+            log.info("group of %d units of work failed as a whole (%s); running them one by one", len(group), error)
+            for member in group:
+                if not member.answer.done():
+                    await self._run_alone(name, member)
+            return
+        for member, result in results:
+            if not member.answer.done():
+                member.answer.set_result(result)
+
+    async def _run_group(self, name: str, group: list[_Member], started: list[_Member]) -> list[tuple[_Member, Any]]:
         done: list[tuple[_Member, Any]] = []
         async with self.transaction(name, write=True) as session:
-            if len(group) == 1:
-                done.append((group[0], await group[0].work(session)))
-                return done
             for member in group:
+                started.append(member)
                 try:
                     async with session.begin_nested():
                         done.append((member, await member.work(session)))
