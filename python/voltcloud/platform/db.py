@@ -81,7 +81,9 @@ class Database:
         self._after_commit: list[Callable[[Mapping[str, Any]], None]] = []
         self._writer: asyncio.Lock | None = None  # SQLite: this process's write transactions, one at a time
         self._waiting: list[_Member] = []  # grouped units of work not started yet
-        self._leader: asyncio.Task[None] | None = None  # runs the groups, one transaction at a time
+        self._leaders: set[asyncio.Task[None]] = set()  # each runs groups, one transaction at a time
+        # SQLite has one writer; PostgreSQL overlaps the round trips of a few group transactions.
+        self._max_leaders = 1 if self.dialect == "sqlite" else max(pool_size // 2, 1)
 
     def after_commit(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Calls `listener(session.info)` after every committed transaction (the change feed's wake-up)."""
@@ -123,10 +125,12 @@ class Database:
         (BEGIN, COMMIT, the after-commit wake-up of the change feed and its read, PostgreSQL's NOTIFY)."""
         member = _Member(work, asyncio.get_running_loop().create_future())
         self._waiting.append(member)
-        if self._leader is None or self._leader.done():
+        if len(self._leaders) < self._max_leaders:
             # A fresh context: the leader is no caller's, so no caller's open write transaction (`_WRITING`)
             # lets it skip the writers' queue.
-            self._leader = asyncio.create_task(self._lead(name), context=contextvars.Context())
+            leader = asyncio.create_task(self._lead(name), context=contextvars.Context())
+            self._leaders.add(leader)
+            leader.add_done_callback(self._leaders.discard)
         return cast("T", await member.answer)
 
     async def _lead(self, name: str) -> None:
@@ -147,8 +151,9 @@ class Database:
 
     async def _run_shared(self, name: str, group: list[_Member]) -> None:
         started: list[_Member] = []
+        again: list[_Member] = []
         try:
-            results = await self._run_group(name, group, started)
+            results = await self._run_group(name, group, started, again)
         except Exception as error:
             if not started and is_lost_race(error):
                 # The write lock was not to be had (another process's writer past the busy timeout): each
@@ -164,8 +169,13 @@ class Database:
         for member, result in results:
             if not member.answer.done():
                 member.answer.set_result(result)
+        for member in again:
+            if not member.answer.done():
+                await self._run_alone(name, member)
 
-    async def _run_group(self, name: str, group: list[_Member], started: list[_Member]) -> list[tuple[_Member, Any]]:
+    async def _run_group(
+        self, name: str, group: list[_Member], started: list[_Member], again: list[_Member]
+    ) -> list[tuple[_Member, Any]]:
         done: list[tuple[_Member, Any]] = []
         async with self.transaction(name, write=True) as session:
             for member in group:
@@ -176,7 +186,12 @@ class Database:
                 except Exception as error:
                     if not session.is_active or (isinstance(error, sa.exc.DBAPIError) and not is_lost_race(error)):
                         raise  # maybe the transaction's or the connection's, not the member's: each runs alone
-                    _refuse(member, error)  # the member's own refusal; its savepoint is rolled back
+                    if is_lost_race(error):
+                        # Maybe lost to another group holding rows for its other members (a deadlock no solo
+                        # transaction would meet): alone, after this commit, it waits as a solo one would.
+                        again.append(member)
+                    else:
+                        _refuse(member, error)  # the member's own refusal; its savepoint is rolled back
         return done
 
     async def _run_alone(self, name: str, member: _Member) -> None:
