@@ -26,7 +26,8 @@ class Refused(Exception):
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
+    # pool_size=2: one group transaction at a time on PostgreSQL too, so the tests can tell who waits for whom
+    database = Database(database_url, pool_size=2)
     async with database.engine.begin() as conn:
         await conn.run_sync(PROBE.metadata.create_all)
     commits: list[int] = []
@@ -141,3 +142,20 @@ async def test_sqlite_write_lock_held_elsewhere_refuses_the_whole_group_once_as_
         holder.close()
     assert all(isinstance(o, sa.exc.DBAPIError) and is_lost_race(o) for o in outcomes), outcomes
     assert await _ids(db) == set()
+
+
+async def test_callers_that_come_straight_back_are_never_left_without_a_leader(db: Database) -> None:
+    # Each answer wakes its caller before the finishing leader's bookkeeping runs: a caller that asks again
+    # at once must still find (or start) a leader.
+    async def member(session: AsyncSession, n: int) -> int:
+        await (await session.connection()).execute(PROBE.insert(), {"id": n, "who": "loop"})
+        return n
+
+    async def caller(k: int) -> list[int]:
+        return [await db.grouped("t", lambda s, n=n: member(s, n)) for n in range(k * 100, k * 100 + 30)]
+
+    if db.dialect == "postgresql":
+        db._max_leaders = 3  # several leaders finishing and starting while callers come back
+    results = await asyncio.wait_for(asyncio.gather(*(caller(k) for k in range(4))), timeout=60)
+    assert [len(r) for r in results] == [30] * 4
+    assert len(await _ids(db)) == 120

@@ -125,12 +125,13 @@ class Database:
         (BEGIN, COMMIT, the after-commit wake-up of the change feed and its read, PostgreSQL's NOTIFY)."""
         member = _Member(work, asyncio.get_running_loop().create_future())
         self._waiting.append(member)
+        # A leader that found the queue empty is done (its callers may not have run yet): it no longer counts.
+        self._leaders = {leader for leader in self._leaders if not leader.done()}
         if len(self._leaders) < self._max_leaders:
             # A fresh context: the leader is no caller's, so no caller's open write transaction (`_WRITING`)
             # lets it skip the writers' queue.
             leader = asyncio.create_task(self._lead(name), context=contextvars.Context())
             self._leaders.add(leader)
-            leader.add_done_callback(self._leaders.discard)
         return cast("T", await member.answer)
 
     async def _lead(self, name: str) -> None:
