@@ -318,14 +318,18 @@ def main() -> None:
                 runs.append(result)
                 print(
                     f"{dialect:10s} {name:8s} #{repeat}: {result['orders_per_s']:7.1f} orders/s, "
-                    f"{result['statements_per_order']:.1f} statements/order, failures {result['failures']}",
+                    f"{result['cpu_ms_per_order']:.2f} CPU ms/order, {result['statements_per_order']:.1f} "
+                    f"statements/order, failures {result['failures']}, load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
                 for line in result["trace"]:
                     print("    " + line)
     print(f"\n{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{args.orders} orders per run, concurrency {args.concurrency}, {args.repeats} repeats")  # fmt: skip
-    print(f"{'dialect':10s} {'tree':8s} {'orders/s median (range)':>26s} {'stmts/order':>12s} {'ratio':>7s}")
+    print(
+        f"{'dialect':10s} {'tree':8s} {'orders/s median (range)':>26s} {'CPU ms/order (range)':>22s} "
+        f"{'stmts/order':>12s} {'ratio':>7s}"
+    )
     for dialect in dialects:
         base: float | None = None
         for name, _ in trees:
@@ -334,9 +338,10 @@ def main() -> None:
             median = statistics.median(rates)
             base = base or median
             stmts = statistics.median(r["statements_per_order"] for r in mine)
+            cpu = [r["cpu_ms_per_order"] for r in mine]
             print(
-                f"{dialect:10s} {name:8s} {median:10.1f} ({min(rates):.1f}-{max(rates):.1f}) {stmts:12.1f} "
-                f"{median / base:7.2f}"
+                f"{dialect:10s} {name:8s} {median:10.1f} ({min(rates):.1f}-{max(rates):.1f}) "
+                f"{statistics.median(cpu):9.2f} ({min(cpu):.2f}-{max(cpu):.2f}) {stmts:12.1f} {median / base:7.2f}"
             )
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))

@@ -220,11 +220,22 @@ class UnitOfWork:
         self.engine = engine
         self.feed = feed
 
-    async def run(self, name: str, work: Callable[[AsyncSession, Effects], Awaitable[T]]) -> T:
-        effects = Effects()
+    async def run(
+        self, name: str, work: Callable[[AsyncSession, Effects], Awaitable[T]], *, grouped: bool = False
+    ) -> T:
+        """`grouped`: in a transaction shared with this process's concurrent grouped units of work, each in
+        its own savepoint (`Database.grouped`, group commit); `work` may then run a second time, alone."""
+
+        async def member(session: AsyncSession) -> tuple[T, Effects]:
+            effects = Effects()  # per run: a group that fails as a whole runs its members again
+            return await work(session, effects), effects
+
         try:
-            async with self.db.transaction(name, write=True) as session:
-                result = await work(session, effects)
+            if grouped:
+                result, effects = await self.db.grouped(name, member)
+            else:
+                async with self.db.transaction(name, write=True) as session:
+                    result, effects = await member(session)
         except StaleDataError:
             raise Aborted("the order or task was changed concurrently; retry") from None
         except sa_exc.DBAPIError as error:

@@ -34,7 +34,6 @@ from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.errors import (
     Aborted,
-    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -115,41 +114,88 @@ async def create_order(deps: OrderingDeps, principal: Principal, inp: CreateInpu
     if not inp.option_id:
         raise InvalidArgument.for_field("option_id", "is required")
     now = deps.clock.now()
-    quote = _quote_in_memory(deps, inp)
-    if quote is not None:
-        # A quote of this replica: no read transaction; the write transaction claims the key first, so a retry
-        # gets its order even once the quote has expired, and only then checks the quote.
+    lost: list[str] = []
+    quote: Quote | None = None
+    if not inp.payer_account_id:
+        # No read transaction: the grouped write transaction claims the key first (a retry gets its order even
+        # once the quote has expired), then reads the quote (this replica's memory, else its row) and checks it.
+        first = _First()
         try:
-            attempts = _attempts(principal, quote, inp, now)
-        except DomainError as refusal:
-            return await deps.uow.run("ordering.create", _refuser(principal, inp, now, refusal))
+            return await deps.uow.run("ordering.create", _first_attempt(deps, principal, inp, now, first), grouped=True)
+        except _NotWrittenYet:
+            quote = await _await_other_replica(deps, inp.quote_id)
+        except Aborted as race:
+            lost.append(f"{inp.option_id}: {race.message}")
+            quote = first.quote
+            if quote is None or not inp.allow_fallback:
+                raise _taken(lost) from None
     else:
         async with deps.uow.db.transaction("ordering.create.read") as session:
-            if inp.payer_account_id:
-                # First, before the quote is even looked at: naming someone else's account is refused the same
-                # way whatever else is wrong with the request (and checked again where the hold is placed).
-                await payments.payer_named(session, principal, inp.payer_account_id)
+            # First, before the quote is even looked at: naming someone else's account is refused the same
+            # way whatever else is wrong with the request (and checked again where the hold is placed).
+            await payments.payer_named(session, principal, inp.payer_account_id)
             existing = await replayed_order(session, principal, inp.idempotency_key, _request(inp))
             if existing is not None:
                 return existing
             quote = await find_quote(deps, session, inp.quote_id)
         if quote is None:
             quote = await _await_other_replica(deps, inp.quote_id)
-        attempts = _attempts(principal, quote, inp, now)
+    attempts = _attempts(principal, quote, inp, now)
     assert quote is not None
-    lost: list[str] = []
-    for option in attempts:
+    for option in attempts[1:] if lost else attempts:
         try:
-            return await deps.uow.run("ordering.create", _creator(deps, principal, quote, option, inp, now))
+            creator = _creator(deps, principal, quote, option, inp, now)
+            return await deps.uow.run("ordering.create", creator, grouped=True)
         except Aborted as race:  # a concurrent retry with the same key waits on the claim, so not to it
             lost.append(f"{option.option_id}: {race.message}")
-    raise Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
+    raise _taken(lost)
+
+
+def _taken(lost: list[str]) -> Aborted:
+    return Aborted("the option was taken meanwhile: " + "; ".join(lost) + ". Quote again or allow fallback.")
+
+
+class _NotWrittenYet(Exception):
+    """The quote is neither in this replica's memory nor in the database: maybe still in another replica's
+    batch, which is waited for outside the transaction (`_await_other_replica`)."""
+
+
+@dataclass
+class _First:
+    quote: Quote | None = None  # the quote the first attempt found, for the fallback attempts
+
+
+def _first_attempt(
+    deps: OrderingDeps, principal: Principal, inp: CreateInput, now: dt.datetime, first: _First
+) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
+    """Claim the key, find and check the quote, create the chosen option; a refusal rolls the claim back."""
+
+    async def work(session: AsyncSession, effects: Effects) -> Order:
+        order_id = new_id("ord")
+        claim = await idempotency.claim(
+            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject,
+            result=order_id,
+        )  # fmt: skip
+        if claim.replay_of is not None:
+            return await _order(session, claim.replay_of)
+        quote = _quote_in_memory(deps, inp)
+        if quote is None:
+            quote = await session.get(Quote, inp.quote_id)
+            if quote is None:
+                raise _NotWrittenYet(inp.quote_id)
+            session.expunge(quote)  # kept for the fallback attempts: a rollback must not expire it
+        first.quote = quote
+        chosen = _attempts(principal, quote, inp, now)[0]
+        if deps.quote_path is not None:  # the order row references the quote: write it now if still pending
+            await deps.quote_path.store.persist_in(session, quote)
+        return await _create(session, effects, deps, principal, quote, chosen, inp, now, order_id)
+
+    return work
 
 
 def _quote_in_memory(deps: OrderingDeps, inp: CreateInput) -> Quote | None:
-    """The quote, when this replica made it (pending or recently written) and no payer is named (a named
-    payer is checked first, in the read transaction)."""
-    if deps.quote_path is None or inp.payer_account_id:
+    """The quote, when this replica made it (pending or recently written)."""
+    if deps.quote_path is None:
         return None
     return deps.quote_path.store.known(inp.quote_id)
 
@@ -170,23 +216,6 @@ def _attempts(principal: Principal, quote: Quote | None, inp: CreateInput, now: 
     if inp.allow_fallback:
         attempts += [o for o in sorted(options, key=lambda o: o.rank) if o.option_id != chosen.option_id]
     return attempts
-
-
-def _refuser(
-    principal: Principal, inp: CreateInput, now: dt.datetime, refusal: DomainError
-) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
-    """A request its quote refuses: the order of an earlier call with the same key, else the refusal (the
-    claim rolls back with it)."""
-
-    async def work(session: AsyncSession, effects: Effects) -> Order:
-        claim = await idempotency.claim(
-            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject
-        )
-        if claim.replay_of is not None:
-            return await _order(session, claim.replay_of)
-        raise refusal
-
-    return work
 
 
 async def find_quote(deps: OrderingDeps, session: AsyncSession, quote_id: str) -> Quote | None:
