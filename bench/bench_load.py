@@ -348,12 +348,17 @@ def histogram(latencies_ms: Sequence[float]) -> list[int]:
     return counts
 
 
-def run_record(db: str, rpc: str, rate: float, seconds: float, outcomes: list[Outcome]) -> dict[str, Any]:
+def run_record(
+    db: str, rpc: str, rate: float, seconds: float, outcomes: list[Outcome], server_cpu_s: list[float]
+) -> dict[str, Any]:
     ok_ms = [latency * 1000 for code, latency, _ in outcomes if code == "OK"]
     record = dataclasses.asdict(run_of(f"{db} {rpc}", rate, seconds, outcomes))
     record.update(
         db=db,
         rpc=rpc,
+        # CPU of the server's processes per call sent (what a shared machine's load stretches least)
+        server_cpu_ms_per_call=round(1000 * sum(server_cpu_s) / max(1, len(outcomes)), 3),
+        server_cpu_s_by_process=server_cpu_s,  # supervisor first: how evenly the workers were loaded
         ok_p90_ms=ms(percentile([v / 1000 for v in ok_ms], 0.9)),
         send_lag_p50_ms=ms(percentile([lag for _, _, lag in outcomes], 0.5)),
         ok_histogram_ms=histogram(ok_ms),
@@ -362,9 +367,28 @@ def run_record(db: str, rpc: str, rate: float, seconds: float, outcomes: list[Ou
     return record
 
 
+def profile_workers(
+    args: argparse.Namespace, server: Server, name: str, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """With `--profile DIR`: py-spy (native frames, 200 Hz) on every worker for the run, one collapsed-stack file
+    each (`<label>-<db>-<rpc>-<rate>-<pid>.txt`, input for `bench_quote_layers.py --profile`)."""
+    if not args.profile:
+        return []
+    workers = [pid for pid in process_tree(server.process.pid) if pid != server.process.pid] or [server.process.pid]
+    spies = []
+    for pid in workers:
+        out = args.profile / f"{args.label}-{name}-{pid}.txt"
+        argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--native",
+                "--format", "raw", "--duration", str(max(1, int(seconds))), "--output", str(out)]  # fmt: skip
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
 async def sweep(
-    args: argparse.Namespace, db: str, target: str, fixtures: Fixtures, senders: Senders
+    args: argparse.Namespace, db: str, server: Server, fixtures: Fixtures, senders: Senders
 ) -> list[dict[str, Any]]:
+    target = server.target
+    server_pids = process_tree(server.process.pid)
     records: list[dict[str, Any]] = []
     for rpc in args.rpc:
         rates = args.quote_rates if rpc == "quote" else args.order_rates
@@ -384,8 +408,15 @@ async def sweep(
                 print(f"  {db} {rpc} {rate:g}/s: no quote could be made in time; skipped", flush=True)
                 continue
             seconds = len(calls) / rate  # shorter than --seconds only when too few quotes could be made
+            spies = profile_workers(args, server, f"{db}-{rpc}-{rate:g}", seconds)
+            cpu_before = [cpu_seconds([pid]) for pid in server_pids]
             outcomes = await asyncio.to_thread(senders.run, method, rate, calls)
-            records.append(run_record(db, rpc, rate, seconds, outcomes))
+            server_cpu_s = [
+                round(cpu_seconds([pid]) - before, 2) for pid, before in zip(server_pids, cpu_before, strict=True)
+            ]
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 30)
+            records.append(run_record(db, rpc, rate, seconds, outcomes, server_cpu_s))
             shown = {k: v for k, v in records[-1].items() if k != "ok_histogram_ms"}
             print(f"  {shown}", flush=True)
             await asyncio.sleep(args.settle)
@@ -408,7 +439,7 @@ async def bench_database(args: argparse.Namespace, db: str, run_dir: Path) -> di
         await pre_quote(server.target, fixtures, 40, first=90_000_000)  # warm: caches, connections, code paths
         senders = Senders(server.target, args.senders, args.channels)
         try:
-            runs = await sweep(args, db, server.target, fixtures, senders)
+            runs = await sweep(args, db, server, fixtures, senders)
         finally:
             senders.close()
     finally:
@@ -547,6 +578,7 @@ def main() -> int:
     parser.add_argument(
         "--pre-quote-budget", type=float, default=90.0, help="at most this long quoting for one CreateOrder run"
     )
+    parser.add_argument("--profile", type=Path, help="py-spy every worker during each run, files in this directory")
     parser.add_argument("--replot", type=Path, help="plots and table of a JSON written before; runs nothing")
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--label", default="run")
@@ -554,6 +586,8 @@ def main() -> int:
     args = parser.parse_args()
     args.source = args.source.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.replot:
         result = json.loads(args.replot.read_text())
         args.label = result["meta"]["label"]
