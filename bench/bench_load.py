@@ -2,7 +2,7 @@
 
 For each database (SQLite, PostgreSQL): a fresh copy of the seeded country world (`voltcloud seed --scale
 country`, cached under /tmp keyed by the code's migration heads: a SQLite file, or a PostgreSQL template
-database `voltcloud_bench_<key>` copied into `voltcloud_bench_run`), with every fleet's wallet funded; one
+database `voltcloud_bench_<key>` copied into `voltcloud_bench_run_<label>`), with every fleet's wallet funded; one
 `voltcloud serve` process (with `--workers N` when given) started as a subprocess; then
 
 - time to ready: process start -> the ready line and health SERVING (with workers: all of them serving);
@@ -125,7 +125,7 @@ def pg_url(database: str) -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
 
 
-def sqlite_world(source: Path, key: str, world_seed: int, run_dir: Path) -> str:
+def sqlite_world(source: Path, key: str, world_seed: int, run_dir: Path, label: str) -> str:
     cached = CACHE / f"country-{key}-seed{world_seed}.db"
     if not cached.exists():
         building = CACHE / f"building-{os.getpid()}"
@@ -143,7 +143,12 @@ def sqlite_world(source: Path, key: str, world_seed: int, run_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{run_dir / 'voltcloud.db'}"
 
 
-def postgres_world(source: Path, key: str, world_seed: int, run_dir: Path) -> str:
+def pg_run_database(label: str) -> str:
+    """The run's copy of the world, named by its label so that benches of several checkouts can run side by side."""
+    return "voltcloud_bench_run_" + "".join(c if c.isalnum() else "_" for c in label.lower())
+
+
+def postgres_world(source: Path, key: str, world_seed: int, run_dir: Path, label: str) -> str:
     template = f"voltcloud_bench_{key}_s{world_seed}"
     if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{template}'"):
         building = f"{template}_building"
@@ -152,9 +157,10 @@ def postgres_world(source: Path, key: str, world_seed: int, run_dir: Path) -> st
         seed(source, pg_url(building), run_dir, world_seed)
         asyncio.run(fund_fleets(pg_url(building)))
         psql(f"ALTER DATABASE {building} RENAME TO {template}")  # only a complete world gets the name
-    psql("DROP DATABASE IF EXISTS voltcloud_bench_run WITH (FORCE)")
-    psql(f"CREATE DATABASE voltcloud_bench_run TEMPLATE {template}")
-    return pg_url("voltcloud_bench_run")
+    run = pg_run_database(label)
+    psql(f"DROP DATABASE IF EXISTS {run} WITH (FORCE)")
+    psql(f"CREATE DATABASE {run} TEMPLATE {template}")
+    return pg_url(run)
 
 
 @dataclasses.dataclass
@@ -426,7 +432,7 @@ async def sweep(
 async def bench_database(args: argparse.Namespace, db: str, run_dir: Path) -> dict[str, Any]:
     key = migration_key(args.source)
     make_world = sqlite_world if db == "sqlite" else postgres_world
-    url = await asyncio.to_thread(make_world, args.source, key, args.world_seed, run_dir)
+    url = await asyncio.to_thread(make_world, args.source, key, args.world_seed, run_dir, args.label)
     fixtures = await Fixtures.read(url)
     extra_env = dict(item.split("=", 1) for item in args.server_env)
     env = server_env(JWT_KEY, {**SERVER_ENV, **extra_env, "VOLTCLOUD_DATABASE_URL": url}, args.source)
@@ -444,6 +450,8 @@ async def bench_database(args: argparse.Namespace, db: str, run_dir: Path) -> di
             senders.close()
     finally:
         await stop_server(server)
+        if db == "postgresql":
+            await asyncio.to_thread(psql, f"DROP DATABASE IF EXISTS {pg_run_database(args.label)} WITH (FORCE)")
     return {"db": db, "ready_s": round(server.ready_s, 2), "idle_cpu_pct": idle, "pids": server.pids, "runs": runs}
 
 
