@@ -33,6 +33,7 @@ given in µs per call.
     python bench/bench_load.py --db sqlite --rpc quote --quote-rates 250 --seconds 20 --workers 2 \
         --idle-seconds 0 --label prof --profile /tmp/prof
     python bench/bench_quote_layers.py --profile /tmp/prof/prof-sqlite-quote-250-*.txt --cpu-ms-per-call 2.7
+    PYTHONPATH=<checkout>/python python bench/bench_quote_layers.py --db /tmp/country.db --misses 1500
 """
 
 from __future__ import annotations
@@ -335,6 +336,31 @@ def profile_layers(files: list[str], cpu_ms_per_call: float | None) -> dict[str,
     return {"files": files, "loop_samples": total, "layers": rows, "other_threads": dict(threads)}
 
 
+async def miss_costs(db_file: str, rounds: int, together: int) -> dict[str, Any]:
+    """CPU (process time) per profile-cache miss of a vehicle: each alone, then `together` at a time (the misses
+    of concurrent quotes). Runs with whichever checkout's `voltcloud` is on PYTHONPATH (before/after pairs)."""
+    from voltcloud.ordering.profiles import Profiles
+    from voltcloud.platform.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{db_file}")
+    async with db.transaction() as session:
+        ids = list(await session.exec(select(Vehicle.id).limit(200 + 2 * rounds)))
+    profiles = Profiles(db)
+    for vehicle_id in ids[:200]:  # warm: connections, statement caches
+        await profiles.vehicle(vehicle_id)
+    alone, grouped = ids[200 : 200 + rounds], ids[200 + rounds :]
+    started = time.process_time()
+    for vehicle_id in alone:
+        await profiles.vehicle(vehicle_id)
+    alone_us = (time.process_time() - started) / len(alone) * 1e6
+    started = time.process_time()
+    for first in range(0, len(grouped), together):
+        await asyncio.gather(*(profiles.vehicle(v) for v in grouped[first : first + together]))
+    grouped_us = (time.process_time() - started) / len(grouped) * 1e6
+    await db.dispose()
+    return {"alone_us_per_miss": round(alone_us, 1), f"{together}_together_us_per_miss": round(grouped_us, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="demo", help="label of the world (seeded demo unless --db is given)")
@@ -345,8 +371,12 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here too")
     parser.add_argument("--profile", nargs="+", help="py-spy raw files of workers under load: layers of their CPU")
     parser.add_argument("--cpu-ms-per-call", type=float, help="server CPU per call of that run (bench_load.py)")
+    parser.add_argument("--misses", type=int, help="only the CPU per profile-cache miss (needs --db), this many")
     args = parser.parse_args()
-    if args.profile:
+    if args.misses:
+        result = asyncio.run(miss_costs(args.db, args.misses, together=50))
+        print(result)
+    elif args.profile:
         result = profile_layers(args.profile, args.cpu_ms_per_call)
         print(f"# event-loop thread, {result['loop_samples']} busy samples; other threads: {result['other_threads']}")
         for layer, row in result["layers"].items():

@@ -126,8 +126,12 @@ class _Reads(Generic[Row]):
                 generation = self._profiles.generation
                 try:
                     async with self._profiles.db.transaction(self._name) as session:
-                        query = select(self._model).where(col(self._model.id).in_(keys))
-                        rows = {row.id: row for row in await session.exec(query)}
+                        if len(keys) == 1:  # alone: the identity lookup, ~0.2 ms cheaper than an IN query
+                            one = await session.get(self._model, keys[0])
+                            rows = {one.id: one} if one is not None else {}
+                        else:
+                            query = select(self._model).where(col(self._model.id).in_(keys))
+                            rows = {row.id: row for row in await session.exec(query)}
                 except Exception as error:  # each waiting quote fails as its own read would have
                     for future in batch.values():
                         if not future.done():
