@@ -2,7 +2,7 @@
 
 For each database (SQLite, PostgreSQL): a fresh copy of the seeded country world (`voltcloud seed --scale
 country`, cached under /tmp keyed by the code's migration heads: a SQLite file, or a PostgreSQL template
-database `voltcloud_bench_<key>` copied into `voltcloud_bench_run`), with every fleet's wallet funded; one
+database `voltcloud_bench_<key>` copied into `voltcloud_bench_run_<label>`), with every fleet's wallet funded; one
 `voltcloud serve` process (with `--workers N` when given) started as a subprocess; then
 
 - time to ready: process start -> the ready line and health SERVING (with workers: all of them serving);
@@ -125,7 +125,7 @@ def pg_url(database: str) -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
 
 
-def sqlite_world(source: Path, key: str, world_seed: int, run_dir: Path) -> str:
+def sqlite_world(source: Path, key: str, world_seed: int, run_dir: Path, label: str) -> str:
     cached = CACHE / f"country-{key}-seed{world_seed}.db"
     if not cached.exists():
         building = CACHE / f"building-{os.getpid()}"
@@ -143,7 +143,12 @@ def sqlite_world(source: Path, key: str, world_seed: int, run_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{run_dir / 'voltcloud.db'}"
 
 
-def postgres_world(source: Path, key: str, world_seed: int, run_dir: Path) -> str:
+def pg_run_database(label: str) -> str:
+    """The run's copy of the world, named by its label so that benches of several checkouts can run side by side."""
+    return "voltcloud_bench_run_" + "".join(c if c.isalnum() else "_" for c in label.lower())
+
+
+def postgres_world(source: Path, key: str, world_seed: int, run_dir: Path, label: str) -> str:
     template = f"voltcloud_bench_{key}_s{world_seed}"
     if not psql(f"SELECT 1 FROM pg_database WHERE datname = '{template}'"):
         building = f"{template}_building"
@@ -152,9 +157,10 @@ def postgres_world(source: Path, key: str, world_seed: int, run_dir: Path) -> st
         seed(source, pg_url(building), run_dir, world_seed)
         asyncio.run(fund_fleets(pg_url(building)))
         psql(f"ALTER DATABASE {building} RENAME TO {template}")  # only a complete world gets the name
-    psql("DROP DATABASE IF EXISTS voltcloud_bench_run WITH (FORCE)")
-    psql(f"CREATE DATABASE voltcloud_bench_run TEMPLATE {template}")
-    return pg_url("voltcloud_bench_run")
+    run = pg_run_database(label)
+    psql(f"DROP DATABASE IF EXISTS {run} WITH (FORCE)")
+    psql(f"CREATE DATABASE {run} TEMPLATE {template}")
+    return pg_url(run)
 
 
 @dataclasses.dataclass
@@ -348,12 +354,17 @@ def histogram(latencies_ms: Sequence[float]) -> list[int]:
     return counts
 
 
-def run_record(db: str, rpc: str, rate: float, seconds: float, outcomes: list[Outcome]) -> dict[str, Any]:
+def run_record(
+    db: str, rpc: str, rate: float, seconds: float, outcomes: list[Outcome], server_cpu_s: list[float]
+) -> dict[str, Any]:
     ok_ms = [latency * 1000 for code, latency, _ in outcomes if code == "OK"]
     record = dataclasses.asdict(run_of(f"{db} {rpc}", rate, seconds, outcomes))
     record.update(
         db=db,
         rpc=rpc,
+        # CPU of the server's processes per call sent (what a shared machine's load stretches least)
+        server_cpu_ms_per_call=round(1000 * sum(server_cpu_s) / max(1, len(outcomes)), 3),
+        server_cpu_s_by_process=server_cpu_s,  # supervisor first: how evenly the workers were loaded
         ok_p90_ms=ms(percentile([v / 1000 for v in ok_ms], 0.9)),
         send_lag_p50_ms=ms(percentile([lag for _, _, lag in outcomes], 0.5)),
         ok_histogram_ms=histogram(ok_ms),
@@ -362,9 +373,28 @@ def run_record(db: str, rpc: str, rate: float, seconds: float, outcomes: list[Ou
     return record
 
 
+def profile_workers(
+    args: argparse.Namespace, server: Server, name: str, seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """With `--profile DIR`: py-spy (native frames, 200 Hz) on every worker for the run, one collapsed-stack file
+    each (`<label>-<db>-<rpc>-<rate>-<pid>.txt`, input for `bench_quote_layers.py --profile`)."""
+    if not args.profile:
+        return []
+    workers = [pid for pid in process_tree(server.process.pid) if pid != server.process.pid] or [server.process.pid]
+    spies = []
+    for pid in workers:
+        out = args.profile / f"{args.label}-{name}-{pid}.txt"
+        argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--native",
+                "--format", "raw", "--duration", str(max(1, int(seconds))), "--output", str(out)]  # fmt: skip
+        spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
 async def sweep(
-    args: argparse.Namespace, db: str, target: str, fixtures: Fixtures, senders: Senders
+    args: argparse.Namespace, db: str, server: Server, fixtures: Fixtures, senders: Senders
 ) -> list[dict[str, Any]]:
+    target = server.target
+    server_pids = process_tree(server.process.pid)
     records: list[dict[str, Any]] = []
     for rpc in args.rpc:
         rates = args.quote_rates if rpc == "quote" else args.order_rates
@@ -384,8 +414,15 @@ async def sweep(
                 print(f"  {db} {rpc} {rate:g}/s: no quote could be made in time; skipped", flush=True)
                 continue
             seconds = len(calls) / rate  # shorter than --seconds only when too few quotes could be made
+            spies = profile_workers(args, server, f"{db}-{rpc}-{rate:g}", seconds)
+            cpu_before = [cpu_seconds([pid]) for pid in server_pids]
             outcomes = await asyncio.to_thread(senders.run, method, rate, calls)
-            records.append(run_record(db, rpc, rate, seconds, outcomes))
+            server_cpu_s = [
+                round(cpu_seconds([pid]) - before, 2) for pid, before in zip(server_pids, cpu_before, strict=True)
+            ]
+            for spy in spies:
+                await asyncio.to_thread(spy.wait, 30)
+            records.append(run_record(db, rpc, rate, seconds, outcomes, server_cpu_s))
             shown = {k: v for k, v in records[-1].items() if k != "ok_histogram_ms"}
             print(f"  {shown}", flush=True)
             await asyncio.sleep(args.settle)
@@ -395,7 +432,7 @@ async def sweep(
 async def bench_database(args: argparse.Namespace, db: str, run_dir: Path) -> dict[str, Any]:
     key = migration_key(args.source)
     make_world = sqlite_world if db == "sqlite" else postgres_world
-    url = await asyncio.to_thread(make_world, args.source, key, args.world_seed, run_dir)
+    url = await asyncio.to_thread(make_world, args.source, key, args.world_seed, run_dir, args.label)
     fixtures = await Fixtures.read(url)
     extra_env = dict(item.split("=", 1) for item in args.server_env)
     env = server_env(JWT_KEY, {**SERVER_ENV, **extra_env, "VOLTCLOUD_DATABASE_URL": url}, args.source)
@@ -408,11 +445,13 @@ async def bench_database(args: argparse.Namespace, db: str, run_dir: Path) -> di
         await pre_quote(server.target, fixtures, 40, first=90_000_000)  # warm: caches, connections, code paths
         senders = Senders(server.target, args.senders, args.channels)
         try:
-            runs = await sweep(args, db, server.target, fixtures, senders)
+            runs = await sweep(args, db, server, fixtures, senders)
         finally:
             senders.close()
     finally:
         await stop_server(server)
+        if db == "postgresql":
+            await asyncio.to_thread(psql, f"DROP DATABASE IF EXISTS {pg_run_database(args.label)} WITH (FORCE)")
     return {"db": db, "ready_s": round(server.ready_s, 2), "idle_cpu_pct": idle, "pids": server.pids, "runs": runs}
 
 
@@ -547,6 +586,7 @@ def main() -> int:
     parser.add_argument(
         "--pre-quote-budget", type=float, default=90.0, help="at most this long quoting for one CreateOrder run"
     )
+    parser.add_argument("--profile", type=Path, help="py-spy every worker during each run, files in this directory")
     parser.add_argument("--replot", type=Path, help="plots and table of a JSON written before; runs nothing")
     parser.add_argument("--world-seed", type=int, default=7)
     parser.add_argument("--label", default="run")
@@ -554,6 +594,8 @@ def main() -> int:
     args = parser.parse_args()
     args.source = args.source.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.replot:
         result = json.loads(args.replot.read_text())
         args.label = result["meta"]["label"]

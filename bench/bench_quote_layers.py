@@ -20,9 +20,20 @@ the whole gRPC call:
 Medians (and p90) in microseconds. The engine's periodic sync is switched off so that it does not land in
 one path's samples more than the other's.
 
+`--profile FILE...` instead splits a worker's CPU under real load into the same layers and those around them,
+from py-spy samples (`bench_load.py --profile DIR` writes them: native frames, 200 Hz, one file per worker and
+run). Each sample of a busy thread goes to the deepest frame that names a layer (PROFILE_LAYERS, first match
+per frame); waiting threads (epoll, futex, queue and lock waits) are left out. With `--cpu-ms-per-call` (the
+`server_cpu_ms_per_call` of the same bench_load run, measured from /proc without py-spy) each share is also
+given in µs per call.
+
     python bench/bench_quote_layers.py                         # demo city, 300 rounds
     voltcloud seed --scale country  (with VOLTCLOUD_DATABASE_URL=sqlite+aiosqlite:////tmp/country.db)
     python bench/bench_quote_layers.py --db /tmp/country.db --scale country --n 300
+    python bench/bench_load.py --db sqlite --rpc quote --quote-rates 250 --seconds 20 --workers 2 \
+        --idle-seconds 0 --label prof --profile /tmp/prof
+    python bench/bench_quote_layers.py --profile /tmp/prof/prof-sqlite-quote-250-*.txt --cpu-ms-per-call 2.7
+    PYTHONPATH=<checkout>/python python bench/bench_quote_layers.py --db /tmp/country.db --misses 1500
 """
 
 from __future__ import annotations
@@ -265,6 +276,91 @@ def report(result: dict[str, Any]) -> None:
     )
 
 
+# (layer, substrings of a py-spy frame "function (file:line)"); the deepest matching frame of a sample decides.
+PROFILE_LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("logging", ("(logging/",)),
+    ("tracing (OpenTelemetry spans, context)", ("(opentelemetry/", "(trace/", "(context/",
+                                                "voltcloud/platform/tracing.py")),
+    ("database (profile cache misses, reads)", ("(sqlalchemy/", "(aiosqlite/", "(asyncpg/", "greenlet", "(sqlmodel/")),
+    ("domain: customer (vehicle, permission, preferences)", ("voltcloud/ordering/profiles.py", "cached_vehicle_for",
+                                                             "customer (voltcloud/ordering/quoting.py")),
+    ("domain: engine (nearest + options)", ("_core::", "voltcloud/ordering/quoting.py:29", "voltcloud/powerup/engine",
+                                             "engine_options", "_pricing_station", "voltcloud/engine")),
+    ("domain: pricing", ("voltcloud/ordering/payments.py", "price_in_memory", "voltcloud/settlement/",
+                         "voltcloud/pricing", "tariff")),
+    ("domain: ranking", ("voltcloud/ordering/ranking.py", "rank_options")),
+    ("domain: quote record (options JSON, batch writer)", ("voltcloud/ordering/quote_store.py", "options_json",
+                                                          "encoder_", "(json/")),
+    ("domain: other (validation, ids, clock)", ("voltcloud/ordering/quoting.py", "voltcloud/platform/ids.py",
+                                                "voltcloud/platform/clock.py")),
+    ("servicer: request in, response built", ("voltcloud/ordering/service.py", "voltcloud/ordering/convert.py",
+                                              "voltcloud/platform/convert", "voltcloud/api/")),
+    ("interceptor: auth", ("voltcloud/platform/auth.py", "_authorize", "(jwt/")),
+    ("interceptor: request decode + limits", ("_decode", "voltcloud/platform/limits.py")),
+    ("interceptor: admission", ("_Gate.", "Admission.")),
+    ("interceptor: other (wrapper, errors, deadline)", ("voltcloud/platform/rpc.py",)),
+    ("gRPC (cygrpc, core, HTTP/2, serialisation)", ("grpc", "(google/protobuf")),
+]  # fmt: skip
+IDLE_FRAMES = ("epoll_wait", "PyThread_acquire_lock_timed", "pthread_cond_", "sem_wait", "Condition.wait",
+               "_queue_SimpleQueue_get", "select_epoll_poll", "poll (libc", "nanosleep", "recv (libc")  # fmt: skip
+
+
+def profile_layers(files: list[str], cpu_ms_per_call: float | None) -> dict[str, Any]:
+    """Busy samples of the event-loop thread by layer, and of the other threads by what they are."""
+    loop: dict[str, int] = defaultdict(int)
+    threads: dict[str, int] = defaultdict(int)
+    for name in files:
+        for line in Path(name).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            if any(idle in frame for frame in frames[-4:] for idle in IDLE_FRAMES):
+                continue
+            if not any("Runner.run" in frame for frame in frames):
+                thread = next((f for f in frames if "aiosqlite" in f or "grpc" in f or "Thread.run" in f), "other")
+                threads[thread.split(" (")[0] if "(" in thread else thread] += int(count)
+                continue
+            layer = "event loop (asyncio)"
+            for frame in reversed(frames):
+                found = next((lay for lay, marks in PROFILE_LAYERS if any(m in frame for m in marks)), None)
+                if found:
+                    layer = found
+                    break
+            loop[layer] += int(count)
+    total = sum(loop.values())
+    rows = {
+        layer: {"samples": n, "share": round(n / total, 3),
+                **({"us_per_call": round(1000 * cpu_ms_per_call * n / (total + sum(threads.values())), 1)}
+                   if cpu_ms_per_call else {})}
+        for layer, n in sorted(loop.items(), key=lambda item: -item[1])
+    }  # fmt: skip
+    return {"files": files, "loop_samples": total, "layers": rows, "other_threads": dict(threads)}
+
+
+async def miss_costs(db_file: str, rounds: int, together: int) -> dict[str, Any]:
+    """CPU (process time) per profile-cache miss of a vehicle: each alone, then `together` at a time (the misses
+    of concurrent quotes). Runs with whichever checkout's `voltcloud` is on PYTHONPATH (before/after pairs)."""
+    from voltcloud.ordering.profiles import Profiles
+    from voltcloud.platform.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{db_file}")
+    async with db.transaction() as session:
+        ids = list(await session.exec(select(Vehicle.id).limit(200 + 2 * rounds)))
+    profiles = Profiles(db)
+    for vehicle_id in ids[:200]:  # warm: connections, statement caches
+        await profiles.vehicle(vehicle_id)
+    alone, grouped = ids[200 : 200 + rounds], ids[200 + rounds :]
+    started = time.process_time()
+    for vehicle_id in alone:
+        await profiles.vehicle(vehicle_id)
+    alone_us = (time.process_time() - started) / len(alone) * 1e6
+    started = time.process_time()
+    for first in range(0, len(grouped), together):
+        await asyncio.gather(*(profiles.vehicle(v) for v in grouped[first : first + together]))
+    grouped_us = (time.process_time() - started) / len(grouped) * 1e6
+    await db.dispose()
+    return {"alone_us_per_miss": round(alone_us, 1), f"{together}_together_us_per_miss": round(grouped_us, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="demo", help="label of the world (seeded demo unless --db is given)")
@@ -273,9 +369,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the figures here too")
+    parser.add_argument("--profile", nargs="+", help="py-spy raw files of workers under load: layers of their CPU")
+    parser.add_argument("--cpu-ms-per-call", type=float, help="server CPU per call of that run (bench_load.py)")
+    parser.add_argument("--misses", type=int, help="only the CPU per profile-cache miss (needs --db), this many")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
-    report(result)
+    if args.misses:
+        result = asyncio.run(miss_costs(args.db, args.misses, together=50))
+        print(result)
+    elif args.profile:
+        result = profile_layers(args.profile, args.cpu_ms_per_call)
+        print(f"# event-loop thread, {result['loop_samples']} busy samples; other threads: {result['other_threads']}")
+        for layer, row in result["layers"].items():
+            print(f"{layer:55s} {row['share']:6.1%} {row.get('us_per_call', ''):>8}")
+    else:
+        result = asyncio.run(run(args))
+        report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -3,6 +3,7 @@ the change feed says has changed (vehicles, drivers, customer profiles, complete
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -98,6 +99,38 @@ async def test_a_published_change_is_seen_and_an_unpublished_one_is_not(db: Data
     profiles.on_vehicles([Change(car.id, {})])
     assert not await _allowed_cached(profiles, owner, car.id)
     assert await _allowed_cached(profiles, Principal("drv-new", Role.DRIVER, None), car.id)
+
+
+async def test_misses_that_arrive_together_are_read_together(db: Database) -> None:
+    """Quotes missing the cache in the same turn of the event loop share one query, each gets its own row, an
+    unknown id is answered None and not cached, and a caller that gives up fails no one else."""
+    async with db.transaction() as s:
+        ids = list(await s.exec(select(Vehicle.id).order_by(col(Vehicle.id)).limit(40)))
+    profiles = Profiles(db)
+    reads = 0
+    transaction = db.transaction
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return transaction(*args, **kwargs)
+
+    db.transaction = counted  # type: ignore[method-assign]
+    wanted = [*ids, ids[3], "veh-none"]
+    found = await asyncio.gather(*(profiles.vehicle(v) for v in wanted))
+    assert [v.id if v else None for v in found] == [*ids, ids[3], None]
+    assert reads == 1
+    assert await profiles.vehicle(ids[5]) is found[5] and reads == 1  # cached
+    assert await profiles.vehicle("veh-none") is None and reads == 2  # a refusal always re-reads
+
+    profiles.on_vehicles([Change(ids[0], {})])
+    quitter = asyncio.create_task(profiles.vehicle(ids[0]))
+    stayer = asyncio.create_task(profiles.vehicle(ids[0]))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    assert (await stayer) is not None and (await stayer).id == ids[0]
+    with pytest.raises(asyncio.CancelledError):
+        await quitter
 
 
 async def test_a_driver_moved_to_another_fleet_loses_its_vehicles(db: Database) -> None:

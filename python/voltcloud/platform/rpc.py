@@ -38,7 +38,7 @@ from voltcloud.platform.errors import (
 )
 from voltcloud.platform.limits import check_message
 from voltcloud.platform.permissions import PUBLIC_METHOD_PREFIXES, required_roles
-from voltcloud.platform.tracing import tracer
+from voltcloud.platform.tracing import span as traced
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ class _Gate:
                 f"past its deadline ({time_remaining:.2f} s left); retry with backoff"
             )
 
-    @contextlib.asynccontextmanager
-    async def slot(self, method: str, time_remaining: float | None) -> AsyncIterator[None]:
+    async def enter(self, method: str, time_remaining: float | None) -> float:
+        """Takes a slot (waiting for one, or refused); returns when it was taken, for `leave`."""
         if self.running >= self.max_running or self.queued:
             self._refuse_or_queue(method, time_remaining)
             self.queued += 1
@@ -149,16 +149,23 @@ class _Gate:
             finally:
                 self.queued -= 1
         else:
-            await self._slot.acquire()
+            await self._slot.acquire()  # a free slot: returns without yielding to the loop
         self.running += 1
-        started = time.monotonic()
+        return time.monotonic()
+
+    def leave(self, started: float) -> None:
+        held = time.monotonic() - started
+        self.hold_s = held if not self.hold_s else self.hold_s + self.SMOOTHING * (held - self.hold_s)
+        self.running -= 1
+        self._slot.release()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, method: str, time_remaining: float | None) -> AsyncIterator[None]:
+        started = await self.enter(method, time_remaining)
         try:
             yield
         finally:
-            held = time.monotonic() - started
-            self.hold_s = held if not self.hold_s else self.hold_s + self.SMOOTHING * (held - self.hold_s)
-            self.running -= 1
-            self._slot.release()
+            self.leave(started)
 
 
 class Admission:
@@ -295,10 +302,10 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
         else:
             raise error
 
+    attributes: dict[str, str | int | float | bool] = {"rpc.system": "grpc", "rpc.method": method}
+
     def span(name: str) -> Any:
-        return tracer.start_as_current_span(
-            name, attributes={"rpc.system": "grpc", "rpc.method": method}, record_exception=False
-        )
+        return traced(name, attributes)
 
     def request_of(raw: Any) -> Any:
         if parse is None:  # a handler registered without a deserializer takes bytes as they came
@@ -312,11 +319,15 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
     if handler.unary_unary or handler.stream_unary:
         inner = handler.unary_unary or handler.stream_unary
 
+        # The gate is looked up once per method, and entered without a context manager: this runs on every call.
+        gate = admission.gate(method)
+
         async def unary_response(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             activity.in_flight += 1
             with span(method) as current:
                 try:
-                    async with admission.slot(method, _time_left(context, method, floor_s)):
+                    slot_taken = await gate.enter(method, _time_left(context, method, floor_s))
+                    try:
                         _time_left(context, method, floor_s)  # it may have passed while the call waited
                         start(context)
                         request = request_of(raw)
@@ -325,6 +336,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, owner: PlatformIntercepto
                         if worker_metadata:
                             context.set_trailing_metadata(worker_metadata)
                         return response
+                    finally:
+                        gate.leave(slot_taken)
                 except (DomainError, NotImplementedError) as error:
                     current.set_status(Status(StatusCode.ERROR, str(error)))
                     await guard(context, error)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,12 +25,26 @@ from voltcloud.config import Settings
 tracer = trace.get_tracer("voltcloud")
 meter = metrics.get_meter("voltcloud")
 
+# Without an exporter no span is made at all: even OpenTelemetry's no-op span costs ~10-20 µs (proxy tracer,
+# context attach/detach), several per quote (docs/benchmarks.md, "Quote intake"). Set by `configure_tracing`.
+_spans = False
+_NO_SPAN: AbstractContextManager[trace.Span] = nullcontext(trace.INVALID_SPAN)  # stateless: reusable
+
+
+def span(name: str, attributes: dict[str, str | int | float | bool]) -> AbstractContextManager[trace.Span]:
+    """A span made current for the block when tracing is configured; otherwise a shared non-recording one."""
+    if not _spans:
+        return _NO_SPAN
+    return tracer.start_as_current_span(name, attributes=attributes, record_exception=False)
+
 
 def configure_tracing(settings: Settings) -> TracerProvider | None:
     """Installs the global tracer and meter providers with the configured exporter (spans and metrics such
     as the QuotePowerUp latency histogram); `none` keeps the no-op API."""
+    global _spans
     if settings.tracing_exporter == "none":
         return None
+    _spans = True
     resource = Resource.create({"service.name": settings.service_name})
     provider = TracerProvider(resource=resource)
     exporter: SpanExporter
@@ -53,8 +66,8 @@ def configure_tracing(settings: Settings) -> TracerProvider | None:
     return provider
 
 
-@contextmanager
-def engine_span(operation: str, **attributes: str | int | float | bool) -> Iterator[trace.Span]:
-    """A span around one call into the Rust engine."""
-    with tracer.start_as_current_span(f"engine.{operation}", attributes=attributes) as span:
-        yield span
+def engine_span(operation: str, **attributes: str | int | float | bool) -> AbstractContextManager[trace.Span]:
+    """A span around one call into the Rust engine (none without an exporter)."""
+    if not _spans:
+        return _NO_SPAN
+    return tracer.start_as_current_span(f"engine.{operation}", attributes=attributes)
