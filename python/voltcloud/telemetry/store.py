@@ -1,9 +1,9 @@
-"""Applies a batch of vehicle readings in the caller's transaction: remediation, the history (one bulk insert),
-the live state (forward in reading time only), the alerts, and one "vehicle_state" feed change per changed
-vehicle.
+"""Applies a batch of vehicle readings in the caller's transaction: remediation, the history (one row per
+frame, one bulk write: `frames.py`), the live state (forward in reading time only), the alerts, and one
+"vehicle_state" feed change per changed vehicle.
 
 Reissued and out-of-order readings merge by their own timestamps: all go to the history (a reading already
-stored, same vehicle, time and metric, is kept once), only readings newer than the live state move it.
+stored, same vehicle, time and metric, is kept as it was), only readings newer than the live state move it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from voltcloud.platform import feed
 from voltcloud.platform.db import dialect
 from voltcloud.platform.enums import DriverStatus, Metric, VehicleAlertKind
 from voltcloud.platform.limits import TIMESTAMP_MIN
-from voltcloud.telemetry import alerts
-from voltcloud.telemetry.models import VehicleLiveState, VehicleReading
+from voltcloud.telemetry import alerts, frames
+from voltcloud.telemetry.models import VehicleLiveState
 from voltcloud.telemetry.ports import PowerUpFinder
 from voltcloud.telemetry.remediation import Cleaned, Prior, Raw, Thresholds, remediate
 
@@ -46,6 +46,7 @@ _SPEED = int(Metric.SPEED_M_PER_H)
 # the first readings are not taken for reissued data (the column is NOT NULL).
 NO_READING = TIMESTAMP_MIN
 _SOC = int(Metric.SOC_PERMILLE)
+_Rows = tuple[list[frames.Row], list[frames.Row]]
 
 
 _STATE = VehicleLiveState.__table__  # type: ignore[attr-defined]
@@ -141,7 +142,8 @@ async def apply_readings(
     fleet_limits = await alerts.limits_of(
         session, sorted({i.vehicle.fleet_id for i in infos.values() if i.vehicle.fleet_id}), rules.limits
     )
-    rows: list[tuple[Any, ...]] = []
+    fresh: list[frames.Row] = []
+    maybe_stored: list[frames.Row] = []
     applied = Applied()
     inserts: list[State] = []
     updates: list[State] = []
@@ -151,7 +153,10 @@ async def apply_readings(
         state = states.get(vehicle_id)
         prior = _prior(state)
         cleaned = remediate(prior, readings[vehicle_id], rules.thresholds)
-        rows.extend(_row(vehicle_id, c) for c in cleaned)
+        applied.readings += len(cleaned)
+        new, old = _frames(vehicle_id, cleaned, state.reading_at if state is not None else None, now)
+        fresh.extend(new)
+        maybe_stored.extend(old)
         accepted = [c for c in cleaned if c.accepted]
         if not accepted:
             continue
@@ -171,8 +176,8 @@ async def apply_readings(
         published.append((vehicle_id, state_payload(state, info)))
     await _write_states(session, inserts, updates)
     await feed.publish_many(session, STATE_TOPIC, published)
-    await _insert_history(session, rows)
-    applied.readings, applied.states = len(rows), len(published)
+    await frames.write(await session.connection(), fresh, maybe_stored)
+    applied.states = len(published)
     return applied
 
 
@@ -275,60 +280,20 @@ async def _hint(
     )
 
 
-def _row(vehicle_id: str, c: Cleaned) -> tuple[Any, ...]:
-    return (vehicle_id, c.time, c.metric, c.value, c.raw_value, c.flags, c.repair, c.reason)
-
-
-_HISTORY = VehicleReading.__table__  # type: ignore[attr-defined]
-_HISTORY_COLUMNS = ("vehicle_id", "time", "metric", "value", "raw_value", "flags", "repair", "reason")
-_PLACEHOLDERS = {
-    "qmark": lambda n: ", ".join("?" * n),
-    "numeric_dollar": lambda n: ", ".join(f"${i + 1}" for i in range(n)),
-    "format": lambda n: ", ".join(["%s"] * n),
-}
-
-
-async def _insert_history(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
-    """One executemany INSERT ... ON CONFLICT DO NOTHING of plain tuples through the driver (a reading stored
-    before is kept as it was). The statement is the table's own; only the time needs converting, and it goes
-    through the column type's own bind processor, so it is stored exactly as SQLAlchemy stores it elsewhere.
-    A batch holds ~15 rows per frame: SQLAlchemy's per-row parameter handling was half the batch's cost."""
-    if not rows:
-        return
-    connection = await session.connection()
-    engine_dialect = connection.dialect
-    # the dialect's own implementation: the bare TypeDecorator's processor hands SQLite a datetime, which the
-    # driver stores without microseconds ('... 12:00:00'), and that sorts before the '... 12:00:00.000000'
-    # every query binds: a window starting on a reading's whole second missed it
-    to_db = _HISTORY.c.time.type.dialect_impl(engine_dialect).bind_processor(engine_dialect)
-    if to_db is not None:
-        times = {r[1] for r in rows}  # a frame's readings share one time: convert each time once
-        converted = {t: to_db(t) for t in times}
-        rows = [(v, converted[t], m, x, raw, f, rep, why) for v, t, m, x, raw, f, rep, why in rows]
-    if engine_dialect.name == "postgresql":
-        await _insert_history_arrays(connection, rows)
-        return
-    marks = _PLACEHOLDERS[engine_dialect.paramstyle](len(_HISTORY_COLUMNS))
-    sql = (
-        f"INSERT INTO {_HISTORY.name} ({', '.join(_HISTORY_COLUMNS)}) VALUES ({marks}) "
-        f"ON CONFLICT (vehicle_id, time, metric) DO NOTHING"
-    )
-    await connection.exec_driver_sql(sql, rows)
-
-
-_PG_ARRAY_TYPES = ("text[]", "timestamptz[]", "smallint[]", "bigint[]", "bigint[]", "smallint[]", "text[]", "text[]")
-
-
-async def _insert_history_arrays(connection: Any, rows: list[tuple[Any, ...]]) -> None:
-    """PostgreSQL: the whole batch as one statement over `unnest` of one array per column (one round trip and
-    one plan, where an executemany pays per row)."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    sources = ", ".join(f"$%d::{kind}" % (i + 1) for i, kind in enumerate(_PG_ARRAY_TYPES))
-    sql = (
-        f"INSERT INTO {_HISTORY.name} ({', '.join(_HISTORY_COLUMNS)}) SELECT * FROM unnest({sources}) "
-        f"ON CONFLICT (vehicle_id, time, metric) DO NOTHING"
-    )
-    await connection.exec_driver_sql(sql, tuple(columns))
+def _frames(vehicle_id: str, cleaned: list[Cleaned], seen: dt.datetime | None, now: dt.datetime) -> _Rows:
+    """The vehicle's history rows, one per frame (`cleaned` is in time order), as (fresh, maybe stored): a
+    frame at or before what the live state had seen may be stored already (reissued data, a replayed batch)."""
+    fresh: list[frames.Row] = []
+    old: list[frames.Row] = []
+    start = 0
+    for i in range(1, len(cleaned) + 1):
+        if i < len(cleaned) and cleaned[i].time == cleaned[start].time:
+            continue
+        time = cleaned[start].time
+        row = frames.encode(vehicle_id, time, now, cleaned[start:i])
+        (old if seen is not None and time <= seen else fresh).append(row)
+        start = i
+    return fresh, old
 
 
 async def publish_state(session: AsyncSession, state: VehicleLiveState, info: VehicleInfo) -> None:
@@ -363,7 +328,7 @@ def state_payload(state: VehicleLiveState | State, info: VehicleInfo | None = No
 
 
 async def ensure_partitions(session: AsyncSession, around: dt.datetime, months_ahead: int = 3) -> int:
-    """PostgreSQL: creates the monthly partitions of vehicle_reading from `around`'s month to `months_ahead`
+    """PostgreSQL: creates the monthly partitions of vehicle_frame from `around`'s month to `months_ahead`
     later that do not exist yet (readings outside every month land in the default partition, never lost).
     Returns how many were created; a no-op on SQLite."""
     if dialect(session) != "postgresql":
@@ -372,13 +337,13 @@ async def ensure_partitions(session: AsyncSession, around: dt.datetime, months_a
     created = 0
     year, month = around.year, around.month
     for _ in range(months_ahead + 1):
-        name = f"vehicle_reading_{year:04d}{month:02d}"
+        name = f"vehicle_frame_{year:04d}{month:02d}"
         nxt = (year + (month == 12), month % 12 + 1)
         exists = (await connection.execute(sa.text("SELECT to_regclass(:n)"), {"n": name})).scalar_one_or_none()
         if exists is None:
             await connection.execute(
                 sa.text(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF vehicle_reading "
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF vehicle_frame "
                     f"FOR VALUES FROM ('{year:04d}-{month:02d}-01') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01')"
                 )
             )
