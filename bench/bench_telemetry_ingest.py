@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import datetime as dt
 import json
 import multiprocessing
@@ -209,7 +210,7 @@ def raw_batch(vehicle_ids: list[str], base: dt.datetime, tick: int) -> dict[str,
 
 
 async def run_in_process(
-    url: str, fleet_id: str, ids: list[str], batches: int, frames_per_batch: int
+    url: str, fleet_id: str, ids: list[str], batches: int, frames_per_batch: int, profile: str = ""
 ) -> dict[str, float]:
     from voltcloud.platform.auth import Principal
     from voltcloud.platform.clock import SystemClock
@@ -233,12 +234,18 @@ async def run_in_process(
         raw_batch(groups[k % len(groups)], t0 + dt.timedelta(seconds=10 * (k // len(groups))), k // len(groups))
         for k in range(batches)
     ]
+    profiler = cProfile.Profile() if profile else None
     started, cpu = time.perf_counter(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
     for readings in plan:
         _, refused = await vehicles.ingest(gateway, readings)
         if refused:
             raise SystemExit(f"refused: {refused[:3]}")
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     await db.dispose()
     frames = sum(len(r) for r in plan)
     return {
@@ -275,7 +282,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         finally:
             server.terminate()
             server.join(10)
-        return asyncio.run(run_in_process(url, fleet_id, ids, args.batches, args.frames_per_batch))
+        return asyncio.run(run_in_process(url, fleet_id, ids, args.batches, args.frames_per_batch, args.profile))
 
 
 def describe(dialect: str, r: dict[str, float]) -> str:
@@ -339,6 +346,7 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="the telemetry store alone, without gRPC")
     parser.add_argument("--source", action="append", default=[], help="a source tree to run (repeatable)")
     parser.add_argument("--rounds", type=int, default=3, help="with --source: runs per source, alternated")
+    parser.add_argument("--profile", default="", help="with --in-process: cProfile stats of the ingest to this file")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.source:
