@@ -87,6 +87,13 @@ def encode(vehicle_id: str, time: dt.datetime, received_at: dt.datetime, reading
     return (vehicle_id, time, received_at, *values, *default, spelt)
 
 
+def encode_clean(vehicle_id: str, time: dt.datetime, received_at: dt.datetime, values: dict[int, int]) -> Row:
+    """The row of a frame no rule touched (remediation's `clean_frame`): values only, no detail."""
+    if not values.keys() <= _INDEX.keys():  # a metric without a column is spelt out in detail
+        return encode(vehicle_id, time, received_at, [TrackRow(time, m, v, v) for m, v in values.items()])
+    return (vehicle_id, time, received_at, *map(values.get, METRICS), *_CLEAN, None)
+
+
 def _most_common(readings: Iterable[Reading]) -> tuple[int, str | None, str | None]:
     marks = [(r.flags, r.repair, r.reason) for r in readings]
     if all(m == _CLEAN for m in marks):

@@ -25,11 +25,11 @@ from voltcloud.platform.limits import TIMESTAMP_MIN
 from voltcloud.telemetry import alerts, frames
 from voltcloud.telemetry.models import VehicleLiveState
 from voltcloud.telemetry.ports import PowerUpFinder
-from voltcloud.telemetry.remediation import Cleaned, Prior, Raw, Thresholds, remediate
+from voltcloud.telemetry.remediation import Cleaned, Prior, Raw, Thresholds, clean_frame, remediate
 
 STATE_TOPIC = "vehicle_state"
 
-_FIELDS: dict[int, str] = {
+_FIELD_OF: dict[int, str] = {
     int(Metric.SOC_PERMILLE): "soc_permille",
     int(Metric.SPEED_M_PER_H): "speed_m_per_h",
     int(Metric.ODOMETER_M): "odometer_m",
@@ -41,6 +41,9 @@ _FIELDS: dict[int, str] = {
     int(Metric.LATITUDE_MICRODEG): "lat_microdeg",
     int(Metric.LONGITUDE_MICRODEG): "lng_microdeg",
 }
+# by metric: where two metrics fill one field (the temperatures), the higher-numbered reading of a frame wins,
+# as it did when readings were applied one by one in (time, metric) order
+_FIELDS = sorted(_FIELD_OF.items())
 _SPEED = int(Metric.SPEED_M_PER_H)
 # reading_at of a state that has seen no reading yet (only a GB/T alarm): never later than a real reading, so
 # the first readings are not taken for reissued data (the column is NOT NULL).
@@ -151,20 +154,30 @@ async def apply_readings(
         info = infos[vehicle_id]
         state = states.get(vehicle_id)
         prior = _prior(state)
-        cleaned = remediate(prior, readings[vehicle_id], rules.thresholds)
-        applied.readings += len(cleaned)
-        new, old = _frames(vehicle_id, cleaned, state.reading_at if state is not None else None, now)
-        fresh.extend(new)
-        maybe_stored.extend(old)
-        accepted = [c for c in cleaned if c.accepted]
+        raws = readings[vehicle_id]
+        applied.readings += len(raws)
+        seen = state.reading_at if state is not None else None
+        values = clean_frame(prior, raws, rules.thresholds)
+        if values is not None:  # the common case: one frame no rule touched
+            time = raws[0].time
+            (maybe_stored if seen is not None and time <= seen else fresh).append(
+                frames.encode_clean(vehicle_id, time, now, values)
+            )
+            accepted = [(time, values)]
+        else:
+            cleaned = remediate(prior, raws, rules.thresholds)
+            new, old = _frames(vehicle_id, cleaned, seen, now)
+            fresh.extend(new)
+            maybe_stored.extend(old)
+            accepted = _accepted(cleaned)
         if not accepted:
             continue
         if state is None:
-            state = State(vehicle_id, accepted[0].time, now)
+            state = State(vehicle_id, accepted[0][0], now)
         changed.append(state)
         speeds = _advance(state, prior, accepted, info, rules, fleet_limits, now)
         limits = fleet_limits.get(info.vehicle.fleet_id or "", rules.limits)
-        soc_read = any(c.metric == _SOC for c in accepted)
+        soc_read = any(_SOC in frame for _, frame in accepted)
         driving = alerts.Driving(speeds, state.reading_at, state.driving_since, state.soc_permille, soc_read)
         actions = alerts.decide(driving, limits)
         hint = await _hint(session, finder, actions, info, state, now, opened)
@@ -262,28 +275,41 @@ def _prior(state: State | None) -> Prior:
     )
 
 
+def _accepted(cleaned: list[Cleaned]) -> list[tuple[dt.datetime, dict[int, int]]]:
+    """The readings that may move the live state, as (time, values by metric) per frame in time order."""
+    out: list[tuple[dt.datetime, dict[int, int]]] = []
+    for c in cleaned:
+        if c.value is None or not c.accepted:
+            continue
+        if not out or out[-1][0] != c.time:
+            out.append((c.time, {}))
+        out[-1][1][c.metric] = c.value
+    return out
+
+
 def _advance(
     state: State,
     prior: Prior,
-    accepted: list[Cleaned],
+    accepted: list[tuple[dt.datetime, dict[int, int]]],
     info: VehicleInfo,
     rules: Rules,
     fleet_limits: Mapping[str, alerts.Limits],
     now: dt.datetime,
 ) -> list[tuple[dt.datetime, int]]:
-    """Moves the live state forward through the accepted readings (in time order); returns the speeds."""
+    """Moves the live state forward through the accepted frames (in time order); returns the speeds."""
     rest = fleet_limits.get(info.vehicle.fleet_id or "", rules.limits).fatigue_rest
     speeds: list[tuple[dt.datetime, int]] = []
-    for c in accepted:
-        name = _FIELDS.get(c.metric)
-        if name is not None:
-            setattr(state, name, c.value)
-        if c.metric == _SPEED and c.value is not None:
-            speeds.append((c.time, c.value))
+    for time, values in accepted:
+        for metric, name in _FIELDS:
+            if metric in values:
+                setattr(state, name, values[metric])
+        speed = values.get(_SPEED)
+        if speed is not None:
+            speeds.append((time, speed))
             state.driving_since, state.stopped_since = alerts.track_driving(
-                state.driving_since, state.stopped_since, c.time, c.value, rest
+                state.driving_since, state.stopped_since, time, speed, rest
             )
-    state.reading_at = max(state.reading_at, accepted[-1].time)
+    state.reading_at = max(state.reading_at, accepted[-1][0])
     state.soc_at, state.position_at = prior.soc_at, prior.position_at
     state.odometer_changed_at = prior.odometer_changed_at
     state.suspect_soc, state.suspect_lat, state.suspect_lng = prior.suspect_soc, prior.suspect_lat, prior.suspect_lng
