@@ -193,11 +193,29 @@ async def apply_readings(
 
 async def _locked_states(session: AsyncSession, ids: list[str]) -> dict[str, State]:
     """The batch's live states, locked on PostgreSQL (two streams of one vehicle serialise on its row)."""
-    query = sa.select(_STATE).where(_STATE.c.vehicle_id.in_(ids))
+    # untyped columns: the rows come as the driver gives them, and each distinct time is converted once (a
+    # batch's states share most of theirs; SQLAlchemy's per-value processing was a tenth of the batch)
+    columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _STATE_COLUMNS]
+    query = sa.select(*columns).select_from(_STATE).where(_STATE.c.vehicle_id.in_(ids))
     if dialect(session) == "postgresql":
         query = query.with_for_update()
     connection = await session.connection()
-    return {row.vehicle_id: State(**row._mapping) for row in await connection.execute(query)}
+    engine_dialect = connection.dialect
+    to_py = _STATE.c.reading_at.type.dialect_impl(engine_dialect).result_processor(engine_dialect, None)
+    times: dict[Any, dt.datetime] = {}
+    states = [_state(row, to_py, times) for row in await connection.execute(query)]
+    return {state.vehicle_id: state for state in states}
+
+
+def _state(row: Sequence[Any], to_py: Any, times: dict[Any, dt.datetime]) -> State:
+    values = list(row)
+    for i in _STATE_TIMES:
+        raw = values[i]
+        if raw is not None:
+            values[i] = times[raw] if raw in times else times.setdefault(raw, to_py(raw) if to_py else raw)
+    for i in _STATE_BOOLS:
+        values[i] = bool(values[i])
+    return State(**dict(zip(_STATE_COLUMNS, values, strict=True)))
 
 
 async def _write_states(session: AsyncSession, states: list[State]) -> None:
@@ -236,6 +254,7 @@ def _pg_type(column: sa.Column[Any]) -> str:
 
 _PG_TYPES = tuple(_pg_type(c) for c in _STATE.columns)
 _STATE_TIMES = tuple(i for i, c in enumerate(_STATE.columns) if isinstance(c.type, UtcDateTime))
+_STATE_BOOLS = tuple(i for i, c in enumerate(_STATE.columns) if isinstance(c.type, sa.Boolean))
 
 
 def _times_for_sqlite(dialect: Any, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
