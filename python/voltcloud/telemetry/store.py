@@ -9,6 +9,7 @@ stored, same vehicle, time and metric, is kept as it was), only readings newer t
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ _Rows = tuple[list[frames.Row], list[frames.Row]]
 
 _STATE = VehicleLiveState.__table__  # type: ignore[attr-defined]
 _STATE_COLUMNS = tuple(c.name for c in _STATE.columns)
+_STATE_ROW = operator.attrgetter(*_STATE_COLUMNS)  # a State as a row tuple, in column order
 
 
 @dataclass(slots=True)
@@ -225,7 +227,7 @@ async def _write_states(session: AsyncSession, states: list[State]) -> None:
     if not states:
         return
     connection = await session.connection()
-    rows = [tuple(getattr(s, name) for name in _STATE_COLUMNS) for s in states]
+    rows = list(map(_STATE_ROW, states))
     names = ", ".join(_STATE_COLUMNS)
     assign = ", ".join(f"{name} = excluded.{name}" for name in _STATE_COLUMNS if name != "vehicle_id")
     upsert = f"ON CONFLICT (vehicle_id) DO UPDATE SET {assign}"
