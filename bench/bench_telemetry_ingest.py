@@ -8,6 +8,15 @@ process is the GB/T gateway and the manager's map. A fleet and its vehicles are 
 
     python bench/bench_telemetry_ingest.py                                   # SQLite
     python bench/bench_telemetry_ingest.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/bench
+    python bench/bench_telemetry_ingest.py --in-process          # the telemetry store alone, no gRPC
+    python bench/bench_telemetry_ingest.py --source /tmp/before --source . --rounds 3   # alternated, medians
+
+`--in-process`: the fleet is onboarded over the API as above, then the platform process stops and this process
+calls `VehicleTelemetry.ingest` (scope check, remediation, history, live state, alerts, feed change: one
+transaction per batch) on the same database; it reports frames/s and this process's CPU time per frame.
+`--source DIR` (repeatable): each round runs the bench once per source tree, in a subprocess importing
+`DIR/python` (e.g. `git archive main python | tar -x -C /tmp/before`, plus the built `_core*.so`), alternating
+sources so that a load change hits both alike; medians per source and their ratio are printed.
 
 A frame = one vehicle at one time with READINGS_PER_FRAME readings (what one GB/T 32960 real-time frame's
 vehicle, position, extremes and pack blocks give). A batch = `--frames-per-batch` frames of distinct vehicles
@@ -19,11 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import datetime as dt
+import json
 import multiprocessing
 import os
 import platform as host
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -182,12 +195,143 @@ async def run(target: str, vehicles: int, batches: int, frames_per_batch: int, p
         }
 
 
+async def onboard_only(target: str, vehicles: int) -> tuple[str, list[str]]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await onboard(channel, vehicles)
+
+
+def raw_batch(vehicle_ids: list[str], base: dt.datetime, tick: int) -> dict[str, list[Any]]:
+    """`batch` as the ingest service hands it to the telemetry room: per vehicle, its readings."""
+    from voltcloud.telemetry.api import Raw
+
+    message = batch(vehicle_ids, base, tick)
+    return {v: [Raw(base, m, x) for m, x in zip(METRICS, message.col_int_value[:READINGS_PER_FRAME], strict=True)]
+            for v in vehicle_ids}  # fmt: skip
+
+
+async def run_in_process(
+    url: str, fleet_id: str, ids: list[str], batches: int, frames_per_batch: int, profile: str = ""
+) -> dict[str, float]:
+    from voltcloud.platform.auth import Principal
+    from voltcloud.platform.clock import SystemClock
+    from voltcloud.platform.db import Database
+    from voltcloud.telemetry import api as telemetry
+
+    defaults = Settings(jwt_key=KEY)
+    limits = telemetry.Limits(
+        speed_m_per_h=defaults.telemetry_speed_limit_m_per_h,
+        fatigue_drive=dt.timedelta(seconds=defaults.telemetry_fatigue_drive_s),
+        fatigue_rest=dt.timedelta(seconds=defaults.telemetry_fatigue_rest_s),
+        low_soc_permille=defaults.telemetry_low_soc_permille,
+    )
+    rules = telemetry.Rules(telemetry.Thresholds(), limits)
+    db = Database(url)
+    vehicles = telemetry.VehicleTelemetry(db, SystemClock(), rules, telemetry.NoPowerUps(), telemetry.NoFacts())
+    gateway = Principal(GW, Role.GATEWAY, Tenant("fleet", fleet_id))
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=2)
+    groups = [ids[i : i + frames_per_batch] for i in range(0, len(ids), frames_per_batch)]
+    plan = [
+        raw_batch(groups[k % len(groups)], t0 + dt.timedelta(seconds=10 * (k // len(groups))), k // len(groups))
+        for k in range(batches)
+    ]
+    profiler = cProfile.Profile() if profile else None
+    started, cpu = time.perf_counter(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
+    for readings in plan:
+        _, refused = await vehicles.ingest(gateway, readings)
+        if refused:
+            raise SystemExit(f"refused: {refused[:3]}")
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    await db.dispose()
+    frames = sum(len(r) for r in plan)
+    return {
+        "frames": frames,
+        "seconds": elapsed,
+        "frames_per_s": frames / elapsed,
+        "readings_per_s": frames * READINGS_PER_FRAME / elapsed,
+        "cpu_us_per_frame": 1e6 * cpu / frames,
+    }
+
+
 async def _fresh_postgres(url: str) -> None:
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:
         await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
         await conn.execute(sa.text("CREATE SCHEMA public"))
     await engine.dispose()
+
+
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
+        if url.startswith("postgresql"):
+            asyncio.run(_fresh_postgres(url))
+        ports: Any = multiprocessing.get_context("spawn").Queue()
+        server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url, tmp, ports), daemon=True)
+        server.start()
+        try:
+            port = ports.get(timeout=120)
+            target = f"127.0.0.1:{port}"
+            if not args.in_process:
+                return asyncio.run(run(target, args.vehicles, args.batches, args.frames_per_batch, args.pace_ms / 1000))
+            fleet_id, ids = asyncio.run(onboard_only(target, args.vehicles))
+        finally:
+            server.terminate()
+            server.join(10)
+        return asyncio.run(run_in_process(url, fleet_id, ids, args.batches, args.frames_per_batch, args.profile))
+
+
+def describe(dialect: str, r: dict[str, float]) -> str:
+    text = (
+        f"{dialect}: {r['frames']:.0f} frames ({READINGS_PER_FRAME} readings each) in {r['seconds']:.2f} s: "
+        f"{r['frames_per_s']:,.0f} frames/s, {r['readings_per_s']:,.0f} readings/s"
+    )
+    if "cpu_us_per_frame" in r:
+        return text + f"; {r['cpu_us_per_frame']:.1f} us CPU per frame (in process)"
+    latency = f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms ({r['watch_updates']:.0f} updates)"
+    return text + f"; WatchVehicles frame->update {latency}"
+
+
+def machine() -> str:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"load average {load}; host: {host.machine()}, {os.cpu_count()} cpus, Python {host.python_version()}"
+
+
+def alternate(args: argparse.Namespace, argv: list[str]) -> None:
+    """Runs this bench once per source tree per round, in subprocesses, alternating; prints medians."""
+    passed, skip = [], False
+    for arg in argv:  # everything but --source/--rounds goes to the child runs
+        if skip:
+            skip = False
+            continue
+        if arg in ("--source", "--rounds"):
+            skip = True
+            continue
+        if not arg.startswith(("--source=", "--rounds=")):
+            passed.append(arg)
+    results: dict[str, list[dict[str, float]]] = {src: [] for src in args.source}
+    for round_ in range(args.rounds):
+        for src in args.source:
+            env = dict(os.environ, PYTHONPATH=str(Path(src).resolve() / "python"))
+            out = subprocess.run(
+                [sys.executable, __file__, *passed, "--json"], env=env, check=True, capture_output=True, text=True
+            ).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            results[src].append(result)
+            print(f"round {round_ + 1} {src}: {result['frames_per_s']:,.0f} frames/s", flush=True)
+    dialect = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
+    medians = {}
+    for src, runs in results.items():
+        medians[src] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        print(f"median of {len(runs)}, {src}: " + describe(dialect, medians[src]))
+    first, *others = args.source
+    for src in others:
+        print(f"{src} / {first}: {medians[src]['frames_per_s'] / medians[first]['frames_per_s']:.2f}x frames/s")
+    print(machine())
 
 
 def main() -> None:
@@ -199,30 +343,22 @@ def main() -> None:
     parser.add_argument(
         "--pace-ms", type=float, default=0.0, help="pause between batches: latency at a given load, not saturation"
     )
+    parser.add_argument("--in-process", action="store_true", help="the telemetry store alone, without gRPC")
+    parser.add_argument("--source", action="append", default=[], help="a source tree to run (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --source: runs per source, alternated")
+    parser.add_argument("--profile", default="", help="with --in-process: cProfile stats of the ingest to this file")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
-        if url.startswith("postgresql"):
-            asyncio.run(_fresh_postgres(url))
-        ports: Any = multiprocessing.get_context("spawn").Queue()
-        server = multiprocessing.get_context("spawn").Process(target=_serve, args=(url, tmp, ports), daemon=True)
-        server.start()
-        try:
-            port = ports.get(timeout=120)
-            result = asyncio.run(
-                run(f"127.0.0.1:{port}", args.vehicles, args.batches, args.frames_per_batch, args.pace_ms / 1000)
-            )
-        finally:
-            server.terminate()
-            server.join(10)
-    dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
-    print(
-        f"{dialect}: {result['frames']:.0f} frames ({READINGS_PER_FRAME} readings each) in {result['seconds']:.2f} s: "
-        f"{result['frames_per_s']:,.0f} frames/s, {result['readings_per_s']:,.0f} readings/s; "
-        f"WatchVehicles frame->update p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms "
-        f"({result['watch_updates']} updates)"
-    )
-    print(f"host: {host.processor() or host.machine()}, {os.cpu_count()} cpus, Python {host.python_version()}")
+    if args.source:
+        alternate(args, sys.argv[1:])
+        return
+    result = measure(args)
+    if args.json:
+        print(json.dumps(result))
+        return
+    dialect = "postgresql" if (args.database_url or "").startswith("postgresql") else "sqlite"
+    print(describe(dialect, result))
+    print(machine())
 
 
 if __name__ == "__main__":

@@ -208,23 +208,23 @@ async def test_reissued_data_does_not_move_state_back(
     # The same reissued frame again (a gateway retry after reconnect with new seqs) is stored once.
     await gateway.send(frame(vid, now - dt.timedelta(hours=1), soc=900, odometer=1_950_000))
     async with running.platform.db.transaction() as session:
-        count = (await session.exec(sa.text("SELECT count(*) FROM vehicle_reading"))).scalar_one()  # type: ignore[call-overload]
-    assert count == 4
+        count = (await session.exec(sa.text("SELECT count(*) FROM vehicle_frame"))).scalar_one()  # type: ignore[call-overload]
+    assert count == 2  # one row per frame: the live one and the reissued one
     if running.platform.db.dialect == "postgresql":  # monthly partitions; the readings landed in theirs
         async with running.platform.db.transaction() as session:
             parts = (
                 await session.exec(  # type: ignore[call-overload]
                     sa.text(
                         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'vehicle_reading'"
+                        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'vehicle_frame'"
                     )
                 )
             ).scalars()
             names = set(parts)
             in_default = (
-                await session.exec(sa.text("SELECT count(*) FROM vehicle_reading_default"))  # type: ignore[call-overload]
+                await session.exec(sa.text("SELECT count(*) FROM vehicle_frame_default"))  # type: ignore[call-overload]
             ).scalar_one()
-        assert "vehicle_reading_default" in names and f"vehicle_reading_{now:%Y%m}" in names and len(names) >= 26
+        assert "vehicle_frame_default" in names and f"vehicle_frame_{now:%Y%m}" in names and len(names) >= 26
         assert in_default == 0
 
 

@@ -12,7 +12,8 @@ from voltcloud.platform.errors import InvalidArgument
 from voltcloud.platform.geo import Box, parse_box, parse_position
 from voltcloud.platform.limits import to_datetime, to_duration, to_timedelta, to_timestamp
 from voltcloud.telemetry.alerts import Limits
-from voltcloud.telemetry.models import VehicleAlert, VehicleReading
+from voltcloud.telemetry.frames import TrackRow
+from voltcloud.telemetry.models import VehicleAlert
 from voltcloud.telemetry.views import alert_detail
 
 
@@ -56,7 +57,7 @@ def state_message(payload: dict[str, Any], from_telemetry: bool = True) -> fleet
     return message
 
 
-def reading_message(row: VehicleReading) -> fleet_pb2.TrackReading:
+def reading_message(row: TrackRow) -> fleet_pb2.TrackReading:
     return fleet_pb2.TrackReading(
         time=to_timestamp(row.time),
         metric=row.metric,  # type: ignore[arg-type]

@@ -1,9 +1,9 @@
-"""Tables of vehicle telemetry: the reading history, the live state, the alerts and a fleet's alert limits.
+"""Tables of vehicle telemetry: the history, the live state, the alerts and a fleet's alert limits.
 
-`vehicle_reading` is the history: every reading, raw value beside the value after remediation (never
-overwritten). On PostgreSQL it is partitioned by month of `time` (migration 0010t; `store.ensure_partitions`
-adds months ahead); on SQLite it is a plain table. Its key (vehicle, time, metric) makes a reading reissued
-twice one row.
+`vehicle_frame` is the history, one row per frame (vehicle, data time): every reading's value after
+remediation, and for the readings remediation touched their raw value beside it (never overwritten). On
+PostgreSQL it is partitioned by month of `time` (migration 0017tf; `store.ensure_partitions` adds months
+ahead); on SQLite it is a plain table. Its key (vehicle, time) makes a frame reissued twice one row.
 """
 
 from __future__ import annotations
@@ -16,17 +16,38 @@ from sqlmodel import Field, SQLModel
 from voltcloud.platform.db import utc_column
 
 
-class VehicleReading(SQLModel, table=True):
-    __tablename__ = "vehicle_reading"
+class VehicleFrame(SQLModel, table=True):
+    """One row per frame: a vehicle's readings at one data time, each metric a column holding its value after
+    remediation (NULL: not reported, or discarded). `flags`/`repair`/`reason` are what most of the frame's
+    readings carry (usually nothing); `detail` (JSON, NULL when empty) holds, per metric, `[raw, value, flags,
+    repair, reason]` for every reading that differs from that: a repaired or discarded reading keeps its raw
+    value there, and a metric without a column (not one of `Metric`) lives only there. See `frames.py`."""
+
+    __tablename__ = "vehicle_frame"
 
     vehicle_id: str = Field(primary_key=True, max_length=64)
     time: dt.datetime = Field(sa_column=utc_column(primary_key=True, nullable=False))
-    metric: int = Field(primary_key=True, sa_type=sa.SmallInteger, description="Metric")
-    value: int | None = Field(default=None, sa_type=sa.BigInteger, description="After remediation; None: discarded")
-    raw_value: int = Field(sa_type=sa.BigInteger)
-    flags: int = Field(default=0, sa_type=sa.SmallInteger, description="ReadingFlag bits")
-    repair: str | None = Field(default=None, max_length=16, description="interpolate, hold_last, discard")
+    received_at: dt.datetime = Field(sa_column=utc_column(nullable=False))
+    soc_permille: int | None = Field(default=None, sa_type=sa.BigInteger)
+    soh_permille: int | None = Field(default=None, sa_type=sa.BigInteger)
+    temperature_milli_c: int | None = Field(default=None, sa_type=sa.BigInteger)
+    voltage_mv: int | None = Field(default=None, sa_type=sa.BigInteger)
+    current_ma: int | None = Field(default=None, sa_type=sa.BigInteger)
+    power_w: int | None = Field(default=None, sa_type=sa.BigInteger)
+    energy_wh: int | None = Field(default=None, sa_type=sa.BigInteger)
+    speed_m_per_h: int | None = Field(default=None, sa_type=sa.BigInteger)
+    odometer_m: int | None = Field(default=None, sa_type=sa.BigInteger)
+    latitude_microdeg: int | None = Field(default=None, sa_type=sa.BigInteger)
+    longitude_microdeg: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cell_voltage_max_mv: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cell_voltage_min_mv: int | None = Field(default=None, sa_type=sa.BigInteger)
+    temperature_max_milli_c: int | None = Field(default=None, sa_type=sa.BigInteger)
+    insulation_kohm: int | None = Field(default=None, sa_type=sa.BigInteger)
+    site_power_w: int | None = Field(default=None, sa_type=sa.BigInteger)
+    flags: int = Field(default=0, sa_type=sa.SmallInteger, description="ReadingFlag bits of most readings")
+    repair: str | None = Field(default=None, max_length=16)
     reason: str | None = Field(default=None, max_length=200)
+    detail: str | None = Field(default=None, sa_type=sa.Text, description="JSON: the readings that differ")
 
 
 class VehicleLiveState(SQLModel, table=True):

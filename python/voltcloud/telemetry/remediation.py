@@ -141,6 +141,47 @@ def remediate(prior: Prior, readings: Sequence[Raw], rules: Thresholds) -> list[
     return out
 
 
+def clean_frame(prior: Prior, readings: Sequence[Raw], rules: Thresholds) -> dict[int, int] | None:
+    """`remediate`'s answer for its common case in one pass over the frame's columns: readings that are one
+    frame (one time, each metric once) which no rule touches. Returns the frame's values by metric with
+    `prior` moved on exactly as `remediate` would move it, or None (prior untouched) when any rule could
+    apply: the caller then runs `remediate`, whose answer is the reference."""
+    if not readings:
+        return None
+    times, metrics, raws = zip(*readings, strict=True)
+    time = times[0]
+    values = dict(zip(metrics, raws, strict=True))
+    if len(values) != len(readings) or times.count(time) != len(times):
+        return None
+    newest = prior.reading_at
+    if newest is not None and (time < newest or time - newest > rules.gap):
+        return None  # out of order, or the first frame after a gap
+    for metric, (low, high) in _RANGES.items():
+        value = values.get(metric)
+        if value is not None and not low <= value <= high:
+            return None
+    soc, odometer = values.get(SOC), values.get(ODOMETER)
+    if soc is not None and not _soc_plausible(prior, time, soc, rules):
+        return None
+    speed = values.get(SPEED, prior.speed)  # remediate sees the speed before the odometer (metric order)
+    since = prior.odometer_changed_at
+    if odometer is not None and odometer == prior.odometer and since is not None and _stuck(since, speed, time, rules):
+        return None
+    lat, lng = values.get(LAT), values.get(LNG)
+    if lat is not None and lng is not None and _position_spike(prior, time, lat, lng, rules) is not None:
+        return None
+    if soc is not None:
+        prior.soc, prior.soc_at, prior.suspect_soc = soc, time, None
+    prior.speed = speed
+    if odometer is not None and odometer != prior.odometer:
+        prior.odometer, prior.odometer_changed_at = odometer, time
+    if lat is not None and lng is not None:
+        prior.lat, prior.lng, prior.position_at = lat, lng, time
+        prior.suspect_lat = prior.suspect_lng = None
+    prior.reading_at = time if newest is None or time > newest else newest
+    return values
+
+
 def _flag(c: Cleaned, flag: ReadingFlag, repair: str | None, reason: str) -> Cleaned:
     reasons = f"{c.reason}; {reason}" if c.reason else reason
     return replace(c, flags=c.flags | int(flag), repair=repair or c.repair, reason=reasons[:200])
@@ -148,11 +189,9 @@ def _flag(c: Cleaned, flag: ReadingFlag, repair: str | None, reason: str) -> Cle
 
 def _soc(prior: Prior, c: Cleaned, ordered: Sequence[Raw], i: int, rules: Thresholds) -> Cleaned:
     last, at = prior.soc, prior.soc_at
-    limit = rules.spike_soc_permille
-    if last is None or at is None or c.time - at > rules.spike_soc_window or abs(c.raw_value - last) <= limit:
+    if last is None or at is None or _soc_plausible(prior, c.time, c.raw_value, rules):
         return _accept_soc(prior, c)
-    if prior.suspect_soc is not None and abs(c.raw_value - prior.suspect_soc) <= limit:
-        return _accept_soc(prior, c)  # the second reading at the new level: a real step
+    limit = rules.spike_soc_permille
     prior.suspect_soc = c.raw_value
     reason = f"SOC jumped {c.raw_value - last:+d} permille in {(c.time - at).total_seconds():.0f} s"
     following = next((r for r in ordered[i + 1 :] if r.metric == SOC), None)
@@ -161,6 +200,15 @@ def _soc(prior: Prior, c: Cleaned, ordered: Sequence[Raw], i: int, rules: Thresh
         value = round(last + (following.value - last) * share)
         return _flag(replace(c, value=value), ReadingFlag.SPIKE, INTERPOLATE, reason)
     return _flag(replace(c, value=last), ReadingFlag.SPIKE, HOLD_LAST, reason)
+
+
+def _soc_plausible(prior: Prior, time: dt.datetime, soc: int, rules: Thresholds) -> bool:
+    """No spike: no recent SOC to compare with, a change within the limit, or the second reading at a new
+    level (a swap, a recalibration: a real step)."""
+    last, at, limit = prior.soc, prior.soc_at, rules.spike_soc_permille
+    if last is None or at is None or time - at > rules.spike_soc_window or abs(soc - last) <= limit:
+        return True
+    return prior.suspect_soc is not None and abs(soc - prior.suspect_soc) <= limit
 
 
 def _accept_soc(prior: Prior, c: Cleaned) -> Cleaned:
@@ -173,9 +221,14 @@ def _odometer(prior: Prior, c: Cleaned, rules: Thresholds) -> Cleaned:
         prior.odometer, prior.odometer_changed_at = c.raw_value, c.time
         return c
     since = prior.odometer_changed_at
-    if prior.speed > 0 and since is not None and c.time - since > rules.stuck:
+    if since is not None and _stuck(since, prior.speed, c.time, rules):
         return _flag(c, ReadingFlag.STUCK, None, f"odometer unchanged for {c.time - since} while moving")
     return c
+
+
+def _stuck(since: dt.datetime, speed: int, time: dt.datetime, rules: Thresholds) -> bool:
+    """An odometer reading equal to the last one: stuck when it has not changed for `stuck` while moving."""
+    return speed > 0 and time - since > rules.stuck
 
 
 def _positions(prior: Prior, out: list[Cleaned], rules: Thresholds) -> None:

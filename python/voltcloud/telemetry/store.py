@@ -1,14 +1,15 @@
-"""Applies a batch of vehicle readings in the caller's transaction: remediation, the history (one bulk insert),
-the live state (forward in reading time only), the alerts, and one "vehicle_state" feed change per changed
-vehicle.
+"""Applies a batch of vehicle readings in the caller's transaction: remediation, the history (one row per
+frame, one bulk write: `frames.py`), the live state (forward in reading time only), the alerts, and one
+"vehicle_state" feed change per changed vehicle.
 
 Reissued and out-of-order readings merge by their own timestamps: all go to the history (a reading already
-stored, same vehicle, time and metric, is kept once), only readings newer than the live state move it.
+stored, same vehicle, time and metric, is kept as it was), only readings newer than the live state move it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,17 +20,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.api import Driver, Vehicle
 from voltcloud.platform import feed
-from voltcloud.platform.db import dialect
+from voltcloud.platform.db import UtcDateTime, dialect
 from voltcloud.platform.enums import DriverStatus, Metric, VehicleAlertKind
 from voltcloud.platform.limits import TIMESTAMP_MIN
-from voltcloud.telemetry import alerts
-from voltcloud.telemetry.models import VehicleLiveState, VehicleReading
+from voltcloud.telemetry import alerts, frames
+from voltcloud.telemetry.models import VehicleLiveState
 from voltcloud.telemetry.ports import PowerUpFinder
-from voltcloud.telemetry.remediation import Cleaned, Prior, Raw, Thresholds, remediate
+from voltcloud.telemetry.remediation import Cleaned, Prior, Raw, Thresholds, clean_frame, remediate
 
 STATE_TOPIC = "vehicle_state"
 
-_FIELDS: dict[int, str] = {
+_FIELD_OF: dict[int, str] = {
     int(Metric.SOC_PERMILLE): "soc_permille",
     int(Metric.SPEED_M_PER_H): "speed_m_per_h",
     int(Metric.ODOMETER_M): "odometer_m",
@@ -41,15 +42,20 @@ _FIELDS: dict[int, str] = {
     int(Metric.LATITUDE_MICRODEG): "lat_microdeg",
     int(Metric.LONGITUDE_MICRODEG): "lng_microdeg",
 }
+# by metric: where two metrics fill one field (the temperatures), the higher-numbered reading of a frame wins,
+# as it did when readings were applied one by one in (time, metric) order
+_FIELDS = sorted(_FIELD_OF.items())
 _SPEED = int(Metric.SPEED_M_PER_H)
 # reading_at of a state that has seen no reading yet (only a GB/T alarm): never later than a real reading, so
 # the first readings are not taken for reissued data (the column is NOT NULL).
 NO_READING = TIMESTAMP_MIN
 _SOC = int(Metric.SOC_PERMILLE)
+_Rows = tuple[list[frames.Row], list[frames.Row]]
 
 
 _STATE = VehicleLiveState.__table__  # type: ignore[attr-defined]
 _STATE_COLUMNS = tuple(c.name for c in _STATE.columns)
+_STATE_ROW = operator.attrgetter(*_STATE_COLUMNS)  # a State as a row tuple, in column order
 
 
 @dataclass(slots=True)
@@ -141,64 +147,134 @@ async def apply_readings(
     fleet_limits = await alerts.limits_of(
         session, sorted({i.vehicle.fleet_id for i in infos.values() if i.vehicle.fleet_id}), rules.limits
     )
-    rows: list[tuple[Any, ...]] = []
+    fresh: list[frames.Row] = []
+    maybe_stored: list[frames.Row] = []
     applied = Applied()
-    inserts: list[State] = []
-    updates: list[State] = []
+    changed: list[State] = []
     published: list[tuple[str, dict[str, Any]]] = []
     for vehicle_id in ids:
         info = infos[vehicle_id]
         state = states.get(vehicle_id)
         prior = _prior(state)
-        cleaned = remediate(prior, readings[vehicle_id], rules.thresholds)
-        rows.extend(_row(vehicle_id, c) for c in cleaned)
-        accepted = [c for c in cleaned if c.accepted]
+        raws = readings[vehicle_id]
+        applied.readings += len(raws)
+        seen = state.reading_at if state is not None else None
+        values = clean_frame(prior, raws, rules.thresholds)
+        if values is not None:  # the common case: one frame no rule touched
+            time = raws[0].time
+            (maybe_stored if seen is not None and time <= seen else fresh).append(
+                frames.encode_clean(vehicle_id, time, now, values)
+            )
+            accepted = [(time, values)]
+        else:
+            cleaned = remediate(prior, raws, rules.thresholds)
+            new, old = _frames(vehicle_id, cleaned, seen, now)
+            fresh.extend(new)
+            maybe_stored.extend(old)
+            accepted = _accepted(cleaned)
         if not accepted:
             continue
         if state is None:
-            state = State(vehicle_id, accepted[0].time, now)
-            inserts.append(state)
-        else:
-            updates.append(state)
+            state = State(vehicle_id, accepted[0][0], now)
+        changed.append(state)
         speeds = _advance(state, prior, accepted, info, rules, fleet_limits, now)
         limits = fleet_limits.get(info.vehicle.fleet_id or "", rules.limits)
-        soc_read = any(c.metric == _SOC for c in accepted)
+        soc_read = any(_SOC in frame for _, frame in accepted)
         driving = alerts.Driving(speeds, state.reading_at, state.driving_since, state.soc_permille, soc_read)
         actions = alerts.decide(driving, limits)
         hint = await _hint(session, finder, actions, info, state, now, opened)
         subject = alerts.Subject(vehicle_id, info.vehicle.fleet_id, state.driver_id)
         applied.alerts += len(await alerts.apply(session, subject, actions, opened, hint))
         published.append((vehicle_id, state_payload(state, info)))
-    await _write_states(session, inserts, updates)
+    await _write_states(session, changed)
     await feed.publish_many(session, STATE_TOPIC, published)
-    await _insert_history(session, rows)
-    applied.readings, applied.states = len(rows), len(published)
+    await frames.write(await session.connection(), fresh, maybe_stored)
+    applied.states = len(published)
     return applied
 
 
 async def _locked_states(session: AsyncSession, ids: list[str]) -> dict[str, State]:
     """The batch's live states, locked on PostgreSQL (two streams of one vehicle serialise on its row)."""
-    query = sa.select(_STATE).where(_STATE.c.vehicle_id.in_(ids))
+    # untyped columns: the rows come as the driver gives them, and each distinct time is converted once (a
+    # batch's states share most of theirs; SQLAlchemy's per-value processing was a tenth of the batch)
+    columns: list[sa.ColumnClause[Any]] = [sa.column(name) for name in _STATE_COLUMNS]
+    query = sa.select(*columns).select_from(_STATE).where(_STATE.c.vehicle_id.in_(ids))
     if dialect(session) == "postgresql":
         query = query.with_for_update()
     connection = await session.connection()
-    return {row.vehicle_id: State(**row._mapping) for row in await connection.execute(query)}
+    engine_dialect = connection.dialect
+    to_py = _STATE.c.reading_at.type.dialect_impl(engine_dialect).result_processor(engine_dialect, None)
+    times: dict[Any, dt.datetime] = {}
+    states = [_state(row, to_py, times) for row in await connection.execute(query)]
+    return {state.vehicle_id: state for state in states}
 
 
-async def _write_states(session: AsyncSession, inserts: list[State], updates: list[State]) -> None:
-    """One executemany INSERT of the new states and one executemany UPDATE of the others (each row's version
-    was raised by `_advance`; PostgreSQL holds their row locks since `_locked_states`)."""
+def _state(row: Sequence[Any], to_py: Any, times: dict[Any, dt.datetime]) -> State:
+    values = list(row)
+    for i in _STATE_TIMES:
+        raw = values[i]
+        if raw is not None:
+            values[i] = times[raw] if raw in times else times.setdefault(raw, to_py(raw) if to_py else raw)
+    for i in _STATE_BOOLS:
+        values[i] = bool(values[i])
+    return State(**dict(zip(_STATE_COLUMNS, values, strict=True)))
+
+
+async def _write_states(session: AsyncSession, states: list[State]) -> None:
+    """The batch's new and changed states in one upsert (each row's version was raised by `_advance`; PostgreSQL
+    holds the existing rows' locks since `_locked_states`). Plain tuples through the driver: SQLAlchemy's
+    per-parameter processing of the rows' eight times was most of the write's cost."""
+    if not states:
+        return
     connection = await session.connection()
-    if inserts:
-        await connection.execute(sa.insert(_STATE), [s.values() for s in inserts])
-    if updates:
-        stmt = _STATE.update().where(_STATE.c.vehicle_id == sa.bindparam("b_vehicle_id"))
-        values = []
-        for state in updates:
-            row = state.values()
-            row["b_vehicle_id"] = row.pop("vehicle_id")
-            values.append(row)
-        await connection.execute(stmt, values)
+    rows = list(map(_STATE_ROW, states))
+    names = ", ".join(_STATE_COLUMNS)
+    assign = ", ".join(f"{name} = excluded.{name}" for name in _STATE_COLUMNS if name != "vehicle_id")
+    upsert = f"ON CONFLICT (vehicle_id) DO UPDATE SET {assign}"
+    if connection.dialect.name == "postgresql":
+        arrays = ", ".join(f"$%d::{kind}[]" % (i + 1) for i, kind in enumerate(_PG_TYPES))
+        sql = f"INSERT INTO {_STATE.name} ({names}) SELECT * FROM unnest({arrays}) {upsert}"
+        await connection.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+        return
+    rows = _times_for_sqlite(connection.dialect, rows)
+    sql = f"INSERT INTO {_STATE.name} ({names}) VALUES ({', '.join('?' * len(_STATE_COLUMNS))}) {upsert}"
+    await connection.exec_driver_sql(sql, rows)
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    kind = column.type
+    if isinstance(kind, UtcDateTime):
+        return "timestamptz"
+    if isinstance(kind, sa.Boolean):
+        return "boolean"
+    if isinstance(kind, sa.BigInteger):
+        return "bigint"
+    if isinstance(kind, sa.Integer):
+        return "integer"
+    return "text"
+
+
+_PG_TYPES = tuple(_pg_type(c) for c in _STATE.columns)
+_STATE_TIMES = tuple(i for i, c in enumerate(_STATE.columns) if isinstance(c.type, UtcDateTime))
+_STATE_BOOLS = tuple(i for i, c in enumerate(_STATE.columns) if isinstance(c.type, sa.Boolean))
+
+
+def _times_for_sqlite(dialect: Any, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows' times in the text SQLAlchemy stores on SQLite (its type's own processor; each distinct time
+    converted once: a batch's states share most of theirs)."""
+    to_db = _STATE.c.reading_at.type.dialect_impl(dialect).bind_processor(dialect)
+    if to_db is None:
+        return rows
+    converted: dict[dt.datetime, Any] = {}
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in _STATE_TIMES:
+            t = values[i]
+            if t is not None:
+                values[i] = converted[t] if t in converted else converted.setdefault(t, to_db(t))
+        out.append(tuple(values))
+    return out
 
 
 def _prior(state: State | None) -> Prior:
@@ -220,28 +296,41 @@ def _prior(state: State | None) -> Prior:
     )
 
 
+def _accepted(cleaned: list[Cleaned]) -> list[tuple[dt.datetime, dict[int, int]]]:
+    """The readings that may move the live state, as (time, values by metric) per frame in time order."""
+    out: list[tuple[dt.datetime, dict[int, int]]] = []
+    for c in cleaned:
+        if c.value is None or not c.accepted:
+            continue
+        if not out or out[-1][0] != c.time:
+            out.append((c.time, {}))
+        out[-1][1][c.metric] = c.value
+    return out
+
+
 def _advance(
     state: State,
     prior: Prior,
-    accepted: list[Cleaned],
+    accepted: list[tuple[dt.datetime, dict[int, int]]],
     info: VehicleInfo,
     rules: Rules,
     fleet_limits: Mapping[str, alerts.Limits],
     now: dt.datetime,
 ) -> list[tuple[dt.datetime, int]]:
-    """Moves the live state forward through the accepted readings (in time order); returns the speeds."""
+    """Moves the live state forward through the accepted frames (in time order); returns the speeds."""
     rest = fleet_limits.get(info.vehicle.fleet_id or "", rules.limits).fatigue_rest
     speeds: list[tuple[dt.datetime, int]] = []
-    for c in accepted:
-        name = _FIELDS.get(c.metric)
-        if name is not None:
-            setattr(state, name, c.value)
-        if c.metric == _SPEED and c.value is not None:
-            speeds.append((c.time, c.value))
+    for time, values in accepted:
+        for metric, name in _FIELDS:
+            if metric in values:
+                setattr(state, name, values[metric])
+        speed = values.get(_SPEED)
+        if speed is not None:
+            speeds.append((time, speed))
             state.driving_since, state.stopped_since = alerts.track_driving(
-                state.driving_since, state.stopped_since, c.time, c.value, rest
+                state.driving_since, state.stopped_since, time, speed, rest
             )
-    state.reading_at = max(state.reading_at, accepted[-1].time)
+    state.reading_at = max(state.reading_at, accepted[-1][0])
     state.soc_at, state.position_at = prior.soc_at, prior.position_at
     state.odometer_changed_at = prior.odometer_changed_at
     state.suspect_soc, state.suspect_lat, state.suspect_lng = prior.suspect_soc, prior.suspect_lat, prior.suspect_lng
@@ -275,60 +364,20 @@ async def _hint(
     )
 
 
-def _row(vehicle_id: str, c: Cleaned) -> tuple[Any, ...]:
-    return (vehicle_id, c.time, c.metric, c.value, c.raw_value, c.flags, c.repair, c.reason)
-
-
-_HISTORY = VehicleReading.__table__  # type: ignore[attr-defined]
-_HISTORY_COLUMNS = ("vehicle_id", "time", "metric", "value", "raw_value", "flags", "repair", "reason")
-_PLACEHOLDERS = {
-    "qmark": lambda n: ", ".join("?" * n),
-    "numeric_dollar": lambda n: ", ".join(f"${i + 1}" for i in range(n)),
-    "format": lambda n: ", ".join(["%s"] * n),
-}
-
-
-async def _insert_history(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
-    """One executemany INSERT ... ON CONFLICT DO NOTHING of plain tuples through the driver (a reading stored
-    before is kept as it was). The statement is the table's own; only the time needs converting, and it goes
-    through the column type's own bind processor, so it is stored exactly as SQLAlchemy stores it elsewhere.
-    A batch holds ~15 rows per frame: SQLAlchemy's per-row parameter handling was half the batch's cost."""
-    if not rows:
-        return
-    connection = await session.connection()
-    engine_dialect = connection.dialect
-    # the dialect's own implementation: the bare TypeDecorator's processor hands SQLite a datetime, which the
-    # driver stores without microseconds ('... 12:00:00'), and that sorts before the '... 12:00:00.000000'
-    # every query binds: a window starting on a reading's whole second missed it
-    to_db = _HISTORY.c.time.type.dialect_impl(engine_dialect).bind_processor(engine_dialect)
-    if to_db is not None:
-        times = {r[1] for r in rows}  # a frame's readings share one time: convert each time once
-        converted = {t: to_db(t) for t in times}
-        rows = [(v, converted[t], m, x, raw, f, rep, why) for v, t, m, x, raw, f, rep, why in rows]
-    if engine_dialect.name == "postgresql":
-        await _insert_history_arrays(connection, rows)
-        return
-    marks = _PLACEHOLDERS[engine_dialect.paramstyle](len(_HISTORY_COLUMNS))
-    sql = (
-        f"INSERT INTO {_HISTORY.name} ({', '.join(_HISTORY_COLUMNS)}) VALUES ({marks}) "
-        f"ON CONFLICT (vehicle_id, time, metric) DO NOTHING"
-    )
-    await connection.exec_driver_sql(sql, rows)
-
-
-_PG_ARRAY_TYPES = ("text[]", "timestamptz[]", "smallint[]", "bigint[]", "bigint[]", "smallint[]", "text[]", "text[]")
-
-
-async def _insert_history_arrays(connection: Any, rows: list[tuple[Any, ...]]) -> None:
-    """PostgreSQL: the whole batch as one statement over `unnest` of one array per column (one round trip and
-    one plan, where an executemany pays per row)."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    sources = ", ".join(f"$%d::{kind}" % (i + 1) for i, kind in enumerate(_PG_ARRAY_TYPES))
-    sql = (
-        f"INSERT INTO {_HISTORY.name} ({', '.join(_HISTORY_COLUMNS)}) SELECT * FROM unnest({sources}) "
-        f"ON CONFLICT (vehicle_id, time, metric) DO NOTHING"
-    )
-    await connection.exec_driver_sql(sql, tuple(columns))
+def _frames(vehicle_id: str, cleaned: list[Cleaned], seen: dt.datetime | None, now: dt.datetime) -> _Rows:
+    """The vehicle's history rows, one per frame (`cleaned` is in time order), as (fresh, maybe stored): a
+    frame at or before what the live state had seen may be stored already (reissued data, a replayed batch)."""
+    fresh: list[frames.Row] = []
+    old: list[frames.Row] = []
+    start = 0
+    for i in range(1, len(cleaned) + 1):
+        if i < len(cleaned) and cleaned[i].time == cleaned[start].time:
+            continue
+        time = cleaned[start].time
+        row = frames.encode(vehicle_id, time, now, cleaned[start:i])
+        (old if seen is not None and time <= seen else fresh).append(row)
+        start = i
+    return fresh, old
 
 
 async def publish_state(session: AsyncSession, state: VehicleLiveState, info: VehicleInfo) -> None:
@@ -363,7 +412,7 @@ def state_payload(state: VehicleLiveState | State, info: VehicleInfo | None = No
 
 
 async def ensure_partitions(session: AsyncSession, around: dt.datetime, months_ahead: int = 3) -> int:
-    """PostgreSQL: creates the monthly partitions of vehicle_reading from `around`'s month to `months_ahead`
+    """PostgreSQL: creates the monthly partitions of vehicle_frame from `around`'s month to `months_ahead`
     later that do not exist yet (readings outside every month land in the default partition, never lost).
     Returns how many were created; a no-op on SQLite."""
     if dialect(session) != "postgresql":
@@ -372,13 +421,13 @@ async def ensure_partitions(session: AsyncSession, around: dt.datetime, months_a
     created = 0
     year, month = around.year, around.month
     for _ in range(months_ahead + 1):
-        name = f"vehicle_reading_{year:04d}{month:02d}"
+        name = f"vehicle_frame_{year:04d}{month:02d}"
         nxt = (year + (month == 12), month % 12 + 1)
         exists = (await connection.execute(sa.text("SELECT to_regclass(:n)"), {"n": name})).scalar_one_or_none()
         if exists is None:
             await connection.execute(
                 sa.text(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF vehicle_reading "
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF vehicle_frame "
                     f"FOR VALUES FROM ('{year:04d}-{month:02d}-01') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01')"
                 )
             )

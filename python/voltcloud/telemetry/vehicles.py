@@ -8,22 +8,20 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlmodel import col, select
+import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from voltcloud.fleet.api import DrivingDay
 from voltcloud.platform.auth import Principal
 from voltcloud.platform.clock import Clock
 from voltcloud.platform.db import Database
-from voltcloud.platform.enums import Metric
 from voltcloud.platform.errors import FieldViolation
-from voltcloud.telemetry import alerts, store, views
-from voltcloud.telemetry.models import VehicleLiveState, VehicleReading
+from voltcloud.telemetry import alerts, frames, store, views
+from voltcloud.telemetry.models import VehicleLiveState
 from voltcloud.telemetry.ports import PowerUpFinder, VehicleFacts
 from voltcloud.telemetry.remediation import Raw
 from voltcloud.telemetry.watch import VehicleWatch
 
-_ODOMETER, _SPEED = int(Metric.ODOMETER_M), int(Metric.SPEED_M_PER_H)
 SCOPE_TTL = dt.timedelta(seconds=5)
 SCOPE_MAX = 100_000
 
@@ -133,26 +131,24 @@ class VehicleTelemetry:
         time (intervals between consecutive speed readings while moving, each at most the gap threshold)."""
         if not vehicle_ids:
             return []
+        table = frames.TABLE
         query = (
-            select(VehicleReading.vehicle_id, VehicleReading.time, VehicleReading.metric, VehicleReading.value)
+            sa.select(table.c.vehicle_id, table.c.time, table.c.odometer_m, table.c.speed_m_per_h)
             .where(
-                col(VehicleReading.vehicle_id).in_(list(vehicle_ids)),
-                col(VehicleReading.time) >= start,
-                col(VehicleReading.time) < end,
-                col(VehicleReading.metric).in_([_ODOMETER, _SPEED]),
-                col(VehicleReading.value).is_not(None),
+                table.c.vehicle_id.in_(list(vehicle_ids)),
+                table.c.time >= start,
+                table.c.time < end,
+                (table.c.odometer_m.is_not(None)) | (table.c.speed_m_per_h.is_not(None)),
             )
-            .order_by(col(VehicleReading.vehicle_id), col(VehicleReading.time))
+            .order_by(table.c.vehicle_id, table.c.time)
         )
         odometers: dict[str, list[int]] = {}
         speeds: dict[str, list[tuple[dt.datetime, int]]] = {}
-        for vehicle_id, time, metric, value in await session.exec(query):
-            if value is None:
-                continue
-            if metric == _ODOMETER:
-                odometers.setdefault(vehicle_id, []).append(value)
-            else:
-                speeds.setdefault(vehicle_id, []).append((time, value))
+        for vehicle_id, time, odometer, speed in await (await session.connection()).execute(query):
+            if odometer is not None:
+                odometers.setdefault(vehicle_id, []).append(odometer)
+            if speed is not None:
+                speeds.setdefault(vehicle_id, []).append((time, speed))
         gap = self.rules.thresholds.gap
         out = []
         for vid in sorted(set(odometers) | set(speeds)):

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,7 +23,9 @@ from voltcloud.platform.auth import Principal, Role
 from voltcloud.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from voltcloud.platform.geo import Box
 from voltcloud.platform.paging import Page, next_page_token
-from voltcloud.telemetry.models import VehicleAlert, VehicleLiveState, VehicleReading
+from voltcloud.telemetry import frames
+from voltcloud.telemetry.frames import TrackRow
+from voltcloud.telemetry.models import VehicleAlert, VehicleLiveState
 from voltcloud.telemetry.ports import LastKnown, VehicleFacts
 from voltcloud.telemetry.store import VehicleInfo, state_payload, vehicle_infos
 
@@ -75,29 +78,37 @@ def track_page(page_size: int) -> int:
     return min(page_size or TRACK_PAGE_DEFAULT, TRACK_PAGE_MAX)
 
 
-async def track(session: AsyncSession, principal: Principal, q: TrackQuery) -> list[VehicleReading]:
+async def track(session: AsyncSession, principal: Principal, q: TrackQuery) -> list[TrackRow]:
+    """A page of readings by (time, metric). Frames are read a page's worth at a time: a frame holds up to one
+    reading per metric, fewer when `metrics` selects."""
     vehicle = await visible_vehicle(session, principal, q.vehicle_id)
     if q.end <= q.start:
         raise InvalidArgument.for_field("window.end", "must be after window.start")
     if q.end - q.start > MAX_TRACK_WINDOW:
         raise InvalidArgument.for_field("window", f"must span at most {MAX_TRACK_WINDOW.days} days")
-    query = select(VehicleReading).where(
-        VehicleReading.vehicle_id == vehicle.id,
-        col(VehicleReading.time) >= q.start,
-        col(VehicleReading.time) < q.end,
-    )
-    if q.metrics:
-        query = query.where(col(VehicleReading.metric).in_(list(q.metrics)))
-    if q.after is not None:
-        at, metric = q.after
-        query = query.where(
-            (col(VehicleReading.time) > at) | ((col(VehicleReading.time) == at) & (col(VehicleReading.metric) > metric))
+    table = frames.TABLE
+    columns = [table.c[name] for name in frames.COLUMNS]
+    connection = await session.connection()
+    out: list[TrackRow] = []
+    start, inclusive = q.start if q.after is None else max(q.start, q.after[0]), True
+    while len(out) < q.page_size:
+        after = table.c.time >= start if inclusive else table.c.time > start
+        query = (
+            sa.select(*columns)
+            .where(table.c.vehicle_id == vehicle.id, after, table.c.time < q.end)
+            .order_by(table.c.time)
+            .limit(q.page_size)
         )
-    query = query.order_by(col(VehicleReading.time), col(VehicleReading.metric)).limit(q.page_size)
-    return list(await session.exec(query))
+        rows = list(await connection.execute(query))
+        for row in rows:
+            out.extend(r for r in frames.decode(row, q.metrics) if q.after is None or (r.time, r.metric) > q.after)
+        if len(rows) < q.page_size:
+            break
+        start, inclusive = rows[-1].time, False
+    return out[: q.page_size]
 
 
-def track_token(rows: Sequence[VehicleReading], size: int) -> str:
+def track_token(rows: Sequence[TrackRow], size: int) -> str:
     if len(rows) < size or not rows:
         return ""
     last = rows[-1]
