@@ -89,9 +89,6 @@ class State:
     suspect_lat: int | None = None
     suspect_lng: int | None = None
 
-    def values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _STATE_COLUMNS}
-
 
 @dataclass(frozen=True)
 class VehicleInfo:
