@@ -199,10 +199,10 @@ async def _reading_partitions(db: Database, now: dt.datetime) -> None:
         async with db.transaction("telemetry.partitions") as session:
             created = await ensure_partitions(session, now)
     except Exception:  # another worker created them at the same moment; the DEFAULT partition takes any reading
-        log.warning("vehicle_reading partitions not created by this worker", exc_info=True)
+        log.warning("vehicle_frame partitions not created by this worker", exc_info=True)
         return
     if created:
-        log.info("vehicle_reading: %d monthly partitions created", created)
+        log.info("vehicle_frame: %d monthly partitions created", created)
 
 
 async def _pack_type_exists(session: AsyncSession, pack_type_id: int) -> bool:
