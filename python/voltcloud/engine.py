@@ -597,23 +597,11 @@ class Engine:
         held = [k[1] for k in self._maps.quarantined if k[0] == "station"]
         async with db.transaction("engine.sync.read") as session:
             conn = await session.connection()
-            conns = await _all(conn, sa.select(col(Connector.id), col(Connector.status), col(Connector.version)))
-            packs = await _all(
-                conn,
-                sa.select(col(Pack.id), col(Pack.state), col(Pack.version), col(Pack.station_id)).where(
-                    col(Pack.station_id).is_not(None)
-                ),
+            conns = await _driver_fetch(conn, Connector, ("id", "status", "version"))
+            packs = await _driver_fetch(
+                conn, Pack, ("id", "state", "version", "station_id"), col(Pack.station_id).is_not(None)
             )
-            units = await _all(
-                conn,
-                sa.select(
-                    col(MobileUnit.id),
-                    col(MobileUnit.status),
-                    col(MobileUnit.version),
-                    col(MobileUnit.lat),
-                    col(MobileUnit.lng),
-                ),
-            )
+            units = await _driver_fetch(conn, MobileUnit, ("id", "status", "version", "lat", "lng"))
             station_count = (await conn.execute(sa.select(sa.func.count()).select_from(Station))).scalar_one()
             held_versions = (
                 (
@@ -1230,38 +1218,34 @@ _DRIVER_CHUNK = 20_000
 
 
 async def _driver_rows(conn: Any, model: type[Any], names: Sequence[str], *where: Any) -> _Columns:
-    """Columns of a table in id order, fetched by the database driver itself (aiosqlite's fetchall in its thread,
-    asyncpg's fetch) on the transaction's connection: at country scale (~340,000 connectors and packs) SQLAlchemy's
-    per-row result objects cost more than the read itself. The query is still built from the model's table."""
+    """Columns of a table in id order, fetched by the database driver itself (`_driver_fetch`)."""
+    table: Any = model.__table__
+    return _Columns.of_driver(str(table.name), names, await _driver_fetch(conn, model, names, *where))
+
+
+async def _driver_fetch(conn: Any, model: type[Any], names: Sequence[str], *where: Any) -> Sequence[Sequence[Any]]:
+    """Rows of a table in id order as the driver returns them (tuples, asyncpg records), fetched by the driver
+    itself (aiosqlite's fetchall in its thread, asyncpg through a cursor) on the transaction's connection: at
+    country scale (~370,000 rows) SQLAlchemy's per-row result objects cost more than the read itself. The query
+    is still built from the model's table."""
     table: Any = model.__table__
     query = sa.select(*(table.c[name] for name in names)).where(*where).order_by(table.c.id)
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.name != "postgresql":
-        data = await driver.execute_fetchall(sql)  # in aiosqlite's thread: the event loop keeps running
-        return _Columns.of_driver(str(table.name), names, data)
+        rows: Sequence[Sequence[Any]] = await driver.execute_fetchall(sql)  # in aiosqlite's thread
+        return rows
     # asyncpg decodes rows on the event loop: a chunk at a time through a cursor, other work running in between
     # (a rebuild happens while serving). A cursor lives in a transaction, which SQLAlchemy's adapter begins on
     # its first statement only.
     if not driver.is_in_transaction():
         await conn.execute(sa.select(sa.literal(1)))
-    data = []
+    data: list[Any] = []
     cursor = await driver.cursor(sql)
     while chunk := await cursor.fetch(_DRIVER_CHUNK):
         data += chunk
         await asyncio.sleep(0)
-    return _Columns.of_driver(str(table.name), names, data)
-
-
-async def _all(conn: Any, query: Any, chunk: int = 20_000) -> list[Any]:
-    """A query's rows, streamed in chunks: turning 244,000 rows into Python objects at once would stall the event
-    loop for half a second; a chunk takes a few tens of ms, and other work runs in between."""
-    rows: list[Any] = []
-    result = await conn.stream(query)
-    async for part in result.partitions(chunk):
-        rows += part
-        await asyncio.sleep(0)  # a buffered result hands out chunks without awaiting anything: let others run
-    return rows
+    return data
 
 
 @contextmanager
