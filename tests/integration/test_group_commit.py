@@ -26,8 +26,8 @@ class Refused(Exception):
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    # pool_size=2: one group transaction at a time on PostgreSQL too, so the tests can tell who waits for whom
-    database = Database(database_url, pool_size=2)
+    # pool_size=1: one group transaction at a time on PostgreSQL too, so the tests can tell who waits for whom
+    database = Database(database_url, pool_size=1)
     async with database.engine.begin() as conn:
         await conn.run_sync(PROBE.metadata.create_all)
     commits: list[int] = []

@@ -82,8 +82,10 @@ class Database:
         self._writer: asyncio.Lock | None = None  # SQLite: this process's write transactions, one at a time
         self._waiting: list[_Member] = []  # grouped units of work not started yet
         self._leaders: set[asyncio.Task[None]] = set()  # each runs groups, one transaction at a time
-        # SQLite has one writer; PostgreSQL overlaps the round trips of a few group transactions.
-        self._max_leaders = 1 if self.dialect == "sqlite" else max(pool_size // 2, 1)
+        # SQLite has one writer. On PostgreSQL a unit of work's time is mostly round trips, so as many group
+        # transactions run at once as the pool holds (its overflow is left for everything else): under light
+        # load each is a solo transaction, as before; beyond the pool, the waiting ones form groups.
+        self._max_leaders = 1 if self.dialect == "sqlite" else max(pool_size, 1)
 
     def after_commit(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Calls `listener(session.info)` after every committed transaction (the change feed's wake-up)."""
