@@ -291,7 +291,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class _OneHopCursor(AsyncAdapt_dbapi_cursor):
     """A statement in one trip to aiosqlite's thread (cursor, execute, fetch, close there at once) instead of
     SQLAlchemy's four (three for a write): each trip is a queue put, a thread wake-up and a wake-up of the
-    event loop through its self-pipe, and the trips, not the SQL, were most of CreateOrder's time on SQLite
+    event loop through its self-pipe, and the trips, not the SQL, were a third of CreateOrder's time on SQLite
     (docs/benchmarks.md, "Group commit"). Uses aiosqlite's `_execute` (its queue to the thread) and `_conn`,
     the same private parts SQLAlchemy's own adapter uses."""
 
