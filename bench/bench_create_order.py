@@ -17,6 +17,7 @@ tree and dialect: median orders/s (with the range), statements per order and the
     python bench/bench_create_order.py --tree before=/tmp/orders-base/python --tree after=python
     python bench/bench_create_order.py --dialect sqlite --orders 300 --repeats 1 --trace
     VOLTCLOUD_BENCH_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres python bench/...
+    python bench/bench_create_order.py --micro --tree before=... --tree after=python   # CPU per statement
 """
 
 from __future__ import annotations
@@ -273,6 +274,58 @@ async def _database(dialect: str, tmp: Path) -> tuple[str, Callable[[], Awaitabl
     return base.set(database=name).render_as_string(hide_password=False), drop
 
 
+async def _micro(dialect: str) -> dict[str, Any]:
+    """The platform's fixed costs, without CreateOrder: CPU per statement (`SELECT 1` on one connection, in one
+    transaction) and per empty write transaction (`Database.transaction(write=True)` with one `SELECT 1`), in
+    µs of this process's CPU (all threads)."""
+    import sqlalchemy as sa
+
+    from voltcloud.platform.db import Database
+
+    with tempfile.TemporaryDirectory(prefix="bench-create-order-") as tmp:
+        url, drop = await _database(dialect, Path(tmp))
+        db = Database(url)
+        try:
+            one = sa.text("SELECT 1")
+            async with db.transaction() as session:
+                connection = await session.connection()
+                for _ in range(200):  # warm-up
+                    await connection.execute(one)
+                cpu = time.process_time()
+                for _ in range(3000):
+                    await connection.execute(one)
+                statement_us = (time.process_time() - cpu) / 3000 * 1e6
+            cpu = time.process_time()
+            for _ in range(1000):
+                async with db.transaction("bench", write=True) as session:
+                    await (await session.connection()).execute(one)
+            transaction_us = (time.process_time() - cpu) / 1000 * 1e6 - statement_us
+        finally:
+            await db.dispose()
+            await drop()
+    return {"dialect": dialect, "statement_us": round(statement_us, 1), "transaction_us": round(transaction_us, 1)}
+
+
+def _micro_runs(trees: list[list[str]], dialects: list[str], repeats: int) -> None:
+    for dialect in dialects:
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in trees}
+        for _ in range(repeats):
+            for name, tree in trees:
+                command = [sys.executable, __file__, "--child", "--micro", "--dialect", dialect]
+                out = subprocess.run(
+                    command, env={**os.environ, "PYTHONPATH": tree}, check=True, capture_output=True, text=True
+                ).stdout
+                results[name].append(json.loads(out.strip().splitlines()[-1]))
+        for name, mine in results.items():
+            st = statistics.median(r["statement_us"] for r in mine)
+            tx = statistics.median(r["transaction_us"] for r in mine)
+            print(
+                f"{dialect:10s} {name:8s} CPU per statement {st:7.1f} µs, per empty write transaction (besides its "
+                f"statement) {tx:7.1f} µs (medians of {repeats}), load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+
+
 # ---- the parent: trees x dialects x repeats ------------------------------------------------------------------
 
 
@@ -302,7 +355,13 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--profile", type=int, default=0, help="child only: cProfile's top N functions on stderr")
     parser.add_argument("--json", type=Path, help="write every run here")
+    parser.add_argument(
+        "--micro", action="store_true", help="only the fixed costs: CPU per statement and per write transaction"
+    )
     args = parser.parse_args()
+    if args.child and args.micro:
+        print(json.dumps(asyncio.run(_micro(args.dialect[0] if args.dialect else "sqlite"))))
+        return
     if args.child:
         args.dialect = args.dialect[0] if args.dialect else "sqlite"
 
@@ -310,6 +369,9 @@ def main() -> None:
         return
     trees = [t.split("=", 1) for t in args.tree] or [["after", str(Path(__file__).resolve().parents[1] / "python")]]
     dialects = args.dialect or ["sqlite", "postgresql"]
+    if args.micro:
+        _micro_runs(trees, dialects, args.repeats)
+        return
     runs: list[dict[str, Any]] = []
     for dialect in dialects:
         for repeat in range(args.repeats):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import grpc
@@ -23,8 +24,11 @@ async def test_a_write_blocked_by_another_writer_answers_aborted_and_succeeds_on
     stub = stations_pb2_grpc.StationServiceStub(channel)
     request = stations_pb2.CreateOperatorRequest(idempotency_key="busy-1", name="Busy Ops", country="CN")
     md = running.metadata(Role.PLATFORM_ADMIN)
-    holder = sqlite3.connect(str(sa.engine.make_url(db.url).database), isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")  # another process's writer, holding the file past the busy timeout
+    holder = sqlite3.connect(str(sa.engine.make_url(db.url).database), isolation_level=None, check_same_thread=False)
+    # Another process's writer, holding the file past the busy timeout. Taken in a thread: blocking the event
+    # loop in SQLite's busy handler would stall a platform write transaction already under way (a background
+    # loop's), which then holds the lock until the holder gives up.
+    await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.CreateOperator(request, metadata=md, timeout=30)

@@ -66,9 +66,14 @@ NOTIFY_AT_COMMIT = "voltcloud.notify_at_commit"  # session.info key: a channel t
 class Database:
     """Owns the engine; hands out transactions. Nothing else creates engines or sessions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, group_commit: bool | None = None) -> None:
+        """`group_commit` (`grouped`): on by default on SQLite only. On PostgreSQL a group holds every row
+        its members lock (a fleet's one wallet is all its orders' hot row) until the group's commit, and
+        groups wait on each other: end to end at 200-400 CreateOrders/s offered, goodput fell from 39-86/s
+        to 0-14/s (docs/benchmarks.md, "Group commit"). SQLite has one writer anyway."""
         self.url = url
         self.dialect = sa.engine.make_url(url).get_backend_name()
+        self.group_commit = self.dialect == "sqlite" if group_commit is None else group_commit
         options: dict[str, Any] = {}
         if self.dialect != "sqlite":
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -82,8 +87,10 @@ class Database:
         self._writer: asyncio.Lock | None = None  # SQLite: this process's write transactions, one at a time
         self._waiting: list[_Member] = []  # grouped units of work not started yet
         self._leaders: set[asyncio.Task[None]] = set()  # each runs groups, one transaction at a time
-        # SQLite has one writer; PostgreSQL overlaps the round trips of a few group transactions.
-        self._max_leaders = 1 if self.dialect == "sqlite" else max(pool_size // 2, 1)
+        # SQLite has one writer. On PostgreSQL (with `group_commit`) a unit of work's time is mostly round
+        # trips, so as many group transactions run at once as the pool holds (its overflow is left for the
+        # rest): under light load each is a solo transaction; beyond the pool, the waiting ones form groups.
+        self._max_leaders = 1 if self.dialect == "sqlite" else max(pool_size, 1)
 
     def after_commit(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Calls `listener(session.info)` after every committed transaction (the change feed's wake-up)."""
@@ -122,7 +129,11 @@ class Database:
         database error outside a member, a failed commit) runs each of its unanswered members again, alone,
         so `work` must be safe to run again (it is a whole unit of work: it only reads and writes the
         database). A group of one runs without a savepoint. Saves per member the transaction's own cost
-        (BEGIN, COMMIT, the after-commit wake-up of the change feed and its read, PostgreSQL's NOTIFY)."""
+        (BEGIN, COMMIT, the after-commit wake-up of the change feed and its read, PostgreSQL's NOTIFY).
+        Without `group_commit`, `work` runs in a write transaction of its own."""
+        if not self.group_commit:
+            async with self.transaction(name, write=True) as session:
+                return await work(session)
         member = _Member(work, asyncio.get_running_loop().create_future())
         self._waiting.append(member)
         # A leader that found the queue empty is done (its callers may not have run yet): it no longer counts.
@@ -289,7 +300,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class _OneHopCursor(AsyncAdapt_dbapi_cursor):
     """A statement in one trip to aiosqlite's thread (cursor, execute, fetch, close there at once) instead of
     SQLAlchemy's four (three for a write): each trip is a queue put, a thread wake-up and a wake-up of the
-    event loop through its self-pipe, and the trips, not the SQL, were most of CreateOrder's time on SQLite
+    event loop through its self-pipe, and the trips, not the SQL, were a third of CreateOrder's time on SQLite
     (docs/benchmarks.md, "Group commit"). Uses aiosqlite's `_execute` (its queue to the thread) and `_conn`,
     the same private parts SQLAlchemy's own adapter uses."""
 
