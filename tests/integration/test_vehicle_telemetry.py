@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from tests.stationkit import RawUplink
 from voltcloud.api.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, ingest_pb2, ingest_pb2_grpc
@@ -407,7 +408,7 @@ async def apply_shared_batch(running: RunningPlatform, frames: dict[str, tuple[d
 
 async def state_changes(running: RunningPlatform) -> int:
     async with running.platform.db.transaction("test.state_changes") as session:
-        query = sa.select(sa.func.count()).select_from(ChangeEvent).where(ChangeEvent.topic == store.STATE_TOPIC)
+        query = sa.select(sa.func.count()).select_from(ChangeEvent).where(col(ChangeEvent.topic) == store.STATE_TOPIC)
         return int((await (await session.connection()).execute(query)).scalar_one())
 
 

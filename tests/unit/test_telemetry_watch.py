@@ -20,7 +20,11 @@ def state(vehicle_id: str, soc: int) -> store.State:
 
 
 def info(vehicle_id: str, fleet_id: str) -> store.VehicleInfo:
-    return store.VehicleInfo(Vehicle(id=vehicle_id, fleet_id=fleet_id, vin="V" + vehicle_id), None)
+    vehicle = Vehicle(
+        id=vehicle_id, fleet_id=fleet_id, vin="V" + vehicle_id, model="M", connector_mask=1,
+        usable_capacity_wh=60_000, consumption_wh_per_km=150, max_dc_power_w=100_000,
+    )  # fmt: skip
+    return store.VehicleInfo(vehicle, None)
 
 
 def change(payload: dict[str, object]) -> feed.Change:
