@@ -13,12 +13,16 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 import sqlalchemy as sa
+from sqlmodel import col
 
 from tests.stationkit import RawUplink
 from voltcloud.api.v1 import common_pb2, fleet_pb2, fleet_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from voltcloud.maintenance.models import Alarm, WorkOrder
 from voltcloud.platform.auth import Role, Tenant
+from voltcloud.platform.feed import ChangeEvent
 from voltcloud.platform.limits import to_timestamp
+from voltcloud.telemetry import store
+from voltcloud.telemetry.remediation import Raw
 
 from .conftest import RunningPlatform
 from .fleet_support import OTHER_VIN, VIN, OnboardedFleet, md, onboard
@@ -379,3 +383,71 @@ async def test_watch_a_bounding_box(
             fleets.WatchVehicles(fleet_pb2.WatchVehiclesRequest(bounds=bad), metadata=fleet.manager).__aiter__()
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def apply_shared_batch(running: RunningPlatform, frames: dict[str, tuple[dt.datetime, int]]) -> None:
+    """One telemetry batch naming vehicles of several fleets (a gateway's token names one fleet, so the uplink
+    never mixes them; the store and the feed must not rely on that): each vehicle one frame of (time, SOC), in
+    Shanghai."""
+    telemetry = running.platform.vehicles
+    readings = {
+        vid: [
+            Raw(at, M.METRIC_SOC_PERMILLE, soc),
+            Raw(at, M.METRIC_LATITUDE_MICRODEG, 31_230_000),
+            Raw(at, M.METRIC_LONGITUDE_MICRODEG, 121_470_000),
+        ]
+        for vid, (at, soc) in frames.items()
+    }
+    async with running.platform.db.transaction("test.shared_batch") as session:
+        infos = await store.vehicle_infos(session, list(readings))
+        applied = await store.apply_readings(
+            session, telemetry.rules, telemetry.finder, infos, readings, dt.datetime.now(dt.UTC)
+        )
+    assert applied.states == len(frames)
+
+
+async def state_changes(running: RunningPlatform) -> int:
+    async with running.platform.db.transaction("test.state_changes") as session:
+        query = sa.select(sa.func.count()).select_from(ChangeEvent).where(col(ChangeEvent.topic) == store.STATE_TOPIC)
+        return int((await (await session.connection()).execute(query)).scalar_one())
+
+
+async def test_a_batch_of_two_fleets_reaches_each_fleet_alone(
+    running: RunningPlatform, channel: grpc.aio.Channel, fleet: OnboardedFleet
+) -> None:
+    """One feed change carries a batch's vehicles: each fleet's map gets its own vehicle's update and never the
+    other fleet's; a watcher of both (the admin) gets one update per vehicle."""
+    fleets = fleet_pb2_grpc.FleetServiceStub(channel)
+    theirs = await onboard(running, channel, funded=0, allocated=0, tag="tel-b", vin=OTHER_VIN)
+    mine_id, theirs_id = fleet.vehicle.vehicle_id, theirs.vehicle.vehicle_id
+    shanghai = common_pb2.BoundingBox(
+        south_west=common_pb2.LatLng(lat=31.0, lng=121.0), north_east=common_pb2.LatLng(lat=31.5, lng=121.8)
+    )
+    calls, streams = [], {}
+    for name, request, metadata in (
+        ("a", fleet_pb2.WatchVehiclesRequest(fleet_id=fleet.fleet.fleet_id), fleet.manager),
+        ("b", fleet_pb2.WatchVehiclesRequest(fleet_id=theirs.fleet.fleet_id), theirs.manager),
+        ("all", fleet_pb2.WatchVehiclesRequest(bounds=shanghai), md(running, "admin", Role.PLATFORM_ADMIN)),
+    ):
+        calls.append(fleets.WatchVehicles(request, metadata=metadata))
+        streams[name] = calls[-1].__aiter__()
+        assert (await asyncio.wait_for(anext(streams[name]), WATCH_BOUND_S)).snapshot_done
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    before = await state_changes(running)
+    await apply_shared_batch(running, {mine_id: (t0, 700), theirs_id: (t0, 300)})
+    assert await state_changes(running) == before + 1  # one change for the batch, not one per vehicle
+
+    both = {(await next_update(streams["all"], "state")).state.vehicle_id for _ in range(2)}
+    assert both == {mine_id, theirs_id}
+    mine = (await next_update(streams["a"], "state")).state
+    assert (mine.vehicle_id, mine.soc_permille) == (mine_id, 700)
+    other = (await next_update(streams["b"], "state")).state
+    assert (other.vehicle_id, other.soc_permille) == (theirs_id, 300)
+    # The next update on each fleet's stream is its own vehicle's next frame: the other fleet's state of the
+    # shared batch was never queued behind it.
+    await apply_shared_batch(running, {mine_id: (t0 + dt.timedelta(seconds=10), 690)})
+    await apply_shared_batch(running, {theirs_id: (t0 + dt.timedelta(seconds=10), 290)})
+    assert (await next_update(streams["a"], "state")).state.soc_permille == 690
+    assert (await next_update(streams["b"], "state")).state.soc_permille == 290
+    for call in calls:
+        call.cancel()

@@ -1,6 +1,7 @@
 """Applies a batch of vehicle readings in the caller's transaction: remediation, the history (one row per
 frame, one bulk write: `frames.py`), the live state (forward in reading time only), the alerts, and one
-"vehicle_state" feed change per changed vehicle.
+"vehicle_state" feed change carrying every changed vehicle's state (`states_change`; one outbox row and one
+JSON document per batch: one per vehicle was a fifth of the batch).
 
 Reissued and out-of-order readings merge by their own timestamps: all go to the history (a reading already
 stored, same vehicle, time and metric, is kept as it was), only readings newer than the live state move it.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,7 @@ async def apply_readings(
     maybe_stored: list[frames.Row] = []
     applied = Applied()
     changed: list[State] = []
-    published: list[tuple[str, dict[str, Any]]] = []
+    published: list[list[Any]] = []
     for vehicle_id in ids:
         info = infos[vehicle_id]
         state = states.get(vehicle_id)
@@ -182,9 +183,10 @@ async def apply_readings(
         hint = await _hint(session, finder, actions, info, state, now, opened)
         subject = alerts.Subject(vehicle_id, info.vehicle.fleet_id, state.driver_id)
         applied.alerts += len(await alerts.apply(session, subject, actions, opened, hint))
-        published.append((vehicle_id, state_payload(state, info)))
+        published.append(state_row(state, info))
     await _write_states(session, changed)
-    await feed.publish_many(session, STATE_TOPIC, published)
+    if published:
+        await feed.publish(session, STATE_TOPIC, _batch_key(ids), states_change(published))
     await frames.write(await session.connection(), fresh, maybe_stored)
     applied.states = len(published)
     return applied
@@ -378,34 +380,68 @@ def _frames(vehicle_id: str, cleaned: list[Cleaned], seen: dt.datetime | None, n
 
 
 async def publish_state(session: AsyncSession, state: VehicleLiveState, info: VehicleInfo) -> None:
-    await feed.publish(session, STATE_TOPIC, state.vehicle_id, state_payload(state, info))
+    await feed.publish(session, STATE_TOPIC, state.vehicle_id, states_change([state_row(state, info)]))
+
+
+# The live state as published on the feed (and read back by WatchVehicles), in `state_row`'s order; fleet and
+# sub-fleet ride along so a watcher filters without reading a table.
+STATE_FIELDS = (
+    "vehicle_id", "fleet_id", "sub_fleet_id", "owner_driver_id", "driver_id", "reading_at", "lat", "lng", "speed",
+    "soc", "odometer", "voltage", "current", "max_temp", "insulation", "charging", "alarm_level", "alarm_codes",
+    "version",
+)  # fmt: skip
+
+
+def state_row(state: VehicleLiveState | State, info: VehicleInfo | None = None) -> list[Any]:
+    vehicle = info.vehicle if info is not None else None
+    return [
+        state.vehicle_id,
+        vehicle.fleet_id if vehicle else None,
+        vehicle.sub_fleet_id if vehicle else None,
+        vehicle.owner_driver_id if vehicle else None,
+        state.driver_id,
+        None if state.reading_at <= NO_READING else state.reading_at,
+        state.lat_microdeg,
+        state.lng_microdeg,
+        state.speed_m_per_h,
+        state.soc_permille,
+        state.odometer_m,
+        state.voltage_mv,
+        state.current_ma,
+        state.max_temperature_milli_c,
+        state.insulation_kohm,
+        state.charging,
+        state.alarm_level,
+        state.alarm_codes,
+        state.version,
+    ]
 
 
 def state_payload(state: VehicleLiveState | State, info: VehicleInfo | None = None) -> dict[str, Any]:
-    """The live state as published on the feed (and read back by WatchVehicles); fleet and sub-fleet ride
-    along so a watcher filters without reading a table."""
-    vehicle = info.vehicle if info is not None else None
-    return {
-        "vehicle_id": state.vehicle_id,
-        "fleet_id": vehicle.fleet_id if vehicle else None,
-        "sub_fleet_id": vehicle.sub_fleet_id if vehicle else None,
-        "owner_driver_id": vehicle.owner_driver_id if vehicle else None,
-        "driver_id": state.driver_id,
-        "reading_at": None if state.reading_at <= NO_READING else state.reading_at,
-        "lat": state.lat_microdeg,
-        "lng": state.lng_microdeg,
-        "speed": state.speed_m_per_h,
-        "soc": state.soc_permille,
-        "odometer": state.odometer_m,
-        "voltage": state.voltage_mv,
-        "current": state.current_ma,
-        "max_temp": state.max_temperature_milli_c,
-        "insulation": state.insulation_kohm,
-        "charging": state.charging,
-        "alarm_level": state.alarm_level,
-        "alarm_codes": state.alarm_codes,
-        "version": state.version,
-    }
+    """One vehicle's live state by field name (`STATE_FIELDS`), as answered and as streamed."""
+    return dict(zip(STATE_FIELDS, state_row(state, info), strict=True))
+
+
+def states_change(rows: list[list[Any]]) -> dict[str, Any]:
+    """One "vehicle_state" change for many vehicles: a row per vehicle under the field names (the names once per
+    change, not once per vehicle)."""
+    return {"fields": STATE_FIELDS, "states": rows}
+
+
+def unpack_states(payload: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The vehicle states of one "vehicle_state" change, one `state_payload` each."""
+    rows = payload.get("states")
+    if rows is None:  # one vehicle's payload, as published before changes carried a batch (a rolling upgrade)
+        yield dict(payload)
+        return
+    fields = payload["fields"]
+    for row in rows:
+        yield dict(zip(fields, row, strict=True))
+
+
+def _batch_key(ids: Sequence[str]) -> str:
+    """The change's key (for whoever reads the outbox): the vehicle, or the batch's first and last (sorted)."""
+    return ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"[:200]
 
 
 async def ensure_partitions(session: AsyncSession, around: dt.datetime, months_ahead: int = 3) -> int:

@@ -1,7 +1,8 @@
 """This process's WatchVehicles streams, fed by the change feed's "vehicle_state" and "vehicle_alert" topics
-(every replica's commits, this one's included): no table is polled. Each stream has a bounded queue; a
-stream too slow to drain it loses the oldest updates (the map shows the newest state; the next update of a
-vehicle carries its whole state)."""
+(every replica's commits, this one's included): no table is polled. A state change carries a whole batch's
+vehicles, unpacked here into one update per vehicle. Each stream has a bounded queue; a stream too slow to
+drain it loses the oldest updates (the map shows the newest state; the next update of a vehicle carries its
+whole state)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from voltcloud.platform.feed import Change, ChangeFeed
 from voltcloud.telemetry.alerts import ALERT_TOPIC
-from voltcloud.telemetry.store import STATE_TOPIC
+from voltcloud.telemetry.store import STATE_TOPIC, unpack_states
 from voltcloud.telemetry.views import Selection
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,15 @@ class VehicleWatch:
         return len(self._watchers)
 
     def _on_states(self, changes: Sequence[Change]) -> None:
+        """A change carries a batch's vehicles (of any tenants): each vehicle's state goes only to the streams
+        whose selection it matches, as its own update."""
+        if not self._watchers:
+            return
         for change in changes:
-            for watcher in self._watchers:
-                if watcher.selection.matches(change.payload):
-                    watcher.offer(Update("state", change.payload))
+            for payload in unpack_states(change.payload):
+                for watcher in self._watchers:
+                    if watcher.selection.matches(payload):
+                        watcher.offer(Update("state", payload))
 
     def _on_alerts(self, changes: Sequence[Change]) -> None:
         for change in changes:
