@@ -33,7 +33,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,20 +123,6 @@ async def republish(session: AsyncSession, change_id: int, payload: Mapping[str,
 
 def encode(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), default=_json_default)
-
-
-async def publish_many(session: AsyncSession, topic: str, changes: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-    """`publish` for many (key, payload) changes of one topic at once: one INSERT of all their outbox rows
-    (a telemetry batch announces hundreds of vehicles; one ORM object each would cost more than the batch)."""
-    if not changes:
-        return
-    now = dt.datetime.now(dt.UTC)
-    rows = [
-        {"topic": topic, "key": key, "payload": encode(payload), "origin": ORIGIN, "created_at": now}
-        for key, payload in changes
-    ]
-    await (await session.connection()).execute(_INSERT, rows)
-    session.info[NOTIFY_AT_COMMIT] = CHANNEL
 
 
 def _json_default(value: Any) -> Any:
