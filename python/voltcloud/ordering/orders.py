@@ -98,6 +98,20 @@ async def replayed_order(
     return None if first is None else await _order(session, first.decode())
 
 
+async def _claim_key(
+    session: AsyncSession, principal: Principal, inp: CreateInput, now: dt.datetime
+) -> tuple[str, Order | None]:
+    """Claims CreateOrder's key for a new order id, stored with the claim so it commits with the order or not at
+    all; a key another transaction already committed gives back that transaction's order instead."""
+    order_id = new_id("ord")
+    claim = await idempotency.claim(
+        session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject, result=order_id
+    )
+    if claim.replay_of is not None:
+        return order_id, await _order(session, claim.replay_of)
+    return order_id, None
+
+
 async def _order(session: AsyncSession, order_id: str) -> Order:
     order = await session.get(Order, order_id)
     if order is None:  # pragma: no cover - committed with the key that names it
@@ -171,13 +185,9 @@ def _first_attempt(
     """Claim the key, find and check the quote, create the chosen option; a refusal rolls the claim back."""
 
     async def work(session: AsyncSession, effects: Effects) -> Order:
-        order_id = new_id("ord")
-        claim = await idempotency.claim(
-            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject,
-            result=order_id,
-        )  # fmt: skip
-        if claim.replay_of is not None:
-            return await _order(session, claim.replay_of)
+        order_id, replayed = await _claim_key(session, principal, inp, now)
+        if replayed is not None:
+            return replayed
         quote = _quote_in_memory(deps, inp)
         if quote is None:
             quote = await session.get(Quote, inp.quote_id)
@@ -244,14 +254,9 @@ def _creator(
     deps: OrderingDeps, principal: Principal, quote: Quote, option: QuotedOption, inp: CreateInput, now: dt.datetime
 ) -> Callable[[AsyncSession, Effects], Awaitable[Order]]:
     async def work(session: AsyncSession, effects: Effects) -> Order:
-        order_id = new_id("ord")
-        # The key's answer (the order id) is stored with the claim: it commits with the order or not at all.
-        claim = await idempotency.claim(
-            session, CREATE_ORDER, inp.idempotency_key, _request(inp), now=now, caller=principal.subject,
-            result=order_id,
-        )  # fmt: skip
-        if claim.replay_of is not None:  # a concurrent duplicate committed first
-            return await _order(session, claim.replay_of)
+        order_id, replayed = await _claim_key(session, principal, inp, now)
+        if replayed is not None:  # a concurrent duplicate committed first
+            return replayed
         if deps.quote_path is not None:  # the order row references the quote: write it now if still pending
             await deps.quote_path.store.persist_in(session, quote)
         return await _create(session, effects, deps, principal, quote, option, inp, now, order_id)
