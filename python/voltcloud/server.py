@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import os
 import re
@@ -515,6 +516,10 @@ async def serve(
     """Serves from this process until SIGTERM or SIGINT, then stops gracefully."""
     platform = Platform(settings, worker=worker)
     await platform.start()
+    # What start-up built (the engine's maps, the price book, caches: hundreds of thousands of objects at country
+    # scale) lives as long as the process: out of the collector's reach, a full collection takes ~0 ms instead
+    # of ~80 ms, a pause that every call in flight waited out (the quote p99 at 500/s, docs/benchmarks.md).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
