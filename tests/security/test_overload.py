@@ -76,8 +76,10 @@ async def test_burst_beyond_the_queue_is_refused_at_once(tiny: Platform) -> None
         stub = ordering_pb2_grpc.OrderingServiceStub(channel)
         await stub.QuotePowerUp(request(), metadata=metadata)  # warm: the channel is connected
         before = await quotes(tiny)
+        # A deadline far beyond the queue's wait: only the queue's bound may refuse here, not the deadline rule
+        # (whose estimate follows the warm-up's hold, which a busy machine stretches; the next test covers it).
         results = await asyncio.gather(
-            *(timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=10)) for _ in range(8))
+            *(timed(stub.QuotePowerUp(request(), metadata=metadata, timeout=60)) for _ in range(8))
         )
         codes = sorted(code.name for code, _ in results)
         assert codes == ["OK"] * 3 + ["RESOURCE_EXHAUSTED"] * 5, results
