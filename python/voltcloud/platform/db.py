@@ -60,6 +60,24 @@ def utc_column(**kwargs: Any) -> sa.Column[dt.datetime]:
     return sa.Column(UtcDateTime(), **kwargs)
 
 
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def asyncpg_connect_args(url: str) -> dict[str, Any]:
+    """asyncpg's extra connect arguments: no TLS to a server on this host unless the URL asks for it.
+
+    asyncpg's default (`sslmode=prefer`) encrypts even a loopback connection when the server has TLS on, as
+    production servers do; the traffic never leaves the machine, yet every statement paid for the encryption
+    in CPU on both ends (docs/benchmarks.md, "PostgreSQL on loopback without TLS"). A URL naming `ssl` or
+    `sslmode` keeps its own choice; a remote host keeps asyncpg's default."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_driver_name() != "asyncpg" or {"ssl", "sslmode"} & set(parsed.query):
+        return {}
+    host = parsed.host or parsed.query.get("host")
+    on_this_host = host is None or host in _LOOPBACK or str(host).startswith("/")
+    return {"ssl": False} if on_this_host else {}
+
+
 NOTIFY_AT_COMMIT = "voltcloud.notify_at_commit"  # session.info key: a channel to NOTIFY just before the commit
 
 
@@ -77,6 +95,7 @@ class Database:
         options: dict[str, Any] = {}
         if self.dialect != "sqlite":
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            options.update(connect_args=asyncpg_connect_args(url))
         if sa.engine.make_url(url).get_driver_name() == "aiosqlite":
             options.update(module=_OneHopAiosqlite())
         self.engine: AsyncEngine = create_async_engine(url, **options)

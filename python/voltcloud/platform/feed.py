@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from voltcloud.platform.db import NOTIFY_AT_COMMIT, Database, utc_column
+from voltcloud.platform.db import NOTIFY_AT_COMMIT, Database, asyncpg_connect_args, utc_column
 from voltcloud.platform.tracing import meter
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class ChangeFeed:
         while True:
             connection: Any = None
             try:
-                connection = await asyncpg.connect(dsn)
+                connection = await asyncpg.connect(dsn, **asyncpg_connect_args(self.db.url))
                 lost = asyncio.Event()
                 connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, lambda *_args: self._wake.set())
