@@ -137,7 +137,11 @@ class Settings(BaseSettings):
     # Maintenance field work (docs/maintenance-field.md).
     engineer_offer_timeout_s: float = Field(300.0, gt=0, description="How long an engineer has to accept a work order.")
     maintenance_field_sweep_s: float = Field(
-        5.0, ge=0, description="Period of engineer offer timeouts and certificate-expiry reminders; 0 = off."
+        5.0,
+        ge=0,
+        description="Least time between two sweeps of engineer offer timeouts, certificate-expiry reminders and "
+        "the battery risk rules, which run when an offer or a certificate stage falls due or a pack or engineer "
+        "changes (at least every `sweep_idle_s`); 0 = off.",
     )
     engineer_autodispatch_s: float = Field(
         0.0,

@@ -41,13 +41,14 @@ from voltcloud.maintenance.ports import Equipment
 from voltcloud.platform.clock import Clock, SystemClock
 from voltcloud.platform.db import Database
 from voltcloud.platform.errors import InvalidArgument
-from voltcloud.platform.feed import ChangeFeed
+from voltcloud.platform.feed import Change, ChangeFeed
 from voltcloud.platform.permissions import check_table_covers
 from voltcloud.platform.rpc import Admission, PlatformInterceptor
 from voltcloud.platform.tracing import configure_tracing
 from voltcloud.runtime import PowerUp
 from voltcloud.settlement.scheduler import SettlementScheduler
 from voltcloud.startup import Serving, prepare_database, split_listen, token_service
+from voltcloud.stations.api import inventory
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,24 @@ def field_hub(settings: Settings, db: Database, powerup: PowerUp, clock: Clock) 
         dt.timedelta(seconds=settings.engineer_offer_timeout_s),
     )
     return EngineerHub(
-        db, clock, desk, interval_s=settings.maintenance_field_sweep_s, autodispatch_s=settings.engineer_autodispatch_s
+        db,
+        clock,
+        desk,
+        interval_s=settings.maintenance_field_sweep_s,
+        idle_s=settings.sweep_idle_s,
+        autodispatch_s=settings.engineer_autodispatch_s,
     )
+
+
+def _packs_only(handler: Callable[[Sequence[Change]], None]) -> Callable[[Sequence[Change]], None]:
+    """The inventory's pack changes only (a connector's or a unit's change brings no SOH sample)."""
+
+    def packs(changes: Sequence[Change]) -> None:
+        mine = [c for c in changes if c.payload.get("kind") == "pack"]
+        if mine:
+            handler(mine)
+
+    return packs
 
 
 def admission(settings: Settings) -> Admission:
@@ -426,6 +443,7 @@ class Platform:
         self.maintenance = MaintenanceWorkers(settings, self.db, clock or SystemClock())
         self.field_hub = field_hub(settings, self.db, self.powerup, self.maintenance.clock)
         self.field_hub.follow(self.feed)  # offers decided on any replica reach the engineer streams held here
+        self.feed.subscribe(inventory.INVENTORY_TOPIC, _packs_only(self.field_hub.packs_changed))  # SOH samples
         self.settlement_scheduler = SettlementScheduler(
             self.db, interval_s=settings.settlement_scheduler_interval_s, default_tz=settings.settlement_timezone
         )

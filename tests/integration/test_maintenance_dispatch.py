@@ -183,6 +183,51 @@ async def test_decline_and_timeout_redispatch_to_the_next_nearest(
         app.call.cancel()
 
 
+async def test_a_lapsed_offer_is_swept_at_its_deadline_and_an_idle_desk_does_not_poll(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The sweep sleeps until the earliest offer deadline (idle safety net an hour away here): the offer is
+    re-dispatched once it lapses, and while nothing is due the desk reads nothing (the old 50 ms period swept
+    some twenty times a second)."""
+    timing = {"maintenance_field_sweep_s": 0.05, "sweep_idle_s": 3600.0, "engineer_offer_timeout_s": 1.5}
+    async with serving(tmp_path, database_url, **timing) as platform, channel_to(platform) as channel:
+        api, boss, hub = stub(channel), operator(platform), platform.field_hub
+        sweeps = 0
+        sweep_once = hub.sweep_once
+
+        async def counted() -> tuple[int, int]:
+            nonlocal sweeps
+            sweeps += 1
+            return await sweep_once()
+
+        hub.sweep_once = counted  # type: ignore[method-assign]
+        station = (await stations_of(platform))[0]
+        crew = await _crew(platform, api, station, hub.clock.now())
+        work_order_id = await _alarm_work_order(platform, station, certificate=None)
+        await asyncio.sleep(0.5)  # the registrations' wake-ups are swept
+        before = sweeps
+        await asyncio.sleep(1.0)
+        assert sweeps - before <= 1, f"{sweeps - before} sweeps in an idle second"
+
+        await api.AssignWorkOrder(
+            maintenance_pb2.AssignWorkOrderRequest(idempotency_key="lapse", work_order_id=work_order_id),
+            metadata=boss,
+        )
+        assert await _engineer_of(platform, work_order_id) == crew["near"]
+        deadline = asyncio.get_running_loop().time() + 1.5 + 5.0
+        while await _engineer_of(platform, work_order_id) == crew["near"]:  # nobody answers
+            assert asyncio.get_running_loop().time() < deadline, "the lapsed offer was never swept"
+            await asyncio.sleep(0.1)
+        assert await _engineer_of(platform, work_order_id) == crew["mid"]
+
+
+async def _engineer_of(platform: Platform, work_order_id: str) -> str | None:
+    async with platform.db.transaction() as session:
+        order = await session.get(WorkOrder, work_order_id)
+    assert order is not None
+    return order.engineer_id
+
+
 async def test_plan_dispatch_assigns_jointly_not_greedily(running: RunningPlatform, channel: grpc.aio.Channel) -> None:
     platform, api = running.platform, stub(channel)
     boss = operator(platform)

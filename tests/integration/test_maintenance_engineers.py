@@ -127,6 +127,8 @@ async def _reminders(platform: Platform, api: Any, clock: FrozenClock, start: dt
 
     assert (await platform.field_hub.sweep_once())[1] == 1  # 10 days left: the 30-day reminder
     assert (await platform.field_hub.sweep_once())[1] == 0  # once only
+    # The sweep sleeps until the next stage: the 7-day one, 3 days from now (not a period, not the expiry).
+    assert await platform.field_hub.next_due() == start + dt.timedelta(days=3)
     clock.advance(dt.timedelta(days=4))
     await platform.field_hub.sweep_once()
     clock.advance(dt.timedelta(days=7))

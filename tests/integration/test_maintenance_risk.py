@@ -4,16 +4,18 @@ PostgreSQL (the raise path's lock and the preventive de-duplication are per dial
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
 from sqlmodel import select
 
-from tests.integration.conftest import RunningPlatform
+from tests.integration.conftest import RunningPlatform, serving
 from tests.stationkit import CHARGING_STATION, CONNECTOR
 from voltcloud.maintenance import api as maintenance
 from voltcloud.maintenance import risk
 from voltcloud.maintenance.models import WorkOrder
+from voltcloud.platform.clock import FrozenClock
 from voltcloud.server import MaintenanceStations
 from voltcloud.stations import packs
 
@@ -87,3 +89,33 @@ async def test_a_pack_nearing_retirement_soh_opens_one_preventive_work_order(run
     assert "2032-03" in order.description and cursor > 0
     assert [o.id for o in (await sweep(dt.datetime(2032, 1, 21, tzinfo=dt.UTC)))[1]] == [order.id]
     assert (await sweep(dt.datetime(2032, 1, 21, tzinfo=dt.UTC), cursor))[0] == cursor  # nothing new sampled
+
+
+async def test_a_station_condition_report_wakes_the_risk_rules_without_a_timer(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The field sweep's safety net is an hour away and no offer or certificate is due: only the inventory's
+    pack changes (each report in its own transaction) can wake it, and the preventive work order opens."""
+    quiet = {"maintenance_field_sweep_s": 0.05, "sweep_idle_s": 3600.0}
+    async with serving(tmp_path, database_url, **quiet) as platform:
+        platform.field_hub.clock = FrozenClock(dt.datetime(2032, 1, 20, tzinfo=dt.UTC))
+        pack, capacity = await _swap_pack(RunningPlatform(platform, f"127.0.0.1:{platform.port}"))
+        await asyncio.sleep(0.5)  # the start-up passes are over: the sweep now sleeps
+        for day, soh, cycles, temp, c_rate in READINGS:
+            async with platform.db.transaction() as session:
+                await packs.apply_report(
+                    session, T0 + dt.timedelta(days=day), pack_id=pack.id, station_id=pack.station_id or "",
+                    slot_no=None, soc_permille=900, soh_permille=soh, temperature_milli_c=temp,
+                    cycles=pack.cycles + cycles, state=None, power_w=int(capacity * c_rate),
+                )  # fmt: skip
+
+        async def preventive() -> list[WorkOrder]:
+            async with platform.db.transaction() as session:
+                rows = await session.exec(select(WorkOrder).where(WorkOrder.pack_id == pack.id))
+                return [o for o in rows if o.source == risk.WORK_ORDER_SOURCE_PREVENTIVE]
+
+        for _ in range(100):
+            if await preventive():
+                break
+            await asyncio.sleep(0.1)
+        assert [o.fault_code for o in await preventive()] == [risk.SOH_RETIREMENT]

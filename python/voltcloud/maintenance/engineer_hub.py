@@ -4,8 +4,12 @@ Like dispatch's hub for specialists: offers live in the database (`WorkOrderOffe
 delivers them. Every replica's hub follows the feed topic "work_order" (written by `workorders.transition` in
 the deciding transaction), so an offer decided on any replica wakes the engineer's stream wherever it is held,
 and a work order taken away (timed out, re-assigned, cancelled) is withdrawn from the app that was told of it.
-The sweep (`sweep_once`, every `interval_s` on the injectable clock) re-dispatches lapsed offers, writes the
-certificate-expiry reminders due and checks packs with new SOH samples against the risk rules (`risk`); the
+The sweep (`sweep_once`) re-dispatches lapsed offers, writes the certificate-expiry reminders due and checks
+packs with new SOH samples against the risk rules (`risk`). It runs when something falls due, not on a timer: it
+sleeps until the earliest offer deadline or certificate stage (`next_due`, on the injectable clock), and a change
+that may bring earlier work wakes it (an offer made, an engineer's certificates, a pack's condition: the
+composition root forwards the inventory's pack changes to `packs_changed`); two sweeps are at least
+`interval_s` apart, and an idle replica sweeps every `idle_s` as the safety net. The
 automatic dispatch (`autodispatch_once`, every `autodispatch_s`, off by default) plans the OPEN work orders.
 All are safe to run on every replica (version-checked transitions, unique reminder rows, one open preventive
 work order per equipment and rule)."""
@@ -55,16 +59,26 @@ class Connection:
 
 class EngineerHub:
     def __init__(
-        self, db: Database, clock: Clock, desk: Desk, *, interval_s: float = 5.0, autodispatch_s: float = 0.0
+        self,
+        db: Database,
+        clock: Clock,
+        desk: Desk,
+        *,
+        interval_s: float = 5.0,
+        idle_s: float = 30.0,
+        autodispatch_s: float = 0.0,
     ) -> None:
         self.db = db
         self.clock = clock  # tests replace it with a FrozenClock to move time
         self.desk = desk
-        self.interval_s = interval_s
+        self.interval_s = interval_s  # the least time between two sweeps; 0: no sweeping (tests call sweep_once)
+        self.idle_s = idle_s
+        self._wake = asyncio.Event()
         self.autodispatch_s = autodispatch_s  # 0: work orders wait for AssignWorkOrder / PlanDispatch
         self._connections: dict[str, Connection] = {}
         self._loops: list[asyncio.Task[None]] = []
         self.risk_seq = 0  # the risk sweep's cursor over packs' SOH samples (0 after a start: every pack once)
+        self._risk_behind = True  # the last pass moved the cursor: samples may be left beyond its batch
 
     # ---- connections ------------------------------------------------------------------------------------
 
@@ -94,6 +108,8 @@ class EngineerHub:
             work_order_id, state = change.key, int(change.payload.get("state") or 0)
             engineer_id = str(change.payload.get("engineer_id") or "")
             holder = self._connections.get(engineer_id)
+            if state == int(S.ASSIGNED):
+                self._wake.set()  # an offer with a deadline the sweep may not know yet
             if state == int(S.ASSIGNED) and holder is not None:
                 holder.wake.set()  # it re-reads its pending offers; ones already sent are skipped
             elif state in _MINE and holder is not None and work_order_id in holder.offered:
@@ -105,10 +121,15 @@ class EngineerHub:
                     conn.queue.put_nowait(Outgoing("withdrawn", work_order_id, reason=_why(state)))
 
     def _on_engineer(self, changes: Sequence[Change]) -> None:
+        self._wake.set()  # a certificate added or an engineer back in service: a reminder may fall due sooner
         for change in changes:
             conn = self._connections.get(change.key)
             if conn is not None and change.payload.get("retired"):
                 conn.queue.put_nowait(Outgoing("close", reason="engineer retired"))
+
+    def packs_changed(self, changes: Sequence[Change]) -> None:
+        """The inventory's pack changes (a station's condition report carries SOH): the risk rules look again."""
+        self._wake.set()
 
     # ---- delivery -----------------------------------------------------------------------------------------
 
@@ -147,8 +168,19 @@ class EngineerHub:
         async with self.db.transaction("maintenance.certificates.remind") as session:
             reminded = len(await reminders.remind_due(session, now))
         async with self.db.transaction("maintenance.risk.packs") as session:
-            self.risk_seq, _ = await risk.sweep_packs(session, self.desk.stations, now, self.risk_seq)
+            cursor, _ = await risk.sweep_packs(session, self.desk.stations, now, self.risk_seq)
+        self._risk_behind, self.risk_seq = cursor != self.risk_seq, cursor
         return expired, reminded
+
+    async def next_due(self) -> dt.datetime | None:
+        """When the sweep next has work: now while the risk cursor is still catching up, else the earliest
+        offer deadline or certificate stage (None: nothing is scheduled)."""
+        now = self.clock.now()
+        if self._risk_behind:
+            return now
+        async with self.db.transaction("maintenance.field.next") as session:
+            due = [await fielddispatch.next_offer_lapse(session), await reminders.next_due(session, now)]
+        return min((t for t in due if t is not None), default=None)
 
     async def autodispatch_once(self) -> int:
         """OPEN work orders offered to the nearest qualified engineers, planned together; returns how many."""
@@ -156,13 +188,15 @@ class EngineerHub:
             return len((await fielddispatch.dispatch_open(session, self.desk, self.clock.now())).assignments)
 
     def start(self) -> None:
-        jobs = (
-            (self.interval_s, "sweep", self.sweep_once),
-            (self.autodispatch_s, "autodispatch", self.autodispatch_once),
-        )
-        for period, name, job in jobs:
-            if period > 0:
-                self._loops.append(asyncio.create_task(self._every(period, name, job), name=f"maintenance.{name}"))
+        if self.interval_s > 0:
+            self._loops.append(asyncio.create_task(self._sweep_when_due(), name="maintenance.sweep"))
+        if self.autodispatch_s > 0:
+            self._loops.append(
+                asyncio.create_task(
+                    self._every(self.autodispatch_s, "autodispatch", self.autodispatch_once),
+                    name="maintenance.autodispatch",
+                )
+            )
 
     async def stop(self) -> None:
         loops, self._loops = self._loops, []
@@ -171,6 +205,24 @@ class EngineerHub:
         for loop in loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+
+    async def _sweep_when_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()  # a change committed from here on wakes the wait below
+            started = loop.time()
+            try:
+                await self.sweep_once()
+                due = await self.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a background job must never die (a lost race included): log, go on
+                log.warning("maintenance field sweep failed: %s", error)
+                due = None
+            until_due = self.idle_s if due is None else (due - self.clock.now()).total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(max(until_due, 0.0), self.idle_s))
+            await asyncio.sleep(max(0.0, started + self.interval_s - loop.time()))
 
     async def _every(self, period_s: float, name: str, job: Callable[[], Awaitable[object]]) -> None:
         while True:

@@ -264,6 +264,7 @@ async def add_certificate(
         created_at=now,
     )
     session.add(row)
+    await publish(session, engineer)  # its reminders may fall due sooner than any the sweep waits for
     return row
 
 

@@ -20,7 +20,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import cast
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -386,6 +388,12 @@ async def expire_offers(session: AsyncSession, desk: Desk, now: dt.datetime, lim
         if waiting:
             await _redispatch(session, desk, row.work_order_id, SYSTEM[0], "offer timed out", now)
     return len(lapsed)
+
+
+async def next_offer_lapse(session: AsyncSession) -> dt.datetime | None:
+    """When the earliest pending offer lapses (None: no offer is pending): the field sweep sleeps until then."""
+    query = select(sa.func.min(col(WorkOrderOffer.expires_at))).where(WorkOrderOffer.state == PENDING)
+    return cast("dt.datetime | None", (await session.exec(query)).one())
 
 
 async def pending_offers(session: AsyncSession, engineer_id: str, now: dt.datetime) -> list[WorkOrderOffer]:

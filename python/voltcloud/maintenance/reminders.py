@@ -9,7 +9,9 @@ the notifier (email to the engineer, copy to the operator)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
+import sqlalchemy as sa
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,6 +35,22 @@ def due_stage(expires_at: dt.datetime, now: dt.datetime) -> str | None:
         if expires_at - before <= now:
             return stage
     return None
+
+
+async def next_due(session: AsyncSession, now: dt.datetime) -> dt.datetime | None:
+    """When the next stage of any certificate of a serving engineer falls due after `now` (None: none will):
+    for each stage, the earliest expiry whose stage time is still ahead."""
+    due: list[dt.datetime] = []
+    for _, before in STAGES:
+        query = (
+            select(sa.func.min(col(EngineerCertificate.expires_at)))
+            .join(Engineer, col(Engineer.id) == col(EngineerCertificate.engineer_id))
+            .where(col(EngineerCertificate.expires_at) > now + before, col(Engineer.retired_at).is_(None))
+        )
+        expires_at = cast("dt.datetime | None", (await session.exec(query)).one())
+        if expires_at is not None:
+            due.append(expires_at - before)
+    return min(due, default=None)
 
 
 async def remind_due(session: AsyncSession, now: dt.datetime) -> list[CertificateReminder]:
