@@ -55,7 +55,7 @@ async def one(source: Path, args: argparse.Namespace) -> dict[str, Any]:
         if args.db == "postgresql":
             url = await asyncio.to_thread(postgres_copy, source, world_seed, args.pg_database)
         else:
-            url = await asyncio.to_thread(sqlite_world, source, migration_key(source), world_seed, run_dir)
+            url = await asyncio.to_thread(sqlite_world, source, migration_key(source), world_seed, run_dir, "idle")
         env = server_env(JWT_KEY, {**SERVER_ENV, "VOLTCLOUD_DATABASE_URL": url}, source)
         server = await start_server(str(source), run_dir, env, ["--workers", str(workers)])
         try:
