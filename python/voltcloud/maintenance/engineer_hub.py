@@ -208,6 +208,7 @@ class EngineerHub:
 
     async def _sweep_when_due(self) -> None:
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(self.interval_s)  # not during start-up: the first pass waits as long as two apart
         while True:
             self._wake.clear()  # a change committed from here on wakes the wait below
             started = loop.time()
